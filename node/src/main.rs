@@ -1,0 +1,3 @@
+//! The `tenure` binary (being built).
+
+fn main() {}

@@ -1,0 +1,156 @@
+//! A mesh of real nodes on loopback: discovery from one bootstrap address, gossip
+//! delivered to everyone, request-response round trips.
+
+// Test code: a failed expectation is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tenure_overlay::{OverlayEvent, Service, Topic, accept_all};
+use tenure_tests::{
+    collect_gossip, next_matching, publish_when_ready, start_nodes, wait_for, wait_for_mesh,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_nodes_form_a_mesh_and_every_node_receives_every_message() {
+    let nodes = start_nodes(8, "mesh-test").await.unwrap();
+    for node in &nodes {
+        node.handle
+            .subscribe(Topic::Blocks, accept_all())
+            .await
+            .unwrap();
+    }
+    let (handles, mut received) = collect_gossip(nodes);
+    wait_for_mesh(&handles, Topic::Blocks, 4).await.unwrap();
+
+    for (i, handle) in handles.iter().enumerate() {
+        publish_when_ready(
+            handle,
+            Topic::Blocks,
+            format!("block from {i}").into_bytes(),
+        )
+        .await
+        .unwrap();
+    }
+
+    // Every node must receive the 7 messages published by the others.
+    let mut by_node: BTreeMap<usize, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    let expected = handles.len() * (handles.len() - 1);
+    while by_node.values().map(BTreeSet::len).sum::<usize>() < expected {
+        let got = tokio::time::timeout(tenure_tests::DEADLINE, received.recv())
+            .await
+            .expect("gossip did not reach every node")
+            .expect("collector closed");
+        assert_eq!(got.topic, Topic::Blocks);
+        by_node.entry(got.node).or_default().insert(got.data);
+    }
+    for (node, messages) in &by_node {
+        let own = format!("block from {node}").into_bytes();
+        assert!(
+            !messages.contains(&own),
+            "node {node} received its own message"
+        );
+        assert_eq!(messages.len(), handles.len() - 1);
+    }
+
+    // Discovery went beyond the bootstrap node: someone other than node 0 has peers
+    // it did not dial through the bootstrap address.
+    let status = handles[7].status().await.unwrap();
+    assert!(
+        status.peers.len() >= 4,
+        "node 7 has only {} peers",
+        status.peers.len()
+    );
+    for handle in &handles {
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_gets_its_response_through_the_application() {
+    let mut nodes = start_nodes(2, "rpc-test").await.unwrap();
+    let server = nodes.pop().unwrap();
+    let client = nodes.pop().unwrap();
+    let (server_handle, mut server_events) = (server.handle, server.events);
+    wait_for("the client to see the server", || async {
+        client
+            .handle
+            .status()
+            .await
+            .is_ok_and(|s| s.peers.len() == 1)
+    })
+    .await
+    .unwrap();
+
+    // The server answers BlockFetch requests by reversing the body.
+    let responder = server_handle.clone();
+    let served = tokio::spawn(async move {
+        let (id, body) = next_matching(&mut server_events, |event| match event {
+            OverlayEvent::InboundRequest {
+                id,
+                service: Service::BlockFetch,
+                body,
+                ..
+            } => Some((id, body)),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        let reversed: Vec<u8> = body.iter().rev().copied().collect();
+        responder.respond(id, Ok(reversed)).await.unwrap();
+        server_events
+    });
+
+    let answer = client
+        .handle
+        .request(
+            server_handle.peer_id(),
+            Service::BlockFetch,
+            b"tip?".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer, b"?pit");
+
+    // Echo is answered by the overlay itself.
+    let echo = client
+        .handle
+        .request(server_handle.peer_id(), Service::Echo, vec![1, 2, 3])
+        .await
+        .unwrap();
+    assert_eq!(echo, vec![1, 2, 3]);
+
+    let mut server_events = served.await.unwrap();
+    // A refusal travels back as a refusal, not as an i/o error.
+    let refuser = server_handle.clone();
+    let refused = tokio::spawn(async move {
+        let id = next_matching(&mut server_events, |event| match event {
+            OverlayEvent::InboundRequest { id, .. } => Some(id),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        refuser
+            .respond(id, Err("unknown block".into()))
+            .await
+            .unwrap();
+    });
+    let err = client
+        .handle
+        .request(
+            server_handle.peer_id(),
+            Service::BlockFetch,
+            b"nope".to_vec(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        tenure_overlay::RequestError::Refused("unknown block".into())
+    );
+    refused.await.unwrap();
+
+    let metrics = client.handle.metrics().snapshot();
+    assert_eq!(metrics.rpc_requests_sent, 3);
+    assert!(metrics.transport_bytes_out > 0);
+}

@@ -1,3 +1,177 @@
-//! The `tenure` binary (being built).
+//! `tenure`: run a node, a local testnet, keys, and benchmarks.
 
-fn main() {}
+mod bench;
+mod config;
+mod heartbeat;
+mod http;
+mod keys;
+mod localnet;
+mod process_stats;
+mod run;
+mod testnet;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "tenure",
+    version,
+    about = "Decentralised block-producer sets over libp2p"
+)]
+struct Cli {
+    /// Log filter (`info`, `tenure=debug,libp2p=warn`, …); overrides TENURE_LOG.
+    #[arg(long, global = true, env = "TENURE_LOG")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node from a TOML config.
+    Node {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Create a node key file and print its peer id.
+    Keygen {
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run a local mesh of nodes on loopback, with progress and a summary.
+    Testnet {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 15)]
+        duration: u64,
+        /// Print the summary as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        bench: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Gossip propagation: time until every node holds each message.
+    Gossip {
+        /// Nodes in the mesh.
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 1024 * 1024)]
+        size: usize,
+        /// Messages to publish.
+        #[arg(long, default_value_t = 50)]
+        messages: usize,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Node { .. } => "info",
+        _ => "warn",
+    };
+    let filter = cli
+        .log
+        .as_deref()
+        .map(EnvFilter::try_new)
+        .unwrap_or_else(|| Ok(EnvFilter::new(default_level)));
+    let filter = match filter {
+        Ok(filter) => filter,
+        Err(err) => {
+            eprintln!("error: invalid log filter: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Node { config } => run::run(&config).await?,
+        Command::Keygen { out, force } => {
+            let key = tenure_overlay::NodeKey::generate();
+            keys::save(&key, &out, force)?;
+            println!("{}", key.peer_id());
+        }
+        Command::Testnet {
+            nodes,
+            duration,
+            json,
+        } => {
+            let summary = testnet::run(testnet::TestnetOptions {
+                nodes,
+                duration: Duration::from_secs(duration),
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!("{}", summary.to_text());
+            }
+            if !summary.fully_meshed && !summary.interrupted {
+                eprintln!("error: the testnet did not become fully meshed");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Bench {
+            bench:
+                BenchCommand::Gossip {
+                    nodes,
+                    size,
+                    messages,
+                    json,
+                },
+        } => {
+            let report = bench::gossip::run(bench::gossip::GossipBenchOptions {
+                nodes,
+                size,
+                messages,
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.to_text());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

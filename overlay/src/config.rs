@@ -28,6 +28,10 @@ pub struct OverlayConfig {
     pub enable_mdns: bool,
     /// The node keeps dialling discovered peers until it has this many.
     pub target_peers: usize,
+    /// Above this many peers the node closes connections to peers outside every gossip
+    /// mesh, oldest first: discovery touches many peers, and a node connected to the
+    /// whole network pays for every one of them.
+    pub max_peers: usize,
     /// Connection limits, enforced before any other behaviour sees a connection.
     pub limits: ConnectionCaps,
     /// Gossip mesh parameters.
@@ -59,6 +63,7 @@ impl OverlayConfig {
             bootstrap_peers: Vec::new(),
             enable_mdns: false,
             target_peers: 12,
+            max_peers: 24,
             limits: ConnectionCaps::default(),
             gossip: GossipParams::default(),
             max_rpc_frame_bytes: 8 * 1024 * 1024,
@@ -97,10 +102,17 @@ impl OverlayConfig {
                 reason: "at least one connection per peer is needed",
             });
         }
-        if self.target_peers > self.limits.max_established as usize {
+        if self.target_peers > self.max_peers {
             return Err(ConfigError::Invalid {
                 field: "target_peers",
                 value: self.target_peers.to_string(),
+                reason: "larger than max_peers",
+            });
+        }
+        if self.max_peers > self.limits.max_established as usize {
+            return Err(ConfigError::Invalid {
+                field: "max_peers",
+                value: self.max_peers.to_string(),
                 reason: "larger than limits.max_established",
             });
         }
@@ -159,20 +171,30 @@ pub struct GossipParams {
     pub history_gossip: usize,
     /// Largest gossip message in bytes.
     pub max_message_bytes: usize,
+    /// Publish own messages to every connected peer rather than the mesh. Off: with
+    /// meshes of 4–12 it multiplies upload and signature checks for little gain.
+    pub flood_publish: bool,
 }
 
+/// The defaults are a smaller mesh than the gossipsub spec's 6/4/12: producer sets are
+/// at most 100 nodes and blocks are large, and every mesh peer beyond the first sends a
+/// duplicate that costs a full-size signature check. Measured with 1 MiB messages on 20
+/// nodes (`tenure bench gossip`): D=6 sent 4.1–4.9 bytes per byte published per node,
+/// D=4 sent 3.0, with p50 latency 25% lower. IHAVE gossip to 6 lazy peers keeps the
+/// redundancy that repairs a missed message.
 impl Default for GossipParams {
     fn default() -> Self {
         GossipParams {
-            mesh_n: 6,
-            mesh_n_low: 4,
-            mesh_n_high: 12,
+            mesh_n: 4,
+            mesh_n_low: 3,
+            mesh_n_high: 8,
             mesh_outbound_min: 2,
             gossip_lazy: 6,
             heartbeat_interval: Duration::from_millis(700),
             history_length: 6,
             history_gossip: 3,
             max_message_bytes: MIN_GOSSIP_MESSAGE_BYTES + 64 * 1024,
+            flood_publish: false,
         }
     }
 }
@@ -266,15 +288,15 @@ mod tests {
     #[test]
     fn mesh_low_above_degree_is_refused() {
         let mut c = config();
-        c.gossip.mesh_n_low = 7;
+        c.gossip.mesh_n_low = c.gossip.mesh_n + 1;
         let err = c.validate().unwrap_err();
-        assert!(err.to_string().contains("gossip.mesh_n_low = 7"), "{err}");
+        assert!(err.to_string().contains("gossip.mesh_n_low = 5"), "{err}");
     }
 
     #[test]
     fn mesh_high_below_degree_is_refused() {
         let mut c = config();
-        c.gossip.mesh_n_high = 5;
+        c.gossip.mesh_n_high = c.gossip.mesh_n - 1;
         assert!(matches!(
             c.validate(),
             Err(ConfigError::Invalid {
@@ -287,7 +309,7 @@ mod tests {
     #[test]
     fn outbound_min_over_half_the_degree_is_refused() {
         let mut c = config();
-        c.gossip.mesh_outbound_min = 4;
+        c.gossip.mesh_outbound_min = 3;
         assert!(matches!(
             c.validate(),
             Err(ConfigError::Invalid {
@@ -325,9 +347,24 @@ mod tests {
     }
 
     #[test]
-    fn target_peers_beyond_connection_cap_is_refused() {
+    fn peer_targets_beyond_their_caps_are_refused() {
         let mut c = config();
         c.limits.max_established = 4;
-        assert!(c.validate().is_err());
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "max_peers",
+                ..
+            })
+        ));
+        let mut c = config();
+        c.target_peers = c.max_peers + 1;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "target_peers",
+                ..
+            })
+        ));
     }
 }

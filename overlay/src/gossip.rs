@@ -113,9 +113,9 @@ pub fn build(
         .history_length(params.history_length)
         .history_gossip(params.history_gossip)
         .max_transmit_size(params.max_message_bytes)
-        // Peer exchange on prune lets a node pruned by a crowded bootstrap node find
-        // others; we only accept it from peers with a positive score.
-        .do_px()
+        .flood_publish(params.flood_publish)
+        // No peer exchange: Kademlia finds peers, and PX dials every peer named in a
+        // PRUNE, which fights the connection manager's cap.
         .build()
         .map_err(|e| e.to_string())?;
 

@@ -110,6 +110,8 @@ pub struct OverlayStatus {
     pub mesh: BTreeMap<String, usize>,
     /// Peers banned now.
     pub banned: usize,
+    /// Entries in the DHT routing table.
+    pub routing_table: usize,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<T>;

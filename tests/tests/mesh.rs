@@ -21,7 +21,8 @@ async fn eight_nodes_form_a_mesh_and_every_node_receives_every_message() {
             .unwrap();
     }
     let (handles, mut received) = collect_gossip(nodes);
-    wait_for_mesh(&handles, Topic::Blocks, 4).await.unwrap();
+    let mesh_floor = tenure_overlay::GossipParams::default().mesh_n_low;
+    wait_for_mesh(&handles, Topic::Blocks, mesh_floor).await.unwrap();
 
     for (i, handle) in handles.iter().enumerate() {
         publish_when_ready(

@@ -69,6 +69,9 @@ const OTHER_NETWORK_BACKOFF: Duration = Duration::from_secs(600);
 /// How long a refused peer's connection stays open after our answer was written.
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a new connection is safe from pruning.
+const PRUNE_GRACE: Duration = Duration::from_secs(5);
+
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -151,6 +154,10 @@ fn build_swarm(
                     .with_max_pending_incoming(Some(limits.max_pending_incoming));
                 let mut kad_config = kad::Config::new(kad_protocol);
                 kad_config.set_query_timeout(Duration::from_secs(20));
+                // Insert routes ourselves: on a full bucket kad dials the oldest disconnected
+                // entry to test it, and with a peer cap that dial reconnects the peers we
+                // just pruned, over and over.
+                kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
                 let mut kad = kad::Behaviour::with_config(
                     peer_id,
                     kad::store::MemoryStore::new(peer_id),
@@ -443,6 +450,30 @@ impl OverlayService {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
         self.discover(now);
+        self.prune_excess_peers(now);
+    }
+
+    /// Keeps the node at `max_peers`: closes connections to peers outside every mesh.
+    fn prune_excess_peers(&mut self, now: Instant) {
+        let connected = self.peers.connected_count();
+        if connected <= self.config.max_peers {
+            return;
+        }
+        let in_mesh: std::collections::HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_mesh_peers()
+            .copied()
+            .collect();
+        let excess = connected - self.config.max_peers;
+        for peer in self
+            .peers
+            .prune_candidates(now, PRUNE_GRACE, excess, |p| in_mesh.contains(p))
+        {
+            debug!(target: LOG_TARGET, %peer, "over the peer cap; disconnecting");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     fn status(&mut self) -> OverlayStatus {
@@ -458,6 +489,13 @@ impl OverlayService {
             peers: self.peers.summaries(),
             mesh,
             banned: self.reputation.banned_count(Instant::now()),
+            routing_table: self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .kbuckets()
+                .map(|bucket| bucket.num_entries())
+                .sum(),
         }
     }
 }

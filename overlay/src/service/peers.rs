@@ -77,6 +77,30 @@ impl PeerTable {
             .collect()
     }
 
+    /// Up to `count` peers to disconnect when over the cap: connected longer than
+    /// `grace` (so a newcomer has time for its hello and a DHT query), not `protected`,
+    /// oldest first (so newcomers are not the ones cut off).
+    pub fn prune_candidates(
+        &self,
+        now: Instant,
+        grace: Duration,
+        count: usize,
+        protected: impl Fn(&PeerId) -> bool,
+    ) -> Vec<PeerId> {
+        let mut eligible: Vec<(Instant, PeerId)> = self
+            .peers
+            .iter()
+            .filter(|(peer, e)| now.duration_since(e.connected_at) >= grace && !protected(peer))
+            .map(|(peer, e)| (e.connected_at, *peer))
+            .collect();
+        eligible.sort();
+        eligible
+            .into_iter()
+            .take(count)
+            .map(|(_, peer)| peer)
+            .collect()
+    }
+
     /// The ready peers, for status reports.
     pub fn summaries(&self) -> Vec<PeerSummary> {
         let mut out: Vec<PeerSummary> = self
@@ -126,6 +150,25 @@ mod tests {
         let stranger = PeerId::random();
         assert!(!table.set_hello(stranger, hello()));
         assert!(!table.is_ready(&stranger));
+    }
+
+    #[test]
+    fn pruning_takes_the_oldest_unprotected_peers_past_their_grace() {
+        let mut table = PeerTable::default();
+        let start = Instant::now();
+        let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        for (i, peer) in peers.iter().enumerate() {
+            table.connection_opened(*peer, start + Duration::from_secs(i as u64));
+        }
+        let now = start + Duration::from_secs(8);
+        let grace = Duration::from_secs(6);
+        // peers[0] is protected (in a mesh); peers[3] (5 s old) is still within its grace.
+        let pruned = table.prune_candidates(now, grace, 5, |p| *p == peers[0]);
+        assert_eq!(pruned, vec![peers[1], peers[2]]);
+        assert_eq!(
+            table.prune_candidates(now, grace, 1, |_| false),
+            vec![peers[0]]
+        );
     }
 
     #[test]

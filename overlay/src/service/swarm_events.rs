@@ -75,12 +75,7 @@ impl OverlayService {
                 message,
             }) => self.on_gossip(propagation_source, message_id, message),
             TenureBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                for addr in &info.listen_addrs {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer_id, addr.clone());
-                }
+                self.add_route(peer_id, &info.listen_addrs);
                 self.discovery.learn(peer_id, info.listen_addrs);
             }
             TenureBehaviourEvent::Kad(kad::Event::RoutingUpdated {
@@ -104,6 +99,24 @@ impl OverlayService {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Adds `peer` to the DHT routing table unless its bucket is full: inserting into a
+    /// full bucket makes kad dial the bucket's oldest disconnected peer to test it.
+    fn add_route(&mut self, peer: PeerId, addrs: &[libp2p::Multiaddr]) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let full = kad
+            .kbucket(peer)
+            .is_some_and(|bucket| bucket.num_entries() >= kad::K_VALUE.get());
+        let known = kad
+            .kbucket(peer)
+            .is_some_and(|bucket| bucket.iter().any(|e| e.node.key.preimage() == &peer));
+        if full && !known {
+            return;
+        }
+        for addr in addrs {
+            kad.add_address(&peer, addr.clone());
         }
     }
 

@@ -1,0 +1,39 @@
+//! The node's HTTP API (JSON), bound where the config says (loopback by default).
+//!
+//! - `GET /v1/status`: peer id, listen addresses, peers with their hellos, mesh sizes.
+//! - `GET /metrics`: the Prometheus registry as text.
+
+use std::net::SocketAddr;
+
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use tenure_overlay::OverlayHandle;
+use tracing::warn;
+
+/// Binds `addr` and serves the API in the background; returns the bound address.
+pub async fn serve(addr: SocketAddr, overlay: OverlayHandle) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind the HTTP API on {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(overlay);
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            warn!(target: "tenure::http", %err, "HTTP API stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn status(State(overlay): State<OverlayHandle>) -> impl IntoResponse {
+    match overlay.status().await {
+        Ok(status) => Json(status).into_response(),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
+    }
+}
+
+async fn metrics(State(overlay): State<OverlayHandle>) -> String {
+    overlay.metrics().encode_text()
+}

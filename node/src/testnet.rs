@@ -1,0 +1,296 @@
+//! `tenure testnet`: a local mesh of nodes on loopback that find each other from one
+//! bootstrap address, form a gossip mesh and exchange heartbeats, with live progress and
+//! a summary.
+//!
+//! "Fully meshed" means every node has reached its gossip mesh degree on the heartbeat
+//! topic and has heard a heartbeat from every other node.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use tenure_overlay::{NetworkId, OverlayConfig, OverlayEvent, OverlayHandle, PeerId, Topic};
+use tokio::sync::watch;
+
+use crate::{
+    heartbeat::{self, Heartbeat},
+    localnet::{self, LocalNode},
+    process_stats::{mib, rss},
+};
+
+/// How often each node publishes a heartbeat.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often progress is printed.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct TestnetOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// How long to run.
+    pub duration: Duration,
+}
+
+#[derive(Default)]
+struct Progress {
+    heard_from: HashSet<PeerId>,
+    sent: u64,
+    received: u64,
+}
+
+/// The summary printed at the end.
+#[derive(Debug, Serialize)]
+pub struct TestnetSummary {
+    /// Nodes run.
+    pub nodes: usize,
+    /// How long the testnet ran, in seconds.
+    pub duration_s: f64,
+    /// Whether Ctrl-C cut the run short.
+    pub interrupted: bool,
+    /// Whether every node reached its mesh degree and heard every other node.
+    pub fully_meshed: bool,
+    /// Time from start until fully meshed.
+    pub time_to_full_mesh_ms: Option<u64>,
+    /// Heartbeats published by all nodes.
+    pub heartbeats_sent: u64,
+    /// Heartbeats received by all nodes.
+    pub heartbeats_received: u64,
+    /// Fewest peers of any node at the end.
+    pub peers_min: usize,
+    /// Mean peers per node at the end.
+    pub peers_avg: f64,
+    /// Smallest heartbeat mesh of any node at the end.
+    pub mesh_min: usize,
+    /// Resident memory of the whole process at the end.
+    pub rss_total_mib: f64,
+    /// Resident memory added per node (end minus before start, over nodes).
+    pub rss_per_node_mib: f64,
+    /// Transport bytes sent per node over the run.
+    pub bytes_sent_per_node: u64,
+}
+
+/// Runs the testnet until `duration` passes or Ctrl-C.
+pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
+    anyhow::ensure!(options.nodes >= 2, "a testnet needs at least 2 nodes");
+    let baseline = rss();
+    let started = Instant::now();
+    let network = NetworkId::new("testnet")?;
+    let nodes = localnet::start(options.nodes, &network, |_| {}).await?;
+    let wanted_mesh =
+        localnet::reachable_mesh(options.nodes, &OverlayConfig::loopback(network.clone()));
+    let handles: Vec<OverlayHandle> = nodes.iter().map(|n| n.handle.clone()).collect();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut progress = Vec::with_capacity(nodes.len());
+    let mut tasks = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        node.handle
+            .subscribe(Topic::Heartbeat, Arc::new(heartbeat::validate))
+            .await?;
+        let state = Arc::new(Mutex::new(Progress::default()));
+        progress.push(state.clone());
+        tasks.push(tokio::spawn(run_node(node, state, stop_rx.clone())));
+    }
+    eprintln!(
+        "testnet: {} nodes on loopback, bootstrap {}",
+        options.nodes,
+        handles
+            .first()
+            .and_then(|h| h.listen_addrs().first())
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+
+    let mut meshed_at = None;
+    let mut interrupted = false;
+    let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let end = tokio::time::sleep(options.duration);
+    tokio::pin!(end);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let view = NetView::gather(&handles, &progress).await;
+                let meshed = view.fully_meshed(options.nodes, wanted_mesh);
+                if meshed && meshed_at.is_none() {
+                    meshed_at = Some(started.elapsed());
+                }
+                eprintln!("{}", view.progress_line(started.elapsed(), wanted_mesh, meshed_at));
+            }
+            _ = &mut end => break,
+            _ = &mut ctrl_c => {
+                interrupted = true;
+                eprintln!("testnet: interrupted, shutting down");
+                break;
+            }
+        }
+    }
+
+    let view = NetView::gather(&handles, &progress).await;
+    let end_rss = rss();
+    let bytes_out: u64 = handles
+        .iter()
+        .map(|h| h.metrics().snapshot().transport_bytes_out)
+        .sum();
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    localnet::shutdown(&handles).await;
+
+    let n = options.nodes;
+    Ok(TestnetSummary {
+        nodes: n,
+        duration_s: started.elapsed().as_secs_f64(),
+        interrupted,
+        fully_meshed: meshed_at.is_some(),
+        time_to_full_mesh_ms: meshed_at.map(|d| d.as_millis() as u64),
+        heartbeats_sent: view.sent,
+        heartbeats_received: view.received,
+        peers_min: view.peers.iter().copied().min().unwrap_or(0),
+        peers_avg: view.peers.iter().sum::<usize>() as f64 / n as f64,
+        mesh_min: view.mesh.iter().copied().min().unwrap_or(0),
+        rss_total_mib: mib(end_rss.current),
+        rss_per_node_mib: mib(end_rss.current.saturating_sub(baseline.current)) / n as f64,
+        bytes_sent_per_node: bytes_out / n as u64,
+    })
+}
+
+/// One node's loop: publish heartbeats, record the ones heard.
+async fn run_node(
+    mut node: LocalNode,
+    progress: Arc<Mutex<Progress>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let me = node.handle.peer_id();
+    let mut seq = 0u64;
+    let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {
+                // Until subscriptions are exchanged there is nobody to publish to; the
+                // next beat tries again.
+                if node.handle.publish(Topic::Heartbeat, Heartbeat::new(me, seq).encode()).await.is_ok() {
+                    seq += 1;
+                    if let Ok(mut p) = progress.lock() {
+                        p.sent += 1;
+                    }
+                }
+            }
+            event = node.events.next() => match event {
+                Some(OverlayEvent::Gossip { topic: Topic::Heartbeat, data, .. }) => {
+                    if let (Some(sender), Ok(mut p)) =
+                        (Heartbeat::decode(&data).and_then(|b| b.sender()), progress.lock())
+                    {
+                        p.heard_from.insert(sender);
+                        p.received += 1;
+                    }
+                }
+                Some(_) => {}
+                None => return,
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The network as seen at one moment.
+struct NetView {
+    peers: Vec<usize>,
+    mesh: Vec<usize>,
+    heard: Vec<usize>,
+    sent: u64,
+    received: u64,
+}
+
+impl NetView {
+    async fn gather(handles: &[OverlayHandle], progress: &[Arc<Mutex<Progress>>]) -> Self {
+        let mut view = NetView {
+            peers: Vec::new(),
+            mesh: Vec::new(),
+            heard: Vec::new(),
+            sent: 0,
+            received: 0,
+        };
+        for (handle, state) in handles.iter().zip(progress) {
+            let (peers, mesh) = match handle.status().await {
+                Ok(s) => (
+                    s.peers.len(),
+                    s.mesh.get(Topic::Heartbeat.name()).copied().unwrap_or(0),
+                ),
+                Err(_) => (0, 0),
+            };
+            view.peers.push(peers);
+            view.mesh.push(mesh);
+            if let Ok(p) = state.lock() {
+                view.heard.push(p.heard_from.len());
+                view.sent += p.sent;
+                view.received += p.received;
+            }
+        }
+        view
+    }
+
+    fn fully_meshed(&self, nodes: usize, wanted_mesh: usize) -> bool {
+        self.mesh.len() == nodes
+            && self.mesh.iter().all(|m| *m >= wanted_mesh)
+            && self.heard.iter().all(|h| *h + 1 >= nodes)
+    }
+
+    fn progress_line(
+        &self,
+        elapsed: Duration,
+        wanted_mesh: usize,
+        meshed_at: Option<Duration>,
+    ) -> String {
+        let n = self.peers.len().max(1);
+        let hearing_all = self.heard.iter().filter(|h| **h + 1 >= n).count();
+        let meshed = self.mesh.iter().filter(|m| **m >= wanted_mesh).count();
+        let state = match meshed_at {
+            Some(at) => format!("fully meshed at {:.1}s", at.as_secs_f64()),
+            None => "forming".to_owned(),
+        };
+        format!(
+            "[{:>5.1}s] peers avg {:.1} min {} | mesh ok {meshed}/{n} | hear all {hearing_all}/{n} | heartbeats {} sent {} received | {state}",
+            elapsed.as_secs_f64(),
+            self.peers.iter().sum::<usize>() as f64 / n as f64,
+            self.peers.iter().copied().min().unwrap_or(0),
+            self.sent,
+            self.received,
+        )
+    }
+}
+
+impl TestnetSummary {
+    /// The summary for people.
+    pub fn to_text(&self) -> String {
+        let mesh = match self.time_to_full_mesh_ms {
+            Some(ms) => format!("fully meshed after {:.2} s", ms as f64 / 1000.0),
+            None => "NOT fully meshed".to_owned(),
+        };
+        format!(
+            "testnet summary\n  nodes              {}\n  ran                {:.1} s{}\n  mesh               {mesh}\n  peers per node     min {} avg {:.1}\n  heartbeat mesh     min {}\n  heartbeats         {} sent, {} received\n  memory             {:.1} MiB total, {:.2} MiB per node\n  bytes sent / node  {}",
+            self.nodes,
+            self.duration_s,
+            if self.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            },
+            self.peers_min,
+            self.peers_avg,
+            self.mesh_min,
+            self.heartbeats_sent,
+            self.heartbeats_received,
+            self.rss_total_mib,
+            self.rss_per_node_mib,
+            self.bytes_sent_per_node,
+        )
+    }
+}

@@ -22,7 +22,9 @@ async fn eight_nodes_form_a_mesh_and_every_node_receives_every_message() {
     }
     let (handles, mut received) = collect_gossip(nodes);
     let mesh_floor = tenure_overlay::GossipParams::default().mesh_n_low;
-    wait_for_mesh(&handles, Topic::Blocks, mesh_floor).await.unwrap();
+    wait_for_mesh(&handles, Topic::Blocks, mesh_floor)
+        .await
+        .unwrap();
 
     for (i, handle) in handles.iter().enumerate() {
         publish_when_ready(

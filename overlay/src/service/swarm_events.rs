@@ -46,8 +46,9 @@ impl OverlayService {
                 ..
             } => {
                 let gone = self.peers.connection_closed(&peer_id, num_established);
-                if gone.is_some() {
-                    self.refuse_after_response.remove(&peer_id);
+                if gone.is_some() && self.refuse_after_response.remove(&peer_id).is_some() {
+                    // Nothing left to flush: refuse its next connection at once.
+                    self.swarm.behaviour_mut().blocked.block_peer(peer_id);
                 }
                 if gone == Some(true) {
                     self.metrics.counters().peers_connected.dec();
@@ -167,7 +168,10 @@ impl OverlayService {
                 self.record_hello(peer, hello);
             }
             Err(reason @ HelloError::NetworkMismatch { .. }) => {
-                // Tell the peer who we are, then part once the answer is out.
+                // Tell the peer who we are, then part once the answer is out. The
+                // backoff starts now so discovery stops considering the peer.
+                self.reputation
+                    .ban_for(peer, OTHER_NETWORK_BACKOFF, Instant::now());
                 let ours = self.hello.clone();
                 if self
                     .swarm

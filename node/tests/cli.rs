@@ -1,0 +1,225 @@
+//! The `tenure` binary as a user runs it: separate processes on loopback.
+
+// Test code: a failed expectation is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const TENURE: &str = env!("CARGO_BIN_EXE_tenure");
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A `tenure node` process, killed when dropped so a failing test leaves nothing behind.
+struct NodeProcess {
+    child: Child,
+    data_dir: PathBuf,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl NodeProcess {
+    /// Writes a key and config under `dir/name` and starts the node.
+    fn start(dir: &Path, name: &str, bootstrap: &[String]) -> Self {
+        let key = dir.join(format!("{name}.key"));
+        let out = Command::new(TENURE)
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "keygen failed: {out:?}");
+        let config = dir.join(format!("{name}.toml"));
+        let bootstrap = bootstrap
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(
+            &config,
+            format!(
+                "network_id = \"cli-test\"\n\
+                 listen_addrs = [\"/ip4/127.0.0.1/tcp/0\"]\n\
+                 bootstrap_peers = [{bootstrap}]\n\
+                 data_dir = \"{name}\"\n\
+                 key_file = \"{name}.key\"\n\
+                 http_listen = \"127.0.0.1:0\"\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(TENURE)
+            .args(["node", "--config"])
+            .arg(&config)
+            .env("TENURE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        NodeProcess {
+            child,
+            data_dir: dir.join(name),
+        }
+    }
+
+    /// The node's `node.json`, once it has written it.
+    fn info(&mut self) -> serde_json::Value {
+        let path = self.data_dir.join("node.json");
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(info) = serde_json::from_str(&text)
+            {
+                return info;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("node exited early with {status}");
+            }
+            assert!(started.elapsed() < DEADLINE, "node never wrote node.json");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn peers_of(http: &str) -> Vec<String> {
+    let Ok(response) = ureq::get(&format!("http://{http}/v1/status")).call() else {
+        return Vec::new();
+    };
+    let status: serde_json::Value = response.into_json().unwrap();
+    status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["peer_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn two_node_processes_on_loopback_find_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = NodeProcess::start(dir.path(), "a", &[]);
+    let a_info = a.info();
+    let a_addr = a_info["listen_addrs"][0].as_str().unwrap().to_owned();
+    let mut b = NodeProcess::start(dir.path(), "b", &[a_addr]);
+    let b_info = b.info();
+
+    let a_id = a_info["peer_id"].as_str().unwrap();
+    let b_id = b_info["peer_id"].as_str().unwrap();
+    let a_http = a_info["http"].as_str().unwrap();
+    let b_http = b_info["http"].as_str().unwrap();
+    let started = Instant::now();
+    while !(peers_of(a_http).iter().any(|p| p == b_id) && peers_of(b_http).iter().any(|p| p == a_id))
+    {
+        assert!(started.elapsed() < DEADLINE, "the two nodes never saw each other");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let metrics = ureq::get(&format!("http://{a_http}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(metrics.contains("tenure_overlay_peers_connected 1"), "{metrics}");
+}
+
+#[test]
+fn a_config_with_a_missing_field_fails_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "listen_addrs = [\"/ip4/127.0.0.1/tcp/0\"]\ndata_dir = \"d\"\nkey_file = \"k\"\n",
+    )
+    .unwrap();
+    let out = Command::new(TENURE)
+        .args(["node", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("network_id"), "{stderr}");
+}
+
+#[test]
+fn a_missing_key_file_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "network_id = \"t\"\nlisten_addrs = [\"/ip4/127.0.0.1/tcp/0\"]\ndata_dir = \"d\"\nkey_file = \"missing.key\"\n",
+    )
+    .unwrap();
+    let out = Command::new(TENURE)
+        .args(["node", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("tenure keygen"), "{stderr}");
+}
+
+#[test]
+fn the_testnet_meshes_and_reports_json() {
+    let out = Command::new(TENURE)
+        .args(["testnet", "--nodes", "4", "--duration", "4", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "testnet failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["nodes"], 4);
+    assert_eq!(summary["fully_meshed"], true, "{summary}");
+    assert!(summary["heartbeats_received"].as_u64().unwrap() > 0);
+    assert!(stderr.contains("hear all"), "no live progress: {stderr}");
+}
+
+fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn ctrl_c_stops_the_testnet_cleanly_with_a_summary() {
+    let child = Command::new(TENURE)
+        .args(["testnet", "--nodes", "3", "--duration", "600", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    send_signal(&child, "-INT");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    assert!(summary["duration_s"].as_f64().unwrap() < 60.0);
+}
+
+#[test]
+fn sigterm_stops_a_node_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(dir.path(), "solo", &[]);
+    node.info();
+    send_signal(&node.child, "-TERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < DEADLINE, "node ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!node.data_dir.join("node.json").exists());
+}

@@ -113,9 +113,13 @@ fn two_node_processes_on_loopback_find_each_other() {
     let a_http = a_info["http"].as_str().unwrap();
     let b_http = b_info["http"].as_str().unwrap();
     let started = Instant::now();
-    while !(peers_of(a_http).iter().any(|p| p == b_id) && peers_of(b_http).iter().any(|p| p == a_id))
+    while !(peers_of(a_http).iter().any(|p| p == b_id)
+        && peers_of(b_http).iter().any(|p| p == a_id))
     {
-        assert!(started.elapsed() < DEADLINE, "the two nodes never saw each other");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the two nodes never saw each other"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -124,7 +128,10 @@ fn two_node_processes_on_loopback_find_each_other() {
         .unwrap()
         .into_string()
         .unwrap();
-    assert!(metrics.contains("tenure_overlay_peers_connected 1"), "{metrics}");
+    assert!(
+        metrics.contains("tenure_overlay_peers_connected 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -200,7 +207,11 @@ fn ctrl_c_stops_the_testnet_cleanly_with_a_summary() {
     std::thread::sleep(Duration::from_secs(3));
     send_signal(&child, "-INT");
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["interrupted"], true);
     assert!(summary["duration_s"].as_f64().unwrap() < 60.0);

@@ -1,7 +1,12 @@
 //! The `tenure` binary as a user runs it: separate processes on loopback.
 
 // Test code: a failed expectation is the test failing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::{
     path::{Path, PathBuf},

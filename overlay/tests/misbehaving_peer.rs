@@ -5,7 +5,12 @@
 //! Tenure's RPC protocol, so the frames cross Noise and Yamux like any other.
 
 // Test code: a failed expectation is the test failing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::{io, time::Duration};
 

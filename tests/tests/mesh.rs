@@ -2,7 +2,12 @@
 //! delivered to everyone, request-response round trips.
 
 // Test code: a failed expectation is the test failing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,7 +1,12 @@
 //! Peers on another network are refused at hello and kept away.
 
 // Test code: a failed expectation is the test failing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use tenure_overlay::{HelloError, OverlayEvent};
 use tenure_tests::{config, next_matching, start_node, wait_for};

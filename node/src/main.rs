@@ -75,9 +75,12 @@ enum BenchCommand {
         /// Message size in bytes.
         #[arg(long, default_value_t = 1024 * 1024)]
         size: usize,
-        /// Messages to publish.
+        /// Messages to publish and measure.
         #[arg(long, default_value_t = 50)]
         messages: usize,
+        /// Messages published first and not measured.
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
         /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
@@ -157,6 +160,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     nodes,
                     size,
                     messages,
+                    warmup,
                     json,
                 },
         } => {
@@ -164,6 +168,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 nodes,
                 size,
                 messages,
+                warmup,
             })
             .await?;
             if json {

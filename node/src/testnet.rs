@@ -24,6 +24,9 @@ use crate::{
 /// How often each node publishes a heartbeat.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How soon a node tries again when it had nobody to send its heartbeat to.
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(250);
+
 /// How often progress is printed.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -170,18 +173,23 @@ async fn run_node(
 ) {
     let me = node.handle.peer_id();
     let mut seq = 0u64;
-    let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let beat = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(beat);
     loop {
         tokio::select! {
-            _ = beat.tick() => {
-                // Until subscriptions are exchanged there is nobody to publish to; the
-                // next beat tries again.
-                if node.handle.publish(Topic::Heartbeat, Heartbeat::new(me, seq).encode()).await.is_ok() {
+            _ = &mut beat => {
+                // Until subscriptions are exchanged there is nobody to publish to: try
+                // again shortly rather than a whole interval later.
+                let next = if node.handle.publish(Topic::Heartbeat, Heartbeat::new(me, seq).encode()).await.is_ok() {
                     seq += 1;
                     if let Ok(mut p) = progress.lock() {
                         p.sent += 1;
                     }
-                }
+                    HEARTBEAT_INTERVAL
+                } else {
+                    HEARTBEAT_RETRY
+                };
+                beat.as_mut().reset(tokio::time::Instant::now() + next);
             }
             event = node.events.next() => match event {
                 Some(OverlayEvent::Gossip { topic: Topic::Heartbeat, data, .. }) => {

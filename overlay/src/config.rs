@@ -15,6 +15,9 @@ use crate::network::NetworkId;
 /// with its signer set must fit in one message.
 pub const MIN_GOSSIP_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Room for the RPC envelope around a gossip body fetched by request.
+const RPC_ENVELOPE_OVERHEAD: usize = 4096;
+
 /// Everything one overlay node needs to run.
 #[derive(Clone, Debug)]
 pub struct OverlayConfig {
@@ -63,7 +66,10 @@ impl OverlayConfig {
             bootstrap_peers: Vec::new(),
             enable_mdns: false,
             target_peers: 12,
-            max_peers: 24,
+            // Well above the target: pruning at 24 in a 50-node testnet churned meshes
+            // below D_lo (Kademlia's bootstrap keeps dialling); 48 connections cost a
+            // node about 7 MiB in all.
+            max_peers: 48,
             limits: ConnectionCaps::default(),
             gossip: GossipParams::default(),
             max_rpc_frame_bytes: 8 * 1024 * 1024,
@@ -93,6 +99,13 @@ impl OverlayConfig {
                 field: "command_queue/event_queue",
                 value: format!("{}/{}", self.command_queue, self.event_queue),
                 reason: "queues must hold at least one item",
+            });
+        }
+        if self.max_rpc_frame_bytes < self.gossip.max_message_bytes + RPC_ENVELOPE_OVERHEAD {
+            return Err(ConfigError::Invalid {
+                field: "max_rpc_frame_bytes",
+                value: self.max_rpc_frame_bytes.to_string(),
+                reason: "must hold the largest gossip message plus its envelope",
             });
         }
         if self.limits.max_per_peer == 0 {
@@ -171,6 +184,9 @@ pub struct GossipParams {
     pub history_gossip: usize,
     /// Largest gossip message in bytes.
     pub max_message_bytes: usize,
+    /// Messages longer than this are gossiped as an announcement and their bodies pulled
+    /// once per node (see [`crate::bodies`]).
+    pub large_message_bytes: usize,
     /// Publish own messages to every connected peer rather than the mesh. Off: with
     /// meshes of 4–12 it multiplies upload and signature checks for little gain.
     pub flood_publish: bool,
@@ -194,6 +210,7 @@ impl Default for GossipParams {
             history_length: 6,
             history_gossip: 3,
             max_message_bytes: MIN_GOSSIP_MESSAGE_BYTES + 64 * 1024,
+            large_message_bytes: 32 * 1024,
             flood_publish: false,
         }
     }

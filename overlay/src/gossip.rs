@@ -35,6 +35,9 @@ use crate::{
 /// Peers on one non-loopback IP before the colocation penalty applies.
 pub const COLOCATED_PEERS_TOLERATED: f64 = 16.0;
 
+/// How long a pruned peer may not be grafted again.
+pub const PRUNE_BACKOFF: Duration = Duration::from_secs(15);
+
 /// Bytes of SHA-256 kept as the message id.
 const MESSAGE_ID_BYTES: usize = 20;
 
@@ -114,6 +117,9 @@ pub fn build(
         .history_gossip(params.history_gossip)
         .max_transmit_size(params.max_message_bytes)
         .flood_publish(params.flood_publish)
+        // A refused GRAFT bars re-grafting that peer for the backoff; the spec's minute
+        // left nodes of a crowded 50-node testnet below D_lo that long.
+        .prune_backoff(PRUNE_BACKOFF)
         // No peer exchange: Kademlia finds peers, and PX dials every peer named in a
         // PRUNE, which fights the connection manager's cap.
         .build()

@@ -15,6 +15,7 @@
 //! What it is not: it holds no protocol rules of the chain, Stacker DBs or the
 //! federation. Those crates are sans-IO and are wired to this one by the node.
 
+pub mod bodies;
 pub mod config;
 pub mod event;
 pub mod gossip;

@@ -29,6 +29,9 @@ pub(crate) struct Counters {
     pub gossip_received_bytes: Counter,
     pub gossip_rejected: Counter,
     pub gossip_ignored: Counter,
+    pub gossip_bodies_fetched: Counter,
+    pub gossip_bodies_served: Counter,
+    pub gossip_body_failures: Counter,
     pub rpc_requests_sent: Counter,
     pub rpc_requests_received: Counter,
     pub rpc_failures: Counter,
@@ -161,6 +164,8 @@ impl OverlayMetrics {
             gossip_received: c.gossip_received.get(),
             gossip_received_bytes: c.gossip_received_bytes.get(),
             gossip_rejected: c.gossip_rejected.get(),
+            gossip_bodies_fetched: c.gossip_bodies_fetched.get(),
+            gossip_body_failures: c.gossip_body_failures.get(),
             rpc_requests_sent: c.rpc_requests_sent.get(),
             rpc_requests_received: c.rpc_requests_received.get(),
             rpc_failures: c.rpc_failures.get(),
@@ -208,6 +213,10 @@ pub struct MetricsSnapshot {
     pub gossip_received_bytes: u64,
     /// Gossip messages rejected by validation.
     pub gossip_rejected: u64,
+    /// Large-message bodies fetched and verified.
+    pub gossip_bodies_fetched: u64,
+    /// Announcements given up.
+    pub gossip_body_failures: u64,
     /// Requests sent.
     pub rpc_requests_sent: u64,
     /// Requests received.

@@ -21,6 +21,8 @@ pub enum Service {
     BlockFetch,
     /// Echoes the body back; used by tests and by operators checking a link.
     Echo,
+    /// The body of a large gossip message, by digest (answered by the overlay itself).
+    GossipBody,
 }
 
 impl Service {
@@ -31,6 +33,7 @@ impl Service {
             Service::FederationFrame => "federation-frame",
             Service::BlockFetch => "block-fetch",
             Service::Echo => "echo",
+            Service::GossipBody => "gossip-body",
         }
     }
 }

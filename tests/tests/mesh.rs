@@ -162,3 +162,58 @@ async fn a_request_gets_its_response_through_the_application() {
     assert_eq!(metrics.rpc_requests_sent, 3);
     assert!(metrics.transport_bytes_out > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_reach_every_node_by_announcement_and_pull() {
+    let nodes = start_nodes(6, "bodies-test").await.unwrap();
+    for node in &nodes {
+        node.handle
+            .subscribe(Topic::Blocks, accept_all())
+            .await
+            .unwrap();
+    }
+    let (handles, mut received) = collect_gossip(nodes);
+    let mesh_floor = tenure_overlay::GossipParams::default().mesh_n_low;
+    wait_for_mesh(&handles, Topic::Blocks, mesh_floor)
+        .await
+        .unwrap();
+
+    // One body well above the announcement threshold from node 0, one from node 3.
+    let big: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    let medium: Vec<u8> = (0..100_000u32).map(|i| (i % 13) as u8).collect();
+    publish_when_ready(&handles[0], Topic::Blocks, big.clone())
+        .await
+        .unwrap();
+    publish_when_ready(&handles[3], Topic::Blocks, medium.clone())
+        .await
+        .unwrap();
+
+    let mut got: BTreeMap<usize, Vec<Vec<u8>>> = BTreeMap::new();
+    for _ in 0..2 * (handles.len() - 1) {
+        let message = tokio::time::timeout(tenure_tests::DEADLINE, received.recv())
+            .await
+            .expect("a large message did not reach every node")
+            .expect("collector closed");
+        got.entry(message.node).or_default().push(message.data);
+    }
+    for (node, messages) in &got {
+        let expected = match node {
+            0 => vec![&medium],
+            3 => vec![&big],
+            _ => vec![&big, &medium],
+        };
+        assert_eq!(messages.len(), expected.len(), "node {node}");
+        for body in expected {
+            assert!(messages.contains(body), "node {node} lacks a body");
+        }
+    }
+
+    // Each node pulled each body it did not publish exactly once.
+    let mut fetched = 0;
+    for handle in &handles {
+        let m = handle.metrics().snapshot();
+        assert_eq!(m.gossip_body_failures, 0);
+        fetched += m.gossip_bodies_fetched;
+    }
+    assert_eq!(fetched, 2 * (handles.len() as u64 - 1));
+}

@@ -35,8 +35,11 @@ pub struct GossipBenchOptions {
     pub nodes: usize,
     /// Size of each message in bytes.
     pub size: usize,
-    /// Messages to publish.
+    /// Messages to publish and measure.
     pub messages: usize,
+    /// Messages published first and not measured: the network is seconds old when its
+    /// mesh forms, and DHT bootstraps and connection churn still run for a while.
+    pub warmup: usize,
 }
 
 /// The figures.
@@ -48,7 +51,11 @@ pub struct GossipBenchReport {
     pub size_bytes: usize,
     /// Messages published.
     pub messages: usize,
-    /// Messages that reached every node within the deadline.
+    /// Warm-up messages published before measuring.
+    pub warmup_messages: usize,
+    /// Time until every node held the very first (warm-up) message.
+    pub first_message_ms: f64,
+    /// Measured messages that reached every node within the deadline.
     pub delivered_to_all: usize,
     /// Median time until every node held a message.
     pub p50_ms: f64,
@@ -100,9 +107,14 @@ pub async fn run(options: GossipBenchOptions) -> anyhow::Result<GossipBenchRepor
     localnet::wait_for_mesh(&handles, Topic::Blocks, wanted, MESH_DEADLINE).await?;
 
     let publisher = handles.first().context("no publisher")?;
-    let bytes_before = bytes_sent(&handles);
+    let mut bytes_before = bytes_sent(&handles);
     let mut latencies = Vec::with_capacity(options.messages);
-    for seq in 0..options.messages as u64 {
+    let mut first_message = None;
+    let total = (options.warmup + options.messages) as u64;
+    for seq in 0..total {
+        if seq == options.warmup as u64 {
+            bytes_before = bytes_sent(&handles);
+        }
         let message = payload(seq, options.size);
         let published = Instant::now();
         publish(publisher, message).await?;
@@ -119,8 +131,15 @@ pub async fn run(options: GossipBenchOptions) -> anyhow::Result<GossipBenchRepor
                 Ok(None) | Err(_) => break,
             }
         }
+        let took = last.duration_since(published);
+        if seq == 0 {
+            first_message = Some(took);
+        }
+        if seq < options.warmup as u64 {
+            continue;
+        }
         if holders == options.nodes - 1 {
-            latencies.push(last.duration_since(published));
+            latencies.push(took);
         } else {
             eprintln!(
                 "message {seq} reached {holders} of {} nodes",
@@ -138,6 +157,8 @@ pub async fn run(options: GossipBenchOptions) -> anyhow::Result<GossipBenchRepor
         nodes: options.nodes,
         size_bytes: options.size,
         messages: options.messages,
+        warmup_messages: options.warmup,
+        first_message_ms: first_message.map_or(f64::NAN, ms),
         delivered_to_all: latencies.len(),
         p50_ms: figure(50.0),
         p99_ms: figure(99.0),
@@ -187,14 +208,16 @@ impl GossipBenchReport {
     /// The figures for people.
     pub fn to_text(&self) -> String {
         format!(
-            "gossip: {} nodes, {} messages of {} bytes ({} reached every node)\n  to all nodes   p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms\n  sent per node  {} bytes ({:.2} x the bytes published)\n  peak memory    {:.1} MiB (whole process)",
+            "gossip: {} nodes, {} messages of {} bytes after {} warm-up ({} reached every node)\n  to all nodes   p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (first warm-up message {:.1} ms)\n  sent per node  {} bytes ({:.2} x the bytes published)\n  peak memory    {:.1} MiB (whole process)",
             self.nodes,
             self.messages,
             self.size_bytes,
+            self.warmup_messages,
             self.delivered_to_all,
             self.p50_ms,
             self.p99_ms,
             self.max_ms,
+            self.first_message_ms,
             self.bytes_per_node,
             self.bytes_per_node_per_byte_published,
             self.peak_rss_mib,

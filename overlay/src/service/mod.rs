@@ -6,6 +6,7 @@
 //! `try_send`, and a full queue drops the event and counts it.
 
 mod discovery;
+mod gossip_flow;
 mod peers;
 mod swarm_events;
 
@@ -29,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     behaviour::TenureBehaviour,
+    bodies::BodyStore,
     config::OverlayConfig,
     event::OverlayEvent,
     gossip::{self, GossipValidator},
@@ -72,6 +74,12 @@ const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 /// How long a new connection is safe from pruning.
 const PRUNE_GRACE: Duration = Duration::from_secs(5);
 
+/// Bytes of large-message bodies kept for serving to peers.
+const BODY_STORE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long a body is kept for serving.
+const BODY_STORE_AGE: Duration = Duration::from_secs(30);
+
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -109,6 +117,8 @@ pub async fn spawn(
         peers: PeerTable::default(),
         outbound: HashMap::new(),
         inbound: HashMap::new(),
+        bodies: BodyStore::new(BODY_STORE_BYTES, BODY_STORE_AGE),
+        pending_bodies: HashMap::new(),
         refuse_after_response: HashMap::new(),
         listen_addrs: announced,
         swarm,
@@ -248,6 +258,10 @@ pub(crate) struct OverlayService {
     peers: PeerTable,
     outbound: HashMap<OutboundRequestId, crate::handle::Reply<Result<Vec<u8>, RequestError>>>,
     inbound: HashMap<request_response::InboundRequestId, ResponseChannel<RpcResponse>>,
+    /// Bodies of large messages this node published or fetched, served on request.
+    bodies: BodyStore,
+    /// Body fetches in flight.
+    pending_bodies: HashMap<OutboundRequestId, gossip_flow::PendingBody>,
     /// Peers of another network we answered: they are disconnected once the answer is
     /// out and a grace period has passed, so the answer is not cut off by the close.
     refuse_after_response: HashMap<PeerId, Option<Instant>>,
@@ -363,26 +377,6 @@ impl OverlayService {
         }
     }
 
-    fn publish(&mut self, topic: Topic, data: Vec<u8>) -> Result<(), OverlayError> {
-        let ident = gossip::ident_topic(&self.config.network_id, topic);
-        let len = data.len() as u64;
-        match self.swarm.behaviour_mut().gossipsub.publish(ident, data) {
-            Ok(_) => {
-                let counters = self.metrics.counters();
-                counters.gossip_published.inc();
-                counters.gossip_published_bytes.inc_by(len);
-                Ok(())
-            }
-            Err(libp2p::gossipsub::PublishError::NoPeersSubscribedToTopic) => {
-                Err(OverlayError::NoPeersForTopic(topic))
-            }
-            Err(e) => Err(OverlayError::Publish {
-                topic,
-                reason: e.to_string(),
-            }),
-        }
-    }
-
     fn send_request(
         &mut self,
         peer: PeerId,
@@ -431,6 +425,7 @@ impl OverlayService {
     }
 
     fn on_tick(&mut self, now: Instant) {
+        self.bodies.expire(now);
         for peer in self.reputation.expire_bans(now) {
             debug!(target: LOG_TARGET, %peer, "ban expired");
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);

@@ -16,7 +16,6 @@ use super::{
 use crate::{
     behaviour::TenureBehaviourEvent,
     event::OverlayEvent,
-    gossip::Verdict,
     handle::{InboundId, RequestError},
     hello::{Hello, HelloError},
     reputation::Misbehaviour,
@@ -276,6 +275,16 @@ impl OverlayService {
                 request_response::Message::Response {
                     request_id,
                     response,
+                } if self.is_body_fetch(&request_id) => {
+                    let outcome = response.outcome.map(ByteBuf::into_vec);
+                    if let Ok(body) = &outcome {
+                        counters.rpc_bytes_received.inc_by(body.len() as u64);
+                    }
+                    self.on_body(request_id, peer, outcome);
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
                 } => {
                     let outcome = match response.outcome {
                         Ok(body) => {
@@ -297,6 +306,7 @@ impl OverlayService {
             } => {
                 counters.rpc_failures.inc();
                 self.penalise_bad_frame(peer, outbound_io(&error));
+                self.on_body_failure(request_id);
                 if let Some(reply) = self.outbound.remove(&request_id) {
                     let _ = reply.send(Err(request_error(error)));
                 }
@@ -322,6 +332,10 @@ impl OverlayService {
         request: RpcRequest,
         channel: ResponseChannel<RpcResponse>,
     ) {
+        if request.service == Service::GossipBody {
+            self.serve_body(&request.body, channel);
+            return;
+        }
         if request.service == Service::Echo {
             let response = RpcResponse::new(Ok(request.body.into_vec()));
             let _ = self
@@ -343,52 +357,6 @@ impl OverlayService {
             service: request.service,
             body: ByteBuf::into_vec(request.body),
         });
-    }
-
-    fn on_gossip(
-        &mut self,
-        propagation_source: PeerId,
-        message_id: gossipsub::MessageId,
-        message: gossipsub::Message,
-    ) {
-        let verdict = match self.topics.get(&message.topic) {
-            Some((topic, validator)) => (
-                Some(*topic),
-                validator.validate(message.source, &message.data),
-            ),
-            None => (None, Verdict::Ignore("not subscribed".into())),
-        };
-        let acceptance = match &verdict.1 {
-            Verdict::Accept => gossipsub::MessageAcceptance::Accept,
-            Verdict::Ignore(_) => gossipsub::MessageAcceptance::Ignore,
-            Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
-        };
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&message_id, &propagation_source, acceptance);
-        let counters = self.metrics.counters().clone();
-        match verdict {
-            (Some(topic), Verdict::Accept) => {
-                counters.gossip_received.inc();
-                counters
-                    .gossip_received_bytes
-                    .inc_by(message.data.len() as u64);
-                self.emit(OverlayEvent::Gossip {
-                    topic,
-                    source: message.source,
-                    data: message.data,
-                });
-            }
-            (_, Verdict::Reject(reason)) => {
-                counters.gossip_rejected.inc();
-                debug!(target: LOG_TARGET, peer = %propagation_source, %reason, "gossip rejected");
-                self.penalise(propagation_source, Misbehaviour::InvalidGossip);
-            }
-            _ => {
-                counters.gossip_ignored.inc();
-            }
-        }
     }
 }
 

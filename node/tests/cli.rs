@@ -139,42 +139,34 @@ fn two_node_processes_on_loopback_find_each_other() {
     );
 }
 
-#[test]
-fn a_config_with_a_missing_field_fails_with_one_line_naming_it() {
+/// Runs `tenure node` on a config holding `text`, expects it to fail, returns stderr.
+fn node_refusing(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bad.toml");
-    std::fs::write(
-        &config,
-        "listen_addrs = [\"/ip4/127.0.0.1/tcp/0\"]\ndata_dir = \"d\"\nkey_file = \"k\"\n",
-    )
-    .unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, text).unwrap();
     let out = Command::new(TENURE)
         .args(["node", "--config"])
         .arg(&config)
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn a_config_with_a_missing_field_fails_with_one_line_naming_it() {
+    let stderr = node_refusing(
+        "listen_addrs = [\"/ip4/127.0.0.1/tcp/0\"]\ndata_dir = \"d\"\nkey_file = \"k\"\n",
+    );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("network_id"), "{stderr}");
 }
 
 #[test]
 fn a_missing_key_file_says_how_to_make_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
+    let stderr = node_refusing(
         "network_id = \"t\"\nlisten_addrs = [\"/ip4/127.0.0.1/tcp/0\"]\ndata_dir = \"d\"\nkey_file = \"missing.key\"\n",
-    )
-    .unwrap();
-    let out = Command::new(TENURE)
-        .args(["node", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    );
     assert!(stderr.contains("tenure keygen"), "{stderr}");
 }
 

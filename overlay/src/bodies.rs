@@ -4,7 +4,7 @@
 //! and hashed in full before duplicates are dropped. For megabyte blocks that makes each
 //! node receive and check several full copies. So a message above
 //! [`crate::GossipParams::large_message_bytes`] travels as a signed
-//! [`GossipEnvelope::Announce`] (digest and size, a few dozen bytes); a node that
+//! [`Payload::Announce`] (digest and size, a few dozen bytes); a node that
 //! receives one fetches the body over request-response from the peer that forwarded the
 //! announcement (which accepted it, so it holds the body), checks it against the digest,
 //! runs the topic's validator and only then accepts the announcement, which forwards it.

@@ -122,6 +122,25 @@ pub fn collect_gossip(nodes: Vec<TestNode>) -> (Vec<OverlayHandle>, mpsc::Receiv
     (handles, rx)
 }
 
+/// Starts `n` nodes subscribed to `topic` (accepting everything), waits until every mesh
+/// reached its lower bound, and collects their gossip.
+pub async fn start_gossip_mesh(
+    n: usize,
+    network: &str,
+    topic: Topic,
+) -> anyhow::Result<(Vec<OverlayHandle>, mpsc::Receiver<Received>)> {
+    let nodes = start_nodes(n, network).await?;
+    for node in &nodes {
+        node.handle
+            .subscribe(topic, tenure_overlay::accept_all())
+            .await?;
+    }
+    let (handles, received) = collect_gossip(nodes);
+    let floor = tenure_overlay::GossipParams::default().mesh_n_low;
+    wait_for_mesh(&handles, topic, floor.min(n.saturating_sub(1))).await?;
+    Ok((handles, received))
+}
+
 /// Publishes, retrying while the mesh is still forming (subscriptions not yet exchanged).
 pub async fn publish_when_ready(
     handle: &OverlayHandle,

@@ -11,23 +11,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tenure_overlay::{OverlayEvent, Service, Topic, accept_all};
-use tenure_tests::{
-    collect_gossip, next_matching, publish_when_ready, start_nodes, wait_for, wait_for_mesh,
-};
+use tenure_overlay::{OverlayEvent, Service, Topic};
+use tenure_tests::{next_matching, publish_when_ready, start_gossip_mesh, start_nodes, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_nodes_form_a_mesh_and_every_node_receives_every_message() {
-    let nodes = start_nodes(8, "mesh-test").await.unwrap();
-    for node in &nodes {
-        node.handle
-            .subscribe(Topic::Blocks, accept_all())
-            .await
-            .unwrap();
-    }
-    let (handles, mut received) = collect_gossip(nodes);
-    let mesh_floor = tenure_overlay::GossipParams::default().mesh_n_low;
-    wait_for_mesh(&handles, Topic::Blocks, mesh_floor)
+    let (handles, mut received) = start_gossip_mesh(8, "mesh-test", Topic::Blocks)
         .await
         .unwrap();
 
@@ -165,16 +154,7 @@ async fn a_request_gets_its_response_through_the_application() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_messages_reach_every_node_by_announcement_and_pull() {
-    let nodes = start_nodes(6, "bodies-test").await.unwrap();
-    for node in &nodes {
-        node.handle
-            .subscribe(Topic::Blocks, accept_all())
-            .await
-            .unwrap();
-    }
-    let (handles, mut received) = collect_gossip(nodes);
-    let mesh_floor = tenure_overlay::GossipParams::default().mesh_n_low;
-    wait_for_mesh(&handles, Topic::Blocks, mesh_floor)
+    let (handles, mut received) = start_gossip_mesh(6, "bodies-test", Topic::Blocks)
         .await
         .unwrap();
 

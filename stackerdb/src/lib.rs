@@ -1,16 +1,29 @@
 //! Stacker DBs: signed, versioned chunks replicated by vector clocks (the SIP's
 //! "Stacker DBs" section, seed 001; the decisions in DESIGN.md "Stacker DB").
 //!
-//! This crate will hold:
-//! - the model: a DB id, and a policy trait (the SIP's smart contract) that gives the slot
-//!   count, the maximum chunk size, who may write each slot (`auth-write`) and garbage
-//!   collection (`garbage-collect?`, `is-garbage?`), with the producer DB (300 slots) and
-//!   stacker DB (8000 slots) boot layouts;
-//! - chunk rules: recoverable secp256k1 signatures over a domain-separated digest, the
-//!   version / leading-zero-bits / lower-hash order, equivocation evidence;
-//! - vector clocks and the sans-IO sync state machine (digest, clock exchange, pulls,
-//!   pushes, anti-entropy, per-peer rate limits) that runs unchanged in a seeded
-//!   simulation;
-//! - durable storage on sled, with a versioned on-disk format.
+//! A Stacker DB is a fixed array of slots governed by a [`policy::DbPolicy`] (the SIP's
+//! smart contract). Writers sign chunks ([`chunk`]); a replica accepts a chunk only if
+//! it is authorised and strictly newer than what the slot holds ([`order`], [`replica`]),
+//! stores it durably on sled before acknowledging it ([`store`]), and summarises its
+//! state in a [`clock::VectorClock`] that replicas compare to find what to exchange.
+//!
+//! Built so far: the model, the write rules, equivocation evidence, garbage collection,
+//! the boot layouts and durable storage. Still to come: the sans-IO sync state machine
+//! and its seeded simulation, the HTTP API and the benchmarks.
 //!
 //! It is not networking: the node carries sync messages over the overlay.
+
+pub mod chunk;
+pub mod clock;
+pub mod db;
+pub mod order;
+pub mod policy;
+pub mod replica;
+pub mod store;
+
+pub use chunk::Chunk;
+pub use clock::VectorClock;
+pub use db::DbId;
+pub use policy::{DbPolicy, SlotOwners, TermSchedule};
+pub use replica::{Rejection, Replica, SlotValue, WriteError};
+pub use store::{Store, StoreError};

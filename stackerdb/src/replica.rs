@@ -1,0 +1,291 @@
+//! One node's replica of one Stacker DB: the write rules, the clock, evidence and
+//! garbage collection, over the durable [`Store`].
+//!
+//! A write is checked in this order, and the first failure is its reason: the slot
+//! exists, the version is not 0 (reserved for the empty chunk), the data fits, the
+//! signature recovers a low-S signer, the policy lets that signer write the slot, and
+//! the chunk is strictly newer than what the slot holds ([`crate::order`]). Only then is
+//! it stored, flushed and acknowledged. A validly signed chunk at the version the slot
+//! already holds, with other data, is equivocation: both chunks are kept as evidence
+//! whichever one wins.
+
+use std::sync::Arc;
+
+use bitcoin::secp256k1::PublicKey;
+use serde_bytes::ByteBuf;
+
+use crate::{
+    chunk::{Chunk, SignatureError},
+    clock::{SlotClock, VectorClock},
+    db::DbId,
+    order::{NotNewer, SlotVersion, supersedes},
+    policy::DbPolicy,
+    store::{Store, StoreError, StoredChunk},
+};
+
+/// Chunks of evidence kept per slot and version: an equivocator pays 2^k work for its
+/// k-th replacement, and this bounds the disk it can make us use regardless.
+pub const MAX_EVIDENCE_PER_VERSION: usize = 8;
+
+/// Bytes of CBOR framing allowed around a chunk's data in a stored record.
+const RECORD_OVERHEAD: usize = 1024;
+
+/// Why a write was refused. Each maps to HTTP 403 with its text.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Rejection {
+    /// The slot does not exist.
+    #[error("slot {slot} does not exist: the DB has {slots} slots")]
+    NoSuchSlot {
+        /// The slot written.
+        slot: u32,
+        /// Slots in the DB.
+        slots: u32,
+    },
+    /// Version 0 is the empty chunk and cannot be written.
+    #[error("version 0 is reserved for the empty chunk")]
+    VersionZero,
+    /// The data is larger than the DB allows.
+    #[error("chunk of {len} bytes exceeds the DB's limit of {max}")]
+    TooLarge {
+        /// Bytes written.
+        len: usize,
+        /// Largest chunk allowed.
+        max: usize,
+    },
+    /// The signature is unusable.
+    #[error("bad signature: {0}")]
+    BadSignature(#[from] SignatureError),
+    /// The signer may not write this slot.
+    #[error("signer {signer} may not write slot {slot}")]
+    Unauthorized {
+        /// The slot.
+        slot: u32,
+        /// The recovered signer, hex.
+        signer: String,
+    },
+    /// Not newer than what the slot holds.
+    #[error("not newer: {0}")]
+    NotNewer(#[from] NotNewer),
+}
+
+/// A write that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Refused by the DB's rules; nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The store failed; nothing was acknowledged.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+}
+
+/// What a slot holds, for reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotValue {
+    /// The chunk (None: the empty chunk, version 0).
+    pub chunk: Option<Chunk>,
+    /// Its signer.
+    pub signer: Option<PublicKey>,
+}
+
+#[derive(Clone, Debug)]
+struct Held {
+    chunk: Chunk,
+    signer: PublicKey,
+    standing: SlotVersion,
+}
+
+/// A replica of one Stacker DB.
+pub struct Replica {
+    network: String,
+    db: DbId,
+    policy: Arc<dyn DbPolicy>,
+    store: Store,
+    slots: Vec<Option<Held>>,
+}
+
+impl Replica {
+    /// Opens the replica of `db` from `store`, loading what it holds. Stored chunks for
+    /// slots the policy no longer has, or whose signer no longer decodes, are skipped.
+    pub fn open(
+        network: impl Into<String>,
+        db: DbId,
+        policy: Arc<dyn DbPolicy>,
+        store: Store,
+    ) -> Result<Replica, StoreError> {
+        let mut slots = vec![None; policy.slot_count() as usize];
+        let max_record = policy.max_chunk_bytes() + RECORD_OVERHEAD;
+        for stored in store.chunks(&db, max_record)? {
+            let Ok(signer) = PublicKey::from_slice(&stored.signer) else {
+                continue;
+            };
+            let standing = SlotVersion {
+                version: stored.chunk.version,
+                hash: stored.chunk.data_hash(),
+            };
+            if let Some(slot) = slots.get_mut(stored.chunk.slot as usize) {
+                *slot = Some(Held {
+                    chunk: stored.chunk,
+                    signer,
+                    standing,
+                });
+            }
+        }
+        Ok(Replica {
+            network: network.into(),
+            db,
+            policy,
+            store,
+            slots,
+        })
+    }
+
+    /// The DB's id.
+    pub fn db(&self) -> &DbId {
+        &self.db
+    }
+
+    /// Applies a write. `Ok` means it is stored durably.
+    pub fn write(&mut self, chunk: Chunk) -> Result<SlotVersion, WriteError> {
+        let slots = self.policy.slot_count();
+        if chunk.slot >= slots {
+            return Err(Rejection::NoSuchSlot {
+                slot: chunk.slot,
+                slots,
+            }
+            .into());
+        }
+        if chunk.version == 0 {
+            return Err(Rejection::VersionZero.into());
+        }
+        let max = self.policy.max_chunk_bytes();
+        if chunk.data.len() > max {
+            return Err(Rejection::TooLarge {
+                len: chunk.data.len(),
+                max,
+            }
+            .into());
+        }
+        let signer = chunk
+            .recover_signer(&self.network, &self.db)
+            .map_err(Rejection::from)?;
+        let hash = chunk.data_hash();
+        if !self
+            .policy
+            .auth_write(chunk.slot, chunk.version, &hash, &signer)
+        {
+            return Err(Rejection::Unauthorized {
+                slot: chunk.slot,
+                signer: hex::encode(signer.serialize()),
+            }
+            .into());
+        }
+        let candidate = SlotVersion {
+            version: chunk.version,
+            hash,
+        };
+        let current = self.held(chunk.slot);
+        if let Some(held) = &current
+            && held.standing.version == candidate.version
+            && held.standing.hash != candidate.hash
+        {
+            self.keep_evidence(&held.chunk, &held.standing.hash)?;
+            self.keep_evidence(&chunk, &hash)?;
+        }
+        let standing = current.map_or(SlotVersion::EMPTY, |h| h.standing);
+        supersedes(&standing, &candidate).map_err(Rejection::from)?;
+
+        self.store.put_chunk(
+            &self.db,
+            &StoredChunk {
+                chunk: chunk.clone(),
+                signer: ByteBuf::from(signer.serialize().to_vec()),
+            },
+        )?;
+        let slot = chunk.slot as usize;
+        if let Some(entry) = self.slots.get_mut(slot) {
+            *entry = Some(Held {
+                chunk,
+                signer,
+                standing: candidate,
+            });
+        }
+        Ok(candidate)
+    }
+
+    fn held(&self, slot: u32) -> Option<Held> {
+        self.slots.get(slot as usize).cloned().flatten()
+    }
+
+    fn keep_evidence(&self, chunk: &Chunk, hash: &[u8; 32]) -> Result<(), StoreError> {
+        if self
+            .store
+            .evidence_count(&self.db, chunk.slot, chunk.version)
+            >= MAX_EVIDENCE_PER_VERSION
+        {
+            return Ok(());
+        }
+        self.store.put_evidence(&self.db, chunk, hash)
+    }
+
+    /// What `slot` holds (the empty chunk for an unwritten or out-of-range slot).
+    pub fn read(&self, slot: u32) -> SlotValue {
+        match self.held(slot) {
+            Some(held) => SlotValue {
+                chunk: Some(held.chunk),
+                signer: Some(held.signer),
+            },
+            None => SlotValue {
+                chunk: None,
+                signer: None,
+            },
+        }
+    }
+
+    /// The replica's vector clock.
+    pub fn clock(&self) -> VectorClock {
+        VectorClock {
+            slots: self
+                .slots
+                .iter()
+                .map(|held| {
+                    held.as_ref()
+                        .map_or(SlotClock::EMPTY, |h| SlotClock::from(&h.standing))
+                })
+                .collect(),
+        }
+    }
+
+    /// Equivocation evidence: every pair of validly signed chunks seen at one version.
+    pub fn evidence(&self) -> Result<Vec<Chunk>, StoreError> {
+        self.store
+            .evidence(&self.db, self.policy.max_chunk_bytes() + RECORD_OVERHEAD)
+    }
+
+    /// On a burn block: if the policy says so, resets every garbage slot to the empty
+    /// chunk. Returns the slots reset.
+    pub fn on_burn_block(&mut self, burn_height: u64) -> Result<Vec<u32>, StoreError> {
+        if !self.policy.garbage_collect(burn_height) {
+            return Ok(Vec::new());
+        }
+        let mut reset = Vec::new();
+        for slot in 0..self.slots.len() as u32 {
+            let Some(held) = self.held(slot) else {
+                continue;
+            };
+            if self.policy.is_garbage(
+                slot,
+                held.standing.version,
+                &held.standing.hash,
+                &held.signer,
+            ) {
+                self.store.clear_slot(&self.db, slot)?;
+                if let Some(entry) = self.slots.get_mut(slot as usize) {
+                    *entry = None;
+                }
+                reset.push(slot);
+            }
+        }
+        Ok(reset)
+    }
+}

@@ -7,9 +7,13 @@
 //! stores it durably on sled before acknowledging it ([`store`]), and summarises its
 //! state in a [`clock::VectorClock`] that replicas compare to find what to exchange.
 //!
+//! Replicas converge through [`sync`], a sans-IO state machine (announcements,
+//! anti-entropy digests, clock exchange, pulls and pushes with per-peer rate limits)
+//! that runs unchanged in a seeded simulation.
+//!
 //! Built so far: the model, the write rules, equivocation evidence, garbage collection,
-//! the boot layouts and durable storage. Still to come: the sans-IO sync state machine
-//! and its seeded simulation, the HTTP API and the benchmarks.
+//! the boot layouts, durable storage and sync. Still to come: the wiring over the
+//! overlay, the HTTP API and the benchmarks.
 //!
 //! It is not networking: the node carries sync messages over the overlay.
 
@@ -20,6 +24,7 @@ pub mod order;
 pub mod policy;
 pub mod replica;
 pub mod store;
+pub mod sync;
 
 pub use chunk::Chunk;
 pub use clock::VectorClock;

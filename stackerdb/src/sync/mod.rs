@@ -1,0 +1,378 @@
+//! Replicating a Stacker DB between nodes: a sans-IO state machine.
+//!
+//! The SIP asks that, "in the absence of in-flight writes, all replicas will contain
+//! the same state". Four mechanisms get there, and each repairs what the others miss:
+//!
+//! 1. **Announce**: a node that accepts a new chunk gossips its clock entry; a replica
+//!    that sees an entry newer than its own pulls that slot from the announcer.
+//! 2. **Anti-entropy**: every [`SyncConfig::anti_entropy`] each replica sends its clock
+//!    digest to its sync neighbours; a neighbour whose digest differs answers with its
+//!    whole clock.
+//! 3. **Clock exchange**: on a neighbour's clock a replica pulls the slots it lacks and
+//!    pushes the slots the neighbour lacks, both bounded and rate-limited per peer.
+//! 4. **Order**: chunks are totally ordered ([`crate::order`]), so whatever arrives in
+//!    whatever order, every replica keeps the same winner.
+//!
+//! A neighbour's last clock is kept, so a writer can see how far its chunk travelled.
+//! A peer whose chunks are forged, unauthorised or out of bounds is reported for a
+//! penalty; a stale chunk is normal (the peer was behind) and is not.
+//!
+//! Fed with messages and time; returns messages to send and events. The live node and
+//! the seeded simulation (`tests/sync_simulation.rs`) run this same code.
+
+pub mod message;
+pub mod rate;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    chunk::Chunk,
+    clock::{SlotClock, VectorClock},
+    db::DbId,
+    order::SlotVersion,
+    replica::{Rejection, Replica, WriteError},
+};
+
+pub use message::{SyncBody, SyncMessage};
+use rate::TokenBucket;
+
+/// Sync neighbours tracked per DB at most.
+pub const MAX_SYNC_PEERS: usize = 256;
+
+/// Tuning of the sync of one DB.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// How often digests go to every neighbour.
+    pub anti_entropy: Duration,
+    /// Most slots asked in one pull (and served for one).
+    pub max_pull_slots: usize,
+    /// Most chunk bytes in one `Chunks` message.
+    pub max_push_bytes: usize,
+    /// Slots served per second to one peer (burst: twice that).
+    pub pulls_per_second: f64,
+    /// Chunk bytes pushed per second to one peer (burst: twice that).
+    pub push_bytes_per_second: f64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            anti_entropy: Duration::from_secs(1),
+            max_pull_slots: 300,
+            max_push_bytes: 2 * 1024 * 1024,
+            pulls_per_second: 2_000.0,
+            push_bytes_per_second: 16.0 * 1024.0 * 1024.0,
+        }
+    }
+}
+
+/// What the state machine asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncOutput<P> {
+    /// Send `msg` to `to`.
+    Send {
+        /// The neighbour.
+        to: P,
+        /// The message.
+        msg: SyncMessage,
+    },
+    /// Gossip `msg` to every replica of the DB.
+    Announce(SyncMessage),
+    /// A chunk from a peer was accepted into the replica.
+    Accepted {
+        /// Its slot.
+        slot: u32,
+        /// Its standing.
+        standing: SlotVersion,
+        /// The peer that sent it.
+        from: P,
+    },
+    /// `peer` sent something no honest replica sends.
+    Penalise {
+        /// The peer.
+        peer: P,
+        /// What it sent.
+        reason: String,
+    },
+    /// The store failed while applying a peer's chunk; nothing was acknowledged.
+    StorageFailed(String),
+}
+
+#[derive(Clone, Debug)]
+struct PeerSync {
+    last_clock: Option<VectorClock>,
+    pulls_served: TokenBucket,
+    bytes_pushed: TokenBucket,
+}
+
+/// The sync of one DB with its neighbours.
+#[derive(Debug)]
+pub struct DbSync<P> {
+    db: DbId,
+    config: SyncConfig,
+    peers: BTreeMap<P, PeerSync>,
+    last_anti_entropy: Option<Instant>,
+}
+
+impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
+    /// The sync of `db`, with no neighbours yet.
+    pub fn new(db: DbId, config: SyncConfig) -> Self {
+        DbSync {
+            db,
+            config,
+            peers: BTreeMap::new(),
+            last_anti_entropy: None,
+        }
+    }
+
+    /// Adds a neighbour that replicates this DB (learnt from its hello).
+    pub fn add_peer(&mut self, peer: P) {
+        if self.peers.len() >= MAX_SYNC_PEERS && !self.peers.contains_key(&peer) {
+            return;
+        }
+        let config = &self.config;
+        self.peers.entry(peer).or_insert_with(|| PeerSync {
+            last_clock: None,
+            pulls_served: TokenBucket::new(2.0 * config.pulls_per_second, config.pulls_per_second),
+            bytes_pushed: TokenBucket::new(
+                2.0 * config.push_bytes_per_second,
+                config.push_bytes_per_second,
+            ),
+        });
+    }
+
+    /// Forgets a neighbour.
+    pub fn remove_peer(&mut self, peer: &P) {
+        self.peers.remove(peer);
+    }
+
+    /// The last clock each neighbour reported (replication progress).
+    pub fn peer_clocks(&self) -> impl Iterator<Item = (&P, Option<&VectorClock>)> {
+        self.peers.iter().map(|(p, s)| (p, s.last_clock.as_ref()))
+    }
+
+    /// A local write was accepted: announce it.
+    pub fn on_local_write(&self, replica: &Replica, slot: u32) -> Vec<SyncOutput<P>> {
+        self.announcement(replica, slot).into_iter().collect()
+    }
+
+    fn announcement(&self, replica: &Replica, slot: u32) -> Option<SyncOutput<P>> {
+        let entry = *replica.clock().slots.get(slot as usize)?;
+        Some(SyncOutput::Announce(SyncMessage::new(
+            self.db.clone(),
+            SyncBody::Announce { slot, entry },
+        )))
+    }
+
+    /// Time passed: send digests to every neighbour when anti-entropy is due.
+    pub fn on_tick(&mut self, replica: &Replica, now: Instant) -> Vec<SyncOutput<P>> {
+        let due = self
+            .last_anti_entropy
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.config.anti_entropy);
+        if !due {
+            return Vec::new();
+        }
+        self.last_anti_entropy = Some(now);
+        let digest = replica.clock().digest();
+        self.peers
+            .keys()
+            .map(|peer| SyncOutput::Send {
+                to: *peer,
+                msg: SyncMessage::digest(self.db.clone(), digest),
+            })
+            .collect()
+    }
+
+    /// A message from `from`.
+    pub fn handle(
+        &mut self,
+        replica: &mut Replica,
+        from: P,
+        msg: SyncMessage,
+        now: Instant,
+    ) -> Vec<SyncOutput<P>> {
+        if msg.db != self.db {
+            return Vec::new();
+        }
+        self.add_peer(from);
+        match msg.body {
+            SyncBody::Announce { slot, entry } => self.on_announce(replica, from, slot, entry),
+            SyncBody::ClockDigest(digest) => {
+                let ours = replica.clock();
+                if digest.as_slice() == ours.digest() {
+                    Vec::new()
+                } else {
+                    vec![self.send(from, SyncBody::Clock(ours))]
+                }
+            }
+            SyncBody::Clock(theirs) => self.on_clock(replica, from, theirs, now),
+            SyncBody::Pull(slots) => self.on_pull(replica, from, slots, now),
+            SyncBody::Chunks(chunks) => self.on_chunks(replica, from, chunks),
+        }
+    }
+
+    fn send(&self, to: P, body: SyncBody) -> SyncOutput<P> {
+        SyncOutput::Send {
+            to,
+            msg: SyncMessage::new(self.db.clone(), body),
+        }
+    }
+
+    fn on_announce(
+        &mut self,
+        replica: &Replica,
+        from: P,
+        slot: u32,
+        entry: SlotClock,
+    ) -> Vec<SyncOutput<P>> {
+        let ours = replica.clock();
+        let Some(our_entry) = ours.slots.get(slot as usize) else {
+            return vec![SyncOutput::Penalise {
+                peer: from,
+                reason: format!("announced slot {slot} of {}", ours.slots.len()),
+            }];
+        };
+        if let Some(clock) = self
+            .peers
+            .get_mut(&from)
+            .and_then(|p| p.last_clock.as_mut())
+            && let Some(theirs) = clock.slots.get_mut(slot as usize)
+        {
+            *theirs = entry;
+        }
+        if entry > *our_entry {
+            vec![self.send(from, SyncBody::Pull(vec![slot]))]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn on_clock(
+        &mut self,
+        replica: &Replica,
+        from: P,
+        theirs: VectorClock,
+        now: Instant,
+    ) -> Vec<SyncOutput<P>> {
+        let ours = replica.clock();
+        if theirs.slots.len() != ours.slots.len() {
+            // Another layout (a neighbour still on the previous term): nothing to do.
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut need = theirs.ahead_of(&ours);
+        need.truncate(self.config.max_pull_slots);
+        if !need.is_empty() {
+            out.push(self.send(from, SyncBody::Pull(need)));
+        }
+        let give = ours.ahead_of(&theirs);
+        if let Some(chunks) = self.chunks_for(replica, from, &give, now) {
+            out.push(self.send(from, SyncBody::Chunks(chunks)));
+        }
+        if let Some(peer) = self.peers.get_mut(&from) {
+            peer.last_clock = Some(theirs);
+        }
+        out
+    }
+
+    fn on_pull(
+        &mut self,
+        replica: &Replica,
+        from: P,
+        slots: Vec<u32>,
+        now: Instant,
+    ) -> Vec<SyncOutput<P>> {
+        if slots.len() > self.config.max_pull_slots {
+            return vec![SyncOutput::Penalise {
+                peer: from,
+                reason: format!("pulled {} slots at once", slots.len()),
+            }];
+        }
+        let allowed = self
+            .peers
+            .get_mut(&from)
+            .is_some_and(|p| p.pulls_served.try_take(slots.len() as f64, now));
+        if !allowed {
+            return Vec::new();
+        }
+        match self.chunks_for(replica, from, &slots, now) {
+            Some(chunks) => vec![self.send(from, SyncBody::Chunks(chunks))],
+            None => Vec::new(),
+        }
+    }
+
+    /// The non-empty chunks of `slots`, within the push size and the peer's byte budget.
+    fn chunks_for(
+        &mut self,
+        replica: &Replica,
+        to: P,
+        slots: &[u32],
+        now: Instant,
+    ) -> Option<Vec<Chunk>> {
+        let mut chunks = Vec::new();
+        let mut bytes = 0;
+        for slot in slots {
+            let Some(chunk) = replica.read(*slot).chunk else {
+                continue;
+            };
+            if bytes + chunk.data.len() > self.config.max_push_bytes && !chunks.is_empty() {
+                break;
+            }
+            bytes += chunk.data.len();
+            chunks.push(chunk);
+        }
+        if chunks.is_empty() {
+            return None;
+        }
+        let budget = self.peers.get_mut(&to)?;
+        budget
+            .bytes_pushed
+            .try_take(bytes as f64, now)
+            .then_some(chunks)
+    }
+
+    fn on_chunks(
+        &mut self,
+        replica: &mut Replica,
+        from: P,
+        chunks: Vec<Chunk>,
+    ) -> Vec<SyncOutput<P>> {
+        let mut out = Vec::new();
+        let mut misbehaviour = None;
+        for chunk in chunks {
+            let slot = chunk.slot;
+            match replica.write(chunk) {
+                Ok(standing) => {
+                    if let Some(clock) = self
+                        .peers
+                        .get_mut(&from)
+                        .and_then(|p| p.last_clock.as_mut())
+                        && let Some(theirs) = clock.slots.get_mut(slot as usize)
+                    {
+                        *theirs = SlotClock::from(&standing);
+                    }
+                    out.push(SyncOutput::Accepted {
+                        slot,
+                        standing,
+                        from,
+                    });
+                    out.extend(self.announcement(replica, slot));
+                }
+                // The peer was behind, or the chunk crossed a newer one: normal.
+                Err(WriteError::Rejected(Rejection::NotNewer(_))) => {}
+                Err(WriteError::Rejected(rejection)) => misbehaviour = Some(rejection.to_string()),
+                Err(WriteError::Storage(err)) => {
+                    out.push(SyncOutput::StorageFailed(err.to_string()));
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = misbehaviour {
+            out.push(SyncOutput::Penalise { peer: from, reason });
+        }
+        out
+    }
+}

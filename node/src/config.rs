@@ -20,6 +20,9 @@ use std::{
 
 use serde::Deserialize;
 use tenure_overlay::{Multiaddr, NetworkId, OverlayConfig};
+use tenure_stackerdb::{DbId, SlotOwners, TermSchedule};
+
+use crate::stackerdb::PublicKey;
 
 /// A configuration problem, on one line, naming the file and the field.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,36 @@ struct RawConfig {
     http_listen: Option<String>,
     #[serde(default)]
     enable_mdns: bool,
+    #[serde(default)]
+    stackerdb: Vec<RawStackerDb>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStackerDb {
+    id: String,
+    #[serde(default = "default_max_chunk_bytes")]
+    max_chunk_bytes: usize,
+    slot_signers: Vec<String>,
+}
+
+fn default_max_chunk_bytes() -> usize {
+    DEFAULT_MAX_CHUNK_BYTES
+}
+
+/// Largest chunk of a configured Stacker DB unless the config says otherwise.
+pub const DEFAULT_MAX_CHUNK_BYTES: usize = 4096;
+
+/// Largest chunk any Stacker DB may allow (it must fit one sync message).
+pub const MAX_CHUNK_BYTES_LIMIT: usize = 1024 * 1024;
+
+/// A Stacker DB this node replicates, with its policy.
+#[derive(Clone, Debug)]
+pub struct StackerDbConfig {
+    /// The DB's id.
+    pub id: DbId,
+    /// Who may write each slot, and how large a chunk may be.
+    pub policy: SlotOwners,
 }
 
 /// A validated node configuration.
@@ -80,6 +113,8 @@ pub struct NodeConfig {
     pub key_file: PathBuf,
     /// Where the HTTP API listens, if anywhere.
     pub http_listen: Option<SocketAddr>,
+    /// The Stacker DBs this node replicates.
+    pub stacker_dbs: Vec<StackerDbConfig>,
 }
 
 impl NodeConfig {
@@ -127,6 +162,17 @@ impl NodeConfig {
             })
             .transpose()?;
 
+        let stacker_dbs = raw
+            .stackerdb
+            .iter()
+            .map(|db| parse_stacker_db(db).map_err(|m| field("stackerdb", m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if stacker_dbs.len() > tenure_overlay::hello::MAX_STACKER_DBS {
+            return Err(field(
+                "stackerdb",
+                format!("{} DBs, at most 256", stacker_dbs.len()),
+            ));
+        }
         let mut overlay = OverlayConfig::loopback(network_id);
         overlay.listen_addrs = listen_addrs;
         overlay.bootstrap_peers = bootstrap_peers;
@@ -139,8 +185,43 @@ impl NodeConfig {
             data_dir: base.join(raw.data_dir),
             key_file: base.join(raw.key_file),
             http_listen,
+            stacker_dbs,
         })
     }
+}
+
+fn parse_stacker_db(raw: &RawStackerDb) -> Result<StackerDbConfig, String> {
+    let id = DbId::new(raw.id.clone()).map_err(|e| format!("id {:?}: {e}", raw.id))?;
+    if raw.max_chunk_bytes == 0 || raw.max_chunk_bytes > MAX_CHUNK_BYTES_LIMIT {
+        return Err(format!(
+            "{id}: max_chunk_bytes {} must be 1 to {MAX_CHUNK_BYTES_LIMIT}",
+            raw.max_chunk_bytes
+        ));
+    }
+    let owners = raw
+        .slot_signers
+        .iter()
+        .enumerate()
+        .map(|(slot, hex_key)| {
+            hex::decode(hex_key)
+                .ok()
+                .and_then(|bytes| PublicKey::from_slice(&bytes).ok())
+                .map(Some)
+                .ok_or_else(|| format!("{id}: slot_signers[{slot}] is not a compressed public key"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if owners.is_empty() {
+        return Err(format!("{id}: slot_signers is empty"));
+    }
+    // Configured DBs have no term: garbage collection comes with the chain's boot DBs.
+    let never = TermSchedule {
+        first_burn_height: u64::MAX,
+        term_length: 0,
+    };
+    Ok(StackerDbConfig {
+        policy: SlotOwners::new(owners, raw.max_chunk_bytes, never),
+        id,
+    })
 }
 
 fn parse_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>, String> {
@@ -158,6 +239,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use tenure_stackerdb::policy::DbPolicy;
+
     use super::*;
 
     const GOOD: &str = r#"
@@ -219,6 +302,25 @@ http_listen = "127.0.0.1:0"
         let text = format!("{GOOD}\nlisten_port = 3\n");
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn stacker_dbs_are_read_with_their_slot_signers() {
+        let key = "02".to_owned() + &"11".repeat(32);
+        let text = format!(
+            "{GOOD}\n[[stackerdb]]\nid = \"demo.db\"\nslot_signers = [\"{key}\", \"{key}\"]\n"
+        );
+        match parse(&text) {
+            Ok(config) => {
+                assert_eq!(config.stacker_dbs.len(), 1);
+                assert_eq!(config.stacker_dbs[0].policy.slot_count(), 2);
+            }
+            // A fixed key that is not on the curve: the error must name it.
+            Err(err) => assert!(err.to_string().contains("slot_signers[0]"), "{err}"),
+        }
+        let bad = format!("{GOOD}\n[[stackerdb]]\nid = \"demo.db\"\nslot_signers = [\"zz\"]\n");
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("slot_signers[0]"), "{err}");
     }
 
     #[test]

@@ -2,15 +2,25 @@
 //!
 //! - `GET /v1/status`: peer id, listen addresses, peers with their hellos, mesh sizes.
 //! - `GET /metrics`: the Prometheus registry as text.
+//! - `/v1/stackerdb/…`: the Stacker DB API ([`crate::stackerdb::api`]).
 
 use std::net::SocketAddr;
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use tenure_overlay::OverlayHandle;
+
+use crate::stackerdb::StackerDbHandle;
 use tracing::warn;
 
+/// Bodies up to this size are read (a 1 MiB chunk as hex, with its JSON).
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 /// Binds `addr` and serves the API in the background; returns the bound address.
-pub async fn serve(addr: SocketAddr, overlay: OverlayHandle) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    overlay: OverlayHandle,
+    dbs: StackerDbHandle,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind the HTTP API on {addr}: {e}"))?;
@@ -18,7 +28,9 @@ pub async fn serve(addr: SocketAddr, overlay: OverlayHandle) -> anyhow::Result<S
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(overlay);
+        .with_state(overlay)
+        .merge(crate::stackerdb::api::routes().with_state(dbs))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             warn!(target: "tenure::http", %err, "HTTP API stopped");

@@ -8,6 +8,7 @@ mod keys;
 mod localnet;
 mod process_stats;
 mod run;
+mod stackerdb;
 mod testnet;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -58,10 +59,64 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stacker DB client: keys, signed writes, reads (talks to a node's HTTP API).
+    Stackerdb {
+        #[command(subcommand)]
+        command: StackerDbCommand,
+    },
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
         bench: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StackerDbCommand {
+    /// Create a chunk-signing key and print its public key (for `slot_signers`).
+    Keygen {
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign the contents of a file and write them to a slot.
+    Put {
+        /// The node's HTTP address (host:port).
+        #[arg(long)]
+        node: String,
+        /// The DB id.
+        #[arg(long)]
+        db: String,
+        /// The slot.
+        #[arg(long)]
+        slot: u32,
+        /// The version (higher than the slot's).
+        #[arg(long)]
+        version: u64,
+        /// The chunk-signing key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The file whose bytes are the chunk.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Read a slot.
+    Get {
+        /// The node's HTTP address (host:port).
+        #[arg(long)]
+        node: String,
+        /// The DB id.
+        #[arg(long)]
+        db: String,
+        /// The slot.
+        #[arg(long)]
+        slot: u32,
+        /// Write the chunk's bytes to this file instead of printing JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -126,6 +181,43 @@ fn main() -> ExitCode {
     }
 }
 
+fn stackerdb_command(command: StackerDbCommand) -> anyhow::Result<()> {
+    use stackerdb::client;
+    match command {
+        StackerDbCommand::Keygen { out, force } => println!("{}", client::keygen(&out, force)?),
+        StackerDbCommand::Put {
+            node,
+            db,
+            slot,
+            version,
+            key,
+            data,
+        } => {
+            let key = client::load_key(&key)?;
+            let bytes = std::fs::read(&data)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", data.display()))?;
+            println!("{}", client::put(&node, &db, slot, version, &key, bytes)?);
+        }
+        StackerDbCommand::Get {
+            node,
+            db,
+            slot,
+            out,
+        } => {
+            let slot_json = client::get(&node, &db, slot)?;
+            match out {
+                Some(path) => {
+                    let bytes = hex::decode(&slot_json.chunk)?;
+                    std::fs::write(&path, bytes)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                }
+                None => println!("{}", serde_json::to_string(&slot_json)?),
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Node { config } => run::run(&config).await?,
@@ -154,6 +246,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Stackerdb { command } => stackerdb_command(command)?,
         Command::Bench {
             bench:
                 BenchCommand::Gossip {

@@ -4,14 +4,30 @@
 //! HTTP address) so scripts and tests can find it without guessing ports; it removes
 //! the file on a clean shutdown.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use serde::Serialize;
-use tenure_overlay::{OverlayEvent, Topic};
+use tenure_overlay::{OverlayEvent, OverlayHandle, Service, Topic};
 use tracing::{info, warn};
 
-use crate::{config::NodeConfig, heartbeat, heartbeat::Heartbeat, http, keys};
+use crate::{
+    config::NodeConfig,
+    heartbeat,
+    heartbeat::Heartbeat,
+    http, keys,
+    stackerdb::{self, StackerDbHandle, StackerDbs},
+};
+
+/// How often Stacker DB sync checks whether anti-entropy is due.
+const SYNC_TICK: Duration = Duration::from_millis(250);
+
+/// Commands from the HTTP API waiting for the loop, at most.
+const DB_COMMAND_QUEUE: usize = 1024;
 
 /// Log target of the node.
 const LOG_TARGET: &str = "tenure::node";
@@ -33,12 +49,31 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let key = keys::load(&config.key_file)?;
-    let (overlay, mut events) = tenure_overlay::spawn(config.overlay.clone(), key).await?;
+    let mut overlay_config = config.overlay.clone();
+    overlay_config.stacker_dbs = config
+        .stacker_dbs
+        .iter()
+        .map(|db| db.id.as_str().to_owned())
+        .collect();
+    let (overlay, mut events) = tenure_overlay::spawn(overlay_config, key).await?;
     overlay
         .subscribe(Topic::Heartbeat, Arc::new(heartbeat::validate))
         .await?;
+    overlay
+        .subscribe(
+            Topic::StackerDbChunks,
+            Arc::new(stackerdb::validate_announcement),
+        )
+        .await?;
+    let mut dbs = StackerDbs::open(
+        config.overlay.network_id.as_str(),
+        &config.data_dir.join("stackerdb"),
+        &config.stacker_dbs,
+        overlay.clone(),
+    )?;
+    let (db_handle, mut db_commands) = StackerDbHandle::channel(DB_COMMAND_QUEUE);
     let http = match config.http_listen {
-        Some(addr) => Some(http::serve(addr, overlay.clone()).await?),
+        Some(addr) => Some(http::serve(addr, overlay.clone(), db_handle).await?),
         None => None,
     };
     let info_path = config.data_dir.join("node.json");
@@ -56,6 +91,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     info!(target: LOG_TARGET, peer_id = %info.peer_id, listen = ?info.listen_addrs, http = ?info.http, "node started");
 
     let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut sync_tick = tokio::time::interval(SYNC_TICK);
     let mut seq = 0u64;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -68,9 +104,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 }
             }
             event = events.next() => match event {
-                Some(event) => log_event(&event),
+                Some(event) => on_event(event, &overlay, &mut dbs).await,
                 None => break,
             },
+            Some(command) = db_commands.recv() => dbs.execute(command),
+            _ = sync_tick.tick() => dbs.on_tick(Instant::now()),
             _ = &mut shutdown => {
                 info!(target: LOG_TARGET, "shutting down");
                 break;
@@ -82,13 +120,36 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn log_event(event: &OverlayEvent) {
+/// Routes one overlay event to the part of the node it concerns.
+async fn on_event(event: OverlayEvent, overlay: &OverlayHandle, dbs: &mut StackerDbs) {
     match event {
         OverlayEvent::PeerConnected { peer, hello } => {
             info!(target: LOG_TARGET, %peer, dbs = hello.stacker_dbs.len(), "peer connected");
+            dbs.on_peer_connected(peer, &hello);
         }
         OverlayEvent::PeerDisconnected { peer } => {
             info!(target: LOG_TARGET, %peer, "peer disconnected");
+            dbs.on_peer_disconnected(&peer);
+        }
+        OverlayEvent::Gossip {
+            topic: Topic::StackerDbChunks,
+            source,
+            data,
+        } => dbs.on_announcement(source, &data, Instant::now()),
+        OverlayEvent::InboundRequest {
+            id,
+            peer,
+            service: Service::StackerDbSync,
+            body,
+        } => {
+            // Acknowledge at once: the sync answers with messages of its own.
+            let _ = overlay.respond(id, Ok(Vec::new())).await;
+            dbs.on_sync_request(peer, &body, Instant::now());
+        }
+        OverlayEvent::InboundRequest { id, service, .. } => {
+            let _ = overlay
+                .respond(id, Err(format!("{} is not served here", service.name())))
+                .await;
         }
         OverlayEvent::PeerRefused { peer, reason } => {
             warn!(target: LOG_TARGET, %peer, %reason, "peer refused");

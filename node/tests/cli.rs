@@ -9,87 +9,13 @@
 )]
 
 use std::{
-    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-const TENURE: &str = env!("CARGO_BIN_EXE_tenure");
-const DEADLINE: Duration = Duration::from_secs(60);
+mod common;
 
-/// A `tenure node` process, killed when dropped so a failing test leaves nothing behind.
-struct NodeProcess {
-    child: Child,
-    data_dir: PathBuf,
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl NodeProcess {
-    /// Writes a key and config under `dir/name` and starts the node.
-    fn start(dir: &Path, name: &str, bootstrap: &[String]) -> Self {
-        let key = dir.join(format!("{name}.key"));
-        let out = Command::new(TENURE)
-            .args(["keygen", "--out"])
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "keygen failed: {out:?}");
-        let config = dir.join(format!("{name}.toml"));
-        let bootstrap = bootstrap
-            .iter()
-            .map(|a| format!("{a:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        std::fs::write(
-            &config,
-            format!(
-                "network_id = \"cli-test\"\n\
-                 listen_addrs = [\"/ip4/127.0.0.1/tcp/0\"]\n\
-                 bootstrap_peers = [{bootstrap}]\n\
-                 data_dir = \"{name}\"\n\
-                 key_file = \"{name}.key\"\n\
-                 http_listen = \"127.0.0.1:0\"\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new(TENURE)
-            .args(["node", "--config"])
-            .arg(&config)
-            .env("TENURE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        NodeProcess {
-            child,
-            data_dir: dir.join(name),
-        }
-    }
-
-    /// The node's `node.json`, once it has written it.
-    fn info(&mut self) -> serde_json::Value {
-        let path = self.data_dir.join("node.json");
-        let started = Instant::now();
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&path)
-                && let Ok(info) = serde_json::from_str(&text)
-            {
-                return info;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("node exited early with {status}");
-            }
-            assert!(started.elapsed() < DEADLINE, "node never wrote node.json");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
+use common::{DEADLINE, NodeProcess, TENURE};
 
 fn peers_of(http: &str) -> Vec<String> {
     let Ok(response) = ureq::get(&format!("http://{http}/v1/status")).call() else {
@@ -107,10 +33,10 @@ fn peers_of(http: &str) -> Vec<String> {
 #[test]
 fn two_node_processes_on_loopback_find_each_other() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = NodeProcess::start(dir.path(), "a", &[]);
+    let mut a = NodeProcess::start(dir.path(), "a", &[], "");
     let a_info = a.info();
     let a_addr = a_info["listen_addrs"][0].as_str().unwrap().to_owned();
-    let mut b = NodeProcess::start(dir.path(), "b", &[a_addr]);
+    let mut b = NodeProcess::start(dir.path(), "b", &[a_addr], "");
     let b_info = b.info();
 
     let a_id = a_info["peer_id"].as_str().unwrap();
@@ -217,7 +143,7 @@ fn ctrl_c_stops_the_testnet_cleanly_with_a_summary() {
 #[test]
 fn sigterm_stops_a_node_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = NodeProcess::start(dir.path(), "solo", &[]);
+    let mut node = NodeProcess::start(dir.path(), "solo", &[], "");
     node.info();
     send_signal(&node.child, "-TERM");
     let started = Instant::now();

@@ -29,6 +29,9 @@ pub struct OverlayConfig {
     pub bootstrap_peers: Vec<Multiaddr>,
     /// Discover peers on the local link with mDNS.
     pub enable_mdns: bool,
+    /// Names of the Stacker DBs this node replicates, for its first hello (change them
+    /// later with [`crate::OverlayHandle::set_hello`]).
+    pub stacker_dbs: Vec<String>,
     /// The node keeps dialling discovered peers until it has this many.
     pub target_peers: usize,
     /// Above this many peers the node closes connections to peers outside every gossip
@@ -65,6 +68,7 @@ impl OverlayConfig {
             listen_addrs: vec![loopback_any_port()],
             bootstrap_peers: Vec::new(),
             enable_mdns: false,
+            stacker_dbs: Vec::new(),
             target_peers: 12,
             // Well above the target: pruning at 24 in a 50-node testnet churned meshes
             // below D_lo (Kademlia's bootstrap keeps dialling); 48 connections cost a

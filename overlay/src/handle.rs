@@ -100,6 +100,8 @@ pub struct PeerSummary {
 /// The overlay's state at a moment.
 #[derive(Clone, Debug, Serialize)]
 pub struct OverlayStatus {
+    /// The network this node is on.
+    pub network_id: String,
     /// This node's peer id.
     pub peer_id: String,
     /// Where it listens.

@@ -110,7 +110,11 @@ pub async fn spawn(
     let handle = OverlayHandle::new(command_tx, peer_id, announced.clone(), metrics.clone());
 
     let mut service = OverlayService {
-        hello: Hello::new(config.network_id.clone(), Vec::new(), Vec::new()),
+        hello: Hello::new(
+            config.network_id.clone(),
+            Vec::new(),
+            config.stacker_dbs.clone(),
+        ),
         reputation: PeerReputation::new(config.ban_duration),
         discovery: Discovery::new(&config),
         topics: HashMap::new(),
@@ -479,6 +483,7 @@ impl OverlayService {
             .map(|(hash, (topic, _))| (topic.name().to_owned(), gossipsub.mesh_peers(hash).count()))
             .collect();
         OverlayStatus {
+            network_id: self.config.network_id.to_string(),
             peer_id: self.swarm.local_peer_id().to_string(),
             listen_addrs: self.listen_addrs.iter().map(ToString::to_string).collect(),
             peers: self.peers.summaries(),

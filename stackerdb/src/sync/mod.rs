@@ -203,6 +203,10 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
             SyncBody::ClockDigest(digest) => {
                 let ours = replica.clock();
                 if digest.as_slice() == ours.digest() {
+                    // Equal digests: the peer's clock is ours, which is progress to record.
+                    if let Some(peer) = self.peers.get_mut(&from) {
+                        peer.last_clock = Some(ours);
+                    }
                     Vec::new()
                 } else {
                     vec![self.send(from, SyncBody::Clock(ours))]

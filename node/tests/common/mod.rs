@@ -1,0 +1,88 @@
+//! Running `tenure node` processes in tests.
+
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub const TENURE: &str = env!("CARGO_BIN_EXE_tenure");
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A `tenure node` process, killed when dropped so a failing test leaves nothing behind.
+pub struct NodeProcess {
+    /// The process.
+    pub child: Child,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl NodeProcess {
+    /// Writes a key and config under `dir/name` (plus `extra` TOML) and starts the node.
+    pub fn start(dir: &Path, name: &str, bootstrap: &[String], extra: &str) -> Self {
+        let key = dir.join(format!("{name}.key"));
+        let out = Command::new(TENURE)
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "keygen failed: {out:?}");
+        let config = dir.join(format!("{name}.toml"));
+        let bootstrap = bootstrap
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(
+            &config,
+            format!(
+                "network_id = \"cli-test\"\n\
+                 listen_addrs = [\"/ip4/127.0.0.1/tcp/0\"]\n\
+                 bootstrap_peers = [{bootstrap}]\n\
+                 data_dir = \"{name}\"\n\
+                 key_file = \"{name}.key\"\n\
+                 http_listen = \"127.0.0.1:0\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(TENURE)
+            .args(["node", "--config"])
+            .arg(&config)
+            .env("TENURE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        NodeProcess {
+            child,
+            data_dir: dir.join(name),
+        }
+    }
+
+    /// The node's `node.json`, once it has written it.
+    pub fn info(&mut self) -> serde_json::Value {
+        let path = self.data_dir.join("node.json");
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(info) = serde_json::from_str(&text)
+            {
+                return info;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("node exited early with {status}");
+            }
+            assert!(started.elapsed() < DEADLINE, "node never wrote node.json");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

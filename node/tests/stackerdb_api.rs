@@ -1,0 +1,174 @@
+//! Stacker DBs across real node processes: a chunk written through one node's HTTP API
+//! (with the `tenure stackerdb` client) is read back from every other node.
+
+// Test code: a failed expectation is the test failing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{DEADLINE, NodeProcess, TENURE};
+
+const DB: &str = "test.demo";
+
+fn tenure(args: &[&str]) -> std::process::Output {
+    Command::new(TENURE).args(args).output().unwrap()
+}
+
+fn keygen(path: &Path) -> String {
+    let out = tenure(&["stackerdb", "keygen", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn put(http: &str, slot: u32, version: u64, key: &Path, data: &Path) -> std::process::Output {
+    tenure(&[
+        "stackerdb",
+        "put",
+        "--node",
+        http,
+        "--db",
+        DB,
+        "--slot",
+        &slot.to_string(),
+        "--version",
+        &version.to_string(),
+        "--key",
+        key.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ])
+}
+
+fn read(http: &str, slot: u32) -> serde_json::Value {
+    ureq::get(&format!("http://{http}/v1/stackerdb/{DB}/{slot}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap()
+}
+
+#[test]
+fn a_chunk_written_at_one_node_is_read_at_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer_key, intruder_key) = (
+        dir.path().join("writer.key"),
+        dir.path().join("intruder.key"),
+    );
+    let writer = keygen(&writer_key);
+    keygen(&intruder_key);
+    // Two slots, both written by `writer`.
+    let db_config =
+        format!("\n[[stackerdb]]\nid = \"{DB}\"\nslot_signers = [\"{writer}\", \"{writer}\"]\n");
+
+    let mut a = NodeProcess::start(dir.path(), "a", &[], &db_config);
+    let a_info = a.info();
+    let bootstrap = vec![a_info["listen_addrs"][0].as_str().unwrap().to_owned()];
+    let mut b = NodeProcess::start(dir.path(), "b", &bootstrap, &db_config);
+    let mut c = NodeProcess::start(dir.path(), "c", &bootstrap, &db_config);
+    let a_http = a_info["http"].as_str().unwrap().to_owned();
+    let b_http = b.info()["http"].as_str().unwrap().to_owned();
+    let c_http = c.info()["http"].as_str().unwrap().to_owned();
+
+    // An unwritten slot reads as the empty chunk, version 0.
+    let empty = read(&c_http, 1);
+    assert_eq!(empty["chunk"], "");
+    assert_eq!(empty["version"], "0x000000000000000000");
+
+    let data = dir.path().join("chunk.bin");
+    std::fs::write(&data, b"signer state, term 7").unwrap();
+    let out = put(&a_http, 1, 3, &writer_key, &data);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The chunk reaches every replica, byte for byte, with its signer.
+    for http in [&b_http, &c_http] {
+        let started = Instant::now();
+        loop {
+            let slot = read(http, 1);
+            if slot["version"] == "0x000000000000000003" {
+                assert_eq!(slot["chunk"], hex::encode(b"signer state, term 7"));
+                assert_eq!(slot["public_key"], writer.as_str());
+                break;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the chunk never reached {http}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    // An older version is refused with its reason (403), and changes nothing.
+    let out = put(&b_http, 1, 2, &writer_key, &data);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("403") && stderr.contains("older"),
+        "{stderr}"
+    );
+    // A key that does not own the slot is refused too.
+    let out = put(&b_http, 0, 1, &intruder_key, &data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("403") && stderr.contains("may not write"),
+        "{stderr}"
+    );
+    assert_eq!(read(&b_http, 1)["version"], "0x000000000000000003");
+
+    // The client reads the bytes back into a file.
+    let back = dir.path().join("back.bin");
+    let out = tenure(&[
+        "stackerdb",
+        "get",
+        "--node",
+        &c_http,
+        "--db",
+        DB,
+        "--slot",
+        "1",
+        "--out",
+        back.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(&back).unwrap(), b"signer state, term 7");
+
+    // Node A sees its neighbours catch up: every peer's last clock is level with its own.
+    let started = Instant::now();
+    loop {
+        let peers: serde_json::Value =
+            ureq::get(&format!("http://{a_http}/v1/stackerdb/{DB}/peers"))
+                .call()
+                .unwrap()
+                .into_json()
+                .unwrap();
+        let peers = peers.as_array().unwrap();
+        if peers.len() == 2 && peers.iter().all(|p| p["slots_behind"] == 0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "peers never reported catching up: {peers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let clock: serde_json::Value = ureq::get(&format!("http://{c_http}/v1/stackerdb/{DB}/clock"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(clock["slots"][1]["version"], 3);
+}

@@ -172,3 +172,75 @@ fn a_chunk_written_at_one_node_is_read_at_every_node() {
         .unwrap();
     assert_eq!(clock["slots"][1]["version"], 3);
 }
+
+#[test]
+fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
+    use std::sync::{Arc, Mutex, atomic::AtomicBool, atomic::Ordering};
+
+    use bitcoin::secp256k1::{SECP256K1, SecretKey};
+    use tenure_stackerdb::{Chunk, DbId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = SecretKey::from_slice(&[7; 32]).unwrap();
+    let writer = hex::encode(secret.public_key(SECP256K1).serialize());
+    let signers = vec![format!("\"{writer}\""); 4].join(", ");
+    let db_config = format!("\n[[stackerdb]]\nid = \"{DB}\"\nslot_signers = [{signers}]\n");
+    let mut node = NodeProcess::start(dir.path(), "crash", &[], &db_config);
+    let http = node.info()["http"].as_str().unwrap().to_owned();
+
+    // A writer posts 4 KiB chunks as fast as the node acknowledges them and records
+    // every acknowledged (slot, version); it stops at the first failure (the kill).
+    let acknowledged: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let burst = {
+        let (acknowledged, stop, http) = (acknowledged.clone(), stop.clone(), http.clone());
+        std::thread::spawn(move || {
+            let db = DbId::new(DB).unwrap();
+            for n in 0u64.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let (slot, version) = ((n % 4) as u32, n / 4 + 1);
+                let data = vec![(n % 251) as u8; 4096];
+                let chunk = Chunk::sign("cli-test", &db, slot, version, data, &secret);
+                let body = serde_json::json!({
+                    "slot": slot,
+                    "version": version,
+                    "data": hex::encode(&chunk.data),
+                    "signature": hex::encode(&chunk.signature),
+                });
+                match ureq::post(&format!("http://{http}/v1/stackerdb/{DB}")).send_json(body) {
+                    Ok(_) => acknowledged.lock().unwrap().push((slot, version)),
+                    Err(_) => break,
+                }
+            }
+        })
+    };
+    // Let the burst run, then kill the node mid-write.
+    let started = Instant::now();
+    while acknowledged.lock().unwrap().len() < 200 {
+        assert!(started.elapsed() < DEADLINE, "the burst never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    node.kill_and_restart();
+    stop.store(true, Ordering::Relaxed);
+    burst.join().unwrap();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    // After the restart every slot holds at least the last version acknowledged for it.
+    let http = node.info()["http"].as_str().unwrap().to_owned();
+    for slot in 0..4u32 {
+        let newest = acknowledged
+            .iter()
+            .filter(|(s, _)| *s == slot)
+            .map(|(_, v)| *v)
+            .max()
+            .unwrap();
+        let got = read(&http, slot)["version"].as_str().unwrap().to_owned();
+        let version = u64::from_str_radix(got.trim_start_matches("0x00"), 16).unwrap();
+        assert!(
+            version >= newest,
+            "slot {slot}: acknowledged version {newest} but the restarted node holds {version}"
+        );
+    }
+}

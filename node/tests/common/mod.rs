@@ -17,6 +17,8 @@ pub struct NodeProcess {
     pub child: Child,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
 }
 
 impl Drop for NodeProcess {
@@ -24,6 +26,17 @@ impl Drop for NodeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_node(config: &Path) -> Child {
+    Command::new(TENURE)
+        .args(["node", "--config"])
+        .arg(config)
+        .env("TENURE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 impl NodeProcess {
@@ -54,18 +67,21 @@ impl NodeProcess {
             ),
         )
         .unwrap();
-        let child = Command::new(TENURE)
-            .args(["node", "--config"])
-            .arg(&config)
-            .env("TENURE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
         NodeProcess {
-            child,
+            child: spawn_node(&config),
             data_dir: dir.join(name),
+            config,
         }
+    }
+
+    /// Kills the node with SIGKILL (no chance to flush or clean up) and starts it again
+    /// on the same config and data.
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        // The dead node could not remove it; the new one rewrites it.
+        let _ = std::fs::remove_file(self.data_dir.join("node.json"));
+        self.child = spawn_node(&self.config);
     }
 
     /// The node's `node.json`, once it has written it.

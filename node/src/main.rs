@@ -122,6 +122,27 @@ enum StackerDbCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Durable Stacker DB writes per second (signed 4 KiB chunks).
+    StackerdbWrite {
+        /// Writes to make.
+        #[arg(long, default_value_t = 20_000)]
+        writes: usize,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stacker DB replication: write-to-all latency, catch-up, traffic.
+    StackerdbReplicate {
+        /// Replicas.
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+        /// Writes to time (each to a fresh slot, at most 300).
+        #[arg(long, default_value_t = 50)]
+        writes: usize,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Gossip propagation: time until every node holds each message.
     Gossip {
         /// Nodes in the mesh.
@@ -179,6 +200,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print_report(json: bool, report: &impl serde::Serialize, text: String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{text}");
+    }
+    Ok(())
 }
 
 fn stackerdb_command(command: StackerDbCommand) -> anyhow::Result<()> {
@@ -247,6 +277,23 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Stackerdb { command } => stackerdb_command(command)?,
+        Command::Bench {
+            bench: BenchCommand::StackerdbWrite { writes, json },
+        } => {
+            let report = bench::stackerdb::write(writes).await?;
+            print_report(json, &report, report.to_text())?;
+        }
+        Command::Bench {
+            bench:
+                BenchCommand::StackerdbReplicate {
+                    nodes,
+                    writes,
+                    json,
+                },
+        } => {
+            let report = bench::stackerdb::replicate(nodes, writes).await?;
+            print_report(json, &report, report.to_text())?;
+        }
         Command::Bench {
             bench:
                 BenchCommand::Gossip {

@@ -12,7 +12,8 @@ use std::{
 
 use anyhow::Context;
 use serde::Serialize;
-use tenure_overlay::{OverlayEvent, OverlayHandle, Service, Topic};
+use tenure_overlay::{OverlayEvent, OverlayEvents, OverlayHandle, Service, Topic};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
@@ -20,7 +21,7 @@ use crate::{
     heartbeat,
     heartbeat::Heartbeat,
     http, keys,
-    stackerdb::{self, StackerDbHandle, StackerDbs},
+    stackerdb::{self, DbCommand, StackerDbHandle, StackerDbs},
 };
 
 /// How often Stacker DB sync checks whether anti-entropy is due.
@@ -28,6 +29,9 @@ const SYNC_TICK: Duration = Duration::from_millis(250);
 
 /// Commands from the HTTP API waiting for the loop, at most.
 const DB_COMMAND_QUEUE: usize = 1024;
+
+/// Commands applied under one flush, at most.
+const MAX_COMMAND_BATCH: usize = 256;
 
 /// Log target of the node.
 const LOG_TARGET: &str = "tenure::node";
@@ -55,7 +59,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .iter()
         .map(|db| db.id.as_str().to_owned())
         .collect();
-    let (overlay, mut events) = tenure_overlay::spawn(overlay_config, key).await?;
+    let (overlay, events) = tenure_overlay::spawn(overlay_config, key).await?;
     overlay
         .subscribe(Topic::Heartbeat, Arc::new(heartbeat::validate))
         .await?;
@@ -65,13 +69,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             Arc::new(stackerdb::validate_announcement),
         )
         .await?;
-    let mut dbs = StackerDbs::open(
+    let dbs = StackerDbs::open(
         config.overlay.network_id.as_str(),
         &config.data_dir.join("stackerdb"),
         &config.stacker_dbs,
         overlay.clone(),
     )?;
-    let (db_handle, mut db_commands) = StackerDbHandle::channel(DB_COMMAND_QUEUE);
+    let (db_handle, db_commands) = StackerDbHandle::channel(DB_COMMAND_QUEUE);
     let http = match config.http_listen {
         Some(addr) => Some(http::serve(addr, overlay.clone(), db_handle).await?),
         None => None,
@@ -90,14 +94,50 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", info_path.display()))?;
     info!(target: LOG_TARGET, peer_id = %info.peer_id, listen = ?info.listen_addrs, http = ?info.http, "node started");
 
+    let shutdown = shutdown_signal();
+    serve(
+        overlay.clone(),
+        events,
+        dbs,
+        db_commands,
+        Beacons::On,
+        async move {
+            shutdown.await;
+            info!(target: LOG_TARGET, "shutting down");
+        },
+    )
+    .await;
+    overlay.shutdown().await;
+    let _ = std::fs::remove_file(&info_path);
+    Ok(())
+}
+
+/// Whether the node gossips heartbeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Beacons {
+    /// Gossip a heartbeat every few seconds.
+    On,
+    /// Stay quiet (benchmarks that count bytes).
+    Off,
+}
+
+/// The node's loop: routes overlay events and API commands to their owners and runs the
+/// timers, until `shutdown` resolves or the overlay stops.
+pub async fn serve(
+    overlay: OverlayHandle,
+    mut events: OverlayEvents,
+    mut dbs: StackerDbs,
+    mut db_commands: mpsc::Receiver<DbCommand>,
+    beacons: Beacons,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
     let mut sync_tick = tokio::time::interval(SYNC_TICK);
     let mut seq = 0u64;
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = beat.tick() => {
+            _ = beat.tick(), if beacons == Beacons::On => {
                 let beat = Heartbeat::new(overlay.peer_id(), seq).encode();
                 if overlay.publish(Topic::Heartbeat, beat).await.is_ok() {
                     seq += 1;
@@ -107,17 +147,21 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 Some(event) => on_event(event, &overlay, &mut dbs).await,
                 None => break,
             },
-            Some(command) = db_commands.recv() => dbs.execute(command),
-            _ = sync_tick.tick() => dbs.on_tick(Instant::now()),
-            _ = &mut shutdown => {
-                info!(target: LOG_TARGET, "shutting down");
-                break;
+            Some(command) = db_commands.recv() => {
+                // Group commit: take every command already waiting, flush once.
+                let mut batch = vec![command];
+                while batch.len() < MAX_COMMAND_BATCH {
+                    match db_commands.try_recv() {
+                        Ok(command) => batch.push(command),
+                        Err(_) => break,
+                    }
+                }
+                dbs.execute_batch(batch);
             }
+            _ = sync_tick.tick() => dbs.on_tick(Instant::now()),
+            _ = &mut shutdown => break,
         }
     }
-    overlay.shutdown().await;
-    let _ = std::fs::remove_file(&info_path);
-    Ok(())
 }
 
 /// Routes one overlay event to the part of the node it concerns.

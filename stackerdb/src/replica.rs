@@ -147,6 +147,16 @@ impl Replica {
 
     /// Applies a write. `Ok` means it is stored durably.
     pub fn write(&mut self, chunk: Chunk) -> Result<SlotVersion, WriteError> {
+        let standing = self.write_unflushed(chunk)?;
+        self.flush()?;
+        Ok(standing)
+    }
+
+    /// Applies a write without flushing it: it must not be acknowledged, announced or
+    /// served as durable until [`Replica::flush`] returns `Ok`. Group commit: a batch of
+    /// writes, one flush, then every acknowledgement. If the flush fails, memory may be
+    /// ahead of disk; a restart reloads what the disk holds.
+    pub fn write_unflushed(&mut self, chunk: Chunk) -> Result<SlotVersion, WriteError> {
         let slots = self.policy.slot_count();
         if chunk.slot >= slots {
             return Err(Rejection::NoSuchSlot {
@@ -195,7 +205,7 @@ impl Replica {
         let standing = current.map_or(SlotVersion::EMPTY, |h| h.standing);
         supersedes(&standing, &candidate).map_err(Rejection::from)?;
 
-        self.store.put_chunk(
+        self.store.put_chunk_unflushed(
             &self.db,
             &StoredChunk {
                 chunk: chunk.clone(),
@@ -211,6 +221,11 @@ impl Replica {
             });
         }
         Ok(candidate)
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush()
     }
 
     fn held(&self, slot: u32) -> Option<Held> {

@@ -97,12 +97,20 @@ impl Store {
 
     /// Stores `chunk` as the slot's value and flushes.
     pub fn put_chunk(&self, db: &DbId, stored: &StoredChunk) -> Result<(), StoreError> {
+        self.put_chunk_unflushed(db, stored)?;
+        self.chunks.flush()?;
+        Ok(())
+    }
+
+    /// Stores `chunk` as the slot's value without flushing: not durable until
+    /// [`Store::flush`] returns. For group commit: many writes, one flush, then the
+    /// acknowledgements.
+    pub fn put_chunk_unflushed(&self, db: &DbId, stored: &StoredChunk) -> Result<(), StoreError> {
         let value = serde_cbor::to_vec(stored).map_err(|e| StoreError::Corrupt {
             key: "new chunk".into(),
             reason: e.to_string(),
         })?;
         self.chunks.insert(slot_key(db, stored.chunk.slot), value)?;
-        self.chunks.flush()?;
         Ok(())
     }
 
@@ -165,7 +173,7 @@ impl Store {
             .collect()
     }
 
-    /// Flushes everything (used on shutdown).
+    /// Makes every write so far durable (chunks and evidence).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())

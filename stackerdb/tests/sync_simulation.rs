@@ -198,8 +198,9 @@ impl Sim {
     fn client_write(&mut self, node: usize, chunk: Chunk) {
         let slot = chunk.slot;
         if self.nodes[node].replica.write(chunk).is_ok() {
-            let n = &self.nodes[node];
-            let out = n.sync.on_local_write(&n.replica, slot);
+            let now = self.now();
+            let n = &mut self.nodes[node];
+            let out = n.sync.on_local_write(&n.replica, slot, now);
             self.apply(node, out);
         }
     }

@@ -2,6 +2,7 @@
 //! They measure; they never assert a target.
 
 pub mod gossip;
+pub mod stackerdb;
 
 use std::time::Duration;
 

@@ -82,6 +82,9 @@ pub enum WriteFailure {
     /// Refused or not stored.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The write was applied but the flush failed, so it is not acknowledged.
+    #[error("the write could not be made durable: {0}")]
+    NotDurable(String),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -144,6 +147,7 @@ struct Db {
 /// Every Stacker DB the node replicates.
 pub struct StackerDbs {
     dbs: BTreeMap<DbId, Db>,
+    store: Store,
     overlay: OverlayHandle,
 }
 
@@ -167,7 +171,11 @@ impl StackerDbs {
             let sync = DbSync::new(config.id.clone(), SyncConfig::default());
             dbs.insert(config.id.clone(), Db { replica, sync });
         }
-        Ok(StackerDbs { dbs, overlay })
+        Ok(StackerDbs {
+            dbs,
+            store,
+            overlay,
+        })
     }
 
     /// A peer completed its hello: it becomes a sync neighbour of the DBs we share.
@@ -223,7 +231,50 @@ impl StackerDbs {
         self.apply(outputs);
     }
 
-    /// Executes a command from the API.
+    /// Executes a batch of commands with group commit: every write is applied, the
+    /// store is flushed once, and only then are the writes acknowledged and announced.
+    /// Reads run after the flush, so they never see a write that is not durable.
+    pub fn execute_batch(&mut self, commands: Vec<DbCommand>) {
+        let mut pending = Vec::new();
+        let mut others = Vec::new();
+        for command in commands {
+            match command {
+                DbCommand::Write { db, chunk, reply } => {
+                    let slot = chunk.slot;
+                    let outcome = match self.dbs.get_mut(&db) {
+                        Some(d) => d.replica.write_unflushed(chunk).map_err(WriteFailure::from),
+                        None => Err(WriteFailure::UnknownDb(db.clone())),
+                    };
+                    pending.push((reply, outcome, db, slot));
+                }
+                other => others.push(other),
+            }
+        }
+        let flushed = if pending.iter().any(|(_, outcome, _, _)| outcome.is_ok()) {
+            self.store.flush().map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        };
+        for (reply, outcome, db, slot) in pending {
+            let outcome = match (outcome, &flushed) {
+                (Ok(standing), Ok(())) => {
+                    if let Some(d) = self.dbs.get_mut(&db) {
+                        let outputs = d.sync.on_local_write(&d.replica, slot, Instant::now());
+                        self.apply(outputs);
+                    }
+                    Ok(standing)
+                }
+                (Ok(_), Err(err)) => Err(WriteFailure::NotDurable(err.clone())),
+                (Err(err), _) => Err(err),
+            };
+            let _ = reply.send(outcome);
+        }
+        for command in others {
+            self.execute(command);
+        }
+    }
+
+    /// Executes one command from the API.
     pub fn execute(&mut self, command: DbCommand) {
         match command {
             DbCommand::Write { db, chunk, reply } => {
@@ -253,7 +304,7 @@ impl StackerDbs {
         };
         let slot = chunk.slot;
         let standing = db.replica.write(chunk)?;
-        let outputs = db.sync.on_local_write(&db.replica, slot);
+        let outputs = db.sync.on_local_write(&db.replica, slot, Instant::now());
         self.apply(outputs);
         Ok(standing)
     }

@@ -60,7 +60,10 @@ pub struct SyncConfig {
 impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
-            anti_entropy: Duration::from_secs(1),
+            // Announcements carry new chunks; anti-entropy repairs what they missed. More
+            // often than this, digests that differ only because a write is in flight
+            // cost a whole clock and duplicate pushes.
+            anti_entropy: Duration::from_secs(3),
             max_pull_slots: 300,
             max_push_bytes: 2 * 1024 * 1024,
             pulls_per_second: 2_000.0,
@@ -115,7 +118,20 @@ pub struct DbSync<P> {
     config: SyncConfig,
     peers: BTreeMap<P, PeerSync>,
     last_anti_entropy: Option<Instant>,
+    /// Slots asked of a peer and not yet answered, with when they were asked: each
+    /// missing slot is pulled from one peer at a time.
+    in_flight: BTreeMap<u32, Instant>,
+    /// When each slot last changed here: fresh chunks are not pushed (see
+    /// [`PUSH_GRACE`]).
+    changed_at: BTreeMap<u32, Instant>,
 }
+
+/// How long a pull may go unanswered before the slot is asked of another peer.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A chunk is pushed to a lagging peer only once it has been held this long: before
+/// that it is still travelling by announcement and pull, and a push would duplicate it.
+pub const PUSH_GRACE: Duration = Duration::from_secs(1);
 
 impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
     /// The sync of `db`, with no neighbours yet.
@@ -125,6 +141,8 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
             config,
             peers: BTreeMap::new(),
             last_anti_entropy: None,
+            in_flight: BTreeMap::new(),
+            changed_at: BTreeMap::new(),
         }
     }
 
@@ -144,6 +162,16 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
         });
     }
 
+    /// A new neighbour: send it our digest now rather than at the next anti-entropy
+    /// round, so a node that just joined catches up at once.
+    pub fn on_new_peer(&mut self, replica: &Replica, peer: P) -> Vec<SyncOutput<P>> {
+        self.add_peer(peer);
+        vec![SyncOutput::Send {
+            to: peer,
+            msg: SyncMessage::digest(self.db.clone(), replica.clock().digest()),
+        }]
+    }
+
     /// Forgets a neighbour.
     pub fn remove_peer(&mut self, peer: &P) {
         self.peers.remove(peer);
@@ -155,7 +183,13 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
     }
 
     /// A local write was accepted: announce it.
-    pub fn on_local_write(&self, replica: &Replica, slot: u32) -> Vec<SyncOutput<P>> {
+    pub fn on_local_write(
+        &mut self,
+        replica: &Replica,
+        slot: u32,
+        now: Instant,
+    ) -> Vec<SyncOutput<P>> {
+        self.changed_at.insert(slot, now);
         self.announcement(replica, slot).into_iter().collect()
     }
 
@@ -199,7 +233,7 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
         }
         self.add_peer(from);
         match msg.body {
-            SyncBody::Announce { slot, entry } => self.on_announce(replica, from, slot, entry),
+            SyncBody::Announce { slot, entry } => self.on_announce(replica, from, slot, entry, now),
             SyncBody::ClockDigest(digest) => {
                 let ours = replica.clock();
                 if digest.as_slice() == ours.digest() {
@@ -214,7 +248,7 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
             }
             SyncBody::Clock(theirs) => self.on_clock(replica, from, theirs, now),
             SyncBody::Pull(slots) => self.on_pull(replica, from, slots, now),
-            SyncBody::Chunks(chunks) => self.on_chunks(replica, from, chunks),
+            SyncBody::Chunks(chunks) => self.on_chunks(replica, from, chunks, now),
         }
     }
 
@@ -231,6 +265,7 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
         from: P,
         slot: u32,
         entry: SlotClock,
+        now: Instant,
     ) -> Vec<SyncOutput<P>> {
         let ours = replica.clock();
         let Some(our_entry) = ours.slots.get(slot as usize) else {
@@ -247,11 +282,32 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
         {
             *theirs = entry;
         }
-        if entry > *our_entry {
-            vec![self.send(from, SyncBody::Pull(vec![slot]))]
+        let need = if entry > *our_entry {
+            vec![slot]
         } else {
             Vec::new()
+        };
+        self.pull(from, need, now).into_iter().collect()
+    }
+
+    /// A pull of the slots in `need` not already asked of someone recently.
+    fn pull(&mut self, from: P, need: Vec<u32>, now: Instant) -> Option<SyncOutput<P>> {
+        let slots: Vec<u32> = need
+            .into_iter()
+            .filter(|slot| {
+                self.in_flight
+                    .get(slot)
+                    .is_none_or(|asked| now.saturating_duration_since(*asked) >= PULL_TIMEOUT)
+            })
+            .take(self.config.max_pull_slots)
+            .collect();
+        if slots.is_empty() {
+            return None;
         }
+        for slot in &slots {
+            self.in_flight.insert(*slot, now);
+        }
+        Some(self.send(from, SyncBody::Pull(slots)))
     }
 
     fn on_clock(
@@ -267,12 +323,16 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
             return Vec::new();
         }
         let mut out = Vec::new();
-        let mut need = theirs.ahead_of(&ours);
-        need.truncate(self.config.max_pull_slots);
-        if !need.is_empty() {
-            out.push(self.send(from, SyncBody::Pull(need)));
-        }
-        let give = ours.ahead_of(&theirs);
+        out.extend(self.pull(from, theirs.ahead_of(&ours), now));
+        let give: Vec<u32> = ours
+            .ahead_of(&theirs)
+            .into_iter()
+            .filter(|slot| {
+                self.changed_at
+                    .get(slot)
+                    .is_none_or(|at| now.saturating_duration_since(*at) >= PUSH_GRACE)
+            })
+            .collect();
         if let Some(chunks) = self.chunks_for(replica, from, &give, now) {
             out.push(self.send(from, SyncBody::Chunks(chunks)));
         }
@@ -343,36 +403,46 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
         replica: &mut Replica,
         from: P,
         chunks: Vec<Chunk>,
+        now: Instant,
     ) -> Vec<SyncOutput<P>> {
-        let mut out = Vec::new();
+        let mut accepted = Vec::new();
         let mut misbehaviour = None;
         for chunk in chunks {
             let slot = chunk.slot;
-            match replica.write(chunk) {
-                Ok(standing) => {
-                    if let Some(clock) = self
-                        .peers
-                        .get_mut(&from)
-                        .and_then(|p| p.last_clock.as_mut())
-                        && let Some(theirs) = clock.slots.get_mut(slot as usize)
-                    {
-                        *theirs = SlotClock::from(&standing);
-                    }
-                    out.push(SyncOutput::Accepted {
-                        slot,
-                        standing,
-                        from,
-                    });
-                    out.extend(self.announcement(replica, slot));
-                }
+            self.in_flight.remove(&slot);
+            match replica.write_unflushed(chunk) {
+                Ok(standing) => accepted.push((slot, standing)),
                 // The peer was behind, or the chunk crossed a newer one: normal.
                 Err(WriteError::Rejected(Rejection::NotNewer(_))) => {}
                 Err(WriteError::Rejected(rejection)) => misbehaviour = Some(rejection.to_string()),
                 Err(WriteError::Storage(err)) => {
-                    out.push(SyncOutput::StorageFailed(err.to_string()));
-                    break;
+                    return vec![SyncOutput::StorageFailed(err.to_string())];
                 }
             }
+        }
+        // One flush for the whole batch, before anything is announced as held.
+        if !accepted.is_empty()
+            && let Err(err) = replica.flush()
+        {
+            return vec![SyncOutput::StorageFailed(err.to_string())];
+        }
+        let mut out = Vec::new();
+        for (slot, standing) in accepted {
+            self.changed_at.insert(slot, now);
+            if let Some(clock) = self
+                .peers
+                .get_mut(&from)
+                .and_then(|p| p.last_clock.as_mut())
+                && let Some(theirs) = clock.slots.get_mut(slot as usize)
+            {
+                *theirs = SlotClock::from(&standing);
+            }
+            out.push(SyncOutput::Accepted {
+                slot,
+                standing,
+                from,
+            });
+            out.extend(self.announcement(replica, slot));
         }
         if let Some(reason) = misbehaviour {
             out.push(SyncOutput::Penalise { peer: from, reason });

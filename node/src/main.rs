@@ -71,6 +71,20 @@ enum Command {
     },
 }
 
+/// Which slot of which DB at which node.
+#[derive(clap::Args)]
+struct SlotAddress {
+    /// The node's HTTP address (host:port).
+    #[arg(long)]
+    node: String,
+    /// The DB id.
+    #[arg(long)]
+    db: String,
+    /// The slot.
+    #[arg(long)]
+    slot: u32,
+}
+
 #[derive(Subcommand)]
 enum StackerDbCommand {
     /// Create a chunk-signing key and print its public key (for `slot_signers`).
@@ -84,15 +98,8 @@ enum StackerDbCommand {
     },
     /// Sign the contents of a file and write them to a slot.
     Put {
-        /// The node's HTTP address (host:port).
-        #[arg(long)]
-        node: String,
-        /// The DB id.
-        #[arg(long)]
-        db: String,
-        /// The slot.
-        #[arg(long)]
-        slot: u32,
+        #[command(flatten)]
+        at: SlotAddress,
         /// The version (higher than the slot's).
         #[arg(long)]
         version: u64,
@@ -105,15 +112,8 @@ enum StackerDbCommand {
     },
     /// Read a slot.
     Get {
-        /// The node's HTTP address (host:port).
-        #[arg(long)]
-        node: String,
-        /// The DB id.
-        #[arg(long)]
-        db: String,
-        /// The slot.
-        #[arg(long)]
-        slot: u32,
+        #[command(flatten)]
+        at: SlotAddress,
         /// Write the chunk's bytes to this file instead of printing JSON.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -216,9 +216,7 @@ fn stackerdb_command(command: StackerDbCommand) -> anyhow::Result<()> {
     match command {
         StackerDbCommand::Keygen { out, force } => println!("{}", client::keygen(&out, force)?),
         StackerDbCommand::Put {
-            node,
-            db,
-            slot,
+            at,
             version,
             key,
             data,
@@ -226,15 +224,13 @@ fn stackerdb_command(command: StackerDbCommand) -> anyhow::Result<()> {
             let key = client::load_key(&key)?;
             let bytes = std::fs::read(&data)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", data.display()))?;
-            println!("{}", client::put(&node, &db, slot, version, &key, bytes)?);
+            println!(
+                "{}",
+                client::put(&at.node, &at.db, at.slot, version, &key, bytes)?
+            );
         }
-        StackerDbCommand::Get {
-            node,
-            db,
-            slot,
-            out,
-        } => {
-            let slot_json = client::get(&node, &db, slot)?;
+        StackerDbCommand::Get { at, out } => {
+            let slot_json = client::get(&at.node, &at.db, at.slot)?;
             match out {
                 Some(path) => {
                     let bytes = hex::decode(&slot_json.chunk)?;

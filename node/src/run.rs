@@ -21,7 +21,7 @@ use crate::{
     heartbeat,
     heartbeat::Heartbeat,
     http, keys,
-    stackerdb::{self, DbCommand, StackerDbHandle, StackerDbs},
+    stackerdb::{DbCommand, StackerDbHandle, StackerDbs},
 };
 
 /// How often Stacker DB sync checks whether anti-entropy is due.
@@ -63,18 +63,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     overlay
         .subscribe(Topic::Heartbeat, Arc::new(heartbeat::validate))
         .await?;
-    overlay
-        .subscribe(
-            Topic::StackerDbChunks,
-            Arc::new(stackerdb::validate_announcement),
-        )
-        .await?;
-    let dbs = StackerDbs::open(
+    let dbs = StackerDbs::attach(
+        &overlay,
         config.overlay.network_id.as_str(),
         &config.data_dir.join("stackerdb"),
         &config.stacker_dbs,
-        overlay.clone(),
-    )?;
+    )
+    .await?;
     let (db_handle, db_commands) = StackerDbHandle::channel(DB_COMMAND_QUEUE);
     let http = match config.http_listen {
         Some(addr) => Some(http::serve(addr, overlay.clone(), db_handle).await?),

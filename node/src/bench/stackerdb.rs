@@ -5,10 +5,7 @@
 //! through the [`StackerDbHandle`] the HTTP API uses (after JSON decoding), so each one
 //! is recovered, checked, stored and flushed before it counts.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bitcoin::secp256k1::{SECP256K1, SecretKey};
@@ -22,7 +19,7 @@ use crate::{
     config::StackerDbConfig,
     localnet,
     run::{Beacons, serve},
-    stackerdb::{self, StackerDbHandle, StackerDbs},
+    stackerdb::{StackerDbHandle, StackerDbs},
 };
 
 /// Slots of the benchmark DB: the producer DB's size.
@@ -69,18 +66,13 @@ async fn start_node(
     overlay_config.stacker_dbs = vec![config.id.as_str().to_owned()];
     let (overlay, events) =
         tenure_overlay::spawn(overlay_config, tenure_overlay::NodeKey::generate()).await?;
-    overlay
-        .subscribe(
-            Topic::StackerDbChunks,
-            Arc::new(stackerdb::validate_announcement),
-        )
-        .await?;
-    let dbs = StackerDbs::open(
+    let dbs = StackerDbs::attach(
+        &overlay,
         network.as_str(),
         dir,
         std::slice::from_ref(config),
-        overlay.clone(),
-    )?;
+    )
+    .await?;
     let (handle, commands) = StackerDbHandle::channel(1024);
     let mut stop = stop.clone();
     tokio::spawn(serve(

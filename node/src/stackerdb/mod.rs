@@ -152,6 +152,20 @@ pub struct StackerDbs {
 }
 
 impl StackerDbs {
+    /// What every node does before its loop starts: subscribes the overlay to
+    /// announcements and opens the replicas under `dir`.
+    pub async fn attach(
+        overlay: &OverlayHandle,
+        network: &str,
+        dir: &Path,
+        configs: &[StackerDbConfig],
+    ) -> anyhow::Result<StackerDbs> {
+        overlay
+            .subscribe(Topic::StackerDbChunks, Arc::new(validate_announcement))
+            .await?;
+        StackerDbs::open(network, dir, configs, overlay.clone())
+    }
+
     /// Opens the store under `dir` and a replica for each configured DB.
     pub fn open(
         network: &str,

@@ -118,6 +118,17 @@ impl Chunk {
 
     /// Recovers the signer's public key, refusing high-S and malformed signatures.
     pub fn recover_signer(&self, network: &str, db: &DbId) -> Result<PublicKey, SignatureError> {
+        self.recover_signer_with_hash(network, db, &self.data_hash())
+    }
+
+    /// [`Chunk::recover_signer`] for a caller that already holds the data hash, so the
+    /// data is hashed once per write.
+    pub fn recover_signer_with_hash(
+        &self,
+        network: &str,
+        db: &DbId,
+        data_hash: &Hash32,
+    ) -> Result<PublicKey, SignatureError> {
         let bytes: &[u8; SIGNATURE_BYTES] = self
             .signature
             .as_slice()
@@ -134,7 +145,7 @@ impl Chunk {
         }
         let recoverable = RecoverableSignature::from_compact(compact, recovery_id)
             .map_err(|_| SignatureError::Malformed)?;
-        let digest = signing_digest(network, db, self.slot, self.version, &self.data_hash());
+        let digest = signing_digest(network, db, self.slot, self.version, data_hash);
         SECP256K1
             .recover_ecdsa(&Message::from_digest(digest), &recoverable)
             .map_err(|_| SignatureError::Unrecoverable)

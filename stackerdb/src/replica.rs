@@ -176,10 +176,10 @@ impl Replica {
             }
             .into());
         }
-        let signer = chunk
-            .recover_signer(&self.network, &self.db)
-            .map_err(Rejection::from)?;
         let hash = chunk.data_hash();
+        let signer = chunk
+            .recover_signer_with_hash(&self.network, &self.db, &hash)
+            .map_err(Rejection::from)?;
         if !self
             .policy
             .auth_write(chunk.slot, chunk.version, &hash, &signer)
@@ -269,6 +269,20 @@ impl Replica {
                 })
                 .collect(),
         }
+    }
+
+    /// One slot's clock entry (`None` for a slot the DB does not have), without
+    /// building the whole clock.
+    pub fn slot_clock(&self, slot: u32) -> Option<SlotClock> {
+        self.slots.get(slot as usize).map(|held| {
+            held.as_ref()
+                .map_or(SlotClock::EMPTY, |h| SlotClock::from(&h.standing))
+        })
+    }
+
+    /// The number of slots.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// Equivocation evidence: every pair of validly signed chunks seen at one version.

@@ -194,7 +194,7 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
     }
 
     fn announcement(&self, replica: &Replica, slot: u32) -> Option<SyncOutput<P>> {
-        let entry = *replica.clock().slots.get(slot as usize)?;
+        let entry = replica.slot_clock(slot)?;
         Some(SyncOutput::Announce(SyncMessage::new(
             self.db.clone(),
             SyncBody::Announce { slot, entry },
@@ -267,11 +267,10 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
         entry: SlotClock,
         now: Instant,
     ) -> Vec<SyncOutput<P>> {
-        let ours = replica.clock();
-        let Some(our_entry) = ours.slots.get(slot as usize) else {
+        let Some(our_entry) = replica.slot_clock(slot) else {
             return vec![SyncOutput::Penalise {
                 peer: from,
-                reason: format!("announced slot {slot} of {}", ours.slots.len()),
+                reason: format!("announced slot {slot} of {}", replica.slot_count()),
             }];
         };
         if let Some(clock) = self
@@ -282,7 +281,7 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
         {
             *theirs = entry;
         }
-        let need = if entry > *our_entry {
+        let need = if entry > our_entry {
             vec![slot]
         } else {
             Vec::new()

@@ -23,6 +23,14 @@ pub trait DbPolicy: Send + Sync {
     /// Asked once per burn block: should garbage collection run now?
     fn garbage_collect(&self, burn_height: u64) -> bool;
 
+    /// The latest collecting burn height at or below `burn_height`. A replica that
+    /// missed the collecting block itself (offline, or started later) still collects,
+    /// and lands at the same GC epoch as its neighbours. The default knows only the
+    /// block at hand.
+    fn last_collection(&self, burn_height: u64) -> Option<u64> {
+        self.garbage_collect(burn_height).then_some(burn_height)
+    }
+
     /// During garbage collection: is this chunk garbage (reset to version 0, empty)?
     fn is_garbage(&self, slot: u32, version: u64, hash: &Hash32, signer: &PublicKey) -> bool;
 }
@@ -43,6 +51,13 @@ impl TermSchedule {
         self.term_length > 0
             && burn_height >= self.first_burn_height
             && (burn_height - self.first_burn_height).is_multiple_of(self.term_length)
+    }
+
+    /// The first burn height of the term holding `burn_height`.
+    pub fn term_start(&self, burn_height: u64) -> Option<u64> {
+        let since = burn_height.checked_sub(self.first_burn_height)?;
+        let length = self.term_length;
+        (length > 0).then(|| burn_height - since % length)
     }
 }
 
@@ -90,6 +105,10 @@ impl DbPolicy for SlotOwners {
 
     fn garbage_collect(&self, burn_height: u64) -> bool {
         self.schedule.starts_term(burn_height)
+    }
+
+    fn last_collection(&self, burn_height: u64) -> Option<u64> {
+        self.schedule.term_start(burn_height)
     }
 
     fn is_garbage(&self, _: u32, _: u64, _: &Hash32, _: &PublicKey) -> bool {

@@ -102,6 +102,7 @@ pub struct Replica {
     policy: Arc<dyn DbPolicy>,
     store: Store,
     slots: Vec<Option<Held>>,
+    gc_epoch: u64,
 }
 
 impl Replica {
@@ -133,6 +134,7 @@ impl Replica {
         }
         Ok(Replica {
             network: network.into(),
+            gc_epoch: store.gc_epoch(&db)?,
             db,
             policy,
             store,
@@ -177,6 +179,18 @@ impl Replica {
             .into());
         }
         let hash = chunk.data_hash();
+        // A byte-identical copy of the held chunk (a replica catching up hears of it
+        // from several neighbours) was checked when it was first written: skip the
+        // signature recovery, the most expensive step.
+        if self.slots.get(chunk.slot as usize).is_some_and(|held| {
+            held.as_ref().is_some_and(|held| {
+                held.standing.version == chunk.version
+                    && held.standing.hash == hash
+                    && held.chunk.signature == chunk.signature
+            })
+        }) {
+            return Err(Rejection::NotNewer(NotNewer::Duplicate).into());
+        }
         let signer = chunk
             .recover_signer_with_hash(&self.network, &self.db, &hash)
             .map_err(Rejection::from)?;
@@ -291,30 +305,47 @@ impl Replica {
             .evidence(&self.db, self.policy.max_chunk_bytes() + RECORD_OVERHEAD)
     }
 
-    /// On a burn block: if the policy says so, resets every garbage slot to the empty
-    /// chunk. Returns the slots reset.
+    /// On a burn block: when the policy's latest collection at or below `burn_height`
+    /// is past the replica's GC epoch, resets every garbage slot to the empty chunk
+    /// and moves to that epoch, durably. Returns the slots reset. A replayed burn
+    /// block (after a restart) changes nothing.
     pub fn on_burn_block(&mut self, burn_height: u64) -> Result<Vec<u32>, StoreError> {
-        if !self.policy.garbage_collect(burn_height) {
+        let Some(epoch) = self.policy.last_collection(burn_height) else {
+            return Ok(Vec::new());
+        };
+        if epoch <= self.gc_epoch {
             return Ok(Vec::new());
         }
-        let mut reset = Vec::new();
-        for slot in 0..self.slots.len() as u32 {
-            let Some(held) = self.held(slot) else {
-                continue;
-            };
-            if self.policy.is_garbage(
-                slot,
-                held.standing.version,
-                &held.standing.hash,
-                &held.signer,
-            ) {
-                self.store.clear_slot(&self.db, slot)?;
-                if let Some(entry) = self.slots.get_mut(slot as usize) {
-                    *entry = None;
-                }
-                reset.push(slot);
+        let reset: Vec<u32> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, held)| {
+                let held = held.as_ref()?;
+                self.policy
+                    .is_garbage(
+                        slot as u32,
+                        held.standing.version,
+                        &held.standing.hash,
+                        &held.signer,
+                    )
+                    .then_some(slot as u32)
+            })
+            .collect();
+        self.store.collect_garbage(&self.db, &reset, epoch)?;
+        for slot in &reset {
+            if let Some(entry) = self.slots.get_mut(*slot as usize) {
+                *entry = None;
             }
         }
+        self.gc_epoch = epoch;
         Ok(reset)
+    }
+
+    /// The burn height of the last garbage collection (0: never). Replicas sync only
+    /// with neighbours at the same epoch, so a neighbour that has not collected yet
+    /// cannot hand back the chunks just collected.
+    pub fn gc_epoch(&self) -> u64 {
+        self.gc_epoch
     }
 }

@@ -59,6 +59,7 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: sled::Db,
+    meta: sled::Tree,
     chunks: sled::Tree,
     evidence: sled::Tree,
 }
@@ -89,6 +90,7 @@ impl Store {
             }
         }
         Ok(Store {
+            meta,
             chunks: db.open_tree("chunks")?,
             evidence: db.open_tree("evidence")?,
             db,
@@ -114,11 +116,37 @@ impl Store {
         Ok(())
     }
 
-    /// Empties a slot and flushes.
-    pub fn clear_slot(&self, db: &DbId, slot: u32) -> Result<(), StoreError> {
-        self.chunks.remove(slot_key(db, slot))?;
-        self.chunks.flush()?;
+    /// Empties `slots` of `db`, records `burn_height` as the DB's last garbage
+    /// collection, and flushes once. The record is written after the slots: sled's log
+    /// is sequential, so a durable record means durable resets, and a crash before it
+    /// only means the collection runs again.
+    pub fn collect_garbage(
+        &self,
+        db: &DbId,
+        slots: &[u32],
+        burn_height: u64,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for slot in slots {
+            batch.remove(slot_key(db, *slot));
+        }
+        self.chunks.apply_batch(batch)?;
+        self.meta.insert(gc_key(db), &burn_height.to_be_bytes())?;
+        self.db.flush()?;
         Ok(())
+    }
+
+    /// The burn height of `db`'s last garbage collection (0: never).
+    pub fn gc_epoch(&self, db: &DbId) -> Result<u64, StoreError> {
+        match self.meta.get(gc_key(db))? {
+            None => Ok(0),
+            Some(raw) => <[u8; 8]>::try_from(raw.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    key: format!("meta/gc/{db}"),
+                    reason: format!("{} bytes", raw.len()),
+                }),
+        }
     }
 
     /// Every stored chunk of `db`, decoded with `max_record_bytes` as the bound.
@@ -207,6 +235,12 @@ fn db_prefix(db: &DbId) -> Vec<u8> {
     key
 }
 
+fn gc_key(db: &DbId) -> Vec<u8> {
+    let mut key = b"gc/".to_vec();
+    key.extend_from_slice(&db_prefix(db));
+    key
+}
+
 fn slot_key(db: &DbId, slot: u32) -> Vec<u8> {
     let mut key = db_prefix(db);
     key.extend_from_slice(&slot.to_be_bytes());
@@ -242,8 +276,14 @@ mod tests {
         let got = store.chunks(&a, 1 << 20).unwrap();
         assert_eq!(got, vec![stored(&a, 1, 2)]);
         assert_eq!(store.chunks(&b, 1 << 20).unwrap().len(), 1);
-        store.clear_slot(&a, 1).unwrap();
+        assert_eq!(store.gc_epoch(&a).unwrap(), 0);
+        store.collect_garbage(&a, &[1], 20).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
         assert!(store.chunks(&a, 1 << 20).unwrap().is_empty());
+        assert_eq!(store.chunks(&b, 1 << 20).unwrap().len(), 1);
+        assert_eq!(store.gc_epoch(&a).unwrap(), 20);
+        assert_eq!(store.gc_epoch(&b).unwrap(), 0);
     }
 
     #[test]

@@ -243,16 +243,34 @@ fn two_signed_chunks_at_one_version_are_kept_as_evidence() {
 fn garbage_slots_reset_to_empty_on_a_term_boundary() {
     let dir = tempfile::tempdir().unwrap();
     let mut r = replica(dir.path());
+    assert!(r.on_burn_block(100).unwrap().is_empty()); // term 0 starts: nothing held
+    assert_eq!(r.gc_epoch(), 100);
     r.write(write(0, 1, b"x")).unwrap();
     r.write(write(3, 7, b"y")).unwrap();
     assert!(r.on_burn_block(105).unwrap().is_empty());
     assert_eq!(r.on_burn_block(110).unwrap(), vec![0, 3]);
+    assert_eq!(r.gc_epoch(), 110);
     assert!(r.read(0).chunk.is_none());
     assert_eq!(r.clock().slots[3].version, 0);
-    // After a restart the slots are still empty.
+    // After a restart the slots are still empty and the epoch is kept, so a replayed
+    // burn block collects nothing written since.
+    r.write(write(3, 1, b"term 1")).unwrap();
     drop(r);
-    let r = replica(dir.path());
-    assert!(r.read(3).chunk.is_none());
+    let mut r = replica(dir.path());
+    assert_eq!(r.gc_epoch(), 110);
+    assert!(r.read(0).chunk.is_none());
+    assert!(r.on_burn_block(110).unwrap().is_empty());
+    assert_eq!(r.read(3).chunk.unwrap().data, b"term 1");
+}
+
+#[test]
+fn a_replica_that_missed_the_term_start_still_collects() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = replica(dir.path());
+    r.write(write(2, 3, b"old")).unwrap();
+    // Offline over burn block 110; the first block it sees is 113.
+    assert_eq!(r.on_burn_block(113).unwrap(), vec![2]);
+    assert_eq!(r.gc_epoch(), 110);
 }
 
 #[test]

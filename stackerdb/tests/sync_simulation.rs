@@ -88,6 +88,10 @@ fn writer(slot: u32) -> SecretKey {
 
 impl Sim {
     fn new(seed: u64, faults: Faults) -> Sim {
+        Sim::with_terms(seed, faults, 1_000_000)
+    }
+
+    fn with_terms(seed: u64, faults: Faults, term_length: u64) -> Sim {
         let owners = (0..SLOTS)
             .map(|s| Some(writer(s).public_key(SECP256K1)))
             .collect();
@@ -96,7 +100,7 @@ impl Sim {
             1024,
             TermSchedule {
                 first_burn_height: 0,
-                term_length: 1_000_000,
+                term_length,
             },
         ));
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -181,7 +185,8 @@ impl Sim {
             match output {
                 SyncOutput::Send { to, msg } => self.send(node, to, &msg),
                 SyncOutput::Announce(msg) => {
-                    for to in self.neighbours[node].clone() {
+                    // Gossip reaches every replica, each copy subject to the faults.
+                    for to in (0..REPLICAS).filter(|to| *to != node) {
                         self.send(node, to, &msg);
                     }
                 }
@@ -203,6 +208,15 @@ impl Sim {
             let out = n.sync.on_local_write(&n.replica, slot, now);
             self.apply(node, out);
         }
+    }
+
+    /// Replica `node` sees burn block `height`.
+    fn burn_block(&mut self, node: usize, height: u64) {
+        let now = self.now();
+        let n = &mut self.nodes[node];
+        n.replica.on_burn_block(height).unwrap();
+        let out = n.sync.on_garbage_collected(&n.replica, now);
+        self.apply(node, out);
     }
 
     /// Runs the network until `until_ms`, ticking every replica every 100 ms.
@@ -314,5 +328,70 @@ fn run(seed: u64) {
 fn twenty_replicas_converge_through_loss_reordering_duplication_a_partition_and_an_equivocator() {
     for seed in [1, 2, 3, 4, 5] {
         run(seed);
+    }
+}
+
+/// Garbage collection at a term start reaches the replicas over three seconds, while
+/// anti-entropy runs and the new term's writers start writing at replicas that have
+/// collected. No replica may hand a collected chunk back to one that has collected.
+fn gc_run(seed: u64) {
+    let mut sim = Sim::with_terms(
+        seed,
+        Faults {
+            drop: 0.10,
+            duplicate: 0.05,
+            max_delay_ms: 80,
+            partition: (0, 0, 0),
+        },
+        100,
+    );
+    for slot in 0..SLOTS {
+        for version in 1..=3u64 {
+            let at = sim.rng.below(3_000);
+            let node = sim.rng.below(REPLICAS as u64) as usize;
+            let data = format!("term 0 slot {slot} v{version}").into_bytes();
+            sim.run_until(at.max(sim.now_ms));
+            sim.client_write(
+                node,
+                Chunk::sign(NET, &db(), slot, version, data, &writer(slot)),
+            );
+        }
+    }
+    sim.run_until(10_000);
+    sim.assert_identical(seed);
+
+    // Burn block 100 starts term 1; each replica sees it at some point in 3 s.
+    let mut seen_at: Vec<(u64, usize)> = (0..REPLICAS)
+        .map(|node| (10_000 + sim.rng.below(3_000), node))
+        .collect();
+    seen_at.sort();
+    let mut collected = Vec::new();
+    for (at, node) in seen_at {
+        sim.run_until(at);
+        sim.burn_block(node, 100);
+        collected.push(node);
+        // The new term's writers write at replicas that have collected.
+        let slot = sim.rng.below(SLOTS as u64) as u32;
+        let data = format!("term 1 slot {slot}").into_bytes();
+        sim.client_write(node, Chunk::sign(NET, &db(), slot, 1, data, &writer(slot)));
+    }
+    sim.run_until(40_000);
+    sim.assert_identical(seed);
+    for slot in 0..SLOTS {
+        let value = sim.nodes[0].replica.read(slot);
+        if let Some(chunk) = value.chunk {
+            assert!(
+                chunk.data.starts_with(b"term 1") && chunk.version == 1,
+                "seed {seed}: slot {slot} holds collected data again"
+            );
+        }
+    }
+    assert!(sim.nodes.iter().all(|n| n.replica.gc_epoch() == 100));
+}
+
+#[test]
+fn garbage_collection_at_a_term_start_never_resurrects_collected_chunks() {
+    for seed in [1, 2, 3, 4, 5] {
+        gc_run(seed);
     }
 }

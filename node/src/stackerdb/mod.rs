@@ -20,7 +20,7 @@ use tenure_stackerdb::{
     sync::{DbSync, SyncConfig, SyncOutput, message},
 };
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 use crate::config::StackerDbConfig;
 
@@ -36,6 +36,9 @@ pub const MAX_ANNOUNCEMENT_BYTES: usize = 512;
 
 /// Each sync neighbour and the last clock it reported.
 pub type PeerClocks = Vec<(PeerId, Option<VectorClock>)>;
+
+/// The slots a burn block reset, per DB that collected garbage.
+pub type Collected = Vec<(DbId, Vec<u32>)>;
 
 /// Commands from the HTTP API (or a benchmark) to the loop that owns the replicas.
 pub enum DbCommand {
@@ -63,6 +66,15 @@ pub enum DbCommand {
         db: DbId,
         /// `None` when the node does not replicate the DB.
         reply: oneshot::Sender<Option<VectorClock>>,
+    },
+    /// A burn block arrived: collect garbage where the DBs' policies say so. Sent by
+    /// the node's burnchain view, which the chain crate provides.
+    #[cfg_attr(not(test), allow(dead_code))]
+    BurnBlock {
+        /// Its height.
+        height: u64,
+        /// The slots reset, per DB that collected.
+        reply: oneshot::Sender<Result<Collected, String>>,
     },
     /// Each sync neighbour's last clock.
     PeerClocks {
@@ -126,6 +138,20 @@ impl StackerDbHandle {
         let (reply, answer) = oneshot::channel();
         self.0.send(DbCommand::Clock { db, reply }).await.ok()?;
         answer.await.ok().flatten()
+    }
+
+    /// Delivers a burn block (from the node's burnchain view): the DBs collect
+    /// garbage where their policies say so. Returns the slots reset per DB.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub async fn burn_block(&self, height: u64) -> Result<Collected, String> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .send(DbCommand::BurnBlock { height, reply })
+            .await
+            .map_err(|_| "the node is shutting down".to_owned())?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the node is shutting down".to_owned()))
     }
 
     /// Each neighbour's last clock.
@@ -192,16 +218,20 @@ impl StackerDbs {
         })
     }
 
-    /// A peer completed its hello: it becomes a sync neighbour of the DBs we share.
+    /// A peer completed its hello: it becomes a sync neighbour of the DBs we share,
+    /// and gets our digest at once, so a node that just joined catches up without
+    /// waiting for the next anti-entropy round.
     pub fn on_peer_connected(&mut self, peer: PeerId, hello: &Hello) {
+        let mut outputs = Vec::new();
         for name in &hello.stacker_dbs {
             if let Some(db) = DbId::new(name.clone())
                 .ok()
                 .and_then(|id| self.dbs.get_mut(&id))
             {
-                db.sync.add_peer(peer);
+                outputs.extend(db.sync.on_new_peer(&db.replica, peer));
             }
         }
+        self.apply(outputs);
     }
 
     /// A peer left.
@@ -232,6 +262,7 @@ impl StackerDbs {
         let Some(db) = self.dbs.get_mut(&msg.db) else {
             return;
         };
+        trace!(target: LOG_TARGET, me = %self.overlay.peer_id(), peer = %from, "received {}", msg.describe());
         let outputs = db.sync.handle(&mut db.replica, from, msg, now);
         self.apply(outputs);
     }
@@ -301,6 +332,9 @@ impl StackerDbs {
             DbCommand::Clock { db, reply } => {
                 let _ = reply.send(self.dbs.get(&db).map(|d| d.replica.clock()));
             }
+            DbCommand::BurnBlock { height, reply } => {
+                let _ = reply.send(self.on_burn_block(height, Instant::now()));
+            }
             DbCommand::PeerClocks { db, reply } => {
                 let _ = reply.send(self.dbs.get(&db).map(|d| {
                     d.sync
@@ -310,6 +344,28 @@ impl StackerDbs {
                 }));
             }
         }
+    }
+
+    /// A burn block: every DB whose policy collects at it resets its garbage slots
+    /// (durably) and tells its neighbours. A storage failure stops at that DB and is
+    /// returned; the DBs before it have collected.
+    pub fn on_burn_block(&mut self, height: u64, now: Instant) -> Result<Collected, String> {
+        let mut collected = Vec::new();
+        let mut outputs = Vec::new();
+        for (id, db) in &mut self.dbs {
+            let epoch = db.replica.gc_epoch();
+            let reset = db
+                .replica
+                .on_burn_block(height)
+                .map_err(|err| format!("garbage collection of {id} failed: {err}"))?;
+            if db.replica.gc_epoch() != epoch {
+                debug!(target: LOG_TARGET, db = %id, height, slots = reset.len(), "garbage collected");
+                outputs.extend(db.sync.on_garbage_collected(&db.replica, now));
+                collected.push((id.clone(), reset));
+            }
+        }
+        self.apply(outputs);
+        Ok(collected)
     }
 
     fn write(&mut self, id: DbId, chunk: Chunk) -> Result<SlotVersion, WriteFailure> {
@@ -333,6 +389,7 @@ impl StackerDbs {
         for output in outputs {
             match output {
                 SyncOutput::Send { to, msg } => {
+                    trace!(target: LOG_TARGET, me = %self.overlay.peer_id(), peer = %to, "sending {}", msg.describe());
                     let overlay = self.overlay.clone();
                     let body = message::encode(&msg);
                     tokio::spawn(async move {
@@ -367,5 +424,99 @@ pub fn validate_announcement(_: Option<PeerId>, data: &[u8]) -> Verdict {
         Ok(msg) if matches!(msg.body, message::SyncBody::Announce { .. }) => Verdict::Accept,
         Ok(_) => Verdict::Reject("not an announcement".into()),
         Err(err) => Verdict::Reject(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{Beacons, serve};
+    use bitcoin::secp256k1::{SECP256K1, SecretKey};
+    use tenure_overlay::{NetworkId, NodeKey, OverlayConfig};
+    use tenure_stackerdb::{SlotOwners, TermSchedule};
+
+    #[tokio::test]
+    async fn a_term_starting_burn_block_empties_the_slots_through_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let network = NetworkId::new("gc-test").unwrap();
+        let writer = SecretKey::from_slice(&[7; 32]).unwrap();
+        let config = crate::config::StackerDbConfig {
+            id: DbId::new("gc.db").unwrap(),
+            policy: SlotOwners::new(
+                vec![Some(writer.public_key(SECP256K1)); 4],
+                1024,
+                TermSchedule {
+                    first_burn_height: 100,
+                    term_length: 10,
+                },
+            ),
+        };
+        let (overlay, events) = tenure_overlay::spawn(
+            OverlayConfig::loopback(network.clone()),
+            NodeKey::generate(),
+        )
+        .await
+        .unwrap();
+        let dbs = StackerDbs::attach(
+            &overlay,
+            network.as_str(),
+            dir.path(),
+            std::slice::from_ref(&config),
+        )
+        .await
+        .unwrap();
+        let (handle, commands) = StackerDbHandle::channel(16);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let node = tokio::spawn(serve(
+            overlay.clone(),
+            events,
+            dbs,
+            commands,
+            Beacons::Off,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        // Term 0 starts at burn block 100.
+        assert_eq!(
+            handle.burn_block(100).await.unwrap(),
+            vec![(config.id.clone(), vec![])]
+        );
+        let chunk = Chunk::sign(
+            network.as_str(),
+            &config.id,
+            2,
+            5,
+            b"term 0".to_vec(),
+            &writer,
+        );
+        handle.write(config.id.clone(), chunk).await.unwrap();
+
+        assert_eq!(handle.burn_block(105).await.unwrap(), vec![]);
+        assert!(
+            handle
+                .read(config.id.clone(), 2)
+                .await
+                .unwrap()
+                .chunk
+                .is_some()
+        );
+        assert_eq!(
+            handle.burn_block(110).await.unwrap(),
+            vec![(config.id.clone(), vec![2])]
+        );
+        assert!(
+            handle
+                .read(config.id.clone(), 2)
+                .await
+                .unwrap()
+                .chunk
+                .is_none()
+        );
+        // Replayed: nothing more to do.
+        assert_eq!(handle.burn_block(110).await.unwrap(), vec![]);
+        let _ = stop.send(());
+        let _ = node.await;
+        overlay.shutdown().await;
     }
 }

@@ -1,16 +1,15 @@
 //! Sync messages between replicas of one DB.
 
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
 
 use crate::{
-    chunk::{Chunk, Hash32},
-    clock::{SlotClock, VectorClock},
+    chunk::Chunk,
+    clock::{ClockDigest, PartialClock, SlotClock},
     db::DbId,
 };
 
 /// Message version this build speaks.
-pub const SYNC_VERSION: u16 = 1;
+pub const SYNC_VERSION: u16 = 2;
 
 /// One sync message, for one DB.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +18,9 @@ pub struct SyncMessage {
     pub version: u16,
     /// The DB it concerns.
     pub db: DbId,
+    /// The sender's GC epoch ([`crate::Replica::gc_epoch`]): replicas at different
+    /// epochs do not exchange chunks.
+    pub gc_epoch: u64,
     /// What it says.
     pub body: SyncBody,
 }
@@ -33,10 +35,10 @@ pub enum SyncBody {
         /// Its clock entry.
         entry: SlotClock,
     },
-    /// The digest of the sender's clock (anti-entropy).
-    ClockDigest(ByteBuf),
-    /// The sender's whole clock.
-    Clock(VectorClock),
+    /// The per-range digest of the sender's clock (anti-entropy).
+    ClockDigest(ClockDigest),
+    /// The ranges of the sender's clock that differed from a digest it received.
+    Clock(PartialClock),
     /// Please send the chunks of these slots.
     Pull(Vec<u32>),
     /// Chunks, answering a pull or pushed to a lagging peer.
@@ -45,17 +47,24 @@ pub enum SyncBody {
 
 impl SyncMessage {
     /// A message of the current version.
-    pub fn new(db: DbId, body: SyncBody) -> Self {
+    pub fn new(db: DbId, gc_epoch: u64, body: SyncBody) -> Self {
         SyncMessage {
             version: SYNC_VERSION,
             db,
+            gc_epoch,
             body,
         }
     }
 
-    /// A digest message.
-    pub fn digest(db: DbId, digest: Hash32) -> Self {
-        SyncMessage::new(db, SyncBody::ClockDigest(ByteBuf::from(digest.to_vec())))
+    /// The message's kind and size in slots, for logs.
+    pub fn describe(&self) -> String {
+        match &self.body {
+            SyncBody::Announce { slot, .. } => format!("announce slot {slot}"),
+            SyncBody::ClockDigest(_) => "digest".to_owned(),
+            SyncBody::Clock(clock) => format!("clock of {} slots", clock.len()),
+            SyncBody::Pull(slots) => format!("pull of {} slots", slots.len()),
+            SyncBody::Chunks(chunks) => format!("{} chunks", chunks.len()),
+        }
     }
 }
 
@@ -107,7 +116,7 @@ mod tests {
     #[test]
     fn messages_round_trip_and_bounds_hold() {
         let db = DbId::new("d").unwrap();
-        let msg = SyncMessage::new(db, SyncBody::Pull(vec![1, 2, 3]));
+        let msg = SyncMessage::new(db, 0, SyncBody::Pull(vec![1, 2, 3]));
         let bytes = encode(&msg);
         assert_eq!(decode(&bytes, 1024), Ok(msg));
         assert!(matches!(

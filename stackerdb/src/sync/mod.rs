@@ -3,13 +3,18 @@
 //! The SIP asks that, "in the absence of in-flight writes, all replicas will contain
 //! the same state". Four mechanisms get there, and each repairs what the others miss:
 //!
-//! 1. **Announce**: a node that accepts a new chunk gossips its clock entry; a replica
-//!    that sees an entry newer than its own pulls that slot from the announcer.
+//! 1. **Announce**: a node that accepts a client's write gossips its clock entry; a
+//!    replica that sees an entry newer than its own pulls that slot from the announcer.
+//!    Chunks that arrive by sync are not announced again: gossip already carried the
+//!    writer's announcement to every replica.
 //! 2. **Anti-entropy**: every [`SyncConfig::anti_entropy`] each replica sends its clock
-//!    digest to its sync neighbours; a neighbour whose digest differs answers with its
-//!    whole clock.
-//! 3. **Clock exchange**: on a neighbour's clock a replica pulls the slots it lacks and
-//!    pushes the slots the neighbour lacks, both bounded and rate-limited per peer.
+//!    digest, one short hash per range of [`crate::clock::RANGE_SLOTS`] slots, to its
+//!    sync neighbours; a neighbour whose digest differs answers with the entries of the
+//!    ranges that differ. A write in flight costs one range, not the whole clock.
+//! 3. **Clock exchange**: on a neighbour's clock a replica pulls the slots it lacks
+//!    (each slot from one neighbour at a time) and pushes the slots the neighbour still
+//!    lacked at its previous clock: a lagging peer whose own pulls did not get through.
+//!    Both are bounded and rate-limited per peer.
 //! 4. **Order**: chunks are totally ordered ([`crate::order`]), so whatever arrives in
 //!    whatever order, every replica keeps the same winner.
 //!
@@ -30,7 +35,7 @@ use std::{
 
 use crate::{
     chunk::Chunk,
-    clock::{SlotClock, VectorClock},
+    clock::{PartialClock, SlotClock, VectorClock},
     db::DbId,
     order::SlotVersion,
     replica::{Rejection, Replica, WriteError},
@@ -107,6 +112,8 @@ pub enum SyncOutput<P> {
 #[derive(Clone, Debug)]
 struct PeerSync {
     last_clock: Option<VectorClock>,
+    /// When the peer last sent its whole clock.
+    last_clock_at: Option<Instant>,
     pulls_served: TokenBucket,
     bytes_pushed: TokenBucket,
 }
@@ -117,6 +124,8 @@ pub struct DbSync<P> {
     db: DbId,
     config: SyncConfig,
     peers: BTreeMap<P, PeerSync>,
+    /// The replica's GC epoch as of the last call: stamped on every message.
+    gc_epoch: u64,
     last_anti_entropy: Option<Instant>,
     /// Slots asked of a peer and not yet answered, with when they were asked: each
     /// missing slot is pulled from one peer at a time.
@@ -140,6 +149,7 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
             db,
             config,
             peers: BTreeMap::new(),
+            gc_epoch: 0,
             last_anti_entropy: None,
             in_flight: BTreeMap::new(),
             changed_at: BTreeMap::new(),
@@ -154,6 +164,7 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
         let config = &self.config;
         self.peers.entry(peer).or_insert_with(|| PeerSync {
             last_clock: None,
+            last_clock_at: None,
             pulls_served: TokenBucket::new(2.0 * config.pulls_per_second, config.pulls_per_second),
             bytes_pushed: TokenBucket::new(
                 2.0 * config.push_bytes_per_second,
@@ -168,7 +179,11 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
         self.add_peer(peer);
         vec![SyncOutput::Send {
             to: peer,
-            msg: SyncMessage::digest(self.db.clone(), replica.clock().digest()),
+            msg: SyncMessage::new(
+                self.db.clone(),
+                replica.gc_epoch(),
+                SyncBody::ClockDigest(replica.clock().range_digest()),
+            ),
         }]
     }
 
@@ -197,6 +212,7 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
         let entry = replica.slot_clock(slot)?;
         Some(SyncOutput::Announce(SyncMessage::new(
             self.db.clone(),
+            replica.gc_epoch(),
             SyncBody::Announce { slot, entry },
         )))
     }
@@ -210,12 +226,16 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
             return Vec::new();
         }
         self.last_anti_entropy = Some(now);
-        let digest = replica.clock().digest();
+        let digest = replica.clock().range_digest();
         self.peers
             .keys()
             .map(|peer| SyncOutput::Send {
                 to: *peer,
-                msg: SyncMessage::digest(self.db.clone(), digest),
+                msg: SyncMessage::new(
+                    self.db.clone(),
+                    replica.gc_epoch(),
+                    SyncBody::ClockDigest(digest.clone()),
+                ),
             })
             .collect()
     }
@@ -232,18 +252,27 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
             return Vec::new();
         }
         self.add_peer(from);
+        self.gc_epoch = replica.gc_epoch();
+        if msg.gc_epoch != self.gc_epoch {
+            // One of us has not seen the last collecting burn block yet: what it holds
+            // is garbage to the other. Not a fault; they agree once both have.
+            return Vec::new();
+        }
         match msg.body {
             SyncBody::Announce { slot, entry } => self.on_announce(replica, from, slot, entry, now),
             SyncBody::ClockDigest(digest) => {
                 let ours = replica.clock();
-                if digest.as_slice() == ours.digest() {
-                    // Equal digests: the peer's clock is ours, which is progress to record.
-                    if let Some(peer) = self.peers.get_mut(&from) {
-                        peer.last_clock = Some(ours);
+                match ours.differing_ranges(&digest) {
+                    // Another layout (a neighbour still on the previous term).
+                    None => Vec::new(),
+                    Some(ranges) if ranges.is_empty() => {
+                        // Equal digests: the peer's clock is ours, progress to record.
+                        if let Some(peer) = self.peers.get_mut(&from) {
+                            peer.last_clock = Some(ours);
+                        }
+                        Vec::new()
                     }
-                    Vec::new()
-                } else {
-                    vec![self.send(from, SyncBody::Clock(ours))]
+                    Some(ranges) => vec![self.send(from, SyncBody::Clock(ours.part(&ranges)))],
                 }
             }
             SyncBody::Clock(theirs) => self.on_clock(replica, from, theirs, now),
@@ -255,8 +284,34 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
     fn send(&self, to: P, body: SyncBody) -> SyncOutput<P> {
         SyncOutput::Send {
             to,
-            msg: SyncMessage::new(self.db.clone(), body),
+            msg: SyncMessage::new(self.db.clone(), self.gc_epoch, body),
         }
+    }
+
+    /// The replica collected garbage ([`Replica::on_burn_block`]): forget pulls and
+    /// changes of the reset slots, and send the new digest to every neighbour, so the
+    /// ones at the same epoch confirm and the others wait until they collect too.
+    pub fn on_garbage_collected(&mut self, replica: &Replica, now: Instant) -> Vec<SyncOutput<P>> {
+        self.gc_epoch = replica.gc_epoch();
+        self.in_flight.clear();
+        self.changed_at.clear();
+        for peer in self.peers.values_mut() {
+            peer.last_clock = None;
+            peer.last_clock_at = None;
+        }
+        self.last_anti_entropy = Some(now);
+        let digest = replica.clock().range_digest();
+        self.peers
+            .keys()
+            .map(|peer| SyncOutput::Send {
+                to: *peer,
+                msg: SyncMessage::new(
+                    self.db.clone(),
+                    self.gc_epoch,
+                    SyncBody::ClockDigest(digest.clone()),
+                ),
+            })
+            .collect()
     }
 
     fn on_announce(
@@ -313,30 +368,57 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
         &mut self,
         replica: &Replica,
         from: P,
-        theirs: VectorClock,
+        theirs: PartialClock,
         now: Instant,
     ) -> Vec<SyncOutput<P>> {
         let ours = replica.clock();
-        if theirs.slots.len() != ours.slots.len() {
+        if theirs.slot_count as usize != ours.slots.len() {
             // Another layout (a neighbour still on the previous term): nothing to do.
             return Vec::new();
         }
+        let mut need = Vec::new();
+        let mut lacking = Vec::new();
+        for (slot, entry) in theirs.entries() {
+            match ours.slots.get(slot as usize) {
+                Some(our_entry) if entry > *our_entry => need.push(slot),
+                Some(our_entry) if *our_entry > entry => lacking.push((slot, entry)),
+                _ => {}
+            }
+        }
         let mut out = Vec::new();
-        out.extend(self.pull(from, theirs.ahead_of(&ours), now));
-        let give: Vec<u32> = ours
-            .ahead_of(&theirs)
-            .into_iter()
-            .filter(|slot| {
-                self.changed_at
-                    .get(slot)
-                    .is_none_or(|at| now.saturating_duration_since(*at) >= PUSH_GRACE)
+        out.extend(self.pull(from, need, now));
+        // Push only what the peer already lacked at a clock it sent at least a pull
+        // timeout ago: a peer that just joined (or just heard of a write) pulls for
+        // itself, from one replica, while a push from every neighbour would send it
+        // each chunk many times over.
+        let previous = self
+            .peers
+            .get(&from)
+            .filter(|p| {
+                p.last_clock_at
+                    .is_some_and(|at| now.saturating_duration_since(at) >= PULL_TIMEOUT)
             })
+            .and_then(|p| p.last_clock.as_ref());
+        let give: Vec<u32> = lacking
+            .into_iter()
+            .filter(|(slot, entry)| {
+                let still_behind = previous
+                    .is_some_and(|previous| previous.slots.get(*slot as usize) == Some(entry));
+                let settled = self
+                    .changed_at
+                    .get(slot)
+                    .is_none_or(|at| now.saturating_duration_since(*at) >= PUSH_GRACE);
+                still_behind && settled
+            })
+            .map(|(slot, _)| slot)
             .collect();
         if let Some(chunks) = self.chunks_for(replica, from, &give, now) {
             out.push(self.send(from, SyncBody::Chunks(chunks)));
         }
         if let Some(peer) = self.peers.get_mut(&from) {
-            peer.last_clock = Some(theirs);
+            // The ranges the peer did not send matched ours when it compared.
+            peer.last_clock = Some(ours.overlaid(&theirs));
+            peer.last_clock_at = Some(now);
         }
         out
     }
@@ -436,12 +518,13 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
             {
                 *theirs = SlotClock::from(&standing);
             }
+            // Not re-announced: the writer's announcement already reached every replica
+            // by gossip, and a copy from each of them cost more than the chunks.
             out.push(SyncOutput::Accepted {
                 slot,
                 standing,
                 from,
             });
-            out.extend(self.announcement(replica, slot));
         }
         if let Some(reason) = misbehaviour {
             out.push(SyncOutput::Penalise { peer: from, reason });

@@ -31,6 +31,12 @@ const CHUNK_BYTES: usize = 4096;
 /// Clients writing at once in the write benchmark.
 const WRITERS: usize = 32;
 
+/// How long a new network runs before replication is measured.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// How long an idle network's traffic is measured before the writes.
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
+
 /// How long a write may take to reach every replica before it counts as lost.
 const REPLICATION_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -189,6 +195,9 @@ pub struct ReplicateReport {
     pub replication_bytes_per_byte_written: f64,
     /// The same per receiving replica: traffic per byte each replica had to receive.
     pub bytes_per_replica_per_byte_written: f64,
+    /// What the idle network sent per second just before the writes (all nodes),
+    /// for scale: it is included in the replication figures.
+    pub idle_bytes_per_s: f64,
 }
 
 /// Runs the replication benchmark.
@@ -234,6 +243,16 @@ pub async fn replicate(nodes: usize, writes: usize) -> anyhow::Result<ReplicateR
     let writer_node = replicas.first().context("no nodes")?;
     let chunks = sign_all(&network, &config.id, &writer, SLOTS as usize);
 
+    // A network seconds old still runs Kademlia's bootstrap queries, identify and the
+    // first clock exchanges (about 3 MB/s across 20 nodes here): let it settle, then
+    // note what an idle network sends, so the replication figure is not its start-up.
+    tokio::time::sleep(SETTLE).await;
+    let idle_before = bytes_sent(&overlays);
+    let idle_started = Instant::now();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle_bytes_per_s = bytes_sent(&overlays).saturating_sub(idle_before) as f64
+        / idle_started.elapsed().as_secs_f64();
+
     // Phase 1: one write at a time, each to a fresh slot; time until all hold it.
     let bytes_before = bytes_sent(&overlays);
     let mut latencies = Vec::with_capacity(writes);
@@ -263,6 +282,10 @@ pub async fn replicate(nodes: usize, writes: usize) -> anyhow::Result<ReplicateR
         .clock(config.id.clone())
         .await
         .context("writer lost its DB")?;
+    // The fresh node joins a settled network: every replica holds the full DB.
+    for chunk in chunks.iter().skip(writes) {
+        wait_all_hold(&replicas, &config.id, chunk.slot, chunk.version).await;
+    }
     let started = Instant::now();
     let fresh = start_node(
         &network,
@@ -298,6 +321,7 @@ pub async fn replicate(nodes: usize, writes: usize) -> anyhow::Result<ReplicateR
             / (writes * CHUNK_BYTES) as f64,
         bytes_per_replica_per_byte_written: replication_bytes as f64
             / (writes * CHUNK_BYTES * (nodes - 1)) as f64,
+        idle_bytes_per_s,
     })
 }
 
@@ -353,7 +377,7 @@ impl ReplicateReport {
     /// The figures for people.
     pub fn to_text(&self) -> String {
         format!(
-            "stackerdb-replicate: {} replicas, {} writes ({} reached all)\n  write to all replicas  p50 {:.1} ms  p99 {:.1} ms\n  fresh node catch-up    {:.0} ms for 300 x 4 KiB\n  replication traffic    {:.2} bytes sent per byte written ({:.2} per receiving replica)",
+            "stackerdb-replicate: {} replicas, {} writes ({} reached all)\n  write to all replicas  p50 {:.1} ms  p99 {:.1} ms\n  fresh node catch-up    {:.0} ms for 300 x 4 KiB\n  replication traffic    {:.2} bytes sent per byte written ({:.2} per receiving replica; idle network {:.0} KB/s)",
             self.nodes,
             self.writes,
             self.reached_all,
@@ -361,7 +385,8 @@ impl ReplicateReport {
             self.p99_ms,
             self.catch_up_ms,
             self.replication_bytes_per_byte_written,
-            self.bytes_per_replica_per_byte_written
+            self.bytes_per_replica_per_byte_written,
+            self.idle_bytes_per_s / 1000.0
         )
     }
 }

@@ -1,15 +1,23 @@
 //! The FROST federation: an always-online group that holds Bitcoin jointly with one
 //! weighted threshold key (seed 004; DESIGN.md "FROST federation").
 //!
-//! This crate will hold, as sans-IO state machines:
-//! - end-to-end Noise sessions between members (snow, KK or IK), explicit nonces, a replay
-//!   window and fragmentation, so relays can neither read nor alter frames;
-//! - reliable delivery (sequence numbers, acks, retransmission, duplicate suppression);
-//! - echo broadcast that detects and blames an equivocating sender;
-//! - a weighted DKG with frost-secp256k1-tr (100 shares, threshold 67) with transcript
-//!   certification and blame-and-retry;
-//! - robust signing without a trusted coordinator (ROAST-style), with verifiable signer
-//!   sets and an application validator that approves each message first;
-//! - membership changes and fresh taproot addresses from a key sequence.
+//! - [`roster`]: the agreed members and weights (a member of weight `w` holds `w` of
+//!   the key's shares; 67 of 100 sign).
+//! - [`dkg`]: a weighted DKG, one polynomial per member, with complaints that prove who
+//!   cheated and a transcript every member certifies.
+//! - [`sign`]: signing without a trusted coordinator (ROAST-style): members that stall
+//!   or send invalid shares are left out and signing goes on while the threshold
+//!   remains; every signature records its signer set.
+//! - [`share`]: what a member keeps, its taproot address, and its stored form;
+//!   [`store`] keeps it in sled.
 //!
+//! Everything here is sans-IO: fed messages and time, it returns messages to send.
 //! Producer sets use it for blocks; a mining pool can use it on its own for payouts.
+
+pub mod curve;
+pub mod dkg;
+pub mod roster;
+pub mod share;
+
+pub use roster::{MemberId, Roster, RosterError};
+pub use share::{KeyShare, KeyShareError};

@@ -1,0 +1,115 @@
+//! DKG messages. Round 1 and certificates go to every member by broadcast; round-2
+//! shares go to one member over its private channel.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+
+use crate::roster::MemberId;
+
+/// Message version this build speaks.
+pub const DKG_VERSION: u16 = 1;
+
+/// Largest DKG message accepted (a round 1 of 100 coefficients is about 3.5 KB).
+pub const MAX_DKG_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// One DKG message of one session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgMessage {
+    /// Message version.
+    pub version: u16,
+    /// The session (roster and attempt) it belongs to.
+    pub session: [u8; 32],
+    /// What it says.
+    pub body: DkgBody,
+}
+
+/// The kinds of DKG message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DkgBody {
+    /// A member's commitment to its polynomial (33-byte points, constant term
+    /// first) and a Schnorr proof that it knows the constant term.
+    Round1 {
+        /// Coefficient commitments.
+        commitment: Vec<ByteBuf>,
+        /// The proof's nonce point (33 bytes).
+        proof_r: ByteBuf,
+        /// The proof's response (32 bytes).
+        proof_z: ByteBuf,
+    },
+    /// A dealer's evaluations for the recipient's shares.
+    Round2(DealtShares),
+    /// A recipient shows every member shares that do not match their dealer's
+    /// commitment: the dealer's signed round-2 message, as received.
+    Complaint(DealtShares),
+    /// A member's BIP340 signature on the transcript hash: the key counts only with
+    /// every member's.
+    Certificate {
+        /// The transcript hash the member saw.
+        transcript: [u8; 32],
+        /// Its signature (64 bytes).
+        signature: ByteBuf,
+    },
+}
+
+/// What a dealer sends one recipient in round 2, signed so that a recipient can prove
+/// to everyone what it was sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DealtShares {
+    /// The dealer.
+    pub dealer: MemberId,
+    /// The recipient.
+    pub recipient: MemberId,
+    /// One 32-byte scalar per share the recipient holds, in identifier order.
+    pub shares: Vec<ByteBuf>,
+    /// The dealer's BIP340 signature over [`DealtShares::digest`].
+    pub signature: ByteBuf,
+}
+
+impl DealtShares {
+    /// What the dealer signs.
+    pub fn digest(&self, session: &[u8; 32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"tenure/frost-fed/dkg/shares/v1");
+        h.update(session);
+        h.update(self.dealer.0);
+        h.update(self.recipient.0);
+        for share in &self.shares {
+            h.update(share);
+        }
+        h.finalize().into()
+    }
+}
+
+/// Why bytes are not a DKG message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DkgDecodeError {
+    /// Longer than allowed.
+    #[error("DKG message of {0} bytes is too large")]
+    TooLarge(usize),
+    /// Not CBOR of a DKG message.
+    #[error("undecodable DKG message: {0}")]
+    Undecodable(String),
+    /// Another version.
+    #[error("DKG message version {0} is not spoken here")]
+    Version(u16),
+}
+
+/// Encodes a message.
+pub fn encode(msg: &DkgMessage) -> Vec<u8> {
+    // Serialising these types into memory cannot fail.
+    serde_cbor::to_vec(msg).unwrap_or_default()
+}
+
+/// Decodes a message, checking its size first.
+pub fn decode(bytes: &[u8]) -> Result<DkgMessage, DkgDecodeError> {
+    if bytes.len() > MAX_DKG_MESSAGE_BYTES {
+        return Err(DkgDecodeError::TooLarge(bytes.len()));
+    }
+    let msg: DkgMessage =
+        serde_cbor::from_slice(bytes).map_err(|e| DkgDecodeError::Undecodable(e.to_string()))?;
+    if msg.version != DKG_VERSION {
+        return Err(DkgDecodeError::Version(msg.version));
+    }
+    Ok(msg)
+}

@@ -1,0 +1,609 @@
+//! A weighted distributed key generation, sans-IO.
+//!
+//! Each **member** (not each share) deals one polynomial of degree `threshold - 1`
+//! (Pedersen's DKG as in FROST, with shares batched per member):
+//!
+//! 1. **Round 1**, by broadcast: the member's coefficient commitments and a Schnorr
+//!    proof that it knows the constant term (no rogue keys).
+//! 2. **Round 2**, over the private channel to each member: the dealer's polynomial at
+//!    every share number the recipient holds, in one signed message. The recipient
+//!    checks each value against the dealer's commitment; a bad one becomes a
+//!    **complaint** carrying the dealer's signed message, so every member can check
+//!    who lied: the dealer if the values are bad, the complainer if they are not.
+//! 3. **Certification**: every member signs the transcript hash (roster, session and
+//!    every commitment) with its member key; the key counts only with every
+//!    member's signature (so no two members can end with different keys).
+//!
+//! A share is the sum of every dealer's polynomial at its number; the group key is
+//! the sum of the constant-term commitments. The result is turned into
+//! `frost-secp256k1-tr` key packages and taproot-tweaked exactly as that crate's own
+//! DKG does, so signing is plain FROST.
+//!
+//! Dealing per member rather than per share is what makes 100 shares affordable: a
+//! member checks `members × its weight` evaluations, each a Horner evaluation with
+//! small share numbers ([`crate::curve`]), instead of `100 × 100` full checks.
+//!
+//! A failure ends the session with the members to blame (a bad proof or bad shares,
+//! a false complaint, a wrong certificate, silence past the round timeout); the
+//! caller retries with [`crate::Roster::without`] them and the next attempt number.
+
+pub mod message;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use bitcoin::secp256k1::Keypair;
+use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage, SigningShare, Tweak, VerifyingShare};
+use k256::{ProjectivePoint, Scalar, elliptic_curve::Field};
+use rand_core::{CryptoRng, RngCore};
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    curve,
+    roster::{MemberId, Roster},
+    share::{KeyShare, identifier, member_sign, member_verify},
+};
+pub use message::{DealtShares, DkgBody, DkgMessage};
+
+/// How long each round may take before the silent members are blamed.
+pub const DEFAULT_ROUND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The session id for `attempt` at making a key for `roster` in `context` (for
+/// instance the term it is for). Every member derives it alone.
+pub fn session_id(context: &[u8], roster: &Roster, attempt: u32) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"tenure/frost-fed/dkg/session/v1");
+    h.update((context.len() as u64).to_be_bytes());
+    h.update(context);
+    h.update(roster.digest());
+    h.update(attempt.to_be_bytes());
+    h.finalize().into()
+}
+
+/// What the DKG asks its driver to do, or how it ended.
+#[derive(Clone, Debug)]
+pub enum DkgOutput {
+    /// Send to every other member (through the echo broadcast).
+    Broadcast(DkgMessage),
+    /// Send to one member over its private channel.
+    Send {
+        /// The member.
+        to: MemberId,
+        /// The message.
+        msg: DkgMessage,
+    },
+    /// The key is made and certified by every member.
+    Completed(Box<KeyShare>),
+    /// The session failed; retry without `blamed`.
+    Failed(DkgFailure),
+}
+
+/// Why a session failed and whom to leave out next time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DkgFailure {
+    /// Members whose messages (or silence) failed the session.
+    pub blamed: Vec<MemberId>,
+    /// What happened.
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Round1,
+    Round2,
+    Certify,
+    Ended,
+}
+
+/// Computed once every member's shares are in: waiting for certificates.
+struct Pending {
+    key_share: KeyShare,
+}
+
+/// One member's side of one DKG session.
+pub struct Dkg {
+    session: [u8; 32],
+    roster: Roster,
+    me: usize,
+    member: MemberId,
+    keypair: Keypair,
+    polynomial: Vec<Scalar>,
+    round_timeout: Duration,
+    phase: Phase,
+    phase_started: Instant,
+    commitments: BTreeMap<usize, Vec<ProjectivePoint>>,
+    /// Round-2 messages that came before their dealer's round 1.
+    early: BTreeMap<usize, DealtShares>,
+    /// Checked shares for this member, by dealer.
+    received: BTreeMap<usize, Vec<Scalar>>,
+    /// Certificates that came before the transcript was known here.
+    early_certificates: BTreeMap<usize, ([u8; 32], Vec<u8>)>,
+    certificates: BTreeMap<usize, [u8; 64]>,
+    pending: Option<Pending>,
+}
+
+impl Dkg {
+    /// Starts this member's side of `session` for `roster`. Returns the state and the
+    /// round-1 broadcast. `None` when `keypair` is not a member of the roster.
+    pub fn start<R: RngCore + CryptoRng>(
+        session: [u8; 32],
+        roster: Roster,
+        keypair: Keypair,
+        round_timeout: Duration,
+        now: Instant,
+        rng: &mut R,
+    ) -> Option<(Dkg, Vec<DkgOutput>)> {
+        let member = MemberId::from(keypair.x_only_public_key().0);
+        let me = roster.index_of(&member)?;
+        let polynomial = curve::random_polynomial(roster.threshold(), rng);
+        let commitment = curve::commit(&polynomial);
+        let constant = polynomial.first().copied().unwrap_or(Scalar::ZERO);
+        let commitment0 = commitment
+            .first()
+            .copied()
+            .unwrap_or(ProjectivePoint::IDENTITY);
+        // Proof of knowledge of the constant term, bound to the session and member.
+        let k = Scalar::random(&mut *rng);
+        let r = ProjectivePoint::GENERATOR * k;
+        let c = proof_challenge(&session, &member, &commitment0, &r);
+        let z = k + constant * c;
+        let round1 = DkgMessage {
+            version: message::DKG_VERSION,
+            session,
+            body: DkgBody::Round1 {
+                commitment: commitment
+                    .iter()
+                    .map(|p| ByteBuf::from(curve::point_bytes(p)))
+                    .collect(),
+                proof_r: ByteBuf::from(curve::point_bytes(&r)),
+                proof_z: ByteBuf::from(curve::scalar_bytes(&z).to_vec()),
+            },
+        };
+        let mut dkg = Dkg {
+            session,
+            roster,
+            me,
+            member,
+            keypair,
+            polynomial,
+            round_timeout,
+            phase: Phase::Round1,
+            phase_started: now,
+            commitments: BTreeMap::new(),
+            early: BTreeMap::new(),
+            received: BTreeMap::new(),
+            early_certificates: BTreeMap::new(),
+            certificates: BTreeMap::new(),
+            pending: None,
+        };
+        dkg.commitments.insert(me, commitment);
+        let mut out = vec![DkgOutput::Broadcast(round1)];
+        out.extend(dkg.after_round1(now));
+        Some((dkg, out))
+    }
+
+    /// The session.
+    pub fn session(&self) -> [u8; 32] {
+        self.session
+    }
+
+    /// Whether the session has completed or failed.
+    pub fn is_over(&self) -> bool {
+        self.phase == Phase::Ended
+    }
+
+    /// A message from `from` (authenticated by the channel or broadcast layer).
+    pub fn handle(&mut self, from: MemberId, msg: DkgMessage, now: Instant) -> Vec<DkgOutput> {
+        if self.phase == Phase::Ended || msg.session != self.session {
+            return Vec::new();
+        }
+        let Some(sender) = self.roster.index_of(&from) else {
+            return Vec::new();
+        };
+        match msg.body {
+            DkgBody::Round1 {
+                commitment,
+                proof_r,
+                proof_z,
+            } => self.on_round1(sender, from, &commitment, &proof_r, &proof_z, now),
+            DkgBody::Round2(dealt) => self.on_round2(sender, dealt, now),
+            DkgBody::Complaint(dealt) => self.on_complaint(sender, from, dealt),
+            DkgBody::Certificate {
+                transcript,
+                signature,
+            } => self.on_certificate(sender, transcript, signature.into_vec()),
+        }
+    }
+
+    /// Time passed: a round that outlived its timeout fails, blaming the silent.
+    pub fn on_tick(&mut self, now: Instant) -> Vec<DkgOutput> {
+        if self.phase == Phase::Ended
+            || now.saturating_duration_since(self.phase_started) < self.round_timeout
+        {
+            return Vec::new();
+        }
+        let heard: Vec<usize> = match self.phase {
+            Phase::Round1 => self.commitments.keys().copied().collect(),
+            Phase::Round2 => self.received.keys().copied().collect(),
+            Phase::Certify => self.certificates.keys().copied().collect(),
+            Phase::Ended => return Vec::new(),
+        };
+        let silent: Vec<MemberId> = self
+            .roster
+            .members()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !heard.contains(i))
+            .map(|(_, (m, _))| *m)
+            .collect();
+        self.fail(
+            silent,
+            format!(
+                "no answer within {:?} in {:?}",
+                self.round_timeout, self.phase
+            ),
+        )
+    }
+
+    fn fail(&mut self, blamed: Vec<MemberId>, reason: String) -> Vec<DkgOutput> {
+        self.phase = Phase::Ended;
+        vec![DkgOutput::Failed(DkgFailure { blamed, reason })]
+    }
+
+    fn on_round1(
+        &mut self,
+        sender: usize,
+        from: MemberId,
+        commitment: &[ByteBuf],
+        proof_r: &[u8],
+        proof_z: &[u8],
+        now: Instant,
+    ) -> Vec<DkgOutput> {
+        if self.commitments.contains_key(&sender) {
+            return Vec::new();
+        }
+        let points: Option<Vec<ProjectivePoint>> = commitment
+            .iter()
+            .map(|b| curve::point_from_bytes(b))
+            .collect();
+        let checked = points.filter(|p| p.len() == usize::from(self.roster.threshold()));
+        let (Some(points), Some(r), Some(z)) = (
+            checked,
+            curve::point_from_bytes(proof_r),
+            curve::scalar_from_bytes(proof_z),
+        ) else {
+            return self.fail(vec![from], "malformed round-1 commitment".into());
+        };
+        let constant = points.first().copied().unwrap_or(ProjectivePoint::IDENTITY);
+        let c = proof_challenge(&self.session, &from, &constant, &r);
+        if ProjectivePoint::GENERATOR * z != r + constant * c {
+            return self.fail(
+                vec![from],
+                "round-1 proof of knowledge does not verify".into(),
+            );
+        }
+        self.commitments.insert(sender, points);
+        let mut out = self.after_round1(now);
+        if let Some(dealt) = self.early.remove(&sender) {
+            out.extend(self.on_round2(sender, dealt, now));
+        }
+        out
+    }
+
+    /// Once every commitment is in: deal round 2.
+    fn after_round1(&mut self, now: Instant) -> Vec<DkgOutput> {
+        if self.phase != Phase::Round1 || self.commitments.len() < self.roster.len() {
+            return Vec::new();
+        }
+        self.phase = Phase::Round2;
+        self.phase_started = now;
+        let mut out = Vec::new();
+        for (index, (recipient, _)) in self.roster.members().iter().enumerate() {
+            let Some(numbers) = self.roster.shares_of(index) else {
+                continue;
+            };
+            let values: Vec<Scalar> = numbers
+                .map(|n| curve::evaluate(&self.polynomial, n))
+                .collect();
+            if index == self.me {
+                self.received.insert(index, values);
+                continue;
+            }
+            let mut dealt = DealtShares {
+                dealer: self.member,
+                recipient: *recipient,
+                shares: values
+                    .iter()
+                    .map(|v| ByteBuf::from(curve::scalar_bytes(v).to_vec()))
+                    .collect(),
+                signature: ByteBuf::new(),
+            };
+            dealt.signature =
+                ByteBuf::from(member_sign(&self.keypair, dealt.digest(&self.session)).to_vec());
+            out.push(DkgOutput::Send {
+                to: *recipient,
+                msg: DkgMessage {
+                    version: message::DKG_VERSION,
+                    session: self.session,
+                    body: DkgBody::Round2(dealt),
+                },
+            });
+        }
+        out.extend(self.after_round2(now));
+        out
+    }
+
+    /// Checks `dealt` against its dealer's commitment. `Ok(values)` when every value
+    /// matches; `Err(reason)` when the dealer dealt badly. The signature is checked by
+    /// the caller.
+    fn check_dealt(&self, dealer: usize, dealt: &DealtShares) -> Result<Vec<Scalar>, String> {
+        let recipient = self
+            .roster
+            .index_of(&dealt.recipient)
+            .ok_or("shares for a non-member")?;
+        let numbers = self
+            .roster
+            .shares_of(recipient)
+            .ok_or("shares for a non-member")?;
+        if dealt.shares.len() != numbers.clone().count() {
+            return Err(format!(
+                "{} values for {} shares",
+                dealt.shares.len(),
+                numbers.count()
+            ));
+        }
+        let commitment = self.commitments.get(&dealer).ok_or("no commitment yet")?;
+        let mut values = Vec::with_capacity(dealt.shares.len());
+        for (n, bytes) in numbers.zip(&dealt.shares) {
+            let value =
+                curve::scalar_from_bytes(bytes).ok_or(format!("share {n} is not a scalar"))?;
+            if ProjectivePoint::GENERATOR * value != curve::evaluate_commitment(commitment, n) {
+                return Err(format!("share {n} does not match the dealer's commitment"));
+            }
+            values.push(value);
+        }
+        Ok(values)
+    }
+
+    fn on_round2(&mut self, sender: usize, dealt: DealtShares, now: Instant) -> Vec<DkgOutput> {
+        if self.received.contains_key(&sender)
+            || dealt.recipient != self.member
+            || self.roster.index_of(&dealt.dealer) != Some(sender)
+            || !member_verify(&dealt.dealer, dealt.digest(&self.session), &dealt.signature)
+        {
+            // Not a message for us from its dealer: the channel authenticated the
+            // sender, so this is a relay's or a bug's doing, not evidence.
+            return Vec::new();
+        }
+        if !self.commitments.contains_key(&sender) {
+            self.early.insert(sender, dealt);
+            return Vec::new();
+        }
+        match self.check_dealt(sender, &dealt) {
+            Ok(values) => {
+                self.received.insert(sender, values);
+                self.after_round2(now)
+            }
+            Err(reason) => {
+                let mut out = vec![DkgOutput::Broadcast(DkgMessage {
+                    version: message::DKG_VERSION,
+                    session: self.session,
+                    body: DkgBody::Complaint(dealt.clone()),
+                })];
+                out.extend(self.fail(
+                    vec![dealt.dealer],
+                    format!("dealer {}: {reason}", dealt.dealer),
+                ));
+                out
+            }
+        }
+    }
+
+    fn on_complaint(
+        &mut self,
+        sender: usize,
+        from: MemberId,
+        dealt: DealtShares,
+    ) -> Vec<DkgOutput> {
+        let Some(dealer) = self.roster.index_of(&dealt.dealer) else {
+            return self.fail(vec![from], "complaint about a non-member".into());
+        };
+        if dealt.recipient != from
+            || !member_verify(&dealt.dealer, dealt.digest(&self.session), &dealt.signature)
+        {
+            return self.fail(
+                vec![from],
+                "complaint without the dealer's signed shares".into(),
+            );
+        }
+        if !self.commitments.contains_key(&dealer) {
+            // Cannot judge yet; the round timeout settles it if round 1 never comes.
+            return Vec::new();
+        }
+        let _ = sender;
+        match self.check_dealt(dealer, &dealt) {
+            Err(reason) => self.fail(
+                vec![dealt.dealer],
+                format!("dealer {}: {reason}", dealt.dealer),
+            ),
+            Ok(_) => self.fail(vec![from], format!("{from} complained about valid shares")),
+        }
+    }
+
+    /// Once every dealer's shares are in: compute the key and certify the transcript.
+    fn after_round2(&mut self, now: Instant) -> Vec<DkgOutput> {
+        if self.phase != Phase::Round2 || self.received.len() < self.roster.len() {
+            return Vec::new();
+        }
+        let key_share = match self.compute_key() {
+            Ok(k) => k,
+            Err(reason) => return self.fail(Vec::new(), reason),
+        };
+        self.phase = Phase::Certify;
+        self.phase_started = now;
+        let transcript = key_share.transcript;
+        let signature = member_sign(&self.keypair, transcript);
+        self.certificates.insert(self.me, signature);
+        self.pending = Some(Pending { key_share });
+        let mut out = vec![DkgOutput::Broadcast(DkgMessage {
+            version: message::DKG_VERSION,
+            session: self.session,
+            body: DkgBody::Certificate {
+                transcript,
+                signature: ByteBuf::from(signature.to_vec()),
+            },
+        })];
+        let early: Vec<_> = std::mem::take(&mut self.early_certificates)
+            .into_iter()
+            .collect();
+        for (sender, (their_transcript, signature)) in early {
+            out.extend(self.on_certificate(sender, their_transcript, signature));
+        }
+        out
+    }
+
+    fn on_certificate(
+        &mut self,
+        sender: usize,
+        transcript: [u8; 32],
+        signature: Vec<u8>,
+    ) -> Vec<DkgOutput> {
+        let Some(pending) = &self.pending else {
+            if self.early_certificates.len() < self.roster.len() {
+                self.early_certificates
+                    .insert(sender, (transcript, signature));
+            }
+            return Vec::new();
+        };
+        let Some((member, _)) = self.roster.members().get(sender).copied() else {
+            return Vec::new();
+        };
+        if transcript != pending.key_share.transcript {
+            return self.fail(
+                vec![member],
+                format!("{member} certified another transcript"),
+            );
+        }
+        if !member_verify(&member, transcript, &signature) {
+            return self.fail(
+                vec![member],
+                format!("{member}'s certificate does not verify"),
+            );
+        }
+        let Ok(signature) = <[u8; 64]>::try_from(signature.as_slice()) else {
+            return self.fail(vec![member], "certificate of the wrong length".into());
+        };
+        self.certificates.insert(sender, signature);
+        if self.certificates.len() < self.roster.len() {
+            return Vec::new();
+        }
+        self.phase = Phase::Ended;
+        let Some(Pending { mut key_share }) = self.pending.take() else {
+            return Vec::new();
+        };
+        key_share.certificates = self
+            .certificates
+            .iter()
+            .filter_map(|(i, sig)| Some((self.roster.members().get(*i)?.0, *sig)))
+            .collect();
+        vec![DkgOutput::Completed(Box::new(key_share))]
+    }
+
+    fn transcript(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"tenure/frost-fed/dkg/transcript/v1");
+        h.update(self.session);
+        h.update(self.roster.digest());
+        for commitment in self.commitments.values() {
+            for point in commitment {
+                h.update(curve::point_bytes(point));
+            }
+        }
+        h.finalize().into()
+    }
+
+    fn compute_key(&self) -> Result<KeyShare, String> {
+        let threshold = usize::from(self.roster.threshold());
+        // The group polynomial's commitment: the sum of every dealer's.
+        let mut group = vec![ProjectivePoint::IDENTITY; threshold];
+        for commitment in self.commitments.values() {
+            for (sum, point) in group.iter_mut().zip(commitment) {
+                *sum += point;
+            }
+        }
+        let group_key = group.first().copied().unwrap_or(ProjectivePoint::IDENTITY);
+        let verifying_key =
+            frost_secp256k1_tr::VerifyingKey::deserialize(&curve::point_bytes(&group_key))
+                .map_err(|e| format!("group key: {e}"))?;
+        let frost = |e: frost_secp256k1_tr::Error| e.to_string();
+        let mut verifying_shares = BTreeMap::new();
+        for n in 1..=self.roster.total_shares() {
+            let share = curve::evaluate_commitment(&group, n);
+            let id = identifier(n).ok_or("share number 0")?;
+            verifying_shares.insert(
+                id,
+                VerifyingShare::deserialize(&curve::point_bytes(&share)).map_err(frost)?,
+            );
+        }
+        let numbers = self.roster.shares_of(self.me).ok_or("not a member")?;
+        let mut key_packages = BTreeMap::new();
+        for (offset, n) in numbers.enumerate() {
+            let secret = self
+                .received
+                .values()
+                .map(|values| values.get(offset).copied().unwrap_or(Scalar::ZERO))
+                .fold(Scalar::ZERO, |acc, v| acc + v);
+            let id = identifier(n).ok_or("share number 0")?;
+            let signing_share =
+                SigningShare::deserialize(&curve::scalar_bytes(&secret)).map_err(frost)?;
+            let verifying_share = *verifying_shares.get(&id).ok_or("missing verifying share")?;
+            let package = KeyPackage::new(
+                id,
+                signing_share,
+                verifying_share,
+                verifying_key,
+                self.roster.threshold(),
+            );
+            key_packages.insert(n, package.tweak::<&[u8]>(None));
+        }
+        let public = PublicKeyPackage::new(
+            verifying_shares,
+            verifying_key,
+            Some(self.roster.threshold()),
+        )
+        .tweak::<&[u8]>(None);
+        let internal_key: [u8; 33] = curve::point_bytes(&group_key)
+            .try_into()
+            .map_err(|_| "group key encoding")?;
+        Ok(KeyShare {
+            roster: self.roster.clone(),
+            session: self.session,
+            member: self.member,
+            key_packages,
+            public,
+            internal_key,
+            transcript: self.transcript(),
+            certificates: Vec::new(),
+        })
+    }
+}
+
+fn proof_challenge(
+    session: &[u8; 32],
+    member: &MemberId,
+    constant: &ProjectivePoint,
+    r: &ProjectivePoint,
+) -> Scalar {
+    curve::hash_to_scalar(
+        b"tenure/frost-fed/dkg/proof/v1",
+        &[
+            session,
+            &member.0,
+            &curve::point_bytes(constant),
+            &curve::point_bytes(r),
+        ],
+    )
+}

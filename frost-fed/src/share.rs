@@ -1,0 +1,201 @@
+//! What a member keeps after a DKG: its FROST key packages (one per share it holds),
+//! everyone's verifying shares, the roster and the certificates that made the key
+//! count.
+
+use std::collections::BTreeMap;
+
+use bitcoin::{
+    Address, Network, XOnlyPublicKey,
+    key::TweakedPublicKey,
+    secp256k1::{Keypair, Message, SECP256K1, schnorr},
+};
+use frost_secp256k1_tr::{
+    Identifier,
+    keys::{KeyPackage, PublicKeyPackage},
+};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::roster::{MemberId, Roster};
+
+/// A member's part of a federation key.
+///
+/// The key packages are already taproot-tweaked (BIP341, no script path), like the
+/// output of `frost-secp256k1-tr`'s own DKG: plain FROST signatures from them verify
+/// under the taproot output key, so the group's address is that key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyShare {
+    /// The roster the key was made for.
+    pub roster: Roster,
+    /// The DKG session that made it.
+    pub session: [u8; 32],
+    /// This member.
+    pub member: MemberId,
+    /// One key package per share this member holds, by share number.
+    pub key_packages: BTreeMap<u16, KeyPackage>,
+    /// Every share's verifying share and the group key.
+    pub public: PublicKeyPackage,
+    /// The group key before the taproot tweak (33-byte compressed).
+    pub internal_key: [u8; 33],
+    /// The transcript hash every member signed.
+    pub transcript: [u8; 32],
+    /// Each member's BIP340 signature on the transcript, in roster order.
+    pub certificates: Vec<(MemberId, [u8; 64])>,
+}
+
+/// Why a key share cannot be used or loaded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyShareError {
+    /// A FROST structure did not decode.
+    #[error("key material does not decode: {0}")]
+    Frost(String),
+    /// The stored form is not a key share.
+    #[error("stored key share does not decode: {0}")]
+    Undecodable(String),
+    /// A certificate is missing or does not verify.
+    #[error("member {0} did not certify this key")]
+    Uncertified(MemberId),
+}
+
+impl KeyShare {
+    /// The group's taproot output key (x-only): what signatures verify under.
+    pub fn output_key(&self) -> Result<XOnlyPublicKey, KeyShareError> {
+        let bytes = self
+            .public
+            .verifying_key()
+            .serialize()
+            .map_err(|e| KeyShareError::Frost(e.to_string()))?;
+        let x = bytes
+            .get(1..33)
+            .ok_or(KeyShareError::Frost("short key".into()))?;
+        XOnlyPublicKey::from_slice(x).map_err(|e| KeyShareError::Frost(e.to_string()))
+    }
+
+    /// The group's key-path-only taproot address.
+    pub fn address(&self, network: Network) -> Result<Address, KeyShareError> {
+        Ok(Address::p2tr_tweaked(
+            TweakedPublicKey::dangerous_assume_tweaked(self.output_key()?),
+            network,
+        ))
+    }
+
+    /// Shares this member holds.
+    pub fn weight(&self) -> u16 {
+        self.key_packages.len() as u16
+    }
+
+    /// Checks every member's certificate on the transcript: a key counts only when all
+    /// members signed it.
+    pub fn check_certificates(&self) -> Result<(), KeyShareError> {
+        let msg = Message::from_digest(self.transcript);
+        for (member, _) in self.roster.members() {
+            let ok = self
+                .certificates
+                .iter()
+                .find(|(m, _)| m == member)
+                .and_then(|(_, sig)| {
+                    let sig = schnorr::Signature::from_slice(sig).ok()?;
+                    let key = member.key()?;
+                    SECP256K1.verify_schnorr(&sig, &msg, &key).ok()
+                })
+                .is_some();
+            if !ok {
+                return Err(KeyShareError::Uncertified(*member));
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored form (CBOR), for the key store.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, KeyShareError> {
+        let frost = |e: frost_secp256k1_tr::Error| KeyShareError::Frost(e.to_string());
+        let stored = StoredKeyShare {
+            version: 1,
+            roster: self.roster.clone(),
+            session: self.session,
+            member: self.member,
+            key_packages: self
+                .key_packages
+                .iter()
+                .map(|(i, kp)| Ok((*i, ByteBuf::from(kp.serialize().map_err(frost)?))))
+                .collect::<Result<_, KeyShareError>>()?,
+            public: ByteBuf::from(self.public.serialize().map_err(frost)?),
+            internal_key: ByteBuf::from(self.internal_key.to_vec()),
+            transcript: self.transcript,
+            certificates: self
+                .certificates
+                .iter()
+                .map(|(m, s)| (*m, ByteBuf::from(s.to_vec())))
+                .collect(),
+        };
+        serde_cbor::to_vec(&stored).map_err(|e| KeyShareError::Undecodable(e.to_string()))
+    }
+
+    /// Loads the stored form, checking it decodes completely.
+    pub fn from_bytes(bytes: &[u8]) -> Result<KeyShare, KeyShareError> {
+        let bad = |what: &str| KeyShareError::Undecodable(what.to_owned());
+        let stored: StoredKeyShare =
+            serde_cbor::from_slice(bytes).map_err(|e| KeyShareError::Undecodable(e.to_string()))?;
+        if stored.version != 1 {
+            return Err(bad("unknown version"));
+        }
+        let frost = |e: frost_secp256k1_tr::Error| KeyShareError::Frost(e.to_string());
+        let key_packages = stored
+            .key_packages
+            .iter()
+            .map(|(i, kp)| Ok((*i, KeyPackage::deserialize(kp).map_err(frost)?)))
+            .collect::<Result<_, KeyShareError>>()?;
+        Ok(KeyShare {
+            roster: stored.roster,
+            session: stored.session,
+            member: stored.member,
+            key_packages,
+            public: PublicKeyPackage::deserialize(&stored.public).map_err(frost)?,
+            internal_key: stored
+                .internal_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad("internal key"))?,
+            transcript: stored.transcript,
+            certificates: stored
+                .certificates
+                .iter()
+                .map(|(m, s)| Ok((*m, s.as_slice().try_into().map_err(|_| bad("certificate"))?)))
+                .collect::<Result<_, KeyShareError>>()?,
+        })
+    }
+}
+
+/// A FROST identifier for share number `n` (1-based).
+pub fn identifier(n: u16) -> Option<Identifier> {
+    Identifier::try_from(n).ok()
+}
+
+/// Signs `digest` with a member key (BIP340).
+pub fn member_sign(keypair: &Keypair, digest: [u8; 32]) -> [u8; 64] {
+    let sig = SECP256K1.sign_schnorr(&Message::from_digest(digest), keypair);
+    *sig.as_ref()
+}
+
+/// Checks a member's BIP340 signature on `digest`.
+pub fn member_verify(member: &MemberId, digest: [u8; 32], signature: &[u8]) -> bool {
+    let (Some(key), Ok(sig)) = (member.key(), schnorr::Signature::from_slice(signature)) else {
+        return false;
+    };
+    SECP256K1
+        .verify_schnorr(&sig, &Message::from_digest(digest), &key)
+        .is_ok()
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredKeyShare {
+    version: u16,
+    roster: Roster,
+    session: [u8; 32],
+    member: MemberId,
+    key_packages: Vec<(u16, ByteBuf)>,
+    public: ByteBuf,
+    internal_key: ByteBuf,
+    transcript: [u8; 32],
+    certificates: Vec<(MemberId, ByteBuf)>,
+}

@@ -1,0 +1,327 @@
+//! The weighted DKG among in-process members, with faults: the keys it makes are real
+//! FROST keys (a 67-share signature verifies with secp256k1's BIP340 verifier), and
+//! each fault ends with the right member blamed.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use bitcoin::secp256k1::{Keypair, Message, SECP256K1, SecretKey, schnorr};
+use frost_secp256k1_tr as frost;
+use rand_core::OsRng;
+use serde_bytes::ByteBuf;
+use tenure_frost_fed::{
+    KeyShare, MemberId, Roster,
+    dkg::{Dkg, DkgBody, DkgFailure, DkgMessage, DkgOutput, session_id},
+};
+
+fn keypair(n: u8) -> Keypair {
+    Keypair::from_secret_key(SECP256K1, &SecretKey::from_slice(&[n; 32]).unwrap())
+}
+
+fn member(n: u8) -> MemberId {
+    MemberId::from(keypair(n).x_only_public_key().0)
+}
+
+/// How a test tampers with messages: (from, to, message) → message to deliver, or none.
+type Tamper = dyn FnMut(MemberId, MemberId, DkgMessage) -> Option<DkgMessage>;
+
+struct Outcome {
+    completed: BTreeMap<MemberId, KeyShare>,
+    failed: BTreeMap<MemberId, DkgFailure>,
+}
+
+/// Runs one session among `members` (key seeds), delivering every message at once;
+/// `silent` members never send. Then advances time past the round timeout.
+fn run(
+    members: &[u8],
+    roster: &Roster,
+    attempt: u32,
+    silent: &[u8],
+    tamper: &mut Tamper,
+) -> Outcome {
+    let session = session_id(b"test", roster, attempt);
+    let now = Instant::now();
+    let mut states = BTreeMap::new();
+    let mut queue: VecDeque<(MemberId, MemberId, DkgMessage)> = VecDeque::new();
+    let mut outcome = Outcome {
+        completed: BTreeMap::new(),
+        failed: BTreeMap::new(),
+    };
+    let ids: Vec<MemberId> = roster.members().iter().map(|(m, _)| *m).collect();
+    let route = |from: MemberId,
+                 outputs: Vec<DkgOutput>,
+                 queue: &mut VecDeque<_>,
+                 outcome: &mut Outcome| {
+        for output in outputs {
+            match output {
+                DkgOutput::Broadcast(msg) => {
+                    for to in ids.iter().filter(|to| **to != from) {
+                        queue.push_back((from, *to, msg.clone()));
+                    }
+                }
+                DkgOutput::Send { to, msg } => queue.push_back((from, to, msg)),
+                DkgOutput::Completed(key) => {
+                    outcome.completed.insert(from, *key);
+                }
+                DkgOutput::Failed(f) => {
+                    outcome.failed.insert(from, f);
+                }
+            }
+        }
+    };
+    for seed in members {
+        let (dkg, out) = Dkg::start(
+            session,
+            roster.clone(),
+            keypair(*seed),
+            Duration::from_secs(5),
+            now,
+            &mut OsRng,
+        )
+        .unwrap();
+        let id = member(*seed);
+        states.insert(id, dkg);
+        if !silent.contains(seed) {
+            route(id, out, &mut queue, &mut outcome);
+        }
+    }
+    let silent: Vec<MemberId> = silent.iter().map(|s| member(*s)).collect();
+    while let Some((from, to, msg)) = queue.pop_front() {
+        let Some(msg) = tamper(from, to, msg) else {
+            continue;
+        };
+        if silent.contains(&to) {
+            continue;
+        }
+        let Some(state) = states.get_mut(&to) else {
+            continue;
+        };
+        let out = state.handle(from, msg, now);
+        route(to, out, &mut queue, &mut outcome);
+    }
+    let later = now + Duration::from_secs(6);
+    for (id, state) in states.iter_mut() {
+        if silent.contains(id) {
+            continue;
+        }
+        let out = state.on_tick(later);
+        route(*id, out, &mut queue, &mut outcome);
+    }
+    outcome
+}
+
+fn no_tampering() -> Box<Tamper> {
+    Box::new(|_, _, msg| Some(msg))
+}
+
+/// Signs `message` with the shares of the first members up to the threshold.
+fn sign_with(keys: &BTreeMap<MemberId, KeyShare>, message: &[u8]) -> frost::Signature {
+    let any = keys.values().next().unwrap();
+    let threshold = usize::from(any.roster.threshold());
+    let packages: Vec<&frost::keys::KeyPackage> = keys
+        .values()
+        .flat_map(|k| k.key_packages.values())
+        .take(threshold)
+        .collect();
+    let mut nonces = BTreeMap::new();
+    let mut commitments = BTreeMap::new();
+    for kp in &packages {
+        let (n, c) = frost::round1::commit(kp.signing_share(), &mut OsRng);
+        nonces.insert(*kp.identifier(), n);
+        commitments.insert(*kp.identifier(), c);
+    }
+    let package = frost::SigningPackage::new(commitments, message);
+    let shares: BTreeMap<_, _> = packages
+        .iter()
+        .map(|kp| {
+            let share = frost::round2::sign(&package, &nonces[kp.identifier()], kp).unwrap();
+            (*kp.identifier(), share)
+        })
+        .collect();
+    frost::aggregate(&package, &shares, &any.public).unwrap()
+}
+
+#[test]
+fn ten_members_make_one_certified_key_that_signs_bip340() {
+    let seeds: Vec<u8> = (1..=10).collect();
+    let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
+    let outcome = run(&seeds, &roster, 0, &[], &mut *no_tampering());
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    assert_eq!(outcome.completed.len(), 10);
+    let keys = &outcome.completed;
+    let first = keys.values().next().unwrap();
+    for key in keys.values() {
+        assert_eq!(key.public, first.public, "members disagree on the key");
+        assert_eq!(key.weight(), 10);
+        key.check_certificates().unwrap();
+    }
+    // The output key is the BIP341 tweak of the internal key, as bitcoin computes it.
+    let internal = bitcoin::PublicKey::from_slice(&first.internal_key).unwrap();
+    let (tweaked, _) = bitcoin::key::TapTweak::tap_tweak(
+        bitcoin::XOnlyPublicKey::from(internal.inner),
+        SECP256K1,
+        None,
+    );
+    assert_eq!(tweaked.to_x_only_public_key(), first.output_key().unwrap());
+
+    // BIP340 signs 32-byte messages: the federation signs digests.
+    let msg32 = [7u8; 32];
+    let sig = sign_with(keys, &msg32).serialize().unwrap();
+    let sig = schnorr::Signature::from_slice(&sig).unwrap();
+    let key = first.output_key().unwrap();
+    SECP256K1
+        .verify_schnorr(&sig, &Message::from_digest(msg32), &key)
+        .unwrap();
+    assert!(
+        SECP256K1
+            .verify_schnorr(&sig, &Message::from_digest([8u8; 32]), &key)
+            .is_err()
+    );
+}
+
+#[test]
+fn key_shares_survive_their_stored_form() {
+    let seeds: Vec<u8> = (1..=3).collect();
+    let roster = Roster::new(
+        vec![(member(1), 50), (member(2), 30), (member(3), 20)],
+        100,
+        67,
+    )
+    .unwrap();
+    let outcome = run(&seeds, &roster, 0, &[], &mut *no_tampering());
+    for key in outcome.completed.values() {
+        let again = KeyShare::from_bytes(&key.to_bytes().unwrap()).unwrap();
+        assert_eq!(&again, key);
+    }
+    assert_eq!(outcome.completed[&member(1)].weight(), 50);
+    assert!(KeyShare::from_bytes(b"junk").is_err());
+}
+
+#[test]
+fn a_dealer_of_bad_shares_is_blamed_by_everyone_through_the_complaint() {
+    let seeds: Vec<u8> = (1..=5).collect();
+    let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
+    let cheat = member(3);
+    let victim = member(5);
+    let outcome = run(
+        &seeds,
+        &roster,
+        0,
+        &[],
+        &mut move |from, to, mut msg: DkgMessage| {
+            if from == cheat
+                && to == victim
+                && let DkgBody::Round2(dealt) = &mut msg.body
+            {
+                // Re-sign altered shares, as a dishonest dealer would.
+                dealt.shares[0] = ByteBuf::from(vec![1u8; 32]);
+                let digest = dealt.digest(&msg.session);
+                let sig = SECP256K1.sign_schnorr(&Message::from_digest(digest), &keypair(3));
+                dealt.signature = ByteBuf::from(sig.as_ref().to_vec());
+            }
+            Some(msg)
+        },
+    );
+    assert!(outcome.completed.is_empty());
+    let honest: Vec<MemberId> = seeds
+        .iter()
+        .map(|s| member(*s))
+        .filter(|m| *m != cheat)
+        .collect();
+    for m in &honest {
+        assert_eq!(
+            outcome.failed[m].blamed,
+            vec![cheat],
+            "{m}: {:?}",
+            outcome.failed[m]
+        );
+    }
+    // The retry without the cheat succeeds.
+    let retry = roster.without(&[cheat]).unwrap();
+    let seeds: Vec<u8> = vec![1, 2, 4, 5];
+    let outcome = run(&seeds, &retry, 1, &[], &mut *no_tampering());
+    assert_eq!(outcome.completed.len(), 4);
+}
+
+#[test]
+fn a_false_complaint_blames_the_complainer() {
+    let seeds: Vec<u8> = (1..=4).collect();
+    let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
+    let liar = member(4);
+    let session = session_id(b"test", &roster, 0);
+    let now = Instant::now();
+    let mut states: BTreeMap<MemberId, Dkg> = BTreeMap::new();
+    let mut outputs: Vec<(MemberId, DkgOutput)> = Vec::new();
+    for seed in &seeds {
+        let (dkg, out) = Dkg::start(
+            session,
+            roster.clone(),
+            keypair(*seed),
+            Duration::from_secs(5),
+            now,
+            &mut OsRng,
+        )
+        .unwrap();
+        states.insert(member(*seed), dkg);
+        outputs.extend(out.into_iter().map(|o| (member(*seed), o)));
+    }
+    // Deliver all round 1s, then the round 2 member 1 sent the liar.
+    let mut to_liar = None;
+    while let Some((from, output)) = outputs.pop() {
+        match output {
+            DkgOutput::Broadcast(msg) if matches!(msg.body, DkgBody::Round1 { .. }) => {
+                for (to, state) in states.iter_mut().filter(|(to, _)| **to != from) {
+                    let out = state.handle(from, msg.clone(), now);
+                    outputs.extend(out.into_iter().map(|o| (*to, o)));
+                }
+            }
+            DkgOutput::Send { to, msg } if from == member(1) && to == liar => to_liar = Some(msg),
+            _ => {}
+        }
+    }
+    let DkgBody::Round2(dealt) = to_liar.unwrap().body else {
+        panic!()
+    };
+    let complaint = DkgMessage {
+        version: 1,
+        session,
+        body: DkgBody::Complaint(dealt),
+    };
+    let out = states
+        .get_mut(&member(2))
+        .unwrap()
+        .handle(liar, complaint, now);
+    let failure = out
+        .into_iter()
+        .find_map(|o| match o {
+            DkgOutput::Failed(f) => Some(f),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(failure.blamed, vec![liar]);
+}
+
+#[test]
+fn a_silent_member_is_blamed_at_the_timeout_and_the_rest_make_a_key() {
+    let seeds: Vec<u8> = (1..=6).collect();
+    let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
+    let outcome = run(&seeds, &roster, 0, &[6], &mut *no_tampering());
+    assert!(outcome.completed.is_empty());
+    for seed in 1..=5u8 {
+        assert_eq!(outcome.failed[&member(seed)].blamed, vec![member(6)]);
+    }
+    let retry = roster.without(&[member(6)]).unwrap();
+    let outcome = run(&[1, 2, 3, 4, 5], &retry, 1, &[], &mut *no_tampering());
+    assert_eq!(outcome.completed.len(), 5);
+    let weights: u16 = outcome.completed.values().map(KeyShare::weight).sum();
+    assert_eq!(weights, 100);
+}

@@ -18,6 +18,7 @@ pub mod curve;
 pub mod dkg;
 pub mod roster;
 pub mod share;
+pub mod sign;
 
 pub use roster::{MemberId, Roster, RosterError};
 pub use share::{KeyShare, KeyShareError};

@@ -1,0 +1,99 @@
+//! Signing messages. `Request`, `Start` and `Done` go to every member; the rest go
+//! between one member and one coordinator.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::roster::MemberId;
+
+/// Message version this build speaks.
+pub const SIGN_VERSION: u16 = 1;
+
+/// Largest signing message accepted (a package for 100 shares is about 10 KB; a
+/// payload such as a block header or a transaction is bounded by the application).
+pub const MAX_SIGN_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// One signing message about one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignMessage {
+    /// Message version.
+    pub version: u16,
+    /// The request: a hash of the payload and the key.
+    pub request: [u8; 32],
+    /// The coordinator the message is to or from (for `Request`, the requester).
+    pub coordinator: MemberId,
+    /// What it says.
+    pub body: SignBody,
+}
+
+/// The kinds of signing message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignBody {
+    /// Please sign this payload (each member's validator decides).
+    Request {
+        /// What the application wants signed; its validator derives the digest.
+        payload: ByteBuf,
+    },
+    /// A coordinator takes up the request: members send it nonce commitments.
+    Start,
+    /// A member's nonce commitments, one per share it holds.
+    Commit {
+        /// (share number, serialized `SigningCommitments`).
+        commitments: Vec<(u16, ByteBuf)>,
+    },
+    /// A signing session: sign this package with the committed nonces.
+    Package {
+        /// The coordinator's session number.
+        session: u32,
+        /// The serialized `SigningPackage`.
+        package: ByteBuf,
+    },
+    /// A member's signature shares for a session, and fresh commitments for the next
+    /// one (ROAST: a member that answered is ready again at once).
+    Shares {
+        /// The session.
+        session: u32,
+        /// (share number, serialized `SignatureShare`).
+        shares: Vec<(u16, ByteBuf)>,
+        /// Fresh commitments for a following session.
+        next: Vec<(u16, ByteBuf)>,
+    },
+    /// The signature, with what any verifier needs to see who signed.
+    Done {
+        /// The serialized [`super::SignatureRecord`].
+        record: ByteBuf,
+    },
+}
+
+/// Why bytes are not a signing message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignDecodeError {
+    /// Longer than allowed.
+    #[error("signing message of {0} bytes is too large")]
+    TooLarge(usize),
+    /// Not CBOR of a signing message.
+    #[error("undecodable signing message: {0}")]
+    Undecodable(String),
+    /// Another version.
+    #[error("signing message version {0} is not spoken here")]
+    Version(u16),
+}
+
+/// Encodes a message.
+pub fn encode(msg: &SignMessage) -> Vec<u8> {
+    // Serialising these types into memory cannot fail.
+    serde_cbor::to_vec(msg).unwrap_or_default()
+}
+
+/// Decodes a message, checking its size first.
+pub fn decode(bytes: &[u8]) -> Result<SignMessage, SignDecodeError> {
+    if bytes.len() > MAX_SIGN_MESSAGE_BYTES {
+        return Err(SignDecodeError::TooLarge(bytes.len()));
+    }
+    let msg: SignMessage =
+        serde_cbor::from_slice(bytes).map_err(|e| SignDecodeError::Undecodable(e.to_string()))?;
+    if msg.version != SIGN_VERSION {
+        return Err(SignDecodeError::Version(msg.version));
+    }
+    Ok(msg)
+}

@@ -1,0 +1,806 @@
+//! Signing without a trusted coordinator, sans-IO (ROAST-style).
+//!
+//! Any member may ask the federation to sign a payload. Every member runs the
+//! application's [`Validator`] on the payload and signs only the digest it approves.
+//! For each request the members rank the roster by a hash of the request and member;
+//! the first [`SigningConfig::coordinators`] of that ranking coordinate, the k-th
+//! starting `k × stagger` after the request unless a signature has appeared, so a
+//! crashed coordinator costs one stagger.
+//!
+//! A coordinator collects nonce commitments and opens a session as soon as the
+//! members ready to sign hold the threshold of shares. A member that answers a
+//! session sends fresh commitments with its shares, so it is ready again at once; a
+//! member that stalls is simply not ready, and once a session has waited
+//! [`SigningConfig::patience`] the coordinator opens another with the members that
+//! are. Shares are checked on aggregation (`frost-core` names every cheater); a
+//! cheater is excluded from later sessions. Signing goes on while the members not
+//! excluded hold the threshold.
+//!
+//! The result is a [`SignatureRecord`]: the BIP340 signature plus the package and
+//! shares, from which any verifier learns who signed and their weight.
+
+pub mod message;
+pub mod record;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use frost_secp256k1_tr::{
+    Identifier, SigningPackage,
+    round1::{self, SigningCommitments, SigningNonces},
+    round2::{self, SignatureShare},
+};
+use rand_core::{CryptoRng, RngCore};
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    roster::MemberId,
+    share::{KeyShare, identifier},
+};
+pub use message::{SignBody, SignMessage};
+pub use record::{RecordError, SignatureRecord, SignerSet, verify_bip340};
+
+/// The application's say on what the federation signs: block rules for producers,
+/// payout rules for a pool.
+pub trait Validator {
+    /// The 32-byte digest to sign for `payload`, or why this member refuses.
+    fn approve(&self, payload: &[u8]) -> Result<[u8; 32], String>;
+}
+
+/// Any function from payload to digest is a validator.
+impl<F> Validator for F
+where
+    F: Fn(&[u8]) -> Result<[u8; 32], String>,
+{
+    fn approve(&self, payload: &[u8]) -> Result<[u8; 32], String> {
+        self(payload)
+    }
+}
+
+/// Tuning of signing.
+#[derive(Clone, Debug)]
+pub struct SigningConfig {
+    /// Members that may coordinate one request (ROAST's n − t + 1 bounds the useful
+    /// number; a few are enough against crashes).
+    pub coordinators: usize,
+    /// Delay between one coordinator and the next taking up a request.
+    pub stagger: Duration,
+    /// How long an open session may wait before another is opened with the members
+    /// ready now.
+    pub patience: Duration,
+    /// A request still unsigned after this is given up.
+    pub request_timeout: Duration,
+    /// Requests tracked at once; more are refused.
+    pub max_requests: usize,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            coordinators: 3,
+            stagger: Duration::from_millis(500),
+            patience: Duration::from_millis(200),
+            request_timeout: Duration::from_secs(30),
+            max_requests: 64,
+        }
+    }
+}
+
+/// What signing asks its driver to do, and what it reports.
+#[derive(Clone, Debug)]
+pub enum SignOutput {
+    /// Send to every other member.
+    Broadcast(SignMessage),
+    /// Send to one member.
+    Send {
+        /// The member.
+        to: MemberId,
+        /// The message.
+        msg: SignMessage,
+    },
+    /// The federation signed a request.
+    Signed {
+        /// The request.
+        request: [u8; 32],
+        /// The signature and its evidence.
+        record: SignatureRecord,
+        /// Who signed.
+        signers: SignerSet,
+    },
+    /// This member's validator refused a request.
+    Refused {
+        /// The request.
+        request: [u8; 32],
+        /// The validator's reason.
+        reason: String,
+    },
+    /// A request this member coordinated or asked for could not be signed.
+    Failed {
+        /// The request.
+        request: [u8; 32],
+        /// Why.
+        reason: String,
+    },
+    /// A member sent an invalid signature share and is excluded from this request.
+    Cheater {
+        /// The request.
+        request: [u8; 32],
+        /// The member.
+        member: MemberId,
+    },
+}
+
+struct Session {
+    package: SigningPackage,
+    members: BTreeSet<MemberId>,
+    shares: BTreeMap<MemberId, Vec<(u16, SignatureShare)>>,
+    opened: Instant,
+}
+
+#[derive(Default)]
+struct Coordination {
+    ready: BTreeMap<MemberId, BTreeMap<u16, SigningCommitments>>,
+    malicious: BTreeSet<MemberId>,
+    sessions: BTreeMap<u32, Session>,
+    next_session: u32,
+}
+
+struct Request {
+    digest: Option<[u8; 32]>,
+    received: Instant,
+    coordinators: Vec<MemberId>,
+    /// Nonces committed to each coordinator, by share number.
+    nonces: BTreeMap<MemberId, BTreeMap<u16, SigningNonces>>,
+    coordinating: Option<Coordination>,
+    asked_here: bool,
+    done: bool,
+}
+
+/// One member's signing: its member side and its coordinator side.
+pub struct Signing<V> {
+    key: Arc<KeyShare>,
+    validator: V,
+    config: SigningConfig,
+    requests: BTreeMap<[u8; 32], Request>,
+}
+
+/// The request id of `payload` under `key`: every member derives the same.
+pub fn request_id(key: &KeyShare, payload: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"tenure/frost-fed/sign/request/v1");
+    h.update(key.transcript);
+    h.update(payload);
+    h.finalize().into()
+}
+
+impl<V: Validator> Signing<V> {
+    /// Signing with `key`, approving payloads with `validator`.
+    pub fn new(key: Arc<KeyShare>, validator: V, config: SigningConfig) -> Self {
+        Signing {
+            key,
+            validator,
+            config,
+            requests: BTreeMap::new(),
+        }
+    }
+
+    fn me(&self) -> MemberId {
+        self.key.member
+    }
+
+    fn message(&self, request: [u8; 32], coordinator: MemberId, body: SignBody) -> SignMessage {
+        SignMessage {
+            version: message::SIGN_VERSION,
+            request,
+            coordinator,
+            body,
+        }
+    }
+
+    /// Asks the federation to sign `payload`. Returns the request id and messages.
+    pub fn request<R: RngCore + CryptoRng>(
+        &mut self,
+        payload: &[u8],
+        now: Instant,
+        rng: &mut R,
+    ) -> ([u8; 32], Vec<SignOutput>) {
+        let id = request_id(&self.key, payload);
+        let mut out = vec![SignOutput::Broadcast(self.message(
+            id,
+            self.me(),
+            SignBody::Request {
+                payload: ByteBuf::from(payload.to_vec()),
+            },
+        ))];
+        out.extend(self.on_request(id, payload, now, rng));
+        if let Some(r) = self.requests.get_mut(&id) {
+            r.asked_here = true;
+        }
+        (id, out)
+    }
+
+    /// A message from `from` (authenticated by the channel layer).
+    pub fn handle<R: RngCore + CryptoRng>(
+        &mut self,
+        from: MemberId,
+        msg: SignMessage,
+        now: Instant,
+        rng: &mut R,
+    ) -> Vec<SignOutput> {
+        if self.key.roster.index_of(&from).is_none() || msg.version != message::SIGN_VERSION {
+            return Vec::new();
+        }
+        let out = match msg.body {
+            SignBody::Request { payload } => {
+                if request_id(&self.key, &payload) != msg.request {
+                    return Vec::new();
+                }
+                self.on_request(msg.request, &payload, now, rng)
+            }
+            SignBody::Start if from == msg.coordinator => self.on_start(msg.request, from, rng),
+            SignBody::Commit { commitments } if msg.coordinator == self.me() => {
+                self.on_commit(msg.request, from, &commitments, now)
+            }
+            SignBody::Package { session, package } if from == msg.coordinator => {
+                self.on_package(msg.request, from, session, &package, rng)
+            }
+            SignBody::Shares {
+                session,
+                shares,
+                next,
+            } if msg.coordinator == self.me() => {
+                self.on_shares(msg.request, from, session, &shares, &next, now)
+            }
+            SignBody::Done { record } => self.on_done(msg.request, &record),
+            _ => Vec::new(),
+        };
+        self.deliver_local(out, now, rng)
+    }
+
+    /// Time passed: later coordinators take up unsigned requests, stalled sessions are
+    /// replaced, old requests are given up.
+    pub fn on_tick<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Instant,
+        rng: &mut R,
+    ) -> Vec<SignOutput> {
+        let mut out = Vec::new();
+        let me = self.me();
+        let ids: Vec<[u8; 32]> = self.requests.keys().copied().collect();
+        for id in ids {
+            let Some(r) = self.requests.get(&id) else {
+                continue;
+            };
+            let age = now.saturating_duration_since(r.received);
+            if age >= self.config.request_timeout {
+                if !r.done && (r.asked_here || r.coordinating.is_some()) {
+                    out.push(SignOutput::Failed {
+                        request: id,
+                        reason: format!("not signed within {:?}", self.config.request_timeout),
+                    });
+                }
+                self.requests.remove(&id);
+                continue;
+            }
+            if r.done || r.digest.is_none() {
+                continue;
+            }
+            if r.coordinating.is_none() {
+                let rank = r.coordinators.iter().position(|c| *c == me);
+                if let Some(rank) = rank
+                    && age >= self.config.stagger * rank as u32
+                {
+                    out.extend(self.start_coordinating(id, rng));
+                }
+            } else {
+                out.extend(self.maybe_open_session(id, now));
+            }
+        }
+        self.deliver_local(out, now, rng)
+    }
+
+    /// Messages to this member itself are handled at once, not sent.
+    fn deliver_local<R: RngCore + CryptoRng>(
+        &mut self,
+        outputs: Vec<SignOutput>,
+        now: Instant,
+        rng: &mut R,
+    ) -> Vec<SignOutput> {
+        let me = self.me();
+        let mut pending = outputs;
+        let mut out = Vec::new();
+        let mut rounds = 0;
+        while !pending.is_empty() && rounds < 16 {
+            rounds += 1;
+            let mut next = Vec::new();
+            for output in pending {
+                match output {
+                    SignOutput::Send { to, msg } if to == me => {
+                        next.extend(self.handle(me, msg, now, rng));
+                    }
+                    other => out.push(other),
+                }
+            }
+            pending = next;
+        }
+        out
+    }
+
+    fn on_request<R: RngCore + CryptoRng>(
+        &mut self,
+        id: [u8; 32],
+        payload: &[u8],
+        now: Instant,
+        rng: &mut R,
+    ) -> Vec<SignOutput> {
+        if self.requests.contains_key(&id) {
+            return Vec::new();
+        }
+        if self.requests.len() >= self.config.max_requests {
+            return vec![SignOutput::Refused {
+                request: id,
+                reason: format!("{} requests already open", self.config.max_requests),
+            }];
+        }
+        let mut ranked: Vec<([u8; 32], MemberId)> = self
+            .key
+            .roster
+            .members()
+            .iter()
+            .map(|(m, _)| {
+                let mut h = Sha256::new();
+                h.update(id);
+                h.update(m.0);
+                (h.finalize().into(), *m)
+            })
+            .collect();
+        ranked.sort();
+        let coordinators = ranked
+            .into_iter()
+            .take(self.config.coordinators.max(1))
+            .map(|(_, m)| m)
+            .collect();
+        let (digest, mut out) = match self.validator.approve(payload) {
+            Ok(digest) => (Some(digest), Vec::new()),
+            Err(reason) => (
+                None,
+                vec![SignOutput::Refused {
+                    request: id,
+                    reason,
+                }],
+            ),
+        };
+        self.requests.insert(
+            id,
+            Request {
+                digest,
+                received: now,
+                coordinators,
+                nonces: BTreeMap::new(),
+                coordinating: None,
+                asked_here: false,
+                done: false,
+            },
+        );
+        out.extend(self.on_tick(now, rng));
+        out
+    }
+
+    fn start_coordinating<R: RngCore + CryptoRng>(
+        &mut self,
+        id: [u8; 32],
+        rng: &mut R,
+    ) -> Vec<SignOutput> {
+        let me = self.me();
+        let Some(r) = self.requests.get_mut(&id) else {
+            return Vec::new();
+        };
+        r.coordinating = Some(Coordination::default());
+        let mut out = vec![SignOutput::Broadcast(self.message(id, me, SignBody::Start))];
+        out.extend(self.on_start(id, me, rng));
+        out
+    }
+
+    /// Fresh nonces for every share this member holds, committed to `coordinator`.
+    fn commit<R: RngCore + CryptoRng>(
+        &mut self,
+        id: [u8; 32],
+        coordinator: MemberId,
+        rng: &mut R,
+    ) -> Option<Vec<(u16, ByteBuf)>> {
+        let key = self.key.clone();
+        let r = self.requests.get_mut(&id)?;
+        let mut nonces = BTreeMap::new();
+        let mut commitments = Vec::new();
+        for (n, package) in &key.key_packages {
+            let (nonce, commitment) = round1::commit(package.signing_share(), rng);
+            nonces.insert(*n, nonce);
+            commitments.push((*n, ByteBuf::from(commitment.serialize().ok()?)));
+        }
+        r.nonces.insert(coordinator, nonces);
+        Some(commitments)
+    }
+
+    fn on_start<R: RngCore + CryptoRng>(
+        &mut self,
+        id: [u8; 32],
+        coordinator: MemberId,
+        rng: &mut R,
+    ) -> Vec<SignOutput> {
+        let Some(r) = self.requests.get(&id) else {
+            return Vec::new();
+        };
+        if r.done
+            || r.digest.is_none()
+            || !r.coordinators.contains(&coordinator)
+            || r.nonces.contains_key(&coordinator)
+        {
+            return Vec::new();
+        }
+        let Some(commitments) = self.commit(id, coordinator, rng) else {
+            return Vec::new();
+        };
+        vec![SignOutput::Send {
+            to: coordinator,
+            msg: self.message(id, coordinator, SignBody::Commit { commitments }),
+        }]
+    }
+
+    /// The member's commitments, if they are exactly one per share it holds.
+    fn parse_commitments(
+        &self,
+        member: &MemberId,
+        commitments: &[(u16, ByteBuf)],
+    ) -> Option<BTreeMap<u16, SigningCommitments>> {
+        let index = self.key.roster.index_of(member)?;
+        let numbers: BTreeSet<u16> = self.key.roster.shares_of(index)?.collect();
+        let parsed: BTreeMap<u16, SigningCommitments> = commitments
+            .iter()
+            .map(|(n, b)| Some((*n, SigningCommitments::deserialize(b).ok()?)))
+            .collect::<Option<_>>()?;
+        (parsed.keys().copied().collect::<BTreeSet<u16>>() == numbers).then_some(parsed)
+    }
+
+    fn on_commit(
+        &mut self,
+        id: [u8; 32],
+        from: MemberId,
+        commitments: &[(u16, ByteBuf)],
+        now: Instant,
+    ) -> Vec<SignOutput> {
+        let Some(parsed) = self.parse_commitments(&from, commitments) else {
+            return Vec::new();
+        };
+        let Some(c) = self
+            .requests
+            .get_mut(&id)
+            .filter(|r| !r.done)
+            .and_then(|r| r.coordinating.as_mut())
+        else {
+            return Vec::new();
+        };
+        if c.malicious.contains(&from)
+            || c.sessions
+                .values()
+                .any(|s| s.members.contains(&from) && !s.shares.contains_key(&from))
+        {
+            return Vec::new();
+        }
+        c.ready.insert(from, parsed);
+        self.maybe_open_session(id, now)
+    }
+
+    /// Opens a session when the ready members hold the threshold and no open session
+    /// is still within its patience.
+    fn maybe_open_session(&mut self, id: [u8; 32], now: Instant) -> Vec<SignOutput> {
+        let me = self.me();
+        let threshold = u32::from(self.key.roster.threshold());
+        let roster = self.key.roster.clone();
+        let patience = self.config.patience;
+        let Some(r) = self.requests.get_mut(&id).filter(|r| !r.done) else {
+            return Vec::new();
+        };
+        let Some(digest) = r.digest else {
+            return Vec::new();
+        };
+        let Some(c) = r.coordinating.as_mut() else {
+            return Vec::new();
+        };
+        let waiting = c.sessions.values().any(|s| {
+            s.shares.len() < s.members.len() && now.saturating_duration_since(s.opened) < patience
+        });
+        let ready: BTreeSet<MemberId> = c.ready.keys().copied().collect();
+        if waiting || roster.weight(&ready) < threshold {
+            return Vec::new();
+        }
+        // The fewest ready members that reach the threshold, heaviest first: fewer
+        // shares make a cheaper session.
+        let mut candidates: Vec<(u16, MemberId)> =
+            ready.iter().map(|m| (roster.weight_of(m), *m)).collect();
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut chosen = BTreeSet::new();
+        let mut weight = 0u32;
+        for (w, m) in candidates {
+            if weight >= threshold {
+                break;
+            }
+            weight += u32::from(w);
+            chosen.insert(m);
+        }
+        let mut commitments: BTreeMap<Identifier, SigningCommitments> = BTreeMap::new();
+        for m in &chosen {
+            if let Some(list) = c.ready.remove(m) {
+                for (n, commitment) in list {
+                    if let Some(i) = identifier(n) {
+                        commitments.insert(i, commitment);
+                    }
+                }
+            }
+        }
+        let package = SigningPackage::new(commitments, &digest);
+        let Ok(bytes) = package.serialize() else {
+            return Vec::new();
+        };
+        let session = c.next_session;
+        c.next_session += 1;
+        c.sessions.insert(
+            session,
+            Session {
+                package,
+                members: chosen.clone(),
+                shares: BTreeMap::new(),
+                opened: now,
+            },
+        );
+        chosen
+            .into_iter()
+            .map(|to| SignOutput::Send {
+                to,
+                msg: SignMessage {
+                    version: message::SIGN_VERSION,
+                    request: id,
+                    coordinator: me,
+                    body: SignBody::Package {
+                        session,
+                        package: ByteBuf::from(bytes.clone()),
+                    },
+                },
+            })
+            .collect()
+    }
+
+    fn on_package<R: RngCore + CryptoRng>(
+        &mut self,
+        id: [u8; 32],
+        coordinator: MemberId,
+        session: u32,
+        package: &[u8],
+        rng: &mut R,
+    ) -> Vec<SignOutput> {
+        let key = self.key.clone();
+        let Ok(package) = SigningPackage::deserialize(package) else {
+            return Vec::new();
+        };
+        let Some(r) = self.requests.get_mut(&id).filter(|r| !r.done) else {
+            return Vec::new();
+        };
+        let Some(digest) = r.digest else {
+            return Vec::new();
+        };
+        if package.message().as_slice() != digest {
+            return Vec::new();
+        }
+        let Some(nonces) = r.nonces.get(&coordinator) else {
+            return Vec::new();
+        };
+        // The package must hold exactly the commitments this member made for this
+        // coordinator, for every share it holds; each nonce signs once.
+        let mut shares = Vec::new();
+        for (n, kp) in &key.key_packages {
+            let (Some(i), Some(nonce)) = (identifier(*n), nonces.get(n)) else {
+                return Vec::new();
+            };
+            if package.signing_commitments().get(&i) != Some(nonce.commitments()) {
+                return Vec::new();
+            }
+            let Ok(share) = round2::sign(&package, nonce, kp) else {
+                return Vec::new();
+            };
+            shares.push((*n, ByteBuf::from(share.serialize())));
+        }
+        r.nonces.remove(&coordinator);
+        let Some(next) = self.commit(id, coordinator, rng) else {
+            return Vec::new();
+        };
+        vec![SignOutput::Send {
+            to: coordinator,
+            msg: self.message(
+                id,
+                coordinator,
+                SignBody::Shares {
+                    session,
+                    shares,
+                    next,
+                },
+            ),
+        }]
+    }
+
+    fn on_shares(
+        &mut self,
+        id: [u8; 32],
+        from: MemberId,
+        session: u32,
+        shares: &[(u16, ByteBuf)],
+        next: &[(u16, ByteBuf)],
+        now: Instant,
+    ) -> Vec<SignOutput> {
+        let key = self.key.clone();
+        let next = self.parse_commitments(&from, next);
+        let Some(r) = self.requests.get_mut(&id).filter(|r| !r.done) else {
+            return Vec::new();
+        };
+        let Some(c) = r.coordinating.as_mut() else {
+            return Vec::new();
+        };
+        let Some(s) = c.sessions.get_mut(&session) else {
+            return Vec::new();
+        };
+        if !s.members.contains(&from) || s.shares.contains_key(&from) {
+            return Vec::new();
+        }
+        let parsed: Option<Vec<(u16, SignatureShare)>> = shares
+            .iter()
+            .map(|(n, b)| Some((*n, SignatureShare::deserialize(b).ok()?)))
+            .collect();
+        let Some(parsed) = parsed else {
+            return Vec::new();
+        };
+        s.shares.insert(from, parsed);
+        if let Some(next) = next
+            && !c.malicious.contains(&from)
+        {
+            c.ready.insert(from, next);
+        }
+        let mut out = Vec::new();
+        let complete = s.shares.len() == s.members.len();
+        if complete {
+            out.extend(Self::finish_session(&key, id, c, session));
+        }
+        if out.iter().any(|o| matches!(o, SignOutput::Signed { .. })) {
+            r.done = true;
+            return out;
+        }
+        let excluded: BTreeSet<MemberId> = c.malicious.clone();
+        let remaining: BTreeSet<MemberId> = key
+            .roster
+            .members()
+            .iter()
+            .map(|(m, _)| *m)
+            .filter(|m| !excluded.contains(m))
+            .collect();
+        if key.roster.weight(&remaining) < u32::from(key.roster.threshold()) {
+            r.done = true;
+            out.push(SignOutput::Failed {
+                request: id,
+                reason: "the members not excluded hold too few shares".into(),
+            });
+            return out;
+        }
+        out.extend(self.maybe_open_session(id, now));
+        out
+    }
+
+    /// Aggregates a complete session: the signature, or the cheaters excluded.
+    fn finish_session(
+        key: &KeyShare,
+        id: [u8; 32],
+        c: &mut Coordination,
+        session: u32,
+    ) -> Vec<SignOutput> {
+        let Some(s) = c.sessions.remove(&session) else {
+            return Vec::new();
+        };
+        let mut shares = BTreeMap::new();
+        let mut numbered = Vec::new();
+        for (member, list) in &s.shares {
+            for (n, share) in list {
+                if let Some(i) = identifier(*n)
+                    && key.roster.holder_of(*n) == Some(*member)
+                {
+                    shares.insert(i, *share);
+                    numbered.push((*n, ByteBuf::from(share.serialize())));
+                }
+            }
+        }
+        match frost_core::aggregate_custom(
+            &s.package,
+            &shares,
+            &key.public,
+            frost_core::CheaterDetection::AllCheaters,
+        ) {
+            Ok(signature) => {
+                let (Ok(sig), Ok(package)) = (signature.serialize(), s.package.serialize()) else {
+                    return Vec::new();
+                };
+                let mut message = [0u8; 32];
+                message.copy_from_slice(s.package.message().get(..32).unwrap_or(&[0; 32]));
+                let record = SignatureRecord {
+                    message,
+                    signature: ByteBuf::from(sig),
+                    package: ByteBuf::from(package),
+                    shares: numbered,
+                };
+                match record.verify(&key.public, &key.roster) {
+                    Ok(signers) => vec![
+                        SignOutput::Broadcast(SignMessage {
+                            version: message::SIGN_VERSION,
+                            request: id,
+                            coordinator: key.member,
+                            body: SignBody::Done {
+                                record: ByteBuf::from(record.to_bytes()),
+                            },
+                        }),
+                        SignOutput::Signed {
+                            request: id,
+                            record,
+                            signers,
+                        },
+                    ],
+                    Err(_) => Vec::new(),
+                }
+            }
+            Err(err) => {
+                let culprits: BTreeSet<MemberId> = err
+                    .culprits()
+                    .iter()
+                    .filter_map(|i| {
+                        (1..=key.roster.total_shares())
+                            .find(|n| identifier(*n).as_ref() == Some(i))
+                            .and_then(|n| key.roster.holder_of(n))
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                for member in culprits {
+                    c.ready.remove(&member);
+                    if c.malicious.insert(member) {
+                        out.push(SignOutput::Cheater {
+                            request: id,
+                            member,
+                        });
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    fn on_done(&mut self, id: [u8; 32], record: &[u8]) -> Vec<SignOutput> {
+        let Some(r) = self.requests.get_mut(&id).filter(|r| !r.done) else {
+            return Vec::new();
+        };
+        let Ok(record) = SignatureRecord::from_bytes(record) else {
+            return Vec::new();
+        };
+        if r.digest != Some(record.message) {
+            return Vec::new();
+        }
+        match record.verify(&self.key.public, &self.key.roster) {
+            Ok(signers) => {
+                r.done = true;
+                r.coordinating = None;
+                r.nonces.clear();
+                vec![SignOutput::Signed {
+                    request: id,
+                    record,
+                    signers,
+                }]
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}

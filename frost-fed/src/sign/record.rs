@@ -1,0 +1,155 @@
+//! A signature with the evidence of who made it.
+//!
+//! A FROST signature alone does not say which shares made it. The record keeps the
+//! signing package (every signer's nonce commitments and the message) and every
+//! signature share: a verifier re-aggregates them under the group's public key
+//! package, which checks each share against its member's verifying share, and so
+//! learns exactly which members signed and their weight.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bitcoin::secp256k1::{Message, SECP256K1, schnorr};
+use frost_secp256k1_tr::{SigningPackage, keys::PublicKeyPackage, round2::SignatureShare};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::{
+    roster::{MemberId, Roster},
+    share::identifier,
+};
+
+/// A federation signature and how it was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureRecord {
+    /// The 32-byte message signed (BIP340).
+    pub message: [u8; 32],
+    /// The BIP340 signature.
+    pub signature: ByteBuf,
+    /// The serialized signing package.
+    pub package: ByteBuf,
+    /// (share number, serialized signature share) for every share in the package.
+    pub shares: Vec<(u16, ByteBuf)>,
+}
+
+/// Who signed, as a verifier established it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignerSet {
+    /// The share numbers that signed.
+    pub shares: BTreeSet<u16>,
+    /// Their holders.
+    pub members: BTreeSet<MemberId>,
+    /// Shares that signed (at least the threshold).
+    pub weight: u16,
+}
+
+/// Why a record does not prove a federation signature.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// Part of it does not decode.
+    #[error("record does not decode: {0}")]
+    Malformed(String),
+    /// The package signs another message.
+    #[error("the package signs another message")]
+    WrongMessage,
+    /// The shares do not make the recorded signature.
+    #[error("the shares do not aggregate to the signature: {0}")]
+    Aggregate(String),
+    /// BIP340 verification under the group key failed.
+    #[error("the signature does not verify under the group key")]
+    Bip340,
+    /// Fewer shares than the threshold.
+    #[error("{weight} shares signed; {threshold} are needed")]
+    BelowThreshold {
+        /// Shares that signed.
+        weight: u16,
+        /// Shares needed.
+        threshold: u16,
+    },
+}
+
+impl SignatureRecord {
+    /// Checks the record against the group's public key package and roster: the shares
+    /// aggregate to the signature, the signature verifies as BIP340 under the group's
+    /// output key, and the signers hold at least the threshold. Returns who signed.
+    pub fn verify(
+        &self,
+        public: &PublicKeyPackage,
+        roster: &Roster,
+    ) -> Result<SignerSet, RecordError> {
+        let malformed = |what: &str| RecordError::Malformed(what.to_owned());
+        let package =
+            SigningPackage::deserialize(&self.package).map_err(|_| malformed("package"))?;
+        if package.message().as_slice() != self.message {
+            return Err(RecordError::WrongMessage);
+        }
+        let mut shares = BTreeMap::new();
+        let mut numbers = BTreeSet::new();
+        for (n, bytes) in &self.shares {
+            let id = identifier(*n).ok_or_else(|| malformed("share number"))?;
+            let share = SignatureShare::deserialize(bytes).map_err(|_| malformed("share"))?;
+            if shares.insert(id, share).is_some() {
+                return Err(malformed("share listed twice"));
+            }
+            numbers.insert(*n);
+        }
+        let signature = frost_core::aggregate_custom(
+            &package,
+            &shares,
+            public,
+            frost_core::CheaterDetection::FirstCheater,
+        )
+        .map_err(|e| RecordError::Aggregate(e.to_string()))?;
+        let bytes = signature
+            .serialize()
+            .map_err(|e| RecordError::Aggregate(e.to_string()))?;
+        if bytes != self.signature.as_slice() {
+            return Err(RecordError::Aggregate("another signature".into()));
+        }
+        verify_bip340(public, &self.message, &self.signature)?;
+        let weight = numbers.len() as u16;
+        if weight < roster.threshold() {
+            return Err(RecordError::BelowThreshold {
+                weight,
+                threshold: roster.threshold(),
+            });
+        }
+        let members = numbers
+            .iter()
+            .filter_map(|n| roster.holder_of(*n))
+            .collect();
+        Ok(SignerSet {
+            shares: numbers,
+            members,
+            weight,
+        })
+    }
+
+    /// Encodes the record.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_cbor::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a record.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SignatureRecord, RecordError> {
+        serde_cbor::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))
+    }
+}
+
+/// Verifies a 64-byte signature with secp256k1's BIP340 verifier under the group's
+/// output key: what Bitcoin does for a key-path spend.
+pub fn verify_bip340(
+    public: &PublicKeyPackage,
+    message: &[u8; 32],
+    signature: &[u8],
+) -> Result<(), RecordError> {
+    let key = public
+        .verifying_key()
+        .serialize()
+        .map_err(|_| RecordError::Bip340)?;
+    let key = bitcoin::XOnlyPublicKey::from_slice(key.get(1..33).ok_or(RecordError::Bip340)?)
+        .map_err(|_| RecordError::Bip340)?;
+    let sig = schnorr::Signature::from_slice(signature).map_err(|_| RecordError::Bip340)?;
+    SECP256K1
+        .verify_schnorr(&sig, &Message::from_digest(*message), &key)
+        .map_err(|_| RecordError::Bip340)
+}

@@ -14,11 +14,13 @@
 //! Everything here is sans-IO: fed messages and time, it returns messages to send.
 //! Producer sets use it for blocks; a mining pool can use it on its own for payouts.
 
+pub mod channel;
 pub mod curve;
 pub mod dkg;
 pub mod roster;
 pub mod share;
 pub mod sign;
+pub mod store;
 
 pub use roster::{MemberId, Roster, RosterError};
 pub use share::{KeyShare, KeyShareError};

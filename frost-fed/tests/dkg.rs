@@ -325,3 +325,22 @@ fn a_silent_member_is_blamed_at_the_timeout_and_the_rest_make_a_key() {
     let weights: u16 = outcome.completed.values().map(KeyShare::weight).sum();
     assert_eq!(weights, 100);
 }
+
+#[test]
+fn key_shares_are_reloaded_from_sled_after_a_restart() {
+    use tenure_frost_fed::store::KeyStore;
+    let seeds: Vec<u8> = (1..=3).collect();
+    let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
+    let outcome = run(&seeds, &roster, 0, &[], &mut *no_tampering());
+    let key = &outcome.completed[&member(2)];
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = KeyStore::open(dir.path()).unwrap();
+        assert!(store.current().unwrap().is_none());
+        store.put(key).unwrap();
+    }
+    let store = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(store.current().unwrap().as_ref(), Some(key));
+    assert_eq!(store.get(&key.session).unwrap().as_ref(), Some(key));
+    assert_eq!(store.get(&[0; 32]).unwrap(), None);
+}

@@ -1,0 +1,89 @@
+//! Key shares on disk (sled): a member that restarts keeps signing with the same key.
+//!
+//! Each key share is stored under its DKG session id and flushed before `put`
+//! returns; the newest is also recorded as current. The format carries a version.
+
+use std::path::Path;
+
+use crate::share::{KeyShare, KeyShareError};
+
+/// On-disk format of the key store.
+pub const KEY_STORE_FORMAT: u32 = 1;
+
+const FORMAT_KEY: &[u8] = b"format";
+const CURRENT_KEY: &[u8] = b"current";
+
+/// Why the key store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    /// sled failed.
+    #[error("key store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored key share does not decode.
+    #[error("stored key share: {0}")]
+    Corrupt(#[from] KeyShareError),
+    /// Another format.
+    #[error("key store format {found} is not {KEY_STORE_FORMAT}")]
+    Format {
+        /// The format found.
+        found: String,
+    },
+}
+
+/// A member's key shares.
+#[derive(Clone, Debug)]
+pub struct KeyStore {
+    db: sled::Db,
+    keys: sled::Tree,
+}
+
+impl KeyStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<KeyStore, KeyStoreError> {
+        let db = sled::open(dir)?;
+        let format = KEY_STORE_FORMAT.to_be_bytes();
+        match db.get(FORMAT_KEY)? {
+            Some(found) if found.as_ref() != format => {
+                return Err(KeyStoreError::Format {
+                    found: hex::encode(found),
+                });
+            }
+            Some(_) => {}
+            None => {
+                db.insert(FORMAT_KEY, &format)?;
+                db.flush()?;
+            }
+        }
+        Ok(KeyStore {
+            keys: db.open_tree("keys")?,
+            db,
+        })
+    }
+
+    /// Stores `key` durably and makes it current.
+    pub fn put(&self, key: &KeyShare) -> Result<(), KeyStoreError> {
+        self.keys.insert(key.session, key.to_bytes()?)?;
+        self.db.insert(CURRENT_KEY, &key.session)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The key share made by DKG session `session`.
+    pub fn get(&self, session: &[u8; 32]) -> Result<Option<KeyShare>, KeyStoreError> {
+        match self.keys.get(session)? {
+            Some(bytes) => Ok(Some(KeyShare::from_bytes(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest key share.
+    pub fn current(&self) -> Result<Option<KeyShare>, KeyStoreError> {
+        let Some(session) = self.db.get(CURRENT_KEY)? else {
+            return Ok(None);
+        };
+        let Ok(session) = <[u8; 32]>::try_from(session.as_ref()) else {
+            return Ok(None);
+        };
+        self.get(&session)
+    }
+}

@@ -14,6 +14,7 @@
 //! Everything here is sans-IO: fed messages and time, it returns messages to send.
 //! Producer sets use it for blocks; a mining pool can use it on its own for payouts.
 
+pub mod broadcast;
 pub mod channel;
 pub mod curve;
 pub mod dkg;

@@ -218,6 +218,15 @@ impl Dkg {
         }
     }
 
+    /// The broadcast layer proved that `member` equivocated: the session fails,
+    /// blaming it.
+    pub fn on_equivocation(&mut self, member: MemberId) -> Vec<DkgOutput> {
+        if self.phase == Phase::Ended {
+            return Vec::new();
+        }
+        self.fail(vec![member], format!("{member} equivocated in a broadcast"))
+    }
+
     /// Time passed: a round that outlived its timeout fails, blaming the silent.
     pub fn on_tick(&mut self, now: Instant) -> Vec<DkgOutput> {
         if self.phase == Phase::Ended

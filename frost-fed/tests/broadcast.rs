@@ -1,0 +1,145 @@
+//! Echo broadcast: an honest sender's payload reaches everyone identically; a sender
+//! that shows different members different payloads is caught with a proof anyone can
+//! check, and no two members deliver different payloads.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use common::{keypair, member};
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+use tenure_frost_fed::{
+    MemberId,
+    broadcast::{
+        BroadcastMessage, BroadcastOutput, EchoBroadcast, SignedDigest, check_equivocation,
+    },
+    share::member_sign,
+};
+
+struct Run {
+    delivered: BTreeMap<MemberId, Vec<Vec<u8>>>,
+    equivocators: BTreeMap<MemberId, MemberId>,
+}
+
+fn run(
+    n: u8,
+    first: Vec<(MemberId, MemberId, BroadcastMessage)>,
+    nodes: &mut BTreeMap<MemberId, EchoBroadcast>,
+) -> Run {
+    let mut queue: VecDeque<(MemberId, MemberId, BroadcastMessage)> = first.into();
+    let mut result = Run {
+        delivered: BTreeMap::new(),
+        equivocators: BTreeMap::new(),
+    };
+    let _ = n;
+    while let Some((from, to, msg)) = queue.pop_front() {
+        let Some(node) = nodes.get_mut(&to) else {
+            continue;
+        };
+        for output in node.handle(from, msg) {
+            match output {
+                BroadcastOutput::Send { to: next, msg } => queue.push_back((to, next, msg)),
+                BroadcastOutput::Deliver { payload, .. } => {
+                    result.delivered.entry(to).or_default().push(payload)
+                }
+                BroadcastOutput::Equivocation { sender, proof } => {
+                    assert_eq!(check_equivocation(&proof), Some(sender));
+                    result.equivocators.insert(to, sender);
+                }
+            }
+        }
+    }
+    result
+}
+
+fn nodes(n: u8) -> BTreeMap<MemberId, EchoBroadcast> {
+    let members: Vec<MemberId> = (1..=n).map(member).collect();
+    (1..=n)
+        .map(|s| (member(s), EchoBroadcast::new(keypair(s), members.clone())))
+        .collect()
+}
+
+#[test]
+fn an_honest_senders_payload_is_delivered_by_everyone() {
+    let mut nodes = nodes(7);
+    assert_eq!(nodes[&member(1)].quorum(), 5);
+    let sender = member(1);
+    let out = nodes
+        .get_mut(&sender)
+        .unwrap()
+        .broadcast([1; 32], b"round 1".to_vec());
+    let first = out
+        .into_iter()
+        .filter_map(|o| match o {
+            BroadcastOutput::Send { to, msg } => Some((sender, to, msg)),
+            _ => None,
+        })
+        .collect();
+    let result = run(7, first, &mut nodes);
+    assert!(result.equivocators.is_empty());
+    for s in 2..=7 {
+        assert_eq!(result.delivered[&member(s)], vec![b"round 1".to_vec()]);
+    }
+}
+
+#[test]
+fn an_equivocating_sender_is_proven_and_no_two_members_deliver_differently() {
+    let mut nodes = nodes(4);
+    let sender = member(1);
+    let tag = [9; 32];
+    let signed = |payload: &[u8]| {
+        let digest: [u8; 32] = Sha256::digest(payload).into();
+        let mut h = Sha256::new();
+        h.update(b"tenure/frost-fed/broadcast/v1");
+        h.update(sender.0);
+        h.update(tag);
+        h.update(digest);
+        let sig = member_sign(&keypair(1), h.finalize().into());
+        BroadcastMessage::Send {
+            tag,
+            payload: ByteBuf::from(payload.to_vec()),
+            signature: ByteBuf::from(sig.to_vec()),
+        }
+    };
+    // Member 1 shows members 2 and 3 one payload, member 4 another.
+    let first = vec![
+        (sender, member(2), signed(b"A")),
+        (sender, member(3), signed(b"A")),
+        (sender, member(4), signed(b"B")),
+    ];
+    let result = run(4, first, &mut nodes);
+    for s in 2..=4 {
+        assert_eq!(
+            result.equivocators.get(&member(s)),
+            Some(&sender),
+            "member {s} did not catch it"
+        );
+    }
+    let delivered: Vec<&Vec<u8>> = result.delivered.values().flatten().collect();
+    assert!(
+        delivered.windows(2).all(|w| w[0] == w[1]),
+        "members delivered different payloads"
+    );
+    // A forged echo (not signed by the sender) is ignored.
+    let forged = BroadcastMessage::Echo(SignedDigest {
+        sender,
+        tag: [7; 32],
+        digest: [1; 32],
+        signature: ByteBuf::from(vec![0; 64]),
+    });
+    assert!(
+        nodes
+            .get_mut(&member(2))
+            .unwrap()
+            .handle(member(3), forged)
+            .is_empty()
+    );
+}

@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod federation;
 mod heartbeat;
 mod http;
 mod keys;
@@ -122,6 +123,42 @@ enum StackerDbCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// The weighted DKG across a federation of members over loopback.
+    Dkg {
+        /// Members.
+        #[arg(long, default_value_t = 10)]
+        members: usize,
+        /// Shares of the key.
+        #[arg(long, default_value_t = 100)]
+        shares: u16,
+        /// Shares needed to sign.
+        #[arg(long, default_value_t = 67)]
+        threshold: u16,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Signing latency across a federation over loopback, all up and with a crash.
+    Sign {
+        /// Members.
+        #[arg(long, default_value_t = 10)]
+        members: usize,
+        /// Shares of the key.
+        #[arg(long, default_value_t = 100)]
+        shares: u16,
+        /// Shares needed to sign.
+        #[arg(long, default_value_t = 67)]
+        threshold: u16,
+        /// Signatures to time with every member up.
+        #[arg(long, default_value_t = 50)]
+        signatures: usize,
+        /// Signatures to time with one member crashing mid-round.
+        #[arg(long, default_value_t = 10)]
+        crashed: usize,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Durable Stacker DB writes per second (signed 4 KiB chunks).
     StackerdbWrite {
         /// Writes to make.
@@ -273,6 +310,33 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Stackerdb { command } => stackerdb_command(command)?,
+        Command::Bench {
+            bench:
+                BenchCommand::Dkg {
+                    members,
+                    shares,
+                    threshold,
+                    json,
+                },
+        } => {
+            let report = bench::federation::dkg(members, shares, threshold).await?;
+            print_report(json, &report, report.to_text())?;
+        }
+        Command::Bench {
+            bench:
+                BenchCommand::Sign {
+                    members,
+                    shares,
+                    threshold,
+                    signatures,
+                    crashed,
+                    json,
+                },
+        } => {
+            let report =
+                bench::federation::sign(members, shares, threshold, signatures, crashed).await?;
+            print_report(json, &report, report.to_text())?;
+        }
         Command::Bench {
             bench: BenchCommand::StackerdbWrite { writes, json },
         } => {

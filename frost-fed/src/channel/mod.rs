@@ -115,7 +115,7 @@ impl Default for ChannelConfig {
         ChannelConfig {
             max_message_bytes: 4 * 1024 * 1024,
             max_unacked: 1024,
-            retransmit_initial: Duration::from_millis(200),
+            retransmit_initial: Duration::from_millis(300),
             retransmit_max: Duration::from_secs(4),
             max_tries: 12,
             max_partial: 16,
@@ -185,6 +185,8 @@ struct Peer {
     received_above: BTreeSet<u64>,
     /// Handshakes started since the last session opened.
     handshakes: u32,
+    /// Data arrived since the last ack.
+    ack_due: bool,
     partial: BTreeMap<u64, (u16, BTreeMap<u16, Vec<u8>>)>,
 }
 
@@ -219,6 +221,7 @@ impl Channels {
                         received_upto: 0,
                         received_above: BTreeSet::new(),
                         handshakes: 0,
+                        ack_due: false,
                         partial: BTreeMap::new(),
                     },
                 )
@@ -260,11 +263,21 @@ impl Channels {
         self.flush(to, now)
     }
 
-    /// Time passed: retransmit what is due, retry stalled handshakes.
+    /// Time passed: send the acks due, retransmit what is due, retry stalled
+    /// handshakes. Call it often (every 10 ms or so): acks wait for it.
     pub fn on_tick(&mut self, now: Instant) -> Vec<ChannelOutput> {
         let ids: Vec<MemberId> = self.peers.keys().copied().collect();
         let mut out = Vec::new();
         for id in ids {
+            let ack = self.peers.get_mut(&id).and_then(|peer| {
+                std::mem::take(&mut peer.ack_due).then(|| Packet::Ack {
+                    upto: peer.received_upto,
+                    also: peer.received_above.iter().rev().take(64).copied().collect(),
+                })
+            });
+            if let Some(ack) = ack {
+                out.extend(self.transmit(id, &ack));
+            }
             out.extend(self.flush(id, now));
         }
         out
@@ -654,19 +667,17 @@ impl Channels {
                         peer.received_above.pop_first();
                     }
                 }
-                let ack = Packet::Ack {
-                    upto: peer.received_upto,
-                    also: peer.received_above.iter().rev().take(64).copied().collect(),
-                };
-                let mut out = self.transmit(from, &ack);
+                // Acked at the next tick, once for everything that arrived meanwhile.
+                peer.ack_due = true;
+                let _ = now;
                 if fresh {
-                    out.push(ChannelOutput::Deliver {
+                    vec![ChannelOutput::Deliver {
                         from,
                         payload: payload.into_vec(),
-                    });
+                    }]
+                } else {
+                    Vec::new()
                 }
-                let _ = now;
-                out
             }
         }
     }

@@ -82,7 +82,7 @@ impl Default for SigningConfig {
     fn default() -> Self {
         SigningConfig {
             coordinators: 3,
-            stagger: Duration::from_millis(500),
+            stagger: Duration::from_millis(300),
             patience: Duration::from_millis(200),
             request_timeout: Duration::from_secs(30),
             max_requests: 64,

@@ -1,6 +1,7 @@
 //! `tenure bench …`: benchmark programs that print figures (JSON keys carry their unit).
 //! They measure; they never assert a target.
 
+pub mod federation;
 pub mod gossip;
 pub mod stackerdb;
 

@@ -18,6 +18,7 @@ pub mod broadcast;
 pub mod channel;
 pub mod curve;
 pub mod dkg;
+pub mod membership;
 pub mod roster;
 pub mod share;
 pub mod sign;

@@ -10,8 +10,8 @@ use bitcoin::{
     secp256k1::{Keypair, Message, SECP256K1, schnorr},
 };
 use frost_secp256k1_tr::{
-    Identifier,
-    keys::{KeyPackage, PublicKeyPackage},
+    Identifier, VerifyingKey,
+    keys::{KeyPackage, PublicKeyPackage, SigningShare, Tweak, VerifyingShare},
 };
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -31,12 +31,20 @@ pub struct KeyShare {
     pub session: [u8; 32],
     /// This member.
     pub member: MemberId,
-    /// One key package per share this member holds, by share number.
+    /// One key package per share this member holds, by share number, taproot-tweaked:
+    /// what signing uses.
     pub key_packages: BTreeMap<u16, KeyPackage>,
-    /// Every share's verifying share and the group key.
+    /// Every share's verifying share and the group key, taproot-tweaked.
     pub public: PublicKeyPackage,
+    /// The same key packages before the taproot tweak (what is stored, and what
+    /// [`KeyShare::derive`] shifts).
+    pub internal_packages: BTreeMap<u16, KeyPackage>,
+    /// The public key package before the taproot tweak.
+    pub internal_public: PublicKeyPackage,
     /// The group key before the taproot tweak (33-byte compressed).
     pub internal_key: [u8; 33],
+    /// Which key of the sequence this is (0: the DKG's own; see [`KeyShare::derive`]).
+    pub index: u32,
     /// The transcript hash every member signed.
     pub transcript: [u8; 32],
     /// Each member's BIP340 signature on the transcript, in roster order.
@@ -58,6 +66,121 @@ pub enum KeyShareError {
 }
 
 impl KeyShare {
+    /// A key share from untweaked key packages: the taproot-tweaked ones used for
+    /// signing are computed here, as `frost-secp256k1-tr`'s own DKG does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_internal(
+        roster: Roster,
+        session: [u8; 32],
+        member: MemberId,
+        internal_packages: BTreeMap<u16, KeyPackage>,
+        internal_public: PublicKeyPackage,
+        index: u32,
+        transcript: [u8; 32],
+        certificates: Vec<(MemberId, [u8; 64])>,
+    ) -> Result<KeyShare, KeyShareError> {
+        let frost = |e: frost_secp256k1_tr::Error| KeyShareError::Frost(e.to_string());
+        let internal_key: [u8; 33] = internal_public
+            .verifying_key()
+            .serialize()
+            .map_err(frost)?
+            .try_into()
+            .map_err(|_| KeyShareError::Frost("group key encoding".into()))?;
+        Ok(KeyShare {
+            key_packages: internal_packages
+                .iter()
+                .map(|(n, kp)| (*n, kp.clone().tweak::<&[u8]>(None)))
+                .collect(),
+            public: internal_public.clone().tweak::<&[u8]>(None),
+            roster,
+            session,
+            member,
+            internal_packages,
+            internal_public,
+            internal_key,
+            index,
+            transcript,
+            certificates,
+        })
+    }
+
+    /// Key `index` of this federation's key sequence: a fresh taproot address with no
+    /// new DKG. Every member derives it alone: the internal key and every share are
+    /// shifted by `t = H(internal key of key 0, index)` (shares still interpolate,
+    /// since Lagrange coefficients sum to one), then taproot-tweaked. Knowing `t`
+    /// links the addresses only for those who know the group key.
+    pub fn derive(&self, index: u32) -> Result<KeyShare, KeyShareError> {
+        let frost = |e: frost_secp256k1_tr::Error| KeyShareError::Frost(e.to_string());
+        let base = if self.index == 0 {
+            self.clone()
+        } else {
+            return Err(KeyShareError::Frost(
+                "derive from key 0 of the sequence".into(),
+            ));
+        };
+        if index == 0 {
+            return Ok(base);
+        }
+        let t = crate::curve::hash_to_scalar(
+            b"tenure/frost-fed/key-sequence/v1",
+            &[&base.internal_key, &index.to_be_bytes()],
+        );
+        let shift_point = k256::ProjectivePoint::GENERATOR * t;
+        let shift_element = |bytes: Vec<u8>| -> Result<Vec<u8>, KeyShareError> {
+            let point = crate::curve::point_from_bytes(&bytes)
+                .ok_or(KeyShareError::Frost("a key point does not decode".into()))?;
+            Ok(crate::curve::point_bytes(&(point + shift_point)))
+        };
+        let verifying_key = VerifyingKey::deserialize(&shift_element(
+            base.internal_public
+                .verifying_key()
+                .serialize()
+                .map_err(frost)?,
+        )?)
+        .map_err(frost)?;
+        let mut verifying_shares = BTreeMap::new();
+        for (id, share) in base.internal_public.verifying_shares() {
+            let shifted = shift_element(share.serialize().map_err(frost)?)?;
+            verifying_shares.insert(*id, VerifyingShare::deserialize(&shifted).map_err(frost)?);
+        }
+        let internal_public = PublicKeyPackage::new(
+            verifying_shares.clone(),
+            verifying_key,
+            Some(self.roster.threshold()),
+        );
+        let mut internal_packages = BTreeMap::new();
+        for (n, kp) in &base.internal_packages {
+            let secret = crate::curve::scalar_from_bytes(&kp.signing_share().serialize()).ok_or(
+                KeyShareError::Frost("a signing share does not decode".into()),
+            )?;
+            let shifted = SigningShare::deserialize(&crate::curve::scalar_bytes(&(secret + t)))
+                .map_err(frost)?;
+            let verifying_share = *verifying_shares
+                .get(kp.identifier())
+                .ok_or(KeyShareError::Frost("missing verifying share".into()))?;
+            internal_packages.insert(
+                *n,
+                KeyPackage::new(
+                    *kp.identifier(),
+                    shifted,
+                    verifying_share,
+                    verifying_key,
+                    *kp.min_signers(),
+                ),
+            );
+        }
+        KeyShare::from_internal(
+            base.roster.clone(),
+            base.session,
+            base.member,
+            internal_packages,
+            internal_public,
+            index,
+            base.transcript,
+            base.certificates.clone(),
+        )
+    }
+
     /// The group's taproot output key (x-only): what signatures verify under.
     pub fn output_key(&self) -> Result<XOnlyPublicKey, KeyShareError> {
         let bytes = self
@@ -115,12 +238,12 @@ impl KeyShare {
             session: self.session,
             member: self.member,
             key_packages: self
-                .key_packages
+                .internal_packages
                 .iter()
                 .map(|(i, kp)| Ok((*i, ByteBuf::from(kp.serialize().map_err(frost)?))))
                 .collect::<Result<_, KeyShareError>>()?,
-            public: ByteBuf::from(self.public.serialize().map_err(frost)?),
-            internal_key: ByteBuf::from(self.internal_key.to_vec()),
+            public: ByteBuf::from(self.internal_public.serialize().map_err(frost)?),
+            index: self.index,
             transcript: self.transcript,
             certificates: self
                 .certificates
@@ -140,29 +263,26 @@ impl KeyShare {
             return Err(bad("unknown version"));
         }
         let frost = |e: frost_secp256k1_tr::Error| KeyShareError::Frost(e.to_string());
-        let key_packages = stored
+        let internal_packages = stored
             .key_packages
             .iter()
             .map(|(i, kp)| Ok((*i, KeyPackage::deserialize(kp).map_err(frost)?)))
             .collect::<Result<_, KeyShareError>>()?;
-        Ok(KeyShare {
-            roster: stored.roster,
-            session: stored.session,
-            member: stored.member,
-            key_packages,
-            public: PublicKeyPackage::deserialize(&stored.public).map_err(frost)?,
-            internal_key: stored
-                .internal_key
-                .as_slice()
-                .try_into()
-                .map_err(|_| bad("internal key"))?,
-            transcript: stored.transcript,
-            certificates: stored
-                .certificates
-                .iter()
-                .map(|(m, s)| Ok((*m, s.as_slice().try_into().map_err(|_| bad("certificate"))?)))
-                .collect::<Result<_, KeyShareError>>()?,
-        })
+        let certificates = stored
+            .certificates
+            .iter()
+            .map(|(m, s)| Ok((*m, s.as_slice().try_into().map_err(|_| bad("certificate"))?)))
+            .collect::<Result<_, KeyShareError>>()?;
+        KeyShare::from_internal(
+            stored.roster,
+            stored.session,
+            stored.member,
+            internal_packages,
+            PublicKeyPackage::deserialize(&stored.public).map_err(frost)?,
+            stored.index,
+            stored.transcript,
+            certificates,
+        )
     }
 }
 
@@ -193,9 +313,11 @@ struct StoredKeyShare {
     roster: Roster,
     session: [u8; 32],
     member: MemberId,
+    /// Untweaked key packages.
     key_packages: Vec<(u16, ByteBuf)>,
+    /// Untweaked public key package.
     public: ByteBuf,
-    internal_key: ByteBuf,
+    index: u32,
     transcript: [u8; 32],
     certificates: Vec<(MemberId, ByteBuf)>,
 }

@@ -35,7 +35,7 @@ use std::{
 };
 
 use bitcoin::secp256k1::Keypair;
-use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage, SigningShare, Tweak, VerifyingShare};
+use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage, SigningShare, VerifyingShare};
 use k256::{ProjectivePoint, Scalar, elliptic_curve::Field};
 use rand_core::{CryptoRng, RngCore};
 use serde_bytes::ByteBuf;
@@ -576,27 +576,24 @@ impl Dkg {
                 verifying_key,
                 self.roster.threshold(),
             );
-            key_packages.insert(n, package.tweak::<&[u8]>(None));
+            key_packages.insert(n, package);
         }
         let public = PublicKeyPackage::new(
             verifying_shares,
             verifying_key,
             Some(self.roster.threshold()),
-        )
-        .tweak::<&[u8]>(None);
-        let internal_key: [u8; 33] = curve::point_bytes(&group_key)
-            .try_into()
-            .map_err(|_| "group key encoding")?;
-        Ok(KeyShare {
-            roster: self.roster.clone(),
-            session: self.session,
-            member: self.member,
+        );
+        KeyShare::from_internal(
+            self.roster.clone(),
+            self.session,
+            self.member,
             key_packages,
             public,
-            internal_key,
-            transcript: self.transcript(),
-            certificates: Vec::new(),
-        })
+            0,
+            self.transcript(),
+            Vec::new(),
+        )
+        .map_err(|e| e.to_string())
     }
 }
 

@@ -12,6 +12,7 @@ use tenure_frost_fed::{
     KeyShare, MemberId, Roster,
     channel::{ChannelKey, noise_keypair},
     sign::verify_bip340,
+    store::KeyStore,
 };
 use tenure_overlay::{NetworkId, OverlayHandle};
 
@@ -29,7 +30,13 @@ struct Federation {
 }
 
 impl Federation {
-    async fn start(count: usize, network: &str) -> anyhow::Result<Federation> {
+    /// Starts `count` members; with `stores`, each keeps its key share in sled under
+    /// `stores/<n>`.
+    async fn start(
+        count: usize,
+        network: &str,
+        stores: Option<&std::path::Path>,
+    ) -> anyhow::Result<Federation> {
         anyhow::ensure!(count >= 2, "a federation needs at least 2 members");
         let network = NetworkId::new(network)?;
         let mut overlays = Vec::new();
@@ -62,6 +69,10 @@ impl Federation {
                     private,
                     directory.clone(),
                     SignDigests,
+                    match &stores {
+                        Some(dir) => Some(KeyStore::open(&dir.join(members.len().to_string()))?),
+                        None => None,
+                    },
                 )
                 .await?,
             );
@@ -138,7 +149,7 @@ pub struct DkgReport {
 
 /// Runs the DKG benchmark.
 pub async fn dkg(members: usize, shares: u16, threshold: u16) -> anyhow::Result<DkgReport> {
-    let federation = Federation::start(members, "bench-dkg").await?;
+    let federation = Federation::start(members, "bench-dkg", None).await?;
     let frames_before = federation.requests_sent();
     let cpu_before = process_stats::cpu_time();
     let started = Instant::now();
@@ -196,7 +207,7 @@ pub async fn sign(
     signatures: usize,
     crashed_signatures: usize,
 ) -> anyhow::Result<SignReport> {
-    let federation = Federation::start(members, "bench-sign").await?;
+    let federation = Federation::start(members, "bench-sign", None).await?;
     let keys = federation.dkg(shares, threshold).await?;
     let key = keys.first().context("no key")?.clone();
     let mut latencies = Vec::new();
@@ -288,7 +299,10 @@ mod tests {
     /// twice (once with a member hung), and every signature verifies as BIP340.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn four_members_make_a_key_and_sign_over_loopback() {
-        let federation = Federation::start(4, "fed-loopback-test").await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let federation = Federation::start(4, "fed-loopback-test", Some(dir.path()))
+            .await
+            .unwrap();
         let keys = federation.dkg(100, 67).await.unwrap();
         assert_eq!(keys.len(), 4);
         let key = keys[0].clone();
@@ -314,5 +328,12 @@ mod tests {
         let signers = record.verify(&key.public, &key.roster).unwrap();
         assert!(!signers.members.contains(&federation.ids[3]));
         federation.stop().await;
+
+        // Each member's key share is on disk: a restart reloads it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (i, key) in keys.iter().enumerate().take(3) {
+            let store = KeyStore::open(&dir.path().join(i.to_string())).unwrap();
+            assert_eq!(store.current().unwrap().unwrap(), **key);
+        }
     }
 }

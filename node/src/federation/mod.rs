@@ -8,6 +8,12 @@
 //!
 //! Over the channels travel [`FedMessage`]s: echo-broadcast messages (DKG round 1,
 //! complaints, certificates), DKG round-2 shares to one member, and signing messages.
+//!
+//! Key shares go to a sled [`KeyStore`] before the DKG is reported complete, and a
+//! restarted member signs with the stored one at once. A failed DKG is reported with
+//! the members it blames; the retry roster must be the same at every member, so the
+//! caller (the chain, which agrees on such things) starts the retry with
+//! `Roster::without` them, rather than each member on its own view.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -26,6 +32,7 @@ use tenure_frost_fed::{
     channel::{ChannelConfig, ChannelKey, ChannelOutput, Channels},
     dkg::{self, Dkg, DkgBody, DkgMessage, DkgOutput},
     sign::{self, SignOutput, SignatureRecord, Signing, SigningConfig, Validator},
+    store::KeyStore,
 };
 use tenure_overlay::{OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Service, Topic};
 use tokio::sync::{mpsc, oneshot};
@@ -149,6 +156,8 @@ struct Member<V> {
     outbox: BTreeMap<MemberId, Vec<FedMessage>>,
     /// One sender task per member.
     couriers: BTreeMap<MemberId, mpsc::Sender<Vec<u8>>>,
+    /// Where key shares are kept across restarts.
+    key_store: Option<KeyStore>,
 }
 
 /// Frames waiting for one member, at most.
@@ -239,6 +248,7 @@ pub async fn spawn<V: Validator + Send + 'static>(
     noise_private: Vec<u8>,
     directory: Vec<ChannelKey>,
     validator: V,
+    key_store: Option<KeyStore>,
 ) -> anyhow::Result<FedHandle> {
     overlay
         .subscribe(Topic::FederationFrames, tenure_overlay::accept_all())
@@ -250,6 +260,19 @@ pub async fn spawn<V: Validator + Send + 'static>(
         .filter_map(|k| Some((k.member, PeerId::from_bytes(&k.overlay_peer).ok()?)))
         .collect();
     let members: Vec<MemberId> = directory.iter().map(|k| k.member).collect();
+    // A key made before a restart: signing is ready at once.
+    let stored = match &key_store {
+        Some(store) => store.current()?.filter(|k| k.member == me).map(Arc::new),
+        None => None,
+    };
+    let mut validator = Some(validator);
+    let signing = stored.and_then(|key| {
+        Some(Signing::new(
+            key,
+            validator.take()?,
+            SigningConfig::default(),
+        ))
+    });
     let member = Member {
         me,
         keypair,
@@ -260,8 +283,9 @@ pub async fn spawn<V: Validator + Send + 'static>(
         dkg: None,
         dkg_reply: None,
         early: VecDeque::new(),
-        signing: None,
-        validator: Some(validator),
+        signing,
+        validator,
+        key_store,
         sign_replies: BTreeMap::new(),
         outbox: BTreeMap::new(),
         couriers: BTreeMap::new(),
@@ -525,6 +549,14 @@ impl<V: Validator + Send + 'static> Member<V> {
                 }
                 DkgOutput::Send { to, msg } => self.send(to, &FedMessage::Dkg(msg)),
                 DkgOutput::Completed(key) => {
+                    if let Some(store) = &self.key_store
+                        && let Err(err) = store.put(&key)
+                    {
+                        if let Some(reply) = self.dkg_reply.take() {
+                            let _ = reply.send(Err(format!("the key could not be stored: {err}")));
+                        }
+                        continue;
+                    }
                     let key = Arc::new(*key);
                     if let Some(validator) = self.validator.take() {
                         self.signing = Some(Signing::new(

@@ -336,4 +336,34 @@ mod tests {
             assert_eq!(store.current().unwrap().unwrap(), **key);
         }
     }
+
+    /// Frames between members that are not connected go by the gossip relay: with
+    /// every member relaying, the federation still signs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_sign_through_the_gossip_relay() {
+        let federation = Federation::start(3, "fed-relay-test", None).await.unwrap();
+        let keys = federation.dkg(100, 67).await.unwrap();
+        // Give the relay topic's mesh a moment after the subscriptions.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for member in &federation.members {
+            member.relay_only(true).await;
+        }
+        let relayed_before: u64 = federation
+            .overlays
+            .iter()
+            .map(|o| o.metrics().snapshot().gossip_published)
+            .sum();
+        let record = federation.members[2]
+            .sign(b"relayed".to_vec())
+            .await
+            .unwrap();
+        verify_bip340(&keys[0].public, &record.message, &record.signature).unwrap();
+        let relayed: u64 = federation
+            .overlays
+            .iter()
+            .map(|o| o.metrics().snapshot().gossip_published)
+            .sum();
+        assert!(relayed > relayed_before, "nothing went by the relay");
+        federation.stop().await;
+    }
 }

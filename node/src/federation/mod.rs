@@ -81,6 +81,9 @@ enum FedCommand {
     /// Behave as crashed (drop everything, no timers) for a while, then resume with
     /// the state kept: a crash and restart with the key on disk.
     Crash(Duration),
+    /// Send every frame by the gossip relay, as if no member were connected.
+    #[cfg_attr(not(test), allow(dead_code))]
+    RelayOnly(bool),
 }
 
 /// A handle to a running member.
@@ -107,6 +110,12 @@ impl FedHandle {
             .await
             .context("member stopped")?
             .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Makes the member send every frame by the gossip relay (for tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub async fn relay_only(&self, on: bool) {
+        let _ = self.commands.send(FedCommand::RelayOnly(on)).await;
     }
 
     /// Makes the member behave as crashed for `duration` (for benchmarks and tests).
@@ -158,6 +167,8 @@ struct Member<V> {
     couriers: BTreeMap<MemberId, mpsc::Sender<Vec<u8>>>,
     /// Where key shares are kept across restarts.
     key_store: Option<KeyStore>,
+    /// Every frame goes by gossip relay (tests).
+    relay_only: bool,
 }
 
 /// Frames waiting for one member, at most.
@@ -179,7 +190,7 @@ const COURIER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Sends frames to one member's overlay peer, a few requests at a time, each carrying
 /// every frame queued meanwhile: a burst of frames costs one request, not one
 /// substream each. A request that fails or hangs goes out by the gossip relay.
-fn spawn_courier(overlay: OverlayHandle, peer: PeerId) -> mpsc::Sender<Vec<u8>> {
+fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> mpsc::Sender<Vec<u8>> {
     let (sender, mut queue) = mpsc::channel::<Vec<u8>>(COURIER_QUEUE);
     let permits = Arc::new(tokio::sync::Semaphore::new(COURIER_IN_FLIGHT));
     tokio::spawn(async move {
@@ -201,12 +212,19 @@ fn spawn_courier(overlay: OverlayHandle, peer: PeerId) -> mpsc::Sender<Vec<u8>> 
             let bundle = encode_bundle(frames);
             let overlay = overlay.clone();
             tokio::spawn(async move {
-                let sent = tokio::time::timeout(
-                    COURIER_TIMEOUT,
-                    overlay.request(peer, Service::FederationFrame, bundle.clone()),
-                )
-                .await;
-                if !matches!(sent, Ok(Ok(_))) {
+                let sent = if relay_only {
+                    false
+                } else {
+                    matches!(
+                        tokio::time::timeout(
+                            COURIER_TIMEOUT,
+                            overlay.request(peer, Service::FederationFrame, bundle.clone()),
+                        )
+                        .await,
+                        Ok(Ok(_))
+                    )
+                };
+                if !sent {
                     debug!(target: LOG_TARGET, %peer, "relaying frames by gossip");
                     let _ = overlay.publish(Topic::FederationFrames, bundle).await;
                 }
@@ -289,6 +307,7 @@ pub async fn spawn<V: Validator + Send + 'static>(
         sign_replies: BTreeMap::new(),
         outbox: BTreeMap::new(),
         couriers: BTreeMap::new(),
+        relay_only: false,
     };
     let (commands, receiver) = mpsc::channel(64);
     tokio::spawn(member.run(events, receiver));
@@ -388,6 +407,10 @@ impl<V: Validator + Send + 'static> Member<V> {
                 }
             }
             FedCommand::Crash(_) => {}
+            FedCommand::RelayOnly(on) => {
+                self.relay_only = on;
+                self.couriers.clear();
+            }
             FedCommand::Sign { payload, reply } => {
                 let Some(signing) = self.signing.as_mut() else {
                     let _ = reply.send(Err("no key yet".into()));
@@ -483,10 +506,11 @@ impl<V: Validator + Send + 'static> Member<V> {
             return;
         };
         let overlay = self.overlay.clone();
+        let relay_only = self.relay_only;
         let courier = self
             .couriers
             .entry(to)
-            .or_insert_with(|| spawn_courier(overlay, peer));
+            .or_insert_with(|| spawn_courier(overlay, peer, relay_only));
         // A full queue drops the frame; reliable delivery sends it again.
         let _ = courier.try_send(frame);
     }

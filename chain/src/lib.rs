@@ -1,14 +1,22 @@
 //! Tenure's consensus rules over a Bitcoin burnchain view (seeds 000–003; DESIGN.md
 //! "Chain"), as deterministic code that consumes events and returns commands.
 //!
-//! This crate will hold:
-//! - the burnchain source trait, with an embedded regtest chain and a bitcoind JSON-RPC
-//!   client;
-//! - enrollments (the SIP's 80-byte OP_RETURN and PoX/burn outputs), terms of 10 burn
-//!   blocks, producer-set selection with carried-forward credit, and share / slot weights;
-//! - blocks signed by the producer group key with a recorded signer set, accounts,
-//!   transfers, rewards (coinbase pro rata, fees 40% / 60%), tenure changes;
-//! - announcements on Bitcoin, fork choice and reorg handling, proof-of-mainstake;
-//! - chain state on sled.
+//! Built so far:
+//! - [`enrollment`]: the SIP's 80-byte `OP_RETURN` and its PoX/burn outputs;
+//! - [`terms`]: terms of 10 burn blocks and producer-set selection (top 100, lower
+//!   bound with carried-forward credit);
+//! - [`weights`]: the 100 signer shares and the producer DB's slots, round-robin from
+//!   the smallest producer with ChaCha12 tie-breaking;
+//! - [`rewards`]: coinbase pro rata, fees 40% to a block's signers and 60% to the next
+//!   term's producers, conserving value exactly.
+//!
+//! Still to come: the burnchain sources, blocks and their validation, tenure changes,
+//! announcements and forks, proof-of-mainstake, chain state on sled.
 //!
 //! It never touches the network: the node wires it to the overlay.
+
+pub mod enrollment;
+pub mod rewards;
+pub mod split;
+pub mod terms;
+pub mod weights;

@@ -15,6 +15,7 @@
 //!
 //! It never touches the network: the node wires it to the overlay.
 
+pub mod block;
 pub mod enrollment;
 pub mod rewards;
 pub mod split;

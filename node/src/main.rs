@@ -123,6 +123,18 @@ enum StackerDbCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Validation time of a block of transfers.
+    Validate {
+        /// Transfers in the block.
+        #[arg(long, default_value_t = 1_000)]
+        transfers: usize,
+        /// Validations to time.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// The weighted DKG across a federation of members over loopback.
     Dkg {
         /// Members.
@@ -310,6 +322,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Stackerdb { command } => stackerdb_command(command)?,
+        Command::Bench {
+            bench:
+                BenchCommand::Validate {
+                    transfers,
+                    runs,
+                    json,
+                },
+        } => {
+            let report = bench::validate::validate(transfers, runs)?;
+            print_report(json, &report, report.to_text())?;
+        }
         Command::Bench {
             bench:
                 BenchCommand::Dkg {

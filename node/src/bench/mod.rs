@@ -4,6 +4,7 @@
 pub mod federation;
 pub mod gossip;
 pub mod stackerdb;
+pub mod validate;
 
 use std::time::Duration;
 

@@ -1,0 +1,98 @@
+//! `tenure bench validate`: validation time of a block of 1,000 transfers.
+//!
+//! A term's first block funds 1,000 accounts; the measured block moves money from
+//! each of them (1,000 BIP340 signatures, nonces, balances, the state root). A single
+//! key stands in for the producer group: the block signature is the same BIP340
+//! check either way.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bitcoin::secp256k1::{Keypair, SECP256K1};
+use serde::Serialize;
+use tenure_chain::block::{ChainState, TermContext, Transfer, Tx, build};
+
+use super::{ms, percentile};
+
+const NETWORK: &str = "bench-validate";
+
+/// The validation benchmark's figures.
+#[derive(Debug, Serialize)]
+pub struct ValidateReport {
+    /// Transfers in the block.
+    pub transfers: usize,
+    /// Validations timed.
+    pub runs: usize,
+    /// Median validation time.
+    pub validate_ms: f64,
+    /// Slowest of the runs.
+    pub max_ms: f64,
+}
+
+/// Runs the validation benchmark.
+pub fn validate(transfers: usize, runs: usize) -> anyhow::Result<ValidateReport> {
+    anyhow::ensure!(
+        transfers >= 1 && runs >= 1,
+        "at least one transfer and one run"
+    );
+    let mut rng = bitcoin::secp256k1::rand::thread_rng();
+    let producer = Keypair::new(SECP256K1, &mut rng);
+    let accounts: Vec<Keypair> = (0..transfers)
+        .map(|_| Keypair::new(SECP256K1, &mut rng))
+        .collect();
+    let payouts: Vec<([u8; 32], u64)> = accounts
+        .iter()
+        .map(|k| (k.x_only_public_key().0.serialize(), 1_000_000))
+        .collect();
+    let context = TermContext {
+        term: 1,
+        producer_key: producer.x_only_public_key().0,
+        stacker_key: None,
+        coinbase: payouts.clone(),
+        cost_left: 10 * 5_000,
+    };
+    let genesis = ChainState::default();
+    let coinbase = Tx::Coinbase { term: 1, payouts };
+    let (first, _) = build::block(&genesis, 1, vec![coinbase], &producer, None, NETWORK)
+        .context("building the funding block")?;
+    let funded = genesis
+        .validate(&first, &context, NETWORK)
+        .map_err(|e| anyhow::anyhow!("funding block: {e}"))?;
+    let txs: Vec<Tx> = accounts
+        .iter()
+        .enumerate()
+        .map(|(i, from)| {
+            let to = accounts
+                .get((i + 1) % accounts.len())
+                .map_or([0; 32], |k| k.x_only_public_key().0.serialize());
+            Tx::Transfer(Transfer::sign(NETWORK, from, to, 1_000, 10, 0))
+        })
+        .collect();
+    let (block, _) = build::block(&funded, 1, txs, &producer, None, NETWORK)
+        .context("building the measured block")?;
+    let mut times: Vec<Duration> = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let after = funded
+            .validate(&block, &context, NETWORK)
+            .map_err(|e| anyhow::anyhow!("measured block: {e}"))?;
+        times.push(started.elapsed());
+        std::hint::black_box(after);
+    }
+    Ok(ValidateReport {
+        transfers,
+        runs,
+        validate_ms: percentile(&times, 50.0).map_or(f64::NAN, ms),
+        max_ms: times.iter().max().copied().map_or(f64::NAN, ms),
+    })
+}
+
+impl ValidateReport {
+    /// The figures for people.
+    pub fn to_text(&self) -> String {
+        format!(
+            "validate: a block of {} transfers\n  median {:.1} ms, slowest {:.1} ms over {} runs",
+            self.transfers, self.validate_ms, self.max_ms, self.runs
+        )
+    }
+}

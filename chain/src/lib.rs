@@ -8,10 +8,14 @@
 //! - [`weights`]: the 100 signer shares and the producer DB's slots, round-robin from
 //!   the smallest producer with ChaCha12 tie-breaking;
 //! - [`rewards`]: coinbase pro rata, fees 40% to a block's signers and 60% to the next
-//!   term's producers, conserving value exactly.
+//!   term's producers, conserving value exactly;
+//! - [`block`]: headers signed by the producer group over the header and signer
+//!   bitmap, accounts, transfers, the coinbase, the term's cost budget, validation;
+//! - [`tenure_change`]: the seed's TenureChange fields (BlockFound, Extend).
 //!
-//! Still to come: the burnchain sources, blocks and their validation, tenure changes,
-//! announcements and forks, proof-of-mainstake, chain state on sled.
+//! Still to come: the burnchain sources (embedded regtest, bitcoind RPC), tenure
+//! changes inside blocks, announcements and forks, proof-of-mainstake, chain state on
+//! sled.
 //!
 //! It never touches the network: the node wires it to the overlay.
 
@@ -19,5 +23,6 @@ pub mod block;
 pub mod enrollment;
 pub mod rewards;
 pub mod split;
+pub mod tenure_change;
 pub mod terms;
 pub mod weights;

@@ -16,6 +16,7 @@
 
 pub mod broadcast;
 pub mod channel;
+pub mod codec;
 pub mod curve;
 pub mod dkg;
 pub mod membership;

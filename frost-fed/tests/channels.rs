@@ -16,25 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{keypair, member};
+use common::{Rng, keypair, member};
 use tenure_frost_fed::{
     MemberId,
     channel::{ChannelConfig, ChannelKey, ChannelOutput, Channels, noise_keypair},
 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() % 10_000) as f64 / 10_000.0 < p
-    }
-}
 
 struct Net {
     base: Instant,

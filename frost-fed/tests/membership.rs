@@ -11,64 +11,18 @@
 
 mod common;
 
-use std::{
-    collections::{BTreeMap, VecDeque},
-    time::{Duration, Instant},
-};
+use std::collections::BTreeMap;
 
 use bitcoin::Network;
-use common::{federation, keypair, member};
-use rand_core::OsRng;
+use common::{federation, member};
 use tenure_frost_fed::{
     KeyShare, MemberId, Roster,
-    dkg::{Dkg, DkgOutput, session_id},
     membership::{AdmitError, RosterChange, admit},
     sign::verify_bip340,
 };
 
-/// Runs a DKG for `roster` among members with key seeds `seeds`.
 fn dkg(roster: &Roster, seeds: &[u8], context: &[u8]) -> BTreeMap<MemberId, KeyShare> {
-    let session = session_id(context, roster, 0);
-    let now = Instant::now();
-    let mut states = BTreeMap::new();
-    let mut queue = VecDeque::new();
-    for seed in seeds {
-        let (state, out) = Dkg::start(
-            session,
-            roster.clone(),
-            keypair(*seed),
-            Duration::from_secs(5),
-            now,
-            &mut OsRng,
-        )
-        .unwrap();
-        states.insert(member(*seed), state);
-        queue.extend(out.into_iter().map(|o| (member(*seed), o)));
-    }
-    let mut keys = BTreeMap::new();
-    while let Some((from, output)) = queue.pop_front() {
-        match output {
-            DkgOutput::Broadcast(msg) => {
-                for (to, state) in states.iter_mut().filter(|(to, _)| **to != from) {
-                    queue.extend(
-                        state
-                            .handle(from, msg.clone(), now)
-                            .into_iter()
-                            .map(|o| (*to, o)),
-                    );
-                }
-            }
-            DkgOutput::Send { to, msg } => {
-                let out = states.get_mut(&to).unwrap().handle(from, msg, now);
-                queue.extend(out.into_iter().map(|o| (to, o)));
-            }
-            DkgOutput::Completed(key) => {
-                keys.insert(from, *key);
-            }
-            DkgOutput::Failed(f) => panic!("{f:?}"),
-        }
-    }
-    keys
+    common::dkg_among(roster, seeds, context)
 }
 
 #[test]

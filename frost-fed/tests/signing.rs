@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{federation, member};
+use common::{Rng, federation, member};
 use rand_core::{OsRng, RngCore};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
@@ -55,20 +55,6 @@ enum Fault {
     InvalidShares,
     /// Sends nothing at all.
     Dead,
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() % 10_000) as f64 / 10_000.0 < p
-    }
 }
 
 /// (deliver at ms, sequence, to, from, encoded message)
@@ -299,20 +285,7 @@ fn signing_goes_on_through_every_fault_for_several_seeds() {
 
 /// Members in the order they coordinate `payload`'s request.
 fn ranking(key: &KeyShare, payload: &[u8]) -> Vec<MemberId> {
-    let id = tenure_frost_fed::sign::request_id(key, payload);
-    let mut ranked: Vec<([u8; 32], MemberId)> = key
-        .roster
-        .members()
-        .iter()
-        .map(|(m, _)| {
-            let mut h = Sha256::new();
-            h.update(id);
-            h.update(m.0);
-            (h.finalize().into(), *m)
-        })
-        .collect();
-    ranked.sort();
-    ranked.into_iter().map(|(_, m)| m).collect()
+    tenure_frost_fed::sign::ranking(key, tenure_frost_fed::sign::request_id(key, payload))
 }
 
 #[test]

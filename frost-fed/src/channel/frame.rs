@@ -84,18 +84,11 @@ pub enum Packet {
     },
 }
 
-/// Why bytes are not a frame.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
-    /// Longer than a frame may be.
-    #[error("frame of {0} bytes is too large")]
-    TooLarge(usize),
-    /// Not CBOR of a frame.
-    #[error("undecodable frame: {0}")]
-    Undecodable(String),
-    /// Another version.
-    #[error("frame version {0} is not spoken here")]
-    Version(u16),
+impl crate::codec::Versioned for ChannelFrame {
+    const VERSION: u16 = FRAME_VERSION;
+    fn version(&self) -> u16 {
+        self.version
+    }
 }
 
 /// Largest encoded frame.
@@ -103,18 +96,10 @@ pub const MAX_FRAME_BYTES: usize = NOISE_MAX + 512;
 
 /// Encodes a frame.
 pub fn encode(frame: &ChannelFrame) -> Vec<u8> {
-    serde_cbor::to_vec(frame).unwrap_or_default()
+    crate::codec::encode(frame)
 }
 
 /// Decodes a frame, checking its size first.
-pub fn decode(bytes: &[u8]) -> Result<ChannelFrame, FrameError> {
-    if bytes.len() > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge(bytes.len()));
-    }
-    let frame: ChannelFrame =
-        serde_cbor::from_slice(bytes).map_err(|e| FrameError::Undecodable(e.to_string()))?;
-    if frame.version != FRAME_VERSION {
-        return Err(FrameError::Version(frame.version));
-    }
-    Ok(frame)
+pub fn decode(bytes: &[u8]) -> Result<ChannelFrame, crate::codec::DecodeError> {
+    crate::codec::decode(bytes, MAX_FRAME_BYTES)
 }

@@ -190,6 +190,22 @@ struct Peer {
     partial: BTreeMap<u64, (u16, BTreeMap<u16, Vec<u8>>)>,
 }
 
+impl Peer {
+    /// A session is open: unacked messages go again over it, at once.
+    fn open(&mut self, epoch: u64, transport: StatelessTransportState, now: Instant) {
+        self.session = Session::Open {
+            epoch,
+            transport: Box::new(transport),
+            next_nonce: 0,
+            replay: ReplayWindow::default(),
+        };
+        self.handshakes = 0;
+        for pending in self.unacked.values_mut() {
+            pending.due = now;
+        }
+    }
+}
+
 /// One member's channels to the others.
 pub struct Channels {
     me: MemberId,
@@ -515,17 +531,7 @@ impl Channels {
                     return Vec::new();
                 };
                 buf.truncate(len);
-                peer.session = Session::Open {
-                    epoch,
-                    transport: Box::new(transport),
-                    next_nonce: 0,
-                    replay: ReplayWindow::default(),
-                };
-                peer.handshakes = 0;
-                // Unacked messages go again over the new session.
-                for pending in peer.unacked.values_mut() {
-                    pending.due = now;
-                }
+                peer.open(epoch, transport, now);
                 let mut out = vec![transmit_frame(
                     me,
                     from,
@@ -559,16 +565,7 @@ impl Channels {
                 let Ok(transport) = handshake.into_stateless_transport_mode() else {
                     return Vec::new();
                 };
-                peer.session = Session::Open {
-                    epoch,
-                    transport: Box::new(transport),
-                    next_nonce: 0,
-                    replay: ReplayWindow::default(),
-                };
-                peer.handshakes = 0;
-                for pending in peer.unacked.values_mut() {
-                    pending.due = now;
-                }
+                peer.open(epoch, transport, now);
                 self.flush(from, now)
             }
             _ => Vec::new(),

@@ -81,35 +81,19 @@ impl DealtShares {
     }
 }
 
-/// Why bytes are not a DKG message.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DkgDecodeError {
-    /// Longer than allowed.
-    #[error("DKG message of {0} bytes is too large")]
-    TooLarge(usize),
-    /// Not CBOR of a DKG message.
-    #[error("undecodable DKG message: {0}")]
-    Undecodable(String),
-    /// Another version.
-    #[error("DKG message version {0} is not spoken here")]
-    Version(u16),
+impl crate::codec::Versioned for DkgMessage {
+    const VERSION: u16 = DKG_VERSION;
+    fn version(&self) -> u16 {
+        self.version
+    }
 }
 
 /// Encodes a message.
 pub fn encode(msg: &DkgMessage) -> Vec<u8> {
-    // Serialising these types into memory cannot fail.
-    serde_cbor::to_vec(msg).unwrap_or_default()
+    crate::codec::encode(msg)
 }
 
 /// Decodes a message, checking its size first.
-pub fn decode(bytes: &[u8]) -> Result<DkgMessage, DkgDecodeError> {
-    if bytes.len() > MAX_DKG_MESSAGE_BYTES {
-        return Err(DkgDecodeError::TooLarge(bytes.len()));
-    }
-    let msg: DkgMessage =
-        serde_cbor::from_slice(bytes).map_err(|e| DkgDecodeError::Undecodable(e.to_string()))?;
-    if msg.version != DKG_VERSION {
-        return Err(DkgDecodeError::Version(msg.version));
-    }
-    Ok(msg)
+pub fn decode(bytes: &[u8]) -> Result<DkgMessage, crate::codec::DecodeError> {
+    crate::codec::decode(bytes, MAX_DKG_MESSAGE_BYTES)
 }

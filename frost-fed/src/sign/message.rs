@@ -65,35 +65,19 @@ pub enum SignBody {
     },
 }
 
-/// Why bytes are not a signing message.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SignDecodeError {
-    /// Longer than allowed.
-    #[error("signing message of {0} bytes is too large")]
-    TooLarge(usize),
-    /// Not CBOR of a signing message.
-    #[error("undecodable signing message: {0}")]
-    Undecodable(String),
-    /// Another version.
-    #[error("signing message version {0} is not spoken here")]
-    Version(u16),
+impl crate::codec::Versioned for SignMessage {
+    const VERSION: u16 = SIGN_VERSION;
+    fn version(&self) -> u16 {
+        self.version
+    }
 }
 
 /// Encodes a message.
 pub fn encode(msg: &SignMessage) -> Vec<u8> {
-    // Serialising these types into memory cannot fail.
-    serde_cbor::to_vec(msg).unwrap_or_default()
+    crate::codec::encode(msg)
 }
 
 /// Decodes a message, checking its size first.
-pub fn decode(bytes: &[u8]) -> Result<SignMessage, SignDecodeError> {
-    if bytes.len() > MAX_SIGN_MESSAGE_BYTES {
-        return Err(SignDecodeError::TooLarge(bytes.len()));
-    }
-    let msg: SignMessage =
-        serde_cbor::from_slice(bytes).map_err(|e| SignDecodeError::Undecodable(e.to_string()))?;
-    if msg.version != SIGN_VERSION {
-        return Err(SignDecodeError::Version(msg.version));
-    }
-    Ok(msg)
+pub fn decode(bytes: &[u8]) -> Result<SignMessage, crate::codec::DecodeError> {
+    crate::codec::decode(bytes, MAX_SIGN_MESSAGE_BYTES)
 }

@@ -177,6 +177,24 @@ pub fn request_id(key: &KeyShare, payload: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Every member in the order it coordinates request `id`: by a hash of the request
+/// and the member, so no one can choose to lead.
+pub fn ranking(key: &KeyShare, id: [u8; 32]) -> Vec<MemberId> {
+    let mut ranked: Vec<([u8; 32], MemberId)> = key
+        .roster
+        .members()
+        .iter()
+        .map(|(m, _)| {
+            let mut h = Sha256::new();
+            h.update(id);
+            h.update(m.0);
+            (h.finalize().into(), *m)
+        })
+        .collect();
+    ranked.sort();
+    ranked.into_iter().map(|(_, m)| m).collect()
+}
+
 impl<V: Validator> Signing<V> {
     /// Signing with `key`, approving payloads with `validator`.
     pub fn new(key: Arc<KeyShare>, validator: V, config: SigningConfig) -> Self {
@@ -346,23 +364,9 @@ impl<V: Validator> Signing<V> {
                 reason: format!("{} requests already open", self.config.max_requests),
             }];
         }
-        let mut ranked: Vec<([u8; 32], MemberId)> = self
-            .key
-            .roster
-            .members()
-            .iter()
-            .map(|(m, _)| {
-                let mut h = Sha256::new();
-                h.update(id);
-                h.update(m.0);
-                (h.finalize().into(), *m)
-            })
-            .collect();
-        ranked.sort();
-        let coordinators = ranked
+        let coordinators = ranking(&self.key, id)
             .into_iter()
             .take(self.config.coordinators.max(1))
-            .map(|(_, m)| m)
             .collect();
         let (digest, mut out) = match self.validator.approve(payload) {
             Ok(digest) => (Some(digest), Vec::new()),

@@ -26,22 +26,31 @@ pub fn member(n: u8) -> MemberId {
 /// Runs the DKG among members 1..=n with equal weights over 100 shares, threshold 67.
 pub fn federation(n: u8) -> BTreeMap<MemberId, KeyShare> {
     let roster = Roster::equal((1..=n).map(member).collect(), 100, 67).unwrap();
-    let session = session_id(b"test", &roster, 0);
+    let seeds: Vec<u8> = (1..=n).collect();
+    let keys = dkg_among(&roster, &seeds, b"test");
+    assert_eq!(keys.len(), usize::from(n));
+    keys
+}
+
+/// Runs a DKG for `roster` among the members with key seeds `seeds`, delivering every
+/// message at once; panics if it fails.
+pub fn dkg_among(roster: &Roster, seeds: &[u8], context: &[u8]) -> BTreeMap<MemberId, KeyShare> {
+    let session = session_id(context, roster, 0);
     let now = Instant::now();
     let mut states = BTreeMap::new();
     let mut queue = VecDeque::new();
-    for seed in 1..=n {
+    for seed in seeds {
         let (dkg, out) = Dkg::start(
             session,
             roster.clone(),
-            keypair(seed),
+            keypair(*seed),
             Duration::from_secs(5),
             now,
             &mut OsRng,
         )
         .unwrap();
-        states.insert(member(seed), dkg);
-        queue.extend(out.into_iter().map(|o| (member(seed), o)));
+        states.insert(member(*seed), dkg);
+        queue.extend(out.into_iter().map(|o| (member(*seed), o)));
     }
     let mut keys = BTreeMap::new();
     while let Some((from, output)) = queue.pop_front() {
@@ -62,8 +71,25 @@ pub fn federation(n: u8) -> BTreeMap<MemberId, KeyShare> {
             DkgOutput::Failed(f) => panic!("DKG failed at {from}: {f:?}"),
         }
     }
-    assert_eq!(keys.len(), usize::from(n));
     keys
+}
+
+/// A small seeded generator for simulations (xorshift).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next() % 10_000) as f64 / 10_000.0 < p
+    }
 }
 
 /// Signs `payload` among all members with no faults, delivering messages at once.

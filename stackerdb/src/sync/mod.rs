@@ -226,6 +226,11 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
             return Vec::new();
         }
         self.last_anti_entropy = Some(now);
+        self.digests_to_all(replica)
+    }
+
+    /// The replica's clock digest, to every neighbour.
+    fn digests_to_all(&self, replica: &Replica) -> Vec<SyncOutput<P>> {
         let digest = replica.clock().range_digest();
         self.peers
             .keys()
@@ -300,18 +305,7 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
             peer.last_clock_at = None;
         }
         self.last_anti_entropy = Some(now);
-        let digest = replica.clock().range_digest();
-        self.peers
-            .keys()
-            .map(|peer| SyncOutput::Send {
-                to: *peer,
-                msg: SyncMessage::new(
-                    self.db.clone(),
-                    self.gc_epoch,
-                    SyncBody::ClockDigest(digest.clone()),
-                ),
-            })
-            .collect()
+        self.digests_to_all(replica)
     }
 
     fn on_announce(

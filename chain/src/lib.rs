@@ -11,16 +11,19 @@
 //!   term's producers, conserving value exactly;
 //! - [`block`]: headers signed by the producer group over the header and signer
 //!   bitmap, accounts, transfers, the coinbase, the term's cost budget, validation;
-//! - [`tenure_change`]: the seed's TenureChange fields (BlockFound, Extend).
+//! - [`tenure_change`]: the seed's TenureChange fields (BlockFound, Extend);
+//! - [`mainstake`]: stake tickets weighted by value × remaining lock, a lottery seeded
+//!   by the tip hash, sidechain headers accepted only from the winner.
 //!
 //! Still to come: the burnchain sources (embedded regtest, bitcoind RPC), tenure
-//! changes inside blocks, announcements and forks, proof-of-mainstake, chain state on
-//! sled.
+//! changes inside blocks, announcements and forks, how stakes are found on the
+//! burnchain, chain state on sled.
 //!
 //! It never touches the network: the node wires it to the overlay.
 
 pub mod block;
 pub mod enrollment;
+pub mod mainstake;
 pub mod rewards;
 pub mod split;
 pub mod tenure_change;

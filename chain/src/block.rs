@@ -116,7 +116,18 @@ pub enum Tx {
     Transfer(Transfer),
 }
 
+/// Largest encoded transaction accepted on its own.
+pub const MAX_TX_BYTES: usize = 64 * 1024;
+
 impl Tx {
+    /// Decodes a transaction, checking its size first.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Tx, BlockError> {
+        if bytes.len() > MAX_TX_BYTES {
+            return Err(BlockError::TooLarge(bytes.len()));
+        }
+        serde_cbor::from_slice(bytes).map_err(|e| BlockError::Undecodable(e.to_string()))
+    }
+
     /// The transaction's id.
     pub fn id(&self) -> Hash {
         let bytes = serde_cbor::to_vec(self).unwrap_or_default();

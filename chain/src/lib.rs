@@ -15,6 +15,8 @@
 //! - [`mainstake`]: stake tickets weighted by value × remaining lock, a lottery seeded
 //!   by the tip hash, sidechain headers accepted only from the winner.
 //!
+//! Decoders of peer and burnchain bytes have fuzz targets in `chain/fuzz`.
+//!
 //! Still to come: the burnchain sources (embedded regtest, bitcoind RPC), tenure
 //! changes inside blocks, announcements and forks, how stakes are found on the
 //! burnchain, chain state on sled.

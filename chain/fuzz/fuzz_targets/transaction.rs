@@ -1,0 +1,27 @@
+//! Transactions from the burnchain and from peers: enrollments (any Bitcoin
+//! transaction), tenure changes and chain transactions must decode or fail cleanly.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tenure_chain::{
+    block::Tx,
+    enrollment::{self, Magic},
+    tenure_change::TenureChange,
+};
+
+fuzz_target!(|bytes: &[u8]| {
+    if let Ok(tx) = bitcoin::consensus::deserialize::<bitcoin::Transaction>(bytes) {
+        for magic in [Magic::Mainnet, Magic::Testnet, Magic::Regtest] {
+            let _ = enrollment::parse(&tx, magic, true);
+            let _ = enrollment::parse(&tx, magic, false);
+        }
+    }
+    let _ = enrollment::EnrollmentData::from_bytes(bytes, Magic::Regtest);
+    if let Ok(change) = TenureChange::from_bytes(bytes) {
+        assert_eq!(TenureChange::from_bytes(&change.to_bytes()), Ok(change));
+    }
+    // Chain transactions travel inside blocks; decode one on its own too.
+    if let Ok(tx) = Tx::from_bytes(bytes) {
+        let _ = tx.id();
+    }
+});

@@ -15,15 +15,18 @@
 //! - [`mainstake`]: stake tickets weighted by value × remaining lock, a lottery seeded
 //!   by the tip hash, sidechain headers accepted only from the winner.
 //!
+//! - [`burnchain`]: the burnchain source trait and a bitcoind JSON-RPC client.
+//!
 //! Decoders of peer and burnchain bytes have fuzz targets in `chain/fuzz`.
 //!
-//! Still to come: the burnchain sources (embedded regtest, bitcoind RPC), tenure
+//! Still to come: the embedded regtest burnchain, tenure
 //! changes inside blocks, announcements and forks, how stakes are found on the
 //! burnchain, chain state on sled.
 //!
 //! It never touches the network: the node wires it to the overlay.
 
 pub mod block;
+pub mod burnchain;
 pub mod enrollment;
 pub mod mainstake;
 pub mod rewards;

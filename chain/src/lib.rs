@@ -15,11 +15,13 @@
 //! - [`mainstake`]: stake tickets weighted by value × remaining lock, a lottery seeded
 //!   by the tip hash, sidechain headers accepted only from the winner.
 //!
-//! - [`burnchain`]: the burnchain source trait and a bitcoind JSON-RPC client.
+//! - [`burnchain`]: the burnchain source trait and a bitcoind JSON-RPC client;
+//! - [`regtest`]: the embedded regtest burnchain (real blocks and proof of work,
+//!   checked taproot spends, a wallet, blocks from elsewhere, reorgs).
 //!
 //! Decoders of peer and burnchain bytes have fuzz targets in `chain/fuzz`.
 //!
-//! Still to come: the embedded regtest burnchain, tenure
+//! Still to come: sharing regtest blocks over the overlay, tenure
 //! changes inside blocks, announcements and forks, how stakes are found on the
 //! burnchain, chain state on sled.
 //!
@@ -29,6 +31,7 @@ pub mod block;
 pub mod burnchain;
 pub mod enrollment;
 pub mod mainstake;
+pub mod regtest;
 pub mod rewards;
 pub mod split;
 pub mod tenure_change;

@@ -1,0 +1,162 @@
+//! The embedded regtest burnchain: real blocks with proof of work, a taproot wallet
+//! paying a real enrollment, blocks accepted from elsewhere, and a reorg that puts the
+//! dropped enrollment back in the mempool.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use bitcoin::{
+    Amount, Network, Transaction,
+    blockdata::constants::genesis_block,
+    secp256k1::{Keypair, SECP256K1, SecretKey},
+};
+use tenure_chain::{
+    burnchain::BurnchainSource,
+    enrollment::{self, EnrollmentData, Magic, burn_output},
+    regtest::{RegtestChain, RegtestError, Wallet, coinbase, seal, subsidy},
+};
+
+fn wallet(n: u8) -> Wallet {
+    Wallet::new(Keypair::from_secret_key(
+        SECP256K1,
+        &SecretKey::from_slice(&[n; 32]).unwrap(),
+    ))
+}
+
+fn enrollment_tx(chain: &RegtestChain, w: &Wallet) -> Transaction {
+    let data = EnrollmentData {
+        set_block: chain.height() as u32,
+        set_txoff: 0,
+        key_block: 1,
+        key_txoff: 0,
+        signing_pubkey: SecretKey::from_slice(&[7; 32])
+            .unwrap()
+            .public_key(SECP256K1),
+        state_root: [0; 32],
+    };
+    w.pay(
+        chain,
+        vec![
+            data.op_return(Magic::Regtest),
+            burn_output(Amount::from_sat(25_000)),
+        ],
+        Amount::from_sat(1_000),
+    )
+    .unwrap()
+}
+
+/// A chain where `w` has one mature coinbase.
+fn funded(w: &Wallet) -> RegtestChain {
+    let mut chain = RegtestChain::new();
+    for i in 0..101 {
+        chain.mine(&w.script(), 1_700_000_000 + i);
+    }
+    chain
+}
+
+#[test]
+fn a_wallet_pays_an_enrollment_that_is_mined_and_parses() {
+    let w = wallet(1);
+    let mut chain = funded(&w);
+    assert_eq!(chain.height(), 101);
+    assert_eq!(w.balance(&chain), Amount::from_int_btc(50));
+    let tx = enrollment_tx(&chain, &w);
+    chain.submit(tx.clone()).unwrap();
+    let hash = chain.mine(&wallet(2).script(), 1_700_001_000);
+    let block = chain.block(&hash).unwrap();
+    assert!(block.check_merkle_root());
+    assert_eq!(block.txdata[1], tx);
+    let parsed = enrollment::parse(&block.txdata[1], Magic::Regtest, false).unwrap();
+    assert_eq!(parsed.spent, Amount::from_sat(25_000));
+    // The miner got the fee on top of the subsidy.
+    assert_eq!(
+        block.txdata[0].output[0].value,
+        Amount::from_sat(50 * 100_000_000 + 1_000)
+    );
+    assert_eq!(
+        chain.block_hash(0).unwrap(),
+        genesis_block(Network::Regtest).block_hash()
+    );
+}
+
+#[test]
+fn bad_transactions_are_refused_with_their_reason() {
+    let w = wallet(1);
+    let mut chain = funded(&w);
+    let tx = enrollment_tx(&chain, &w);
+    let mut forged = tx.clone();
+    let mut sig = forged.input[0].witness.nth(0).unwrap().to_vec();
+    sig[5] ^= 1;
+    forged.input[0].witness = bitcoin::Witness::from_slice(&[sig]);
+    assert!(matches!(
+        chain.submit(forged),
+        Err(RegtestError::Script { index: 0, .. })
+    ));
+    let mut greedy = tx.clone();
+    greedy.output[1].value = Amount::from_int_btc(60);
+    assert!(matches!(
+        chain.submit(greedy),
+        Err(RegtestError::Overspend) | Err(RegtestError::Script { .. })
+    ));
+    chain.submit(tx.clone()).unwrap();
+    // The same coin again.
+    let again = enrollment_tx(&funded(&w), &w);
+    assert_eq!(chain.submit(again), Err(RegtestError::MissingInput(0)));
+    // Someone else's wallet has nothing mature to spend.
+    assert!(wallet(3).pay(&chain, vec![], Amount::from_sat(1)).is_none());
+}
+
+#[test]
+fn blocks_from_elsewhere_are_checked_before_they_extend_the_chain() {
+    let w = wallet(1);
+    let mut a = funded(&w);
+    let mut b = a.clone();
+    a.submit(enrollment_tx(&a, &w)).unwrap();
+    let hash = a.mine(&w.script(), 1_700_002_000);
+    let block = a.block(&hash).unwrap();
+    let mut tampered = block.clone();
+    tampered.txdata[1].output[1].value = Amount::from_sat(1);
+    assert!(matches!(
+        b.accept(tampered),
+        Err(RegtestError::InvalidBlock(_))
+    ));
+    let mut orphan = block.clone();
+    orphan.header.prev_blockhash = genesis_block(Network::Regtest).block_hash();
+    assert_eq!(b.accept(orphan), Err(RegtestError::UnknownParent));
+    b.accept(block).unwrap();
+    assert_eq!(b.tip(), a.tip());
+}
+
+#[test]
+fn a_longer_branch_reorgs_and_the_dropped_enrollment_returns_to_the_mempool() {
+    let w = wallet(1);
+    let mut chain = funded(&w);
+    let fork = chain.height();
+    let tx = enrollment_tx(&chain, &w);
+    chain.submit(tx.clone()).unwrap();
+    chain.mine(&w.script(), 1_700_003_000);
+    assert!(chain.mempool().is_empty());
+
+    // A competing miner builds two empty blocks on the fork point.
+    let mut rival = chain.clone();
+    let base = rival.block_at(fork).unwrap().block_hash();
+    let reward = |n: u8, height: u64| coinbase(height, &wallet(n).script(), subsidy(height));
+    let first = seal(base, vec![reward(5, fork + 1)], 1_700_004_000);
+    let second = seal(first.block_hash(), vec![reward(6, fork + 2)], 1_700_004_100);
+    // Not longer: refused.
+    assert_eq!(
+        rival.reorg(fork, vec![first.clone()]),
+        Err(RegtestError::NotLonger)
+    );
+    let dropped = rival.reorg(fork, vec![first, second.clone()]).unwrap();
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(rival.tip(), second.block_hash());
+    assert_eq!(rival.mempool(), std::slice::from_ref(&tx));
+    // Mined again on the new branch.
+    let hash = rival.mine(&w.script(), 1_700_005_000);
+    assert_eq!(rival.block(&hash).unwrap().txdata[1], tx);
+}

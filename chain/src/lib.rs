@@ -19,14 +19,18 @@
 //! - [`regtest`]: the embedded regtest burnchain (real blocks and proof of work,
 //!   checked taproot spends, a wallet, blocks from elsewhere, reorgs).
 //!
+//! - [`announce`]: the term UTXO spent to commit the latest block, the index of
+//!   announced blocks that a burnchain reorg rolls back, the parent rule for a term's
+//!   first block.
+//!
 //! Decoders of peer and burnchain bytes have fuzz targets in `chain/fuzz`.
 //!
-//! Still to come: sharing regtest blocks over the overlay, tenure
-//! changes inside blocks, announcements and forks, how stakes are found on the
-//! burnchain, chain state on sled.
+//! Still to come: sharing regtest blocks over the overlay, tenure changes inside
+//! blocks, how stakes are found on the burnchain, chain state on sled.
 //!
 //! It never touches the network: the node wires it to the overlay.
 
+pub mod announce;
 pub mod block;
 pub mod burnchain;
 pub mod enrollment;

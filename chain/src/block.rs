@@ -537,7 +537,6 @@ pub mod build {
         txs: Vec<Tx>,
         producer: &Keypair,
         stacker: Option<&Keypair>,
-        network: &str,
     ) -> Option<(Block, ChainState)> {
         let mut next = state.clone();
         for tx in &txs {
@@ -555,7 +554,6 @@ pub mod build {
                 }
             }
         }
-        let _ = network;
         let header = Header {
             parent: state.tip,
             term,

@@ -62,7 +62,6 @@ pub enum RegtestError {
 
 #[derive(Clone, Copy, Debug)]
 struct Coin {
-    out_index: usize,
     height: u64,
     coinbase: bool,
 }
@@ -139,7 +138,6 @@ impl RegtestChain {
                     continue;
                 }
                 let coin = Coin {
-                    out_index,
                     height,
                     coinbase: i == 0,
                 };
@@ -167,7 +165,6 @@ impl RegtestChain {
             if coin.coinbase && height - coin.height < COINBASE_MATURITY {
                 return Err(RegtestError::Immature(i));
             }
-            let _ = coin.out_index;
             prevouts.push(out.clone());
         }
         let input_value: u64 = prevouts.iter().map(|o| o.value.to_sat()).sum();
@@ -350,7 +347,6 @@ fn apply(utxos: &mut BTreeMap<OutPoint, (TxOut, Coin)>, tx: &Transaction, height
     for (out_index, out) in tx.output.iter().enumerate() {
         if !out.script_pubkey.is_op_return() {
             let coin = Coin {
-                out_index,
                 height,
                 coinbase: false,
             };

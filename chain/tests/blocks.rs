@@ -47,7 +47,6 @@ fn started() -> (ChainState, TermContext) {
         vec![coinbase],
         &keypair(100),
         None,
-        NET,
     )
     .unwrap();
     let state = ChainState::default().validate(&block, &ctx, NET).unwrap();
@@ -66,7 +65,6 @@ fn transfers_move_balances_and_nonces() {
         vec![Tx::Transfer(t), Tx::Transfer(t2)],
         &keypair(100),
         None,
-        NET,
     )
     .unwrap();
     let after = state.validate(&block, &ctx, NET).unwrap();
@@ -82,11 +80,7 @@ fn transfers_move_balances_and_nonces() {
 fn every_invalid_block_is_refused_with_its_reason() {
     let (state, ctx) = started();
     let good = Transfer::sign(NET, &keypair(1), x(3), 300, 10, 0);
-    let make = |txs: Vec<Tx>| {
-        build::block(&state, 3, txs, &keypair(100), None, NET)
-            .unwrap()
-            .0
-    };
+    let make = |txs: Vec<Tx>| build::block(&state, 3, txs, &keypair(100), None).unwrap().0;
     let check = |block: &Block| state.validate(block, &ctx, NET);
 
     let mut b = make(vec![Tx::Transfer(good.clone())]);
@@ -109,7 +103,6 @@ fn every_invalid_block_is_refused_with_its_reason() {
         vec![Tx::Transfer(good.clone())],
         &keypair(100),
         None,
-        NET,
     )
     .unwrap()
     .0;
@@ -128,7 +121,6 @@ fn every_invalid_block_is_refused_with_its_reason() {
         vec![Tx::Transfer(good.clone())],
         &keypair(101),
         None,
-        NET,
     )
     .unwrap()
     .0;
@@ -241,7 +233,6 @@ fn every_invalid_block_is_refused_with_its_reason() {
         vec![Tx::Transfer(good)],
         &keypair(100),
         Some(&keypair(102)),
-        NET,
     )
     .unwrap()
     .0;
@@ -256,12 +247,12 @@ fn a_terms_first_block_must_pay_exactly_its_coinbase() {
         term: 3,
         payouts: vec![(x(1), 999)],
     };
-    let (b, _) = build::block(&genesis, 3, vec![short], &keypair(100), None, NET).unwrap();
+    let (b, _) = build::block(&genesis, 3, vec![short], &keypair(100), None).unwrap();
     assert!(matches!(
         genesis.validate(&b, &ctx, NET),
         Err(BlockError::Coinbase(_))
     ));
-    let (b, _) = build::block(&genesis, 3, vec![], &keypair(100), None, NET).unwrap();
+    let (b, _) = build::block(&genesis, 3, vec![], &keypair(100), None).unwrap();
     assert!(matches!(
         genesis.validate(&b, &ctx, NET),
         Err(BlockError::Coinbase(_))

@@ -215,7 +215,7 @@ impl EchoBroadcast {
                             msg: BroadcastMessage::Echo(signed.clone()),
                         }
                     }));
-                    out.extend(self.on_echo(me, signed));
+                    self.on_echo(me, signed);
                 }
                 out.extend(self.try_deliver(from, tag));
                 out
@@ -226,7 +226,7 @@ impl EchoBroadcast {
                 }
                 let (sender, tag) = (signed.sender, signed.tag);
                 let mut out = self.on_signed(sender, signed.clone());
-                out.extend(self.on_echo(from, signed));
+                self.on_echo(from, signed);
                 out.extend(self.try_deliver(sender, tag));
                 out
             }
@@ -256,10 +256,9 @@ impl EchoBroadcast {
         }
     }
 
-    fn on_echo(&mut self, from: MemberId, signed: SignedDigest) -> Vec<BroadcastOutput> {
+    fn on_echo(&mut self, from: MemberId, signed: SignedDigest) {
         let instance = self.instance((signed.sender, signed.tag));
         instance.echoes.entry(from).or_insert(signed);
-        Vec::new()
     }
 
     fn try_deliver(&mut self, sender: MemberId, tag: [u8; 32]) -> Vec<BroadcastOutput> {

@@ -111,16 +111,15 @@ impl KeyShare {
     /// links the addresses only for those who know the group key.
     pub fn derive(&self, index: u32) -> Result<KeyShare, KeyShareError> {
         let frost = |e: frost_secp256k1_tr::Error| KeyShareError::Frost(e.to_string());
-        let base = if self.index == 0 {
-            self.clone()
-        } else {
+        if self.index != 0 {
             return Err(KeyShareError::Frost(
                 "derive from key 0 of the sequence".into(),
             ));
-        };
-        if index == 0 {
-            return Ok(base);
         }
+        if index == 0 {
+            return Ok(self.clone());
+        }
+        let base = self;
         let t = crate::curve::hash_to_scalar(
             b"tenure/frost-fed/key-sequence/v1",
             &[&base.internal_key, &index.to_be_bytes()],

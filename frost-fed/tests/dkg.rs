@@ -14,22 +14,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bitcoin::secp256k1::{Keypair, Message, SECP256K1, SecretKey, schnorr};
+use bitcoin::secp256k1::{Message, SECP256K1, schnorr};
 use frost_secp256k1_tr as frost;
 use rand_core::OsRng;
 use serde_bytes::ByteBuf;
 use tenure_frost_fed::{
     KeyShare, MemberId, Roster,
-    dkg::{Dkg, DkgBody, DkgFailure, DkgMessage, DkgOutput, session_id},
+    dkg::{DkgBody, DkgFailure, DkgMessage, DkgOutput, session_id},
 };
 
-fn keypair(n: u8) -> Keypair {
-    Keypair::from_secret_key(SECP256K1, &SecretKey::from_slice(&[n; 32]).unwrap())
-}
+mod common;
 
-fn member(n: u8) -> MemberId {
-    MemberId::from(keypair(n).x_only_public_key().0)
-}
+use common::{keypair, member};
 
 /// How a test tampers with messages: (from, to, message) → message to deliver, or none.
 type Tamper = dyn FnMut(MemberId, MemberId, DkgMessage) -> Option<DkgMessage>;
@@ -50,7 +46,6 @@ fn run(
 ) -> Outcome {
     let session = session_id(b"test", roster, attempt);
     let now = Instant::now();
-    let mut states = BTreeMap::new();
     let mut queue: VecDeque<(MemberId, MemberId, DkgMessage)> = VecDeque::new();
     let mut outcome = Outcome {
         completed: BTreeMap::new(),
@@ -78,23 +73,13 @@ fn run(
             }
         }
     };
-    for seed in members {
-        let (dkg, out) = Dkg::start(
-            session,
-            roster.clone(),
-            keypair(*seed),
-            Duration::from_secs(5),
-            now,
-            &mut OsRng,
-        )
-        .unwrap();
-        let id = member(*seed);
-        states.insert(id, dkg);
-        if !silent.contains(seed) {
-            route(id, out, &mut queue, &mut outcome);
+    let silent: Vec<MemberId> = silent.iter().map(|s| member(*s)).collect();
+    let (mut states, first) = common::start_dkg(roster, members, session, now);
+    for (id, out) in first {
+        if !silent.contains(&id) {
+            route(id, vec![out], &mut queue, &mut outcome);
         }
     }
-    let silent: Vec<MemberId> = silent.iter().map(|s| member(*s)).collect();
     while let Some((from, to, msg)) = queue.pop_front() {
         let Some(msg) = tamper(from, to, msg) else {
             continue;
@@ -259,21 +244,7 @@ fn a_false_complaint_blames_the_complainer() {
     let liar = member(4);
     let session = session_id(b"test", &roster, 0);
     let now = Instant::now();
-    let mut states: BTreeMap<MemberId, Dkg> = BTreeMap::new();
-    let mut outputs: Vec<(MemberId, DkgOutput)> = Vec::new();
-    for seed in &seeds {
-        let (dkg, out) = Dkg::start(
-            session,
-            roster.clone(),
-            keypair(*seed),
-            Duration::from_secs(5),
-            now,
-            &mut OsRng,
-        )
-        .unwrap();
-        states.insert(member(*seed), dkg);
-        outputs.extend(out.into_iter().map(|o| (member(*seed), o)));
-    }
+    let (mut states, mut outputs) = common::start_dkg(&roster, &seeds, session, now);
     // Deliver all round 1s, then the round 2 member 1 sent the liar.
     let mut to_liar = None;
     while let Some((from, output)) = outputs.pop() {

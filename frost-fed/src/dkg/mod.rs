@@ -210,7 +210,7 @@ impl Dkg {
                 proof_z,
             } => self.on_round1(sender, from, &commitment, &proof_r, &proof_z, now),
             DkgBody::Round2(dealt) => self.on_round2(sender, dealt, now),
-            DkgBody::Complaint(dealt) => self.on_complaint(sender, from, dealt),
+            DkgBody::Complaint(dealt) => self.on_complaint(from, dealt),
             DkgBody::Certificate {
                 transcript,
                 signature,
@@ -411,12 +411,7 @@ impl Dkg {
         }
     }
 
-    fn on_complaint(
-        &mut self,
-        sender: usize,
-        from: MemberId,
-        dealt: DealtShares,
-    ) -> Vec<DkgOutput> {
+    fn on_complaint(&mut self, from: MemberId, dealt: DealtShares) -> Vec<DkgOutput> {
         let Some(dealer) = self.roster.index_of(&dealt.dealer) else {
             return self.fail(vec![from], "complaint about a non-member".into());
         };
@@ -432,7 +427,6 @@ impl Dkg {
             // Cannot judge yet; the round timeout settles it if round 1 never comes.
             return Vec::new();
         }
-        let _ = sender;
         match self.check_dealt(dealer, &dealt) {
             Err(reason) => self.fail(
                 vec![dealt.dealer],

@@ -739,24 +739,25 @@ impl<V: Validator> Signing<V> {
                     package: ByteBuf::from(package),
                     shares: numbered,
                 };
-                match record.verify(&key.public, &key.roster) {
-                    Ok(signers) => vec![
-                        SignOutput::Broadcast(SignMessage {
-                            version: message::SIGN_VERSION,
-                            request: id,
-                            coordinator: key.member,
-                            body: SignBody::Done {
-                                record: ByteBuf::from(record.to_bytes()),
-                            },
-                        }),
-                        SignOutput::Signed {
-                            request: id,
-                            record,
-                            signers,
+                // Aggregation just checked every share and the signature: the
+                // coordinator need not verify its own record again.
+                let signers =
+                    SignerSet::of(record.shares.iter().map(|(n, _)| *n).collect(), &key.roster);
+                vec![
+                    SignOutput::Broadcast(SignMessage {
+                        version: message::SIGN_VERSION,
+                        request: id,
+                        coordinator: key.member,
+                        body: SignBody::Done {
+                            record: ByteBuf::from(record.to_bytes()),
                         },
-                    ],
-                    Err(_) => Vec::new(),
-                }
+                    }),
+                    SignOutput::Signed {
+                        request: id,
+                        record,
+                        signers,
+                    },
+                ]
             }
             Err(err) => {
                 let culprits: BTreeSet<MemberId> = err

@@ -42,6 +42,17 @@ pub struct SignerSet {
     pub weight: u16,
 }
 
+impl SignerSet {
+    /// The signer set of share numbers `shares` under `roster`.
+    pub fn of(shares: BTreeSet<u16>, roster: &Roster) -> SignerSet {
+        SignerSet {
+            members: shares.iter().filter_map(|n| roster.holder_of(*n)).collect(),
+            weight: shares.len() as u16,
+            shares,
+        }
+    }
+}
+
 /// Why a record does not prove a federation signature.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
@@ -113,15 +124,7 @@ impl SignatureRecord {
                 threshold: roster.threshold(),
             });
         }
-        let members = numbers
-            .iter()
-            .filter_map(|n| roster.holder_of(*n))
-            .collect();
-        Ok(SignerSet {
-            shares: numbers,
-            members,
-            weight,
-        })
+        Ok(SignerSet::of(numbers, roster))
     }
 
     /// Encodes the record.

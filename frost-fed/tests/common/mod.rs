@@ -35,23 +35,9 @@ pub fn federation(n: u8) -> BTreeMap<MemberId, KeyShare> {
 /// Runs a DKG for `roster` among the members with key seeds `seeds`, delivering every
 /// message at once; panics if it fails.
 pub fn dkg_among(roster: &Roster, seeds: &[u8], context: &[u8]) -> BTreeMap<MemberId, KeyShare> {
-    let session = session_id(context, roster, 0);
     let now = Instant::now();
-    let mut states = BTreeMap::new();
-    let mut queue = VecDeque::new();
-    for seed in seeds {
-        let (dkg, out) = Dkg::start(
-            session,
-            roster.clone(),
-            keypair(*seed),
-            Duration::from_secs(5),
-            now,
-            &mut OsRng,
-        )
-        .unwrap();
-        states.insert(member(*seed), dkg);
-        queue.extend(out.into_iter().map(|o| (member(*seed), o)));
-    }
+    let (mut states, first) = start_dkg(roster, seeds, session_id(context, roster, 0), now);
+    let mut queue: VecDeque<_> = first.into();
     let mut keys = BTreeMap::new();
     while let Some((from, output)) = queue.pop_front() {
         match output {
@@ -72,6 +58,32 @@ pub fn dkg_among(roster: &Roster, seeds: &[u8], context: &[u8]) -> BTreeMap<Memb
         }
     }
     keys
+}
+
+/// Starts session `session` at every member with a key seed in `seeds` (round
+/// timeout 5 s). Returns their states and the messages they sent first.
+pub fn start_dkg(
+    roster: &Roster,
+    seeds: &[u8],
+    session: [u8; 32],
+    now: Instant,
+) -> (BTreeMap<MemberId, Dkg>, Vec<(MemberId, DkgOutput)>) {
+    let mut states = BTreeMap::new();
+    let mut outputs = Vec::new();
+    for seed in seeds {
+        let (dkg, out) = Dkg::start(
+            session,
+            roster.clone(),
+            keypair(*seed),
+            Duration::from_secs(5),
+            now,
+            &mut OsRng,
+        )
+        .unwrap();
+        states.insert(member(*seed), dkg);
+        outputs.extend(out.into_iter().map(|o| (member(*seed), o)));
+    }
+    (states, outputs)
 }
 
 /// A small seeded generator for simulations (xorshift).

@@ -53,7 +53,7 @@ pub fn validate(transfers: usize, runs: usize) -> anyhow::Result<ValidateReport>
     };
     let genesis = ChainState::default();
     let coinbase = Tx::Coinbase { term: 1, payouts };
-    let (first, _) = build::block(&genesis, 1, vec![coinbase], &producer, None, NETWORK)
+    let (first, _) = build::block(&genesis, 1, vec![coinbase], &producer, None)
         .context("building the funding block")?;
     let funded = genesis
         .validate(&first, &context, NETWORK)
@@ -68,8 +68,8 @@ pub fn validate(transfers: usize, runs: usize) -> anyhow::Result<ValidateReport>
             Tx::Transfer(Transfer::sign(NETWORK, from, to, 1_000, 10, 0))
         })
         .collect();
-    let (block, _) = build::block(&funded, 1, txs, &producer, None, NETWORK)
-        .context("building the measured block")?;
+    let (block, _) =
+        build::block(&funded, 1, txs, &producer, None).context("building the measured block")?;
     let mut times: Vec<Duration> = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();

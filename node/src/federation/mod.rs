@@ -96,13 +96,22 @@ impl FedHandle {
     /// Runs a DKG for `roster` (every member must start it) and returns this member's
     /// key share.
     pub async fn dkg(&self, roster: Roster, context: Vec<u8>) -> anyhow::Result<Arc<KeyShare>> {
+        self.ask(|reply| FedCommand::Dkg {
+            roster,
+            context,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends the command `make` builds and waits for its answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> FedCommand,
+    ) -> anyhow::Result<T> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(FedCommand::Dkg {
-                roster,
-                context,
-                reply,
-            })
+            .send(make(reply))
             .await
             .ok()
             .context("member stopped")?;
@@ -125,16 +134,7 @@ impl FedHandle {
 
     /// Asks the federation to sign `payload`; returns the signature record.
     pub async fn sign(&self, payload: Vec<u8>) -> anyhow::Result<SignatureRecord> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(FedCommand::Sign { payload, reply })
-            .await
-            .ok()
-            .context("member stopped")?;
-        answer
-            .await
-            .context("member stopped")?
-            .map_err(|e| anyhow::anyhow!(e))
+        self.ask(|reply| FedCommand::Sign { payload, reply }).await
     }
 }
 

@@ -7,8 +7,10 @@
 //! stacker-group signature over the same message is also required.
 //!
 //! Accounts hold balances and nonces; transfers pay a fee; the term's coinbase is the
-//! first transaction of its first block. Cost is counted per term (the SIP: 10 × a
-//! block's limit), not per block. There are no microblocks.
+//! first transaction of its first block, and its `BlockFound` tenure change the
+//! second. Cost is counted per term (the SIP: 10 × a block's limit), not per block; a
+//! block that opens with a tenure `Extend` starts a fresh budget (seed 002). There
+//! are no microblocks.
 //!
 //! Transfer signatures are checked on all cores before any state changes, then the
 //! transactions are applied in order.
@@ -22,6 +24,8 @@ use bitcoin::{
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
+
+use crate::tenure_change::{Cause, TenureChange, pubkey_hash};
 
 /// Signer shares in a producer group.
 pub const SIGNER_SHARES: usize = 100;
@@ -114,6 +118,9 @@ pub enum Tx {
     },
     /// A transfer.
     Transfer(Transfer),
+    /// A tenure change: `BlockFound` in a term's first block, `Extend` to renew its
+    /// budget.
+    TenureChange(TenureChange),
 }
 
 /// Largest encoded transaction accepted on its own.
@@ -303,6 +310,9 @@ pub enum BlockError {
         /// Why.
         reason: String,
     },
+    /// A tenure change is missing, misplaced or wrong.
+    #[error("tenure change: {0}")]
+    TenureChange(String),
     /// The term's cost budget is exceeded.
     #[error("the block costs {cost}; the term has {left} left")]
     CostLimit {
@@ -324,8 +334,13 @@ pub struct TermContext {
     pub stacker_key: Option<XOnlyPublicKey>,
     /// The coinbase this term must pay, in order (from [`crate::rewards::coinbase`]).
     pub coinbase: Vec<([u8; 32], u64)>,
-    /// Cost budget left in the term (reset by a tenure extend).
-    pub cost_left: u64,
+    /// The term's cost budget (the SIP: 10 × a block's limit), renewed by an
+    /// `Extend`.
+    pub cost_limit: u64,
+    /// The term's consensus hash ([`crate::tenure_change::consensus_hash`]).
+    pub consensus_hash: [u8; 20],
+    /// The previous term's consensus hash.
+    pub previous_consensus_hash: [u8; 20],
 }
 
 /// The chain state validation works on: the tip and every account.
@@ -335,8 +350,12 @@ pub struct ChainState {
     pub tip: Hash,
     /// Height of the tip.
     pub height: u64,
-    /// Blocks of the current term so far.
+    /// The tip's term (0 before the first block).
+    pub term: u64,
+    /// Blocks of the tip's term so far.
     pub term_blocks: u64,
+    /// Cost spent in the tip's term since it started or was last extended.
+    pub term_cost: u64,
     /// Accounts by x-only key.
     pub accounts: BTreeMap<[u8; 32], Account>,
 }
@@ -378,7 +397,7 @@ impl ChainState {
                 expected: self.height + 1,
             });
         }
-        if header.term != context.term {
+        if header.term != context.term || header.term < self.term {
             return Err(BlockError::WrongTerm {
                 got: header.term,
                 expected: context.term,
@@ -416,17 +435,27 @@ impl ChainState {
         if tx_root(&block.txs) != header.tx_root {
             return Err(BlockError::TxRoot);
         }
+        let first_of_term = header.term != self.term || self.term_blocks == 0;
+        let extends = matches!(
+            block.txs.first(),
+            Some(Tx::TenureChange(tc)) if tc.cause == Cause::Extend
+        );
+        let spent = if first_of_term || extends {
+            0
+        } else {
+            self.term_cost
+        };
         let block_cost: u64 = block.txs.iter().map(cost).sum();
-        if block_cost > context.cost_left {
+        let left = context.cost_limit.saturating_sub(spent);
+        if block_cost > left {
             return Err(BlockError::CostLimit {
                 cost: block_cost,
-                left: context.cost_left,
+                left,
             });
         }
         check_transfer_signatures(&block.txs, network)?;
 
         let mut next = self.clone();
-        let first_of_term = self.term_blocks == 0;
         for (index, tx) in block.txs.iter().enumerate() {
             match tx {
                 Tx::Coinbase { term, payouts } => {
@@ -470,20 +499,97 @@ impl ChainState {
                         .checked_add(t.amount)
                         .ok_or_else(|| reason("balance overflows"))?;
                 }
+                Tx::TenureChange(tc) => {
+                    let expected = match (first_of_term, index) {
+                        (true, 1) => Cause::BlockFound,
+                        (false, 0) => Cause::Extend,
+                        _ => {
+                            return Err(BlockError::TenureChange(format!(
+                                "none may stand at position {index}"
+                            )));
+                        }
+                    };
+                    self.check_tenure_change(tc, expected, block, context, network)?;
+                }
             }
         }
-        if first_of_term && !matches!(block.txs.first(), Some(Tx::Coinbase { .. })) {
-            return Err(BlockError::Coinbase(
-                "a term's first block starts with its coinbase".into(),
-            ));
+        if first_of_term {
+            if !matches!(block.txs.first(), Some(Tx::Coinbase { .. })) {
+                return Err(BlockError::Coinbase(
+                    "a term's first block starts with its coinbase".into(),
+                ));
+            }
+            if !matches!(block.txs.get(1), Some(Tx::TenureChange(_))) {
+                return Err(BlockError::TenureChange(
+                    "a term's first block carries its BlockFound after the coinbase".into(),
+                ));
+            }
         }
         if next.state_root() != header.state_root {
             return Err(BlockError::StateRoot);
         }
-        next.tip = header.hash();
-        next.height = header.height;
-        next.term_blocks += 1;
+        next.advance(header, block_cost, first_of_term, extends);
         Ok(next)
+    }
+
+    /// Moves the tip to `header` and counts the block in its term.
+    fn advance(&mut self, header: &Header, block_cost: u64, first_of_term: bool, extends: bool) {
+        if first_of_term {
+            self.term = header.term;
+            self.term_blocks = 0;
+        }
+        if first_of_term || extends {
+            self.term_cost = 0;
+        }
+        self.tip = header.hash();
+        self.height = header.height;
+        self.term_blocks += 1;
+        self.term_cost = self.term_cost.saturating_add(block_cost);
+    }
+
+    /// Checks a tenure change of the `expected` cause in `block` on this state.
+    fn check_tenure_change(
+        &self,
+        tc: &TenureChange,
+        expected: Cause,
+        block: &Block,
+        context: &TermContext,
+        network: &str,
+    ) -> Result<(), BlockError> {
+        let wrong = |r: &str| Err(BlockError::TenureChange(r.to_owned()));
+        if tc.cause != expected {
+            return wrong(match expected {
+                Cause::BlockFound => "a term's first block needs a BlockFound",
+                Cause::Extend => "only an Extend may open a later block",
+            });
+        }
+        if tc.tenure_consensus_hash != context.consensus_hash {
+            return wrong("not this term's consensus hash");
+        }
+        if expected == Cause::BlockFound
+            && tc.previous_tenure_consensus_hash != context.previous_consensus_hash
+        {
+            return wrong("not the previous term's consensus hash");
+        }
+        if tc.previous_tenure_end != block.header.parent {
+            return wrong("previous tenure end is not the parent block");
+        }
+        if u64::from(tc.previous_tenure_blocks) != self.term_blocks {
+            return wrong("previous tenure blocks do not match the chain");
+        }
+        if tc.pubkey_hash != pubkey_hash(&context.producer_key) {
+            return wrong("pubkey hash is not the producer group's");
+        }
+        let key = context.stacker_key.unwrap_or(context.producer_key);
+        if context.stacker_key.is_none()
+            && (tc.signers.len() != SIGNER_SHARES || (tc.signer_count() as u32) < SIGNING_THRESHOLD)
+        {
+            return wrong("fewer than 67 of the producer group's shares signed");
+        }
+        if !tc.signature_valid(network, &key) {
+            return wrong("the granting group's signature does not verify");
+        }
+        Ok(())
     }
 }
 
@@ -531,6 +637,7 @@ pub mod build {
 
     /// A block on `state` with `txs`, every share marked as signing, signed by
     /// `producer` (and `stacker`, if given). Returns the block and the state after it.
+    /// The transactions are applied without checks: validation is what tests it.
     pub fn block(
         state: &ChainState,
         term: u64,
@@ -539,8 +646,15 @@ pub mod build {
         stacker: Option<&Keypair>,
     ) -> Option<(Block, ChainState)> {
         let mut next = state.clone();
+        let block_cost: u64 = txs.iter().map(cost).sum();
+        let first_of_term = term != state.term || state.term_blocks == 0;
+        let extends = matches!(
+            txs.first(),
+            Some(Tx::TenureChange(tc)) if tc.cause == Cause::Extend
+        );
         for tx in &txs {
             match tx {
+                Tx::TenureChange(_) => {}
                 Tx::Coinbase { payouts, .. } => {
                     for (to, amount) in payouts {
                         next.accounts.entry(*to).or_default().balance += amount;
@@ -577,9 +691,63 @@ pub mod build {
             header: header.clone(),
             txs,
         };
-        next.tip = header.hash();
-        next.height = header.height;
-        next.term_blocks += 1;
+        next.advance(&header, block_cost, first_of_term, extends);
         Some((block, next))
+    }
+
+    /// A tenure change of `cause` for a block of `context`'s term on `state`, signed
+    /// by `granter` (the stacker group, or the producer group when there is none) with
+    /// every producer share marked.
+    pub fn tenure_change(
+        state: &ChainState,
+        context: &TermContext,
+        cause: Cause,
+        granter: &Keypair,
+        network: &str,
+    ) -> TenureChange {
+        let mut tc = TenureChange {
+            tenure_consensus_hash: context.consensus_hash,
+            previous_tenure_consensus_hash: match cause {
+                Cause::BlockFound => context.previous_consensus_hash,
+                Cause::Extend => context.consensus_hash,
+            },
+            burn_view_consensus_hash: context.consensus_hash,
+            previous_tenure_end: state.tip,
+            previous_tenure_blocks: u32::try_from(state.term_blocks).unwrap_or(u32::MAX),
+            cause,
+            pubkey_hash: pubkey_hash(&context.producer_key),
+            signature: [0; 65],
+            signers: vec![true; SIGNER_SHARES],
+        };
+        tc.sign(network, granter);
+        tc
+    }
+
+    /// The first block of `context`'s term on `state`: its coinbase, its
+    /// `BlockFound` (granted by `stacker`, else by `producer`), then `txs`.
+    pub fn term_start(
+        state: &ChainState,
+        context: &TermContext,
+        txs: Vec<Tx>,
+        producer: &Keypair,
+        stacker: Option<&Keypair>,
+        network: &str,
+    ) -> Option<(Block, ChainState)> {
+        let found = tenure_change(
+            state,
+            context,
+            Cause::BlockFound,
+            stacker.unwrap_or(producer),
+            network,
+        );
+        let mut all = vec![
+            Tx::Coinbase {
+                term: context.term,
+                payouts: context.coinbase.clone(),
+            },
+            Tx::TenureChange(found),
+        ];
+        all.extend(txs);
+        block(state, context.term, all, producer, stacker)
     }
 }

@@ -14,6 +14,23 @@
 //! | pubkey hash | 20 |
 //! | signature | 65 |
 //! | signers | 4-byte big-endian bit count, then ⌈count / 8⌉ bytes |
+//!
+//! In Tenure the "stacker signature" is the BIP340 signature of the group that grants
+//! the tenure, followed by a sighash byte that must be 0: the stacker group's where a
+//! stacker set is configured, otherwise the producer group's (with its 100-share
+//! bitmap, at least 67 marked). A term's first block carries its `BlockFound` right
+//! after the coinbase; an `Extend` opens a later block and resets the term's cost
+//! budget. [`crate::block`] enforces both.
+
+use bitcoin::{
+    XOnlyPublicKey,
+    hashes::{Hash, hash160},
+    key::Keypair,
+    secp256k1::{Message, SECP256K1, schnorr},
+};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
 
 /// Why a tenure change does not decode.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -146,10 +163,73 @@ impl TenureChange {
         })
     }
 
-    /// The term's cost budget after this change: an `Extend` renews it to the full
-    /// term limit; a `BlockFound` starts the new term with the full limit too.
-    pub fn budget_after(&self, term_limit: u64) -> u64 {
-        term_limit
+    /// What the signing group signs: every field but the signature, under a domain
+    /// tag and the network's name.
+    pub fn digest(&self, network: &str) -> [u8; 32] {
+        let mut unsigned = self.clone();
+        unsigned.signature = [0; 65];
+        let mut h = Sha256::new();
+        h.update(b"tenure/chain/tenure-change/v1");
+        h.update((network.len() as u64).to_be_bytes());
+        h.update(network.as_bytes());
+        h.update(unsigned.to_bytes());
+        h.finalize().into()
+    }
+
+    /// Signs with the group's key: the BIP340 signature, then the sighash byte 0.
+    pub fn sign(&mut self, network: &str, group: &Keypair) {
+        let sig = SECP256K1.sign_schnorr(&Message::from_digest(self.digest(network)), group);
+        let mut signature = [0; 65];
+        if let Some(head) = signature.get_mut(..64) {
+            head.copy_from_slice(sig.as_ref());
+        }
+        self.signature = signature;
+    }
+
+    /// Whether the signature is `key`'s BIP340 signature over [`Self::digest`], with
+    /// the default sighash byte.
+    pub fn signature_valid(&self, network: &str, key: &XOnlyPublicKey) -> bool {
+        let (sig, sighash) = self.signature.split_at(64);
+        sighash == [0]
+            && schnorr::Signature::from_slice(sig).is_ok_and(|sig| {
+                SECP256K1
+                    .verify_schnorr(&sig, &Message::from_digest(self.digest(network)), key)
+                    .is_ok()
+            })
+    }
+
+    /// How many signers are marked.
+    pub fn signer_count(&self) -> usize {
+        self.signers.iter().filter(|s| **s).count()
+    }
+}
+
+/// The consensus hash of a term: it names the term and the burn block that started
+/// it, so a burnchain reorg that changes that block changes the hash.
+pub fn consensus_hash(term: u64, term_start_burn_block: &[u8; 32]) -> [u8; 20] {
+    let mut data = Vec::with_capacity(8 + 32 + 20);
+    data.extend_from_slice(b"tenure/term/");
+    data.extend_from_slice(&term.to_be_bytes());
+    data.extend_from_slice(term_start_burn_block);
+    hash160::Hash::hash(&data).to_byte_array()
+}
+
+/// The seed's "pubkey hash" of a term: HASH160 of its producer group's x-only key.
+pub fn pubkey_hash(key: &XOnlyPublicKey) -> [u8; 20] {
+    hash160::Hash::hash(&key.serialize()).to_byte_array()
+}
+
+// A tenure change travels inside blocks in its own wire form, not as a CBOR map.
+impl Serialize for TenureChange {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.to_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for TenureChange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = ByteBuf::deserialize(deserializer)?;
+        TenureChange::from_bytes(&bytes).map_err(serde::de::Error::custom)
     }
 }
 
@@ -212,8 +292,22 @@ mod tests {
     }
 
     #[test]
-    fn an_extend_renews_the_budget() {
-        assert_eq!(sample(Cause::Extend, 0).budget_after(50_000), 50_000);
+    fn the_signature_covers_every_field_and_the_network() {
+        let group = Keypair::from_seckey_slice(SECP256K1, &[7; 32]).unwrap();
+        let key = group.x_only_public_key().0;
+        let mut tc = sample(Cause::Extend, 100);
+        tc.sign("test", &group);
+        assert!(tc.signature_valid("test", &key));
+        assert!(!tc.signature_valid("other", &key));
+        let mut changed = tc.clone();
+        changed.previous_tenure_blocks += 1;
+        assert!(!changed.signature_valid("test", &key));
+        let mut sighash = tc.clone();
+        sighash.signature[64] = 1;
+        assert!(!sighash.signature_valid("test", &key));
+        // Through a block's CBOR and back.
+        let bytes = serde_cbor::to_vec(&tc).unwrap();
+        assert_eq!(serde_cbor::from_slice::<TenureChange>(&bytes).unwrap(), tc);
     }
 
     proptest! {

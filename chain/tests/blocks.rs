@@ -10,8 +10,9 @@
 
 use bitcoin::secp256k1::{Keypair, SECP256K1, SecretKey};
 use serde_bytes::ByteBuf;
-use tenure_chain::block::{
-    Block, BlockError, ChainState, TermContext, Transfer, Tx, build, tx_root,
+use tenure_chain::{
+    block::{Block, BlockError, ChainState, TermContext, Transfer, Tx, build, tx_root},
+    tenure_change::{Cause, TenureChange, consensus_hash},
 };
 
 const NET: &str = "test";
@@ -30,27 +31,28 @@ fn context(coinbase: Vec<([u8; 32], u64)>) -> TermContext {
         producer_key: keypair(100).x_only_public_key().0,
         stacker_key: None,
         coinbase,
-        cost_left: 1_000,
+        cost_limit: 1_000,
+        consensus_hash: consensus_hash(3, &[3; 32]),
+        previous_consensus_hash: consensus_hash(2, &[2; 32]),
     }
 }
 
 /// A term started: its first block paid the coinbase to accounts 1 and 2.
 fn started() -> (ChainState, TermContext) {
     let ctx = context(vec![(x(1), 1_000), (x(2), 500)]);
-    let coinbase = Tx::Coinbase {
-        term: 3,
-        payouts: ctx.coinbase.clone(),
-    };
-    let (block, _) = build::block(
+    let (block, built) = build::term_start(
         &ChainState::default(),
-        3,
-        vec![coinbase],
+        &ctx,
+        vec![],
         &keypair(100),
         None,
+        NET,
     )
     .unwrap();
     let state = ChainState::default().validate(&block, &ctx, NET).unwrap();
+    assert_eq!(state, built);
     assert_eq!(state.accounts[&x(1)].balance, 1_000);
+    assert_eq!((state.term, state.term_blocks, state.term_cost), (3, 1, 2));
     (state, ctx)
 }
 
@@ -209,7 +211,7 @@ fn every_invalid_block_is_refused_with_its_reason() {
 
     // The term's cost budget.
     let mut tight = ctx.clone();
-    tight.cost_left = 1;
+    tight.cost_limit = 3; // the first block spent 2
     let two = make(vec![
         Tx::Transfer(good.clone()),
         Tx::Transfer(Transfer::sign(NET, &keypair(1), x(3), 1, 1, 1)),
@@ -256,6 +258,255 @@ fn a_terms_first_block_must_pay_exactly_its_coinbase() {
     assert!(matches!(
         genesis.validate(&b, &ctx, NET),
         Err(BlockError::Coinbase(_))
+    ));
+    // The coinbase alone is not enough: the BlockFound must follow it.
+    let coinbase = Tx::Coinbase {
+        term: 3,
+        payouts: ctx.coinbase.clone(),
+    };
+    let (b, _) = build::block(&genesis, 3, vec![coinbase], &keypair(100), None).unwrap();
+    assert_eq!(
+        genesis.validate(&b, &ctx, NET),
+        Err(BlockError::TenureChange(
+            "a term's first block carries its BlockFound after the coinbase".into()
+        ))
+    );
+}
+
+/// A change made to a tenure change before it goes into a block.
+type Edit = dyn FnOnce(&mut TenureChange);
+
+/// The reason a term-start block with `edit` applied to its BlockFound is refused
+/// (re-signed after the edit unless `resign_tc` is false).
+fn block_found_refusal(
+    ctx: &TermContext,
+    edit: impl FnOnce(&mut TenureChange),
+    resign_tc: bool,
+) -> BlockError {
+    let genesis = ChainState::default();
+    let mut tc = build::tenure_change(&genesis, ctx, Cause::BlockFound, &keypair(100), NET);
+    edit(&mut tc);
+    if resign_tc {
+        tc.sign(NET, &keypair(100));
+    }
+    let txs = vec![
+        Tx::Coinbase {
+            term: 3,
+            payouts: ctx.coinbase.clone(),
+        },
+        Tx::TenureChange(tc),
+    ];
+    let (b, _) = build::block(&genesis, 3, txs, &keypair(100), None).unwrap();
+    genesis.validate(&b, ctx, NET).unwrap_err()
+}
+
+#[test]
+fn every_wrong_block_found_is_refused_with_its_reason() {
+    let ctx = context(vec![(x(1), 1_000)]);
+    let reason = |r: &str| BlockError::TenureChange(r.to_owned());
+    let cases: Vec<(&str, Box<Edit>, bool)> = vec![
+        (
+            "not this term's consensus hash",
+            Box::new(|tc| tc.tenure_consensus_hash = [9; 20]),
+            true,
+        ),
+        (
+            "not the previous term's consensus hash",
+            Box::new(|tc| tc.previous_tenure_consensus_hash = [9; 20]),
+            true,
+        ),
+        (
+            "previous tenure end is not the parent block",
+            Box::new(|tc| tc.previous_tenure_end = [9; 32]),
+            true,
+        ),
+        (
+            "previous tenure blocks do not match the chain",
+            Box::new(|tc| tc.previous_tenure_blocks = 4),
+            true,
+        ),
+        (
+            "pubkey hash is not the producer group's",
+            Box::new(|tc| tc.pubkey_hash = [9; 20]),
+            true,
+        ),
+        (
+            "fewer than 67 of the producer group's shares signed",
+            Box::new(|tc| {
+                for s in tc.signers.iter_mut().take(34) {
+                    *s = false;
+                }
+            }),
+            true,
+        ),
+        (
+            "the granting group's signature does not verify",
+            Box::new(|tc| tc.burn_view_consensus_hash = [9; 20]),
+            false,
+        ),
+        (
+            "a term's first block needs a BlockFound",
+            Box::new(|tc| tc.cause = Cause::Extend),
+            true,
+        ),
+    ];
+    for (expected, edit, resign_tc) in cases {
+        assert_eq!(
+            block_found_refusal(&ctx, edit, resign_tc),
+            reason(expected),
+            "{expected}"
+        );
+    }
+    // With a stacker set, the stackers grant the tenure, not the producers.
+    let mut with_stackers = ctx.clone();
+    with_stackers.stacker_key = Some(keypair(102).x_only_public_key().0);
+    let genesis = ChainState::default();
+    let (b, _) = build::term_start(
+        &genesis,
+        &with_stackers,
+        vec![],
+        &keypair(100),
+        Some(&keypair(102)),
+        NET,
+    )
+    .unwrap();
+    assert!(genesis.validate(&b, &with_stackers, NET).is_ok());
+    let found = build::tenure_change(&genesis, &ctx, Cause::BlockFound, &keypair(100), NET);
+    let txs = vec![
+        Tx::Coinbase {
+            term: 3,
+            payouts: ctx.coinbase.clone(),
+        },
+        Tx::TenureChange(found),
+    ];
+    let (b, _) = build::block(&genesis, 3, txs, &keypair(100), Some(&keypair(102))).unwrap();
+    assert_eq!(
+        genesis.validate(&b, &with_stackers, NET),
+        Err(reason("the granting group's signature does not verify"))
+    );
+}
+
+#[test]
+fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
+    let (state, mut ctx) = started();
+    ctx.cost_limit = 4; // 2 spent by the first block
+    let transfer = |nonce| Tx::Transfer(Transfer::sign(NET, &keypair(1), x(3), 1, 1, nonce));
+    let (b, after) = build::block(
+        &state,
+        3,
+        vec![transfer(0), transfer(1)],
+        &keypair(100),
+        None,
+    )
+    .unwrap();
+    let spent = state.validate(&b, &ctx, NET).unwrap();
+    assert_eq!(spent, after);
+    assert_eq!(spent.term_cost, 4);
+
+    // The budget is gone ...
+    let (b, _) = build::block(&spent, 3, vec![transfer(2)], &keypair(100), None).unwrap();
+    assert_eq!(
+        spent.validate(&b, &ctx, NET),
+        Err(BlockError::CostLimit { cost: 1, left: 0 })
+    );
+    // ... until a block opens with an Extend, which counts against the new budget.
+    let extend = build::tenure_change(&spent, &ctx, Cause::Extend, &keypair(100), NET);
+    assert_eq!(extend.previous_tenure_blocks, 2);
+    let (b, built) = build::block(
+        &spent,
+        3,
+        vec![
+            Tx::TenureChange(extend.clone()),
+            transfer(2),
+            transfer(3),
+            transfer(4),
+        ],
+        &keypair(100),
+        None,
+    )
+    .unwrap();
+    let extended = spent.validate(&b, &ctx, NET).unwrap();
+    assert_eq!(extended, built);
+    assert_eq!((extended.term_cost, extended.term_blocks), (4, 3));
+
+    // An Extend anywhere but first, a BlockFound inside the term, a stale Extend (with
+    // budget to spare, so that the cost is not what refuses them).
+    ctx.cost_limit = 100;
+    let (b, _) = build::block(
+        &spent,
+        3,
+        vec![transfer(2), Tx::TenureChange(extend.clone())],
+        &keypair(100),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        spent.validate(&b, &ctx, NET),
+        Err(BlockError::TenureChange(
+            "none may stand at position 1".into()
+        ))
+    );
+    let found = build::tenure_change(&spent, &ctx, Cause::BlockFound, &keypair(100), NET);
+    let (b, _) = build::block(
+        &spent,
+        3,
+        vec![Tx::TenureChange(found)],
+        &keypair(100),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        spent.validate(&b, &ctx, NET),
+        Err(BlockError::TenureChange(
+            "only an Extend may open a later block".into()
+        ))
+    );
+    let (b, _) = build::block(
+        &extended,
+        3,
+        vec![Tx::TenureChange(extend), transfer(5)],
+        &keypair(100),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        extended.validate(&b, &ctx, NET),
+        Err(BlockError::TenureChange(
+            "previous tenure end is not the parent block".into()
+        ))
+    );
+}
+
+#[test]
+fn the_next_term_starts_on_the_last_block_and_counts_the_previous_terms_blocks() {
+    let (state, ctx) = started();
+    let t = Transfer::sign(NET, &keypair(1), x(3), 300, 10, 0);
+    let (b, _) = build::block(&state, 3, vec![Tx::Transfer(t)], &keypair(100), None).unwrap();
+    let end_of_term_3 = state.validate(&b, &ctx, NET).unwrap();
+    let next = TermContext {
+        term: 4,
+        producer_key: keypair(104).x_only_public_key().0,
+        stacker_key: None,
+        coinbase: vec![(x(4), 700)],
+        cost_limit: 1_000,
+        consensus_hash: consensus_hash(4, &[4; 32]),
+        previous_consensus_hash: ctx.consensus_hash,
+    };
+    let (b, _) =
+        build::term_start(&end_of_term_3, &next, vec![], &keypair(104), None, NET).unwrap();
+    let Tx::TenureChange(found) = &b.txs[1] else {
+        panic!("no BlockFound")
+    };
+    assert_eq!(found.previous_tenure_blocks, 2);
+    assert_eq!(found.previous_tenure_end, end_of_term_3.tip);
+    let term_4 = end_of_term_3.validate(&b, &next, NET).unwrap();
+    assert_eq!((term_4.term, term_4.term_blocks, term_4.height), (4, 1, 3));
+    assert_eq!(term_4.accounts[&x(4)].balance, 700);
+    // Term 3's context no longer validates blocks on top of term 4.
+    let (b, _) = build::block(&term_4, 3, vec![], &keypair(100), None).unwrap();
+    assert!(matches!(
+        term_4.validate(&b, &ctx, NET),
+        Err(BlockError::WrongTerm { got: 3, .. })
     ));
 }
 

@@ -21,7 +21,9 @@ fuzz_target!(|bytes: &[u8]| {
         producer_key: key,
         stacker_key: None,
         coinbase: Vec::new(),
-        cost_left: 50_000,
+        cost_limit: 50_000,
+        consensus_hash: [0; 20],
+        previous_consensus_hash: [0; 20],
     };
     let _ = ChainState::default().validate(&block, &context, "fuzz");
     let _ = block.signer_weight();

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bitcoin::secp256k1::{Keypair, SECP256K1};
 use serde::Serialize;
-use tenure_chain::block::{ChainState, TermContext, Transfer, Tx, build};
+use tenure_chain::{
+    block::{ChainState, TermContext, Transfer, Tx, build},
+    tenure_change::consensus_hash,
+};
 
 use super::{ms, percentile};
 
@@ -48,12 +51,13 @@ pub fn validate(transfers: usize, runs: usize) -> anyhow::Result<ValidateReport>
         term: 1,
         producer_key: producer.x_only_public_key().0,
         stacker_key: None,
-        coinbase: payouts.clone(),
-        cost_left: 10 * 5_000,
+        coinbase: payouts,
+        cost_limit: 10 * 5_000,
+        consensus_hash: consensus_hash(1, &[1; 32]),
+        previous_consensus_hash: consensus_hash(0, &[0; 32]),
     };
     let genesis = ChainState::default();
-    let coinbase = Tx::Coinbase { term: 1, payouts };
-    let (first, _) = build::block(&genesis, 1, vec![coinbase], &producer, None)
+    let (first, _) = build::term_start(&genesis, &context, vec![], &producer, None, NETWORK)
         .context("building the funding block")?;
     let funded = genesis
         .validate(&first, &context, NETWORK)

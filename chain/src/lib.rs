@@ -25,8 +25,8 @@
 //!
 //! Decoders of peer and burnchain bytes have fuzz targets in `chain/fuzz`.
 //!
-//! Still to come: sharing regtest blocks over the overlay, tenure changes inside
-//! blocks, how stakes are found on the burnchain, chain state on sled.
+//! - [`store`]: the chain state on sled, with undo records to drop unannounced
+//!   blocks and roll back what a burnchain reorg un-announces.
 //!
 //! It never touches the network: the node wires it to the overlay.
 
@@ -38,6 +38,7 @@ pub mod mainstake;
 pub mod regtest;
 pub mod rewards;
 pub mod split;
+pub mod store;
 pub mod tenure_change;
 pub mod terms;
 pub mod weights;

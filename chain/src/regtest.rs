@@ -114,13 +114,14 @@ impl RegtestChain {
         self.utxos.get(outpoint).map(|(out, _)| out)
     }
 
-    /// Every unspent output paying `script`, with its value.
+    /// Every output paying `script` that the next block may spend (a coinbase once
+    /// it has [`COINBASE_MATURITY`] confirmations, as `check_tx` rules).
     pub fn utxos_of(&self, script: &ScriptBuf) -> Vec<(OutPoint, TxOut)> {
         self.utxos
             .iter()
             .filter(|(_, (out, coin))| {
                 out.script_pubkey == *script
-                    && (!coin.coinbase || self.height() + 1 - coin.height > COINBASE_MATURITY)
+                    && (!coin.coinbase || self.height() + 1 - coin.height >= COINBASE_MATURITY)
             })
             .map(|(op, (out, _))| (*op, out.clone()))
             .collect()

@@ -9,84 +9,37 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use bitcoin::{
-    Amount, OutPoint, TxOut,
-    secp256k1::{Keypair, SECP256K1, SecretKey},
-};
+use bitcoin::{Amount, TxOut};
+use common::{announce, scan, wallet, with_term_utxo};
 use tenure_chain::{
-    announce::{Announcement, Announcements},
+    announce::Announcement,
     enrollment::Magic,
-    regtest::{RegtestChain, Wallet, coinbase, seal, subsidy},
+    regtest::{coinbase, seal, subsidy},
 };
 
-fn wallet(n: u8) -> Wallet {
-    Wallet::new(Keypair::from_secret_key(
-        SECP256K1,
-        &SecretKey::from_slice(&[n; 32]).unwrap(),
-    ))
-}
-
-/// The group announces `height`/`hash` of `term` by spending its only UTXO.
-fn announce(chain: &mut RegtestChain, group: &Wallet, term: u64, height: u64, hash: u8) {
-    let a = Announcement {
-        term,
+/// An announcement of term 3's block at `height` with hash `[hash; 32]`.
+fn a(height: u64, hash: u8) -> Announcement {
+    Announcement {
+        term: 3,
         height,
         block: [hash; 32],
-    };
-    let utxo_value = group.balance(chain);
-    let tx = group
-        .pay(
-            chain,
-            vec![
-                a.op_return(Magic::Regtest),
-                TxOut {
-                    value: utxo_value - Amount::from_sat(500),
-                    script_pubkey: group.script(),
-                },
-            ],
-            Amount::from_sat(500),
-        )
-        .unwrap();
-    chain.submit(tx).unwrap();
-    chain.mine(&wallet(9).script(), 1_700_100_000 + height as u32);
-}
-
-fn scan(chain: &RegtestChain, term_utxos: &BTreeMap<u64, OutPoint>) -> Announcements {
-    let blocks: Vec<_> = (0..=chain.height())
-        .map(|h| chain.block_at(h).unwrap().clone())
-        .collect();
-    Announcements::scan(&blocks, term_utxos, Magic::Regtest)
+    }
 }
 
 #[test]
 fn announcements_follow_the_term_utxo_and_roll_back_with_a_reorg() {
     let funder = wallet(1);
     let group = wallet(2);
-    let mut chain = RegtestChain::new();
-    for i in 0..101 {
-        chain.mine(&funder.script(), 1_700_000_000 + i);
-    }
-    // The term's UTXO: paid to the group key.
-    let tx = funder
-        .pay(
-            &chain,
-            vec![TxOut {
-                value: Amount::from_sat(100_000),
-                script_pubkey: group.script(),
-            }],
-            Amount::from_sat(1_000),
-        )
-        .unwrap();
-    let term_utxo = OutPoint::new(tx.compute_txid(), 0);
-    chain.submit(tx).unwrap();
-    chain.mine(&funder.script(), 1_700_050_000);
+    let (mut chain, term_utxo) = with_term_utxo(&funder, &group);
     let utxos = BTreeMap::from([(3u64, term_utxo)]);
 
-    announce(&mut chain, &group, 3, 5, 0xa5);
+    announce(&mut chain, &group, a(5, 0xa5));
     let fork = chain.height();
-    announce(&mut chain, &group, 3, 7, 0xa7);
+    announce(&mut chain, &group, a(7, 0xa7));
     // An impostor "announces" for term 3 without the term UTXO: ignored.
     let impostor = Announcement {
         term: 3,

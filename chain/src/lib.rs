@@ -14,6 +14,8 @@
 //! - [`tenure_change`]: the seed's TenureChange fields (BlockFound, Extend);
 //! - [`mainstake`]: stake tickets weighted by value × remaining lock, a lottery seeded
 //!   by the tip hash, sidechain headers accepted only from the winner.
+//! - [`stake`]: stakes on Bitcoin (outputs locked by `OP_CHECKLOCKTIMEVERIFY` and
+//!   registered by an `OP_RETURN`), found in burn blocks as the lottery's tickets.
 //!
 //! - [`burnchain`]: the burnchain source trait and a bitcoind JSON-RPC client;
 //! - [`regtest`]: the embedded regtest burnchain (real blocks and proof of work,
@@ -38,6 +40,7 @@ pub mod mainstake;
 pub mod regtest;
 pub mod rewards;
 pub mod split;
+pub mod stake;
 pub mod store;
 pub mod tenure_change;
 pub mod terms;

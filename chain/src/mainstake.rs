@@ -13,9 +13,9 @@
 //!   previous hash must be zero (the first) or a header already published; at most one
 //!   per burn block per sidechain.
 //!
-//! Bitcoin has no `OP_STAKEVERIFY`; how stakes are recognised on the burnchain (an
-//! output locked until the stake's height, marked by a registration) is the
-//! burnchain view's concern. This module starts from the tickets.
+//! Bitcoin has no `OP_STAKEVERIFY`; [`crate::stake`] finds the tickets in burn
+//! blocks (outputs Bitcoin keeps locked until the stake's height, marked by a
+//! registration). This module starts from the tickets.
 
 use std::collections::BTreeSet;
 

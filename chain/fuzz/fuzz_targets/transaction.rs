@@ -1,11 +1,14 @@
-//! Transactions from the burnchain and from peers: enrollments (any Bitcoin
-//! transaction), tenure changes and chain transactions must decode or fail cleanly.
+//! Transactions from the burnchain and from peers: enrollments, announcements and stake
+//! registrations (any Bitcoin transaction), tenure changes and chain transactions must
+//! decode or fail cleanly.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tenure_chain::{
     block::Tx,
+    announce::Announcement,
     enrollment::{self, Magic},
+    stake,
     tenure_change::TenureChange,
 };
 
@@ -14,6 +17,10 @@ fuzz_target!(|bytes: &[u8]| {
         for magic in [Magic::Mainnet, Magic::Testnet, Magic::Regtest] {
             let _ = enrollment::parse(&tx, magic, true);
             let _ = enrollment::parse(&tx, magic, false);
+            let _ = stake::parse(&tx, magic);
+            if let Some(input) = tx.input.first() {
+                let _ = Announcement::parse(&tx, &input.previous_output, magic);
+            }
         }
     }
     let _ = enrollment::EnrollmentData::from_bytes(bytes, Magic::Regtest);

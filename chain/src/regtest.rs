@@ -104,6 +104,14 @@ impl RegtestChain {
             .map_or(BlockHash::all_zeros(), Block::block_hash)
     }
 
+    /// The height of block `hash` if it is on the best chain.
+    pub fn height_of(&self, hash: &BlockHash) -> Option<u64> {
+        self.blocks
+            .iter()
+            .rposition(|b| b.block_hash() == *hash)
+            .map(|h| h as u64)
+    }
+
     /// The best chain's block at `height`.
     pub fn block_at(&self, height: u64) -> Option<&Block> {
         self.blocks.get(height as usize)

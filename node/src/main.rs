@@ -1,6 +1,7 @@
 //! `tenure`: run a node, a local testnet, keys, and benchmarks.
 
 mod bench;
+mod burnchain;
 mod config;
 mod federation;
 mod heartbeat;
@@ -56,6 +57,9 @@ enum Command {
         /// How long to run, in seconds.
         #[arg(long, default_value_t = 15)]
         duration: u64,
+        /// Milliseconds between the burn blocks the first node mines.
+        #[arg(long, default_value_t = 1000)]
+        burn_interval_ms: u64,
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -304,11 +308,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Testnet {
             nodes,
             duration,
+            burn_interval_ms,
             json,
         } => {
+            anyhow::ensure!(
+                burn_interval_ms >= 10,
+                "--burn-interval-ms must be at least 10"
+            );
             let summary = testnet::run(testnet::TestnetOptions {
                 nodes,
                 duration: Duration::from_secs(duration),
+                burn_interval: Duration::from_millis(burn_interval_ms),
             })
             .await?;
             if json {
@@ -318,6 +328,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             if !summary.fully_meshed && !summary.interrupted {
                 eprintln!("error: the testnet did not become fully meshed");
+                return Ok(ExitCode::FAILURE);
+            }
+            if summary.burn_tip_nodes < summary.nodes && !summary.interrupted {
+                eprintln!(
+                    "error: {} of {} nodes did not reach the burn tip",
+                    summary.nodes - summary.burn_tip_nodes,
+                    summary.nodes
+                );
                 return Ok(ExitCode::FAILURE);
             }
         }

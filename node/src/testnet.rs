@@ -1,9 +1,12 @@
 //! `tenure testnet`: a local mesh of nodes on loopback that find each other from one
-//! bootstrap address, form a gossip mesh and exchange heartbeats, with live progress and
-//! a summary.
+//! bootstrap address, form a gossip mesh and exchange heartbeats, and follow the
+//! embedded regtest burnchain that the first node mines, with live progress and a
+//! summary.
 //!
 //! "Fully meshed" means every node has reached its gossip mesh degree on the heartbeat
-//! topic and has heard a heartbeat from every other node.
+//! topic and has heard a heartbeat from every other node. At the end the miner stops
+//! and every node is given a moment to reach its burn tip; the summary says how many
+//! did.
 
 use std::{
     collections::HashSet,
@@ -11,11 +14,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bitcoin::{BlockHash, ScriptBuf, secp256k1::SECP256K1};
 use serde::Serialize;
 use tenure_overlay::{NetworkId, OverlayConfig, OverlayEvent, OverlayHandle, PeerId, Topic};
 use tokio::sync::watch;
 
 use crate::{
+    burnchain::{self, BurnNode, TipChange},
     heartbeat::{self, Heartbeat},
     localnet::{self, LocalNode},
     process_stats::{mib, rss},
@@ -30,6 +35,9 @@ const HEARTBEAT_RETRY: Duration = Duration::from_millis(250);
 /// How often progress is printed.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long the nodes get to reach the miner's burn tip once it stops.
+const BURN_SETTLE: Duration = Duration::from_secs(5);
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct TestnetOptions {
@@ -37,6 +45,8 @@ pub struct TestnetOptions {
     pub nodes: usize,
     /// How long to run.
     pub duration: Duration,
+    /// How often the first node mines a burn block.
+    pub burn_interval: Duration,
 }
 
 #[derive(Default)]
@@ -44,6 +54,9 @@ struct Progress {
     heard_from: HashSet<PeerId>,
     sent: u64,
     received: u64,
+    burn_height: u64,
+    burn_tip: Option<BlockHash>,
+    reorgs: u64,
 }
 
 /// The summary printed at the end.
@@ -75,6 +88,12 @@ pub struct TestnetSummary {
     pub rss_per_node_mib: f64,
     /// Transport bytes sent per node over the run.
     pub bytes_sent_per_node: u64,
+    /// Burn blocks the first node mined.
+    pub burn_blocks: u64,
+    /// Nodes at the miner's burn tip at the end.
+    pub burn_tip_nodes: usize,
+    /// Burnchain reorganisations seen by all nodes.
+    pub burn_reorgs: u64,
 }
 
 /// Runs the testnet until `duration` passes or Ctrl-C.
@@ -88,15 +107,20 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         localnet::reachable_mesh(options.nodes, &OverlayConfig::loopback(network.clone()));
     let handles: Vec<OverlayHandle> = nodes.iter().map(|n| n.handle.clone()).collect();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (mining_tx, mining_rx) = watch::channel(true);
     let mut progress = Vec::with_capacity(nodes.len());
     let mut tasks = Vec::with_capacity(nodes.len());
-    for node in nodes {
+    for (index, node) in nodes.into_iter().enumerate() {
         node.handle
             .subscribe(Topic::Heartbeat, Arc::new(heartbeat::validate))
             .await?;
+        node.handle
+            .subscribe(Topic::BurnBlocks, Arc::new(burnchain::validate_gossip))
+            .await?;
         let state = Arc::new(Mutex::new(Progress::default()));
         progress.push(state.clone());
-        tasks.push(tokio::spawn(run_node(node, state, stop_rx.clone())));
+        let mining = (index == 0).then(|| (options.burn_interval, mining_rx.clone()));
+        tasks.push(tokio::spawn(run_node(node, state, mining, stop_rx.clone())));
     }
     eprintln!(
         "testnet: {} nodes on loopback, bootstrap {}",
@@ -135,6 +159,15 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         }
     }
 
+    // The miner stops; every node gets a moment to reach its tip.
+    let _ = mining_tx.send(false);
+    let settle_until = Instant::now() + BURN_SETTLE;
+    while !interrupted && Instant::now() < settle_until {
+        if NetView::gather(&handles, &progress).await.burn_tip_nodes() == options.nodes {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let view = NetView::gather(&handles, &progress).await;
     let end_rss = rss();
     let bytes_out: u64 = handles
@@ -162,21 +195,57 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         rss_total_mib: mib(end_rss.current),
         rss_per_node_mib: mib(end_rss.current.saturating_sub(baseline.current)) / n as f64,
         bytes_sent_per_node: bytes_out / n as u64,
+        burn_blocks: view.burn.first().map_or(0, |(h, _)| *h),
+        burn_tip_nodes: view.burn_tip_nodes(),
+        burn_reorgs: view.reorgs,
     })
 }
 
-/// One node's loop: publish heartbeats, record the ones heard.
+/// One node's loop: publish heartbeats, record the ones heard, follow the burnchain
+/// (and mine it every interval while `mining` says so).
 async fn run_node(
     mut node: LocalNode,
     progress: Arc<Mutex<Progress>>,
+    mining: Option<(Duration, watch::Receiver<bool>)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let me = node.handle.peer_id();
     let mut seq = 0u64;
     let beat = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(beat);
+    let (mut burn, mut fetched) = BurnNode::new(node.handle.clone());
+    let (interval, mining_on) = match mining {
+        Some((interval, on)) => (interval, Some(on)),
+        None => (Duration::from_secs(3600), None),
+    };
+    let mut mine_tick = tokio::time::interval(interval);
+    mine_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reward = ScriptBuf::new_p2tr(
+        SECP256K1,
+        bitcoin::key::Keypair::new(SECP256K1, &mut bitcoin::secp256k1::rand::thread_rng())
+            .x_only_public_key()
+            .0,
+        None,
+    );
+    let record = |change: Option<TipChange>, burn: &BurnNode| {
+        if let (Some(change), Ok(mut p)) = (change, progress.lock()) {
+            p.burn_height = burn.sync().chain().height();
+            p.burn_tip = Some(burn.sync().chain().tip());
+            if matches!(change, TipChange::Reorganised { .. }) {
+                p.reorgs += 1;
+            }
+        }
+    };
     loop {
         tokio::select! {
+            _ = mine_tick.tick(), if mining_on.as_ref().is_some_and(|on| *on.borrow()) => {
+                let change = burn.mine(&reward).await;
+                record(Some(change), &burn);
+            }
+            Some(answer) = fetched.recv() => {
+                let change = burn.on_fetched(answer).await;
+                record(change, &burn);
+            }
             _ = &mut beat => {
                 // Until subscriptions are exchanged there is nobody to publish to: try
                 // again shortly rather than a whole interval later.
@@ -192,6 +261,15 @@ async fn run_node(
                 beat.as_mut().reset(tokio::time::Instant::now() + next);
             }
             event = node.events.next() => match event {
+                Some(event) if matches!(
+                    event,
+                    OverlayEvent::Gossip { topic: Topic::BurnBlocks, .. }
+                        | OverlayEvent::InboundRequest { .. }
+                        | OverlayEvent::PeerConnected { .. }
+                ) => {
+                    let (_, change) = burn.on_event(&event).await;
+                    record(change, &burn);
+                }
                 Some(OverlayEvent::Gossip { topic: Topic::Heartbeat, data, .. }) => {
                     if let (Some(sender), Ok(mut p)) =
                         (Heartbeat::decode(&data).and_then(|b| b.sender()), progress.lock())
@@ -215,6 +293,9 @@ struct NetView {
     heard: Vec<usize>,
     sent: u64,
     received: u64,
+    /// Burn height and tip of every node, the miner first.
+    burn: Vec<(u64, Option<BlockHash>)>,
+    reorgs: u64,
 }
 
 impl NetView {
@@ -225,6 +306,8 @@ impl NetView {
             heard: Vec::new(),
             sent: 0,
             received: 0,
+            burn: Vec::new(),
+            reorgs: 0,
         };
         for (handle, state) in handles.iter().zip(progress) {
             let (peers, mesh) = match handle.status().await {
@@ -240,9 +323,19 @@ impl NetView {
                 view.heard.push(p.heard_from.len());
                 view.sent += p.sent;
                 view.received += p.received;
+                view.burn.push((p.burn_height, p.burn_tip));
+                view.reorgs += p.reorgs;
             }
         }
         view
+    }
+
+    /// Nodes whose burn tip is the miner's.
+    fn burn_tip_nodes(&self) -> usize {
+        match self.burn.first() {
+            Some((_, tip)) => self.burn.iter().filter(|(_, t)| t == tip).count(),
+            None => 0,
+        }
     }
 
     fn fully_meshed(&self, nodes: usize, wanted_mesh: usize) -> bool {
@@ -265,12 +358,14 @@ impl NetView {
             None => "forming".to_owned(),
         };
         format!(
-            "[{:>5.1}s] peers avg {:.1} min {} | mesh ok {meshed}/{n} | hear all {hearing_all}/{n} | heartbeats {} sent {} received | {state}",
+            "[{:>5.1}s] peers avg {:.1} min {} | mesh ok {meshed}/{n} | hear all {hearing_all}/{n} | heartbeats {} sent {} received | burn tip {} on {}/{n} | {state}",
             elapsed.as_secs_f64(),
             self.peers.iter().sum::<usize>() as f64 / n as f64,
             self.peers.iter().copied().min().unwrap_or(0),
             self.sent,
             self.received,
+            self.burn.first().map_or(0, |(h, _)| *h),
+            self.burn_tip_nodes(),
         )
     }
 }
@@ -283,7 +378,7 @@ impl TestnetSummary {
             None => "NOT fully meshed".to_owned(),
         };
         format!(
-            "testnet summary\n  nodes              {}\n  ran                {:.1} s{}\n  mesh               {mesh}\n  peers per node     min {} avg {:.1}\n  heartbeat mesh     min {}\n  heartbeats         {} sent, {} received\n  memory             {:.1} MiB total, {:.2} MiB per node\n  bytes sent / node  {}",
+            "testnet summary\n  nodes              {}\n  ran                {:.1} s{}\n  mesh               {mesh}\n  peers per node     min {} avg {:.1}\n  heartbeat mesh     min {}\n  heartbeats         {} sent, {} received\n  burnchain          {} blocks mined, {} of {} nodes at the tip, {} reorgs\n  memory             {:.1} MiB total, {:.2} MiB per node\n  bytes sent / node  {}",
             self.nodes,
             self.duration_s,
             if self.interrupted {
@@ -296,6 +391,10 @@ impl TestnetSummary {
             self.mesh_min,
             self.heartbeats_sent,
             self.heartbeats_received,
+            self.burn_blocks,
+            self.burn_tip_nodes,
+            self.nodes,
+            self.burn_reorgs,
             self.rss_total_mib,
             self.rss_per_node_mib,
             self.bytes_sent_per_node,

@@ -108,7 +108,14 @@ fn the_testnet_meshes_and_reports_json() {
     assert_eq!(summary["nodes"], 4);
     assert_eq!(summary["fully_meshed"], true, "{summary}");
     assert!(summary["heartbeats_received"].as_u64().unwrap() > 0);
+    // The first node mined the regtest burnchain and every node followed it.
+    assert!(summary["burn_blocks"].as_u64().unwrap() >= 2, "{summary}");
+    assert_eq!(summary["burn_tip_nodes"], 4, "{summary}");
     assert!(stderr.contains("hear all"), "no live progress: {stderr}");
+    assert!(
+        stderr.contains("burn tip"),
+        "no burnchain progress: {stderr}"
+    );
 }
 
 fn send_signal(child: &Child, signal: &str) {

@@ -19,6 +19,8 @@ pub enum Service {
     FederationFrame,
     /// Blocks fetched by a node catching up.
     BlockFetch,
+    /// Burn blocks of the embedded regtest chain fetched by a node catching up.
+    BurnBlockFetch,
     /// Echoes the body back; used by tests and by operators checking a link.
     Echo,
     /// The body of a large gossip message, by digest (answered by the overlay itself).
@@ -32,6 +34,7 @@ impl Service {
             Service::StackerDbSync => "stackerdb-sync",
             Service::FederationFrame => "federation-frame",
             Service::BlockFetch => "block-fetch",
+            Service::BurnBlockFetch => "burn-block-fetch",
             Service::Echo => "echo",
             Service::GossipBody => "gossip-body",
         }

@@ -10,7 +10,9 @@
 //! first transaction of its first block, and its `BlockFound` tenure change the
 //! second. Cost is counted per term (the SIP: 10 × a block's limit), not per block; a
 //! block that opens with a tenure `Extend` starts a fresh budget (seed 002). There
-//! are no microblocks.
+//! are no microblocks. A block's fees go 40% to the producers whose shares signed it
+//! and 60% to the next term's producers, carried in the state until their first block
+//! (seed 000); the state root covers what is carried.
 //!
 //! Transfer signatures are checked on all cores before any state changes, then the
 //! transactions are applied in order.
@@ -25,7 +27,11 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
-use crate::tenure_change::{Cause, TenureChange, pubkey_hash};
+use crate::{
+    rewards::block_fees,
+    split::pro_rata,
+    tenure_change::{Cause, TenureChange, pubkey_hash},
+};
 
 /// Signer shares in a producer group.
 pub const SIGNER_SHARES: usize = 100;
@@ -313,6 +319,9 @@ pub enum BlockError {
     /// A tenure change is missing, misplaced or wrong.
     #[error("tenure change: {0}")]
     TenureChange(String),
+    /// The block's fees cannot be paid.
+    #[error("fees: {0}")]
+    Fees(String),
     /// The term's cost budget is exceeded.
     #[error("the block costs {cost}; the term has {left} left")]
     CostLimit {
@@ -341,6 +350,11 @@ pub struct TermContext {
     pub consensus_hash: [u8; 20],
     /// The previous term's consensus hash.
     pub previous_consensus_hash: [u8; 20],
+    /// The term's producers: (account, BTC spent), in selection order.
+    pub producers: Vec<([u8; 32], u64)>,
+    /// The producer (index into `producers`) holding each of the 100 shares: signer
+    /// slot i is share i + 1 ([`crate::weights::Assignment::share_owners`]).
+    pub share_owners: Vec<u16>,
 }
 
 /// The chain state validation works on: the tip and every account.
@@ -356,6 +370,8 @@ pub struct ChainState {
     pub term_blocks: u64,
     /// Cost spent in the tip's term since it started or was last extended.
     pub term_cost: u64,
+    /// Fees waiting for the next term's producers (60% of every block's).
+    pub carried_fees: u64,
     /// Accounts by x-only key.
     pub accounts: BTreeMap<[u8; 32], Account>,
 }
@@ -376,6 +392,7 @@ impl ChainState {
             h.update(account.balance.to_be_bytes());
             h.update(account.nonce.to_be_bytes());
         }
+        h.update(self.carried_fees.to_be_bytes());
         h.finalize().into()
     }
 
@@ -513,6 +530,14 @@ impl ChainState {
                 }
             }
         }
+        pay_fees(
+            &mut next,
+            context,
+            &block.signers,
+            &block.txs,
+            first_of_term,
+        )
+        .map_err(BlockError::Fees)?;
         if first_of_term {
             if !matches!(block.txs.first(), Some(Tx::Coinbase { .. })) {
                 return Err(BlockError::Coinbase(
@@ -593,6 +618,65 @@ impl ChainState {
     }
 }
 
+/// Pays a block's fees (seed 000): 40% at once to the producers holding its signing
+/// shares, by BTC spent; 60% carried to the next term's producers, who receive what
+/// is carried, by BTC spent, in their term's first block. With no producers known,
+/// everything stays carried: fees are never lost.
+fn pay_fees(
+    next: &mut ChainState,
+    context: &TermContext,
+    signers: &[u8],
+    txs: &[Tx],
+    first_of_term: bool,
+) -> Result<(), String> {
+    let credit = |next: &mut ChainState, account: [u8; 32], amount: u64| {
+        let a = next.accounts.entry(account).or_default();
+        a.balance = a
+            .balance
+            .checked_add(amount)
+            .ok_or_else(|| "a balance overflows".to_owned())?;
+        Ok::<(), String>(())
+    };
+    if first_of_term && !context.producers.is_empty() {
+        let carried = std::mem::take(&mut next.carried_fees);
+        let spends: Vec<u64> = context.producers.iter().map(|(_, s)| *s).collect();
+        for ((account, _), part) in context.producers.iter().zip(pro_rata(carried, &spends)) {
+            credit(next, *account, part)?;
+        }
+    }
+    let fees = txs
+        .iter()
+        .map(|tx| match tx {
+            Tx::Transfer(t) => t.fee,
+            _ => 0,
+        })
+        .try_fold(0u64, u64::checked_add)
+        .ok_or_else(|| "the fees overflow".to_owned())?;
+    let mut signing: Vec<usize> = (0..SIGNER_SHARES)
+        .filter(|i| signers.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
+        .filter_map(|i| context.share_owners.get(i).map(|o| usize::from(*o)))
+        .filter(|o| *o < context.producers.len())
+        .collect();
+    signing.sort_unstable();
+    signing.dedup();
+    let spends: Vec<u64> = signing
+        .iter()
+        .filter_map(|i| context.producers.get(*i).map(|(_, s)| *s))
+        .collect();
+    let split = block_fees(fees, &spends);
+    let paid: u64 = split.signers.iter().sum();
+    for (i, part) in signing.iter().zip(split.signers) {
+        if let Some((account, _)) = context.producers.get(*i) {
+            credit(next, *account, part)?;
+        }
+    }
+    next.carried_fees = next
+        .carried_fees
+        .checked_add(fees - paid)
+        .ok_or_else(|| "the carried fees overflow".to_owned())?;
+    Ok(())
+}
+
 /// Checks every transfer's signature, on all available cores.
 fn check_transfer_signatures(txs: &[Tx], network: &str) -> Result<(), BlockError> {
     let threads = std::thread::available_parallelism()
@@ -635,11 +719,14 @@ pub mod build {
     use super::*;
     use bitcoin::secp256k1::Keypair;
 
-    /// A block on `state` with `txs`, every share marked as signing, signed by
-    /// `producer` (and `stacker`, if given). Returns the block and the state after it.
-    /// The transactions are applied without checks: validation is what tests it.
+    /// A block of `term` on `state` with `txs`, every share marked as signing,
+    /// signed by `producer` (and `stacker`, if given), its fees paid as `context`
+    /// says. Returns the block and the state after it. The transactions are applied
+    /// without checks (so tests can build invalid blocks): validation is what checks
+    /// them.
     pub fn block(
         state: &ChainState,
+        context: &TermContext,
         term: u64,
         txs: Vec<Tx>,
         producer: &Keypair,
@@ -668,6 +755,11 @@ pub mod build {
                 }
             }
         }
+        let mut bitmap = vec![0xff; SIGNER_SHARES.div_ceil(8)];
+        if let Some(last) = bitmap.last_mut() {
+            *last = 0x0f; // 96 + 4 = 100 shares
+        }
+        pay_fees(&mut next, context, &bitmap, &txs, first_of_term).ok()?;
         let header = Header {
             parent: state.tip,
             term,
@@ -676,11 +768,6 @@ pub mod build {
             state_root: next.state_root(),
             time: 0,
         };
-        let signers = vec![0xff; SIGNER_SHARES.div_ceil(8)];
-        let mut bitmap = signers;
-        if let Some(last) = bitmap.last_mut() {
-            *last = 0x0f; // 96 + 4 = 100 shares
-        }
         let message = Message::from_digest(Block::signing_message(&header, &bitmap));
         let sign =
             |k: &Keypair| ByteBuf::from(SECP256K1.sign_schnorr(&message, k).as_ref().to_vec());
@@ -748,6 +835,78 @@ pub mod build {
             Tx::TenureChange(found),
         ];
         all.extend(txs);
-        block(state, context.term, all, producer, stacker)
+        block(state, context, context.term, all, producer, stacker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    fn context(producers: Vec<([u8; 32], u64)>) -> TermContext {
+        TermContext {
+            term: 1,
+            producer_key: XOnlyPublicKey::from_slice(&[
+                0x79, 0xbe, 0x66, 0x7e, 0xf9, 0xdc, 0xbb, 0xac, 0x55, 0xa0, 0x62, 0x95, 0xce, 0x87,
+                0x0b, 0x07, 0x02, 0x9b, 0xfc, 0xdb, 0x2d, 0xce, 0x28, 0xd9, 0x59, 0xf2, 0x81, 0x5b,
+                0x16, 0xf8, 0x17, 0x98,
+            ])
+            .unwrap(),
+            stacker_key: None,
+            coinbase: vec![],
+            cost_limit: 10,
+            consensus_hash: [0; 20],
+            previous_consensus_hash: [0; 20],
+            producers,
+            share_owners: (0..100).map(|i| u16::from(i >= 75)).collect(),
+        }
+    }
+
+    fn fee(amount: u64) -> Tx {
+        Tx::Transfer(Transfer {
+            from: [1; 32],
+            to: [2; 32],
+            amount: 0,
+            fee: amount,
+            nonce: 0,
+            signature: ByteBuf::new(),
+        })
+    }
+
+    #[test]
+    fn only_the_producers_whose_shares_signed_are_paid_now() {
+        let ctx = context(vec![([10; 32], 3), ([11; 32], 1)]);
+        // Shares 76–100 signed: producer 1's only.
+        let mut bitmap = vec![0u8; 13];
+        for i in 75..100 {
+            bitmap[i / 8] |= 1 << (i % 8);
+        }
+        let mut state = ChainState::default();
+        pay_fees(&mut state, &ctx, &bitmap, &[fee(100)], false).unwrap();
+        assert_eq!(state.accounts.get(&[10; 32]), None);
+        assert_eq!(state.accounts[&[11; 32]].balance, 40);
+        assert_eq!(state.carried_fees, 60);
+    }
+
+    #[test]
+    fn with_no_producers_known_every_fee_stays_carried() {
+        let ctx = context(vec![]);
+        let mut state = ChainState {
+            carried_fees: 5,
+            ..ChainState::default()
+        };
+        pay_fees(&mut state, &ctx, &[0xff; 13], &[fee(100)], true).unwrap();
+        assert!(state.accounts.is_empty());
+        assert_eq!(state.carried_fees, 105);
+        let overflow = pay_fees(
+            &mut state,
+            &ctx,
+            &[0xff; 13],
+            &[fee(u64::MAX), fee(1)],
+            false,
+        );
+        assert!(overflow.is_err());
     }
 }

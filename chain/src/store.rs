@@ -163,7 +163,7 @@ impl ChainStore {
     ) -> Result<&ChainState, StoreError> {
         let next = self.state.validate(block, context, network)?;
         let height = next.height.to_be_bytes();
-        let touched = touched(block);
+        let touched = touched(block, context);
         let undo = Undo {
             tip: encode_tip(&self.state),
             accounts: touched
@@ -269,9 +269,10 @@ impl ChainStore {
     }
 }
 
-/// Accounts a block's transactions may change.
-fn touched(block: &Block) -> BTreeSet<[u8; 32]> {
-    let mut keys = BTreeSet::new();
+/// Accounts a block may change: those its transactions name, and the term's
+/// producers (fees).
+fn touched(block: &Block, context: &TermContext) -> BTreeSet<[u8; 32]> {
+    let mut keys: BTreeSet<[u8; 32]> = context.producers.iter().map(|(k, _)| *k).collect();
     for tx in &block.txs {
         match tx {
             Tx::Coinbase { payouts, .. } => keys.extend(payouts.iter().map(|(k, _)| *k)),
@@ -318,11 +319,17 @@ fn decode_u64(bytes: &[u8]) -> Result<u64, StoreError> {
     ))
 }
 
-/// The tip record: tip hash, height, term, term blocks, term cost.
+/// The tip record: tip hash, height, term, term blocks, term cost, carried fees.
 fn encode_tip(state: &ChainState) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+    let mut out = Vec::with_capacity(72);
     out.extend_from_slice(&state.tip);
-    for n in [state.height, state.term, state.term_blocks, state.term_cost] {
+    for n in [
+        state.height,
+        state.term,
+        state.term_blocks,
+        state.term_cost,
+        state.carried_fees,
+    ] {
         out.extend_from_slice(&n.to_be_bytes());
     }
     out
@@ -333,7 +340,7 @@ fn decode_tip(bytes: &[u8]) -> Result<ChainState, StoreError> {
         .split_first_chunk::<32>()
         .ok_or_else(|| corrupt("tip record"))?;
     let numbers: Vec<u64> = rest.chunks(8).map(decode_u64).collect::<Result<_, _>>()?;
-    let [height, term, term_blocks, term_cost] = numbers[..] else {
+    let [height, term, term_blocks, term_cost, carried_fees] = numbers[..] else {
         return Err(corrupt("tip record"));
     };
     Ok(ChainState {
@@ -342,6 +349,7 @@ fn decode_tip(bytes: &[u8]) -> Result<ChainState, StoreError> {
         term,
         term_blocks,
         term_cost,
+        carried_fees,
         accounts: BTreeMap::new(),
     })
 }

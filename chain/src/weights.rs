@@ -37,6 +37,17 @@ pub struct Assignment {
     pub slots: Vec<Option<usize>>,
 }
 
+impl Assignment {
+    /// The producer holding each signer share: signer slot i is share i + 1.
+    pub fn share_owners(&self) -> Vec<u16> {
+        self.slots
+            .iter()
+            .take(SHARES)
+            .map(|o| o.and_then(|o| u16::try_from(o).ok()).unwrap_or(u16::MAX))
+            .collect()
+    }
+}
+
 /// A uniform index below `n` (rejection sampling, no modulo bias).
 fn below(rng: &mut ChaCha12Rng, n: u64) -> u64 {
     let zone = u64::MAX - u64::MAX % n;

@@ -34,6 +34,9 @@ fn context(coinbase: Vec<([u8; 32], u64)>) -> TermContext {
         cost_limit: 1_000,
         consensus_hash: consensus_hash(3, &[3; 32]),
         previous_consensus_hash: consensus_hash(2, &[2; 32]),
+        // Producer 0 spent 300 and holds shares 1–75, producer 1 spent 100.
+        producers: vec![(x(50), 300), (x(51), 100)],
+        share_owners: (0..100).map(|i| u16::from(i >= 75)).collect(),
     }
 }
 
@@ -63,6 +66,7 @@ fn transfers_move_balances_and_nonces() {
     let t2 = Transfer::sign(NET, &keypair(1), x(2), 100, 10, 1);
     let (block, _) = build::block(
         &state,
+        &ctx,
         3,
         vec![Tx::Transfer(t), Tx::Transfer(t2)],
         &keypair(100),
@@ -82,7 +86,11 @@ fn transfers_move_balances_and_nonces() {
 fn every_invalid_block_is_refused_with_its_reason() {
     let (state, ctx) = started();
     let good = Transfer::sign(NET, &keypair(1), x(3), 300, 10, 0);
-    let make = |txs: Vec<Tx>| build::block(&state, 3, txs, &keypair(100), None).unwrap().0;
+    let make = |txs: Vec<Tx>| {
+        build::block(&state, &ctx, 3, txs, &keypair(100), None)
+            .unwrap()
+            .0
+    };
     let check = |block: &Block| state.validate(block, &ctx, NET);
 
     let mut b = make(vec![Tx::Transfer(good.clone())]);
@@ -101,6 +109,7 @@ fn every_invalid_block_is_refused_with_its_reason() {
 
     let b = build::block(
         &state,
+        &ctx,
         4,
         vec![Tx::Transfer(good.clone())],
         &keypair(100),
@@ -119,6 +128,7 @@ fn every_invalid_block_is_refused_with_its_reason() {
     // Signed by another key, or with the bitmap changed after signing.
     let b = build::block(
         &state,
+        &ctx,
         3,
         vec![Tx::Transfer(good.clone())],
         &keypair(101),
@@ -231,6 +241,7 @@ fn every_invalid_block_is_refused_with_its_reason() {
     );
     let b = build::block(
         &state,
+        &ctx,
         3,
         vec![Tx::Transfer(good)],
         &keypair(100),
@@ -249,12 +260,12 @@ fn a_terms_first_block_must_pay_exactly_its_coinbase() {
         term: 3,
         payouts: vec![(x(1), 999)],
     };
-    let (b, _) = build::block(&genesis, 3, vec![short], &keypair(100), None).unwrap();
+    let (b, _) = build::block(&genesis, &ctx, 3, vec![short], &keypair(100), None).unwrap();
     assert!(matches!(
         genesis.validate(&b, &ctx, NET),
         Err(BlockError::Coinbase(_))
     ));
-    let (b, _) = build::block(&genesis, 3, vec![], &keypair(100), None).unwrap();
+    let (b, _) = build::block(&genesis, &ctx, 3, vec![], &keypair(100), None).unwrap();
     assert!(matches!(
         genesis.validate(&b, &ctx, NET),
         Err(BlockError::Coinbase(_))
@@ -264,7 +275,7 @@ fn a_terms_first_block_must_pay_exactly_its_coinbase() {
         term: 3,
         payouts: ctx.coinbase.clone(),
     };
-    let (b, _) = build::block(&genesis, 3, vec![coinbase], &keypair(100), None).unwrap();
+    let (b, _) = build::block(&genesis, &ctx, 3, vec![coinbase], &keypair(100), None).unwrap();
     assert_eq!(
         genesis.validate(&b, &ctx, NET),
         Err(BlockError::TenureChange(
@@ -296,7 +307,7 @@ fn block_found_refusal(
         },
         Tx::TenureChange(tc),
     ];
-    let (b, _) = build::block(&genesis, 3, txs, &keypair(100), None).unwrap();
+    let (b, _) = build::block(&genesis, ctx, 3, txs, &keypair(100), None).unwrap();
     genesis.validate(&b, ctx, NET).unwrap_err()
 }
 
@@ -379,7 +390,7 @@ fn every_wrong_block_found_is_refused_with_its_reason() {
         },
         Tx::TenureChange(found),
     ];
-    let (b, _) = build::block(&genesis, 3, txs, &keypair(100), Some(&keypair(102))).unwrap();
+    let (b, _) = build::block(&genesis, &ctx, 3, txs, &keypair(100), Some(&keypair(102))).unwrap();
     assert_eq!(
         genesis.validate(&b, &with_stackers, NET),
         Err(reason("the granting group's signature does not verify"))
@@ -393,6 +404,7 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
     let transfer = |nonce| Tx::Transfer(Transfer::sign(NET, &keypair(1), x(3), 1, 1, nonce));
     let (b, after) = build::block(
         &state,
+        &ctx,
         3,
         vec![transfer(0), transfer(1)],
         &keypair(100),
@@ -404,7 +416,7 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
     assert_eq!(spent.term_cost, 4);
 
     // The budget is gone ...
-    let (b, _) = build::block(&spent, 3, vec![transfer(2)], &keypair(100), None).unwrap();
+    let (b, _) = build::block(&spent, &ctx, 3, vec![transfer(2)], &keypair(100), None).unwrap();
     assert_eq!(
         spent.validate(&b, &ctx, NET),
         Err(BlockError::CostLimit { cost: 1, left: 0 })
@@ -414,6 +426,7 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
     assert_eq!(extend.previous_tenure_blocks, 2);
     let (b, built) = build::block(
         &spent,
+        &ctx,
         3,
         vec![
             Tx::TenureChange(extend.clone()),
@@ -434,6 +447,7 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
     ctx.cost_limit = 100;
     let (b, _) = build::block(
         &spent,
+        &ctx,
         3,
         vec![transfer(2), Tx::TenureChange(extend.clone())],
         &keypair(100),
@@ -449,6 +463,7 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
     let found = build::tenure_change(&spent, &ctx, Cause::BlockFound, &keypair(100), NET);
     let (b, _) = build::block(
         &spent,
+        &ctx,
         3,
         vec![Tx::TenureChange(found)],
         &keypair(100),
@@ -463,6 +478,7 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
     );
     let (b, _) = build::block(
         &extended,
+        &ctx,
         3,
         vec![Tx::TenureChange(extend), transfer(5)],
         &keypair(100),
@@ -481,7 +497,7 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
 fn the_next_term_starts_on_the_last_block_and_counts_the_previous_terms_blocks() {
     let (state, ctx) = started();
     let t = Transfer::sign(NET, &keypair(1), x(3), 300, 10, 0);
-    let (b, _) = build::block(&state, 3, vec![Tx::Transfer(t)], &keypair(100), None).unwrap();
+    let (b, _) = build::block(&state, &ctx, 3, vec![Tx::Transfer(t)], &keypair(100), None).unwrap();
     let end_of_term_3 = state.validate(&b, &ctx, NET).unwrap();
     let next = TermContext {
         term: 4,
@@ -491,6 +507,8 @@ fn the_next_term_starts_on_the_last_block_and_counts_the_previous_terms_blocks()
         cost_limit: 1_000,
         consensus_hash: consensus_hash(4, &[4; 32]),
         previous_consensus_hash: ctx.consensus_hash,
+        producers: vec![(x(60), 1)],
+        share_owners: vec![0; 100],
     };
     let (b, _) =
         build::term_start(&end_of_term_3, &next, vec![], &keypair(104), None, NET).unwrap();
@@ -503,7 +521,7 @@ fn the_next_term_starts_on_the_last_block_and_counts_the_previous_terms_blocks()
     assert_eq!((term_4.term, term_4.term_blocks, term_4.height), (4, 1, 3));
     assert_eq!(term_4.accounts[&x(4)].balance, 700);
     // Term 3's context no longer validates blocks on top of term 4.
-    let (b, _) = build::block(&term_4, 3, vec![], &keypair(100), None).unwrap();
+    let (b, _) = build::block(&term_4, &ctx, 3, vec![], &keypair(100), None).unwrap();
     assert!(matches!(
         term_4.validate(&b, &ctx, NET),
         Err(BlockError::WrongTerm { got: 3, .. })
@@ -530,4 +548,61 @@ fn resign(mut b: Block) -> Block {
             .to_vec(),
     );
     b
+}
+
+#[test]
+fn fees_go_forty_percent_to_the_signers_and_sixty_to_the_next_terms_producers() {
+    let (state, ctx) = started();
+    let minted: u64 = ctx.coinbase.iter().map(|(_, a)| a).sum();
+    let t1 = Transfer::sign(NET, &keypair(1), x(3), 100, 30, 0);
+    let t2 = Transfer::sign(NET, &keypair(2), x(3), 100, 10, 0);
+    let (b, built) = build::block(
+        &state,
+        &ctx,
+        3,
+        vec![Tx::Transfer(t1), Tx::Transfer(t2)],
+        &keypair(100),
+        None,
+    )
+    .unwrap();
+    let after = state.validate(&b, &ctx, NET).unwrap();
+    assert_eq!(after, built);
+    // Fees 40: 16 now, split 300 : 100 between the two signing producers; 24 carried.
+    assert_eq!(after.accounts[&x(50)].balance, 12);
+    assert_eq!(after.accounts[&x(51)].balance, 4);
+    assert_eq!(after.carried_fees, 24);
+    let total =
+        |s: &ChainState| s.accounts.values().map(|a| a.balance).sum::<u64>() + s.carried_fees;
+    assert_eq!(total(&after), minted, "value is conserved");
+
+    // The next term's producers receive what was carried in their first block.
+    let next = TermContext {
+        term: 4,
+        producer_key: keypair(104).x_only_public_key().0,
+        stacker_key: None,
+        coinbase: vec![(x(4), 700)],
+        cost_limit: 1_000,
+        consensus_hash: consensus_hash(4, &[4; 32]),
+        previous_consensus_hash: ctx.consensus_hash,
+        producers: vec![(x(60), 1), (x(61), 2)],
+        share_owners: (0..100).map(|i| u16::from(i % 2 == 1)).collect(),
+    };
+    let (b, _) = build::term_start(&after, &next, vec![], &keypair(104), None, NET).unwrap();
+    let term_4 = after.validate(&b, &next, NET).unwrap();
+    assert_eq!(term_4.accounts[&x(60)].balance, 8);
+    assert_eq!(term_4.accounts[&x(61)].balance, 16);
+    assert_eq!(term_4.carried_fees, 0);
+    assert_eq!(total(&term_4), minted + 700);
+
+    // A block that pays its signers more than their part fails its state root.
+    let t3 = Transfer::sign(NET, &keypair(1), x(3), 1, 1, 1);
+    let (mut b, _) =
+        build::block(&after, &ctx, 3, vec![Tx::Transfer(t3)], &keypair(100), None).unwrap();
+    b.header.state_root = {
+        let (_, mut s) = build::block(&after, &ctx, 3, b.txs.clone(), &keypair(100), None).unwrap();
+        s.accounts.get_mut(&x(50)).unwrap().balance += 1;
+        s.state_root()
+    };
+    let b = resign(b);
+    assert_eq!(after.validate(&b, &ctx, NET), Err(BlockError::StateRoot));
 }

@@ -44,6 +44,8 @@ fn context(term: u64) -> TermContext {
         cost_limit: 1_000,
         consensus_hash: consensus_hash(term, &[term as u8; 32]),
         previous_consensus_hash: consensus_hash(term - 1, &[term as u8 - 1; 32]),
+        producers: vec![(x(40 + term as u8), 2), (x(50 + term as u8), 1)],
+        share_owners: (0..100).map(|i| u16::from(i % 3 == 2)).collect(),
     }
 }
 
@@ -64,8 +66,15 @@ fn term_one(transfers: u64) -> (Vec<Block>, Vec<ChainState>) {
     let mut states = vec![state.clone()];
     for nonce in 0..transfers {
         let t = Transfer::sign(NET, &keypair(1), x(3 + nonce as u8), 10, 1, nonce);
-        let (b, next) =
-            build::block(&state, 1, vec![Tx::Transfer(t)], &keypair(101), None).unwrap();
+        let (b, next) = build::block(
+            &state,
+            &context(1),
+            1,
+            vec![Tx::Transfer(t)],
+            &keypair(101),
+            None,
+        )
+        .unwrap();
         blocks.push(b);
         states.push(next.clone());
         state = next;
@@ -91,8 +100,15 @@ fn a_restart_resumes_at_the_same_tip() {
     assert_eq!(store.height_of(&blocks[2].header.hash()).unwrap(), Some(3));
     // And it goes on from there.
     let t = Transfer::sign(NET, &keypair(2), x(9), 5, 1, 0);
-    let (next, after) =
-        build::block(store.state(), 1, vec![Tx::Transfer(t)], &keypair(101), None).unwrap();
+    let (next, after) = build::block(
+        store.state(),
+        &context(1),
+        1,
+        vec![Tx::Transfer(t)],
+        &keypair(101),
+        None,
+    )
+    .unwrap();
     store.apply(&next, &context(1), NET).unwrap();
     drop(store);
     assert_eq!(ChainStore::open(dir.path()).unwrap().state(), &after);
@@ -107,6 +123,7 @@ fn an_invalid_block_changes_nothing_on_disk() {
     let replayed = Transfer::sign(NET, &keypair(2), x(9), 5, 0, 7);
     let (bad, _) = build::block(
         store.state(),
+        &context(1),
         1,
         vec![Tx::Transfer(replayed)],
         &keypair(101),

@@ -24,6 +24,8 @@ fuzz_target!(|bytes: &[u8]| {
         cost_limit: 50_000,
         consensus_hash: [0; 20],
         previous_consensus_hash: [0; 20],
+        producers: vec![([1; 32], 2), ([2; 32], 1)],
+        share_owners: (0..100).map(|i| i % 2).collect(),
     };
     let _ = ChainState::default().validate(&block, &context, "fuzz");
     let _ = block.signer_weight();

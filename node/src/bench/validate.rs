@@ -55,6 +55,8 @@ pub fn validate(transfers: usize, runs: usize) -> anyhow::Result<ValidateReport>
         cost_limit: 10 * 5_000,
         consensus_hash: consensus_hash(1, &[1; 32]),
         previous_consensus_hash: consensus_hash(0, &[0; 32]),
+        producers: vec![(producer.x_only_public_key().0.serialize(), 1)],
+        share_owners: vec![0; 100],
     };
     let genesis = ChainState::default();
     let (first, _) = build::term_start(&genesis, &context, vec![], &producer, None, NETWORK)
@@ -72,8 +74,8 @@ pub fn validate(transfers: usize, runs: usize) -> anyhow::Result<ValidateReport>
             Tx::Transfer(Transfer::sign(NETWORK, from, to, 1_000, 10, 0))
         })
         .collect();
-    let (block, _) =
-        build::block(&funded, 1, txs, &producer, None).context("building the measured block")?;
+    let (block, _) = build::block(&funded, &context, 1, txs, &producer, None)
+        .context("building the measured block")?;
     let mut times: Vec<Duration> = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();

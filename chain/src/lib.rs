@@ -3,6 +3,8 @@
 //!
 //! Built so far:
 //! - [`enrollment`]: the SIP's 80-byte `OP_RETURN` and its PoX/burn outputs;
+//! - [`key_registration`]: the leader VRF key registrations enrollments refer to,
+//!   and the rule that only the registration's owner may enroll with it;
 //! - [`terms`]: terms of 10 burn blocks and producer-set selection (top 100, lower
 //!   bound with carried-forward credit);
 //! - [`weights`]: the 100 signer shares and the producer DB's slots, round-robin from
@@ -36,6 +38,7 @@ pub mod announce;
 pub mod block;
 pub mod burnchain;
 pub mod enrollment;
+pub mod key_registration;
 pub mod mainstake;
 pub mod regtest;
 pub mod rewards;

@@ -1,6 +1,6 @@
-//! Transactions from the burnchain and from peers: enrollments, announcements and stake
-//! registrations (any Bitcoin transaction), tenure changes and chain transactions must
-//! decode or fail cleanly.
+//! Transactions from the burnchain and from peers: enrollments, key registrations,
+//! announcements and stake registrations (any Bitcoin transaction), tenure changes
+//! and chain transactions must decode or fail cleanly.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,6 +8,7 @@ use tenure_chain::{
     block::Tx,
     announce::Announcement,
     enrollment::{self, Magic},
+    key_registration::KeyRegistration,
     stake,
     tenure_change::TenureChange,
 };
@@ -18,6 +19,7 @@ fuzz_target!(|bytes: &[u8]| {
             let _ = enrollment::parse(&tx, magic, true);
             let _ = enrollment::parse(&tx, magic, false);
             let _ = stake::parse(&tx, magic);
+            let _ = KeyRegistration::parse(&tx, magic);
             if let Some(input) = tx.input.first() {
                 let _ = Announcement::parse(&tx, &input.previous_output, magic);
             }

@@ -12,10 +12,10 @@
 mod common;
 
 use bitcoin::{
-    Amount, ScriptBuf, Transaction, TxOut, consensus,
+    Amount, ScriptBuf, Transaction, TxOut,
     secp256k1::{Keypair, SECP256K1, SecretKey},
 };
-use common::wallet;
+use common::{core_accepts, wallet};
 use tenure_chain::{
     enrollment::Magic,
     mainstake::{Ticket, winner},
@@ -144,21 +144,6 @@ fn registrations_without_a_real_lock_are_ignored_with_their_reason() {
     );
 }
 
-fn core_accepts(tx: &Transaction, prevout: &TxOut) -> Result<(), bitcoinconsensus::Error> {
-    let spent = [bitcoinconsensus::Utxo {
-        script_pubkey: prevout.script_pubkey.as_bytes().as_ptr(),
-        script_pubkey_len: prevout.script_pubkey.len() as u32,
-        value: prevout.value.to_sat() as i64,
-    }];
-    bitcoinconsensus::verify(
-        prevout.script_pubkey.as_bytes(),
-        prevout.value.to_sat(),
-        &consensus::serialize(tx),
-        Some(&spent),
-        0,
-    )
-}
-
 #[test]
 fn bitcoin_core_keeps_a_stake_locked_until_its_height_and_then_only_for_its_owner() {
     let owner = keypair(11);
@@ -186,15 +171,18 @@ fn bitcoin_core_keeps_a_stake_locked_until_its_height_and_then_only_for_its_owne
     let fee = Amount::from_sat(500);
 
     let on_time = reclaim(&ticket, &owner, to.clone(), fee, lock as u32).unwrap();
-    assert_eq!(core_accepts(&on_time, &locked), Ok(()));
+    assert_eq!(
+        core_accepts(&on_time, std::slice::from_ref(&locked)),
+        Ok(())
+    );
     let early = reclaim(&ticket, &owner, to.clone(), fee, lock as u32 - 1).unwrap();
     assert!(
-        core_accepts(&early, &locked).is_err(),
+        core_accepts(&early, std::slice::from_ref(&locked)).is_err(),
         "spent before its lock"
     );
     let thief = reclaim(&ticket, &keypair(66), to, fee, lock as u32).unwrap();
     assert!(
-        core_accepts(&thief, &locked).is_err(),
+        core_accepts(&thief, std::slice::from_ref(&locked)).is_err(),
         "spent by another key"
     );
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use bitcoin::{
-    Amount, OutPoint, TxOut,
+    Amount, OutPoint, Transaction, TxOut, consensus,
     secp256k1::{Keypair, SECP256K1, SecretKey},
 };
 use tenure_chain::{
@@ -45,7 +45,32 @@ pub fn with_term_utxo(funder: &Wallet, group: &Wallet) -> (RegtestChain, OutPoin
     (chain, term_utxo)
 }
 
-/// The group announces `a` by spending its only UTXO, and a block is mined.
+/// Whether Bitcoin Core's consensus code (libbitcoinconsensus) accepts every input of
+/// `tx`, whose inputs spend `prevouts` in order.
+pub fn core_accepts(tx: &Transaction, prevouts: &[TxOut]) -> Result<(), bitcoinconsensus::Error> {
+    let spent: Vec<bitcoinconsensus::Utxo> = prevouts
+        .iter()
+        .map(|o| bitcoinconsensus::Utxo {
+            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
+            script_pubkey_len: o.script_pubkey.len() as u32,
+            value: o.value.to_sat() as i64,
+        })
+        .collect();
+    let bytes = consensus::serialize(tx);
+    for (index, prevout) in prevouts.iter().enumerate() {
+        bitcoinconsensus::verify(
+            prevout.script_pubkey.as_bytes(),
+            prevout.value.to_sat(),
+            &bytes,
+            Some(&spent),
+            index,
+        )?;
+    }
+    Ok(())
+}
+
+/// The group announces `a` by spending its only UTXO, and a block is mined. Bitcoin
+/// Core's consensus code checks the announcement first.
 pub fn announce(chain: &mut RegtestChain, group: &Wallet, a: Announcement) {
     let utxo_value = group.balance(chain);
     let tx = group
@@ -61,6 +86,12 @@ pub fn announce(chain: &mut RegtestChain, group: &Wallet, a: Announcement) {
             Amount::from_sat(500),
         )
         .unwrap();
+    let prevouts: Vec<TxOut> = tx
+        .input
+        .iter()
+        .map(|i| chain.utxo(&i.previous_output).unwrap().clone())
+        .collect();
+    core_accepts(&tx, &prevouts).unwrap();
     chain.submit(tx).unwrap();
     chain.mine(&wallet(9).script(), 1_700_100_000 + a.height as u32);
 }

@@ -63,22 +63,9 @@ impl Announcement {
         if !tx.input.iter().any(|i| i.previous_output == *term_utxo) {
             return None;
         }
-        let first = tx.output.first()?;
-        let mut instructions = first.script_pubkey.instructions();
-        let data = match (instructions.next(), instructions.next()) {
-            (
-                Some(Ok(bitcoin::script::Instruction::Op(op))),
-                Some(Ok(bitcoin::script::Instruction::PushBytes(p))),
-            ) if op == bitcoin::opcodes::all::OP_RETURN => p.as_bytes().to_vec(),
-            _ => return None,
-        };
-        let data: &[u8; ANNOUNCEMENT_BYTES] = data.as_slice().try_into().ok()?;
-        let (head, rest) = data.split_at(3);
-        if head.get(..2)? != magic.bytes() || head.get(2) != Some(&OP_ANNOUNCE) {
-            return None;
-        }
-        let (term, rest) = rest.split_at(8);
-        let (height, hash) = rest.split_at(8);
+        let payload = crate::op_return::operation(tx, magic, OP_ANNOUNCE, ANNOUNCEMENT_BYTES)?;
+        let (term, rest) = payload.split_at_checked(8)?;
+        let (height, hash) = rest.split_at_checked(8)?;
         tx.output.get(1)?;
         Some((
             Announcement {

@@ -12,12 +12,7 @@
 //! is ignored with its reason ([`EnrollmentError`]), never a panic: anyone can put
 //! bytes on Bitcoin.
 
-use bitcoin::{
-    Amount, ScriptBuf, Transaction, TxOut,
-    opcodes::all::OP_RETURN,
-    script::{Instruction, PushBytesBuf},
-    secp256k1::PublicKey,
-};
+use bitcoin::{Amount, ScriptBuf, Transaction, TxOut, script::PushBytesBuf, secp256k1::PublicKey};
 
 /// The enrollment operation byte.
 pub const OP_ENROLL: u8 = b'@';
@@ -193,21 +188,8 @@ pub fn parse(
     magic: Magic,
     in_reward_cycle: bool,
 ) -> Result<Enrollment, EnrollmentError> {
-    let first = tx.output.first().ok_or(EnrollmentError::NoOpReturn)?;
-    let mut instructions = first.script_pubkey.instructions();
-    let data = match (
-        instructions.next(),
-        instructions.next(),
-        instructions.next(),
-    ) {
-        (Some(Ok(Instruction::Op(op))), Some(Ok(Instruction::PushBytes(push))), None)
-            if op == OP_RETURN =>
-        {
-            push.as_bytes().to_vec()
-        }
-        _ => return Err(EnrollmentError::NoOpReturn),
-    };
-    let data = EnrollmentData::from_bytes(&data, magic)?;
+    let data = crate::op_return::data(tx).ok_or(EnrollmentError::NoOpReturn)?;
+    let data = EnrollmentData::from_bytes(data, magic)?;
     let spent = if in_reward_cycle {
         let pox: Vec<&TxOut> = tx.output.iter().skip(1).take(POX_OUTPUTS).collect();
         if pox.len() < POX_OUTPUTS {

@@ -14,13 +14,12 @@
 
 use std::collections::BTreeMap;
 
-use bitcoin::{
-    Amount, Block, ScriptBuf, Transaction, TxOut,
-    opcodes::all::OP_RETURN,
-    script::{Instruction, PushBytesBuf},
-};
+use bitcoin::{Amount, Block, ScriptBuf, Transaction, TxOut, script::PushBytesBuf};
 
-use crate::enrollment::{EnrollmentData, Magic};
+use crate::{
+    enrollment::{EnrollmentData, Magic},
+    op_return,
+};
 
 /// The key registration's operation byte.
 pub const OP_KEY_REGISTRATION: u8 = b'^';
@@ -95,21 +94,8 @@ impl KeyRegistration {
         tx: &Transaction,
         magic: Magic,
     ) -> Option<Result<KeyRegistration, KeyRegistrationError>> {
-        let first = tx.output.first()?;
-        let mut instructions = first.script_pubkey.instructions();
-        let data = match (instructions.next(), instructions.next()) {
-            (Some(Ok(Instruction::Op(OP_RETURN))), Some(Ok(Instruction::PushBytes(p)))) => {
-                p.as_bytes()
-            }
-            _ => return None,
-        };
-        let data: &[u8; KEY_REGISTRATION_BYTES] = data.try_into().ok()?;
-        let (head, rest) = data.split_first_chunk::<3>()?;
-        let [m0, m1, op] = *head;
-        if [m0, m1] != magic.bytes() || op != OP_KEY_REGISTRATION {
-            return None;
-        }
-        let (consensus_hash, rest) = rest.split_first_chunk::<20>()?;
+        let payload = op_return::operation(tx, magic, OP_KEY_REGISTRATION, KEY_REGISTRATION_BYTES)?;
+        let (consensus_hash, rest) = payload.split_first_chunk::<20>()?;
         let (proving_key, memo) = rest.split_first_chunk::<32>()?;
         let memo: [u8; MEMO_BYTES] = memo.try_into().ok()?;
         Some(match tx.output.get(1) {

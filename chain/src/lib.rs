@@ -40,6 +40,7 @@ pub mod burnchain;
 pub mod enrollment;
 pub mod key_registration;
 pub mod mainstake;
+pub mod op_return;
 pub mod regtest;
 pub mod rewards;
 pub mod split;

@@ -23,14 +23,14 @@ use bitcoin::{
     hashes::Hash,
     key::Keypair,
     opcodes::all::{OP_CHECKSIG, OP_CLTV, OP_DROP},
-    script::{Builder, Instruction, PushBytesBuf},
+    script::{Builder, PushBytesBuf},
     secp256k1::{Message, SECP256K1},
     sighash::{Prevouts, SighashCache, TapSighashType},
     taproot::{LeafVersion, TapLeafHash, TaprootBuilder, TaprootSpendInfo},
     transaction::Version,
 };
 
-use crate::{enrollment::Magic, mainstake::Ticket};
+use crate::{enrollment::Magic, mainstake::Ticket, op_return};
 
 /// The stake registration's operation byte.
 pub const OP_STAKE: u8 = b'S';
@@ -126,23 +126,8 @@ pub fn stake_outputs(
 /// Reads a stake registration from `tx`: `None` if it is none, the reason if it is
 /// malformed, else the ticket.
 pub fn parse(tx: &Transaction, magic: Magic) -> Option<Result<Ticket, StakeError>> {
-    let first = tx.output.first()?;
-    let mut instructions = first.script_pubkey.instructions();
-    let data = match (instructions.next(), instructions.next()) {
-        (Some(Ok(Instruction::Op(op))), Some(Ok(Instruction::PushBytes(p))))
-            if op == bitcoin::opcodes::all::OP_RETURN =>
-        {
-            p.as_bytes()
-        }
-        _ => return None,
-    };
-    let data: &[u8; REGISTRATION_BYTES] = data.try_into().ok()?;
-    let (head, rest) = data.split_first_chunk::<3>()?;
-    let [m0, m1, op] = *head;
-    if [m0, m1] != magic.bytes() || op != OP_STAKE {
-        return None;
-    }
-    let (lock, owner) = rest.split_first_chunk::<8>()?;
+    let payload = op_return::operation(tx, magic, OP_STAKE, REGISTRATION_BYTES)?;
+    let (lock, owner) = payload.split_first_chunk::<8>()?;
     Some(ticket(tx, u64::from_be_bytes(*lock), owner))
 }
 

@@ -284,6 +284,22 @@ fn a_terms_first_block_must_pay_exactly_its_coinbase() {
     );
 }
 
+/// Term 4 after `ctx`'s term 3: producers 60 (spent 1) and 61 (spent 2), holding
+/// alternate shares; its group key is `keypair(104)`.
+fn term_four(ctx: &TermContext) -> TermContext {
+    TermContext {
+        term: 4,
+        producer_key: keypair(104).x_only_public_key().0,
+        stacker_key: None,
+        coinbase: vec![(x(4), 700)],
+        cost_limit: 1_000,
+        consensus_hash: consensus_hash(4, &[4; 32]),
+        previous_consensus_hash: ctx.consensus_hash,
+        producers: vec![(x(60), 1), (x(61), 2)],
+        share_owners: (0..100).map(|i| u16::from(i % 2 == 1)).collect(),
+    }
+}
+
 /// A change made to a tenure change before it goes into a block.
 type Edit = dyn FnOnce(&mut TenureChange);
 
@@ -499,17 +515,7 @@ fn the_next_term_starts_on_the_last_block_and_counts_the_previous_terms_blocks()
     let t = Transfer::sign(NET, &keypair(1), x(3), 300, 10, 0);
     let (b, _) = build::block(&state, &ctx, 3, vec![Tx::Transfer(t)], &keypair(100), None).unwrap();
     let end_of_term_3 = state.validate(&b, &ctx, NET).unwrap();
-    let next = TermContext {
-        term: 4,
-        producer_key: keypair(104).x_only_public_key().0,
-        stacker_key: None,
-        coinbase: vec![(x(4), 700)],
-        cost_limit: 1_000,
-        consensus_hash: consensus_hash(4, &[4; 32]),
-        previous_consensus_hash: ctx.consensus_hash,
-        producers: vec![(x(60), 1)],
-        share_owners: vec![0; 100],
-    };
+    let next = term_four(&ctx);
     let (b, _) =
         build::term_start(&end_of_term_3, &next, vec![], &keypair(104), None, NET).unwrap();
     let Tx::TenureChange(found) = &b.txs[1] else {
@@ -576,17 +582,7 @@ fn fees_go_forty_percent_to_the_signers_and_sixty_to_the_next_terms_producers() 
     assert_eq!(total(&after), minted, "value is conserved");
 
     // The next term's producers receive what was carried in their first block.
-    let next = TermContext {
-        term: 4,
-        producer_key: keypair(104).x_only_public_key().0,
-        stacker_key: None,
-        coinbase: vec![(x(4), 700)],
-        cost_limit: 1_000,
-        consensus_hash: consensus_hash(4, &[4; 32]),
-        previous_consensus_hash: ctx.consensus_hash,
-        producers: vec![(x(60), 1), (x(61), 2)],
-        share_owners: (0..100).map(|i| u16::from(i % 2 == 1)).collect(),
-    };
+    let next = term_four(&ctx);
     let (b, _) = build::term_start(&after, &next, vec![], &keypair(104), None, NET).unwrap();
     let term_4 = after.validate(&b, &next, NET).unwrap();
     assert_eq!(term_4.accounts[&x(60)].balance, 8);

@@ -322,6 +322,11 @@ pub struct BurnNode {
     overlay: OverlayHandle,
     fetched: mpsc::Sender<Fetched>,
     fetching: bool,
+    /// Connected peers, to fetch from when the sender of a block cannot be asked.
+    peers: Vec<PeerId>,
+    /// Fetches that failed in a row; at most one round of the peers is tried.
+    failures: usize,
+    next_peer: usize,
 }
 
 impl BurnNode {
@@ -335,6 +340,9 @@ impl BurnNode {
                 overlay,
                 fetched,
                 fetching: false,
+                peers: Vec::new(),
+                failures: 0,
+                next_peer: 0,
             },
             answers,
         )
@@ -391,7 +399,14 @@ impl BurnNode {
                 (true, None)
             }
             OverlayEvent::PeerConnected { peer, .. } => {
+                if !self.peers.contains(peer) {
+                    self.peers.push(*peer);
+                }
                 self.fetch_from(*peer);
+                (false, None)
+            }
+            OverlayEvent::PeerDisconnected { peer } => {
+                self.peers.retain(|p| p != peer);
                 (false, None)
             }
             _ => (false, None),
@@ -402,7 +417,17 @@ impl BurnNode {
     /// something new.
     pub async fn on_fetched(&mut self, (peer, answer): Fetched) -> Option<TipChange> {
         self.fetching = false;
-        let body = answer.ok()?;
+        let Ok(body) = answer else {
+            // Unreachable or slow: ask the next connected peer, once round.
+            self.failures += 1;
+            if self.failures <= self.peers.len()
+                && let Some(next) = self.another_peer()
+            {
+                self.fetch_from(next);
+            }
+            return None;
+        };
+        self.failures = 0;
         match self.sync.on_fetch_response(&body) {
             Ok(Some(change)) => {
                 self.fetch_from(peer);
@@ -422,9 +447,19 @@ impl BurnNode {
             self.overlay
                 .report(peer, Misbehaviour::Protocol(error.to_string()))
                 .await;
-        } else {
+        } else if self.peers.contains(&peer) {
             self.fetch_from(peer);
+        } else if let Some(next) = self.another_peer() {
+            // The block's publisher is not a neighbour: one that relayed it knows it.
+            self.fetch_from(next);
         }
+    }
+
+    /// The next connected peer in turn.
+    fn another_peer(&mut self) -> Option<PeerId> {
+        let peer = *self.peers.get(self.next_peer % self.peers.len().max(1))?;
+        self.next_peer = self.next_peer.wrapping_add(1);
+        Some(peer)
     }
 
     /// Asks `peer` for what follows our chain, unless a fetch is under way.

@@ -266,6 +266,7 @@ async fn run_node(
                     OverlayEvent::Gossip { topic: Topic::BurnBlocks, .. }
                         | OverlayEvent::InboundRequest { .. }
                         | OverlayEvent::PeerConnected { .. }
+                        | OverlayEvent::PeerDisconnected { .. }
                 ) => {
                     let (_, change) = burn.on_event(&event).await;
                     record(change, &burn);

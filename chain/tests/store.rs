@@ -82,18 +82,43 @@ fn term_one(transfers: u64) -> (Vec<Block>, Vec<ChainState>) {
     (blocks, states)
 }
 
+/// Opens the store in `dir` again. sled's background writes can hold the directory's
+/// lock for a moment after the previous handle was dropped (a process restart releases
+/// it at exit); wait for that, boundedly.
+fn reopen(dir: &std::path::Path) -> ChainStore {
+    when_unlocked(|| ChainStore::open(dir)).unwrap()
+}
+
+/// `open` once the directory's lock is free (see [`reopen`]).
+fn when_unlocked<T>(open: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    for _ in 0..250 {
+        match open() {
+            Err(StoreError::Sled(sled::Error::Io(e))) if e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+    panic!("the store's lock was never released");
+}
+
+/// The raw sled database in `dir`, once its lock is free.
+fn raw(dir: &std::path::Path) -> sled::Db {
+    when_unlocked(|| sled::open(dir).map_err(StoreError::Sled)).unwrap()
+}
+
 #[test]
 fn a_restart_resumes_at_the_same_tip() {
     let dir = tempfile::tempdir().unwrap();
     let (blocks, states) = term_one(4);
     {
-        let mut store = ChainStore::open(dir.path()).unwrap();
+        let mut store = reopen(dir.path());
         for b in &blocks {
             store.apply(b, &context(1), NET).unwrap();
         }
         assert_eq!(store.state(), states.last().unwrap());
     }
-    let mut store = ChainStore::open(dir.path()).unwrap();
+    let mut store = reopen(dir.path());
     assert_eq!(store.state(), states.last().unwrap());
     assert_eq!(store.state().height, 5);
     assert_eq!(store.block_at(3).unwrap().unwrap(), blocks[2]);
@@ -111,14 +136,14 @@ fn a_restart_resumes_at_the_same_tip() {
     .unwrap();
     store.apply(&next, &context(1), NET).unwrap();
     drop(store);
-    assert_eq!(ChainStore::open(dir.path()).unwrap().state(), &after);
+    assert_eq!(reopen(dir.path()).state(), &after);
 }
 
 #[test]
 fn an_invalid_block_changes_nothing_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let (blocks, states) = term_one(1);
-    let mut store = ChainStore::open(dir.path()).unwrap();
+    let mut store = reopen(dir.path());
     store.apply(&blocks[0], &context(1), NET).unwrap();
     let replayed = Transfer::sign(NET, &keypair(2), x(9), 5, 0, 7);
     let (bad, _) = build::block(
@@ -143,7 +168,7 @@ fn an_invalid_block_changes_nothing_on_disk() {
     ));
     assert_eq!(store.state(), &states[0]);
     drop(store);
-    let store = ChainStore::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     assert_eq!(store.state(), &states[0]);
     assert!(store.block_at(2).unwrap().is_none());
 }
@@ -152,7 +177,7 @@ fn an_invalid_block_changes_nothing_on_disk() {
 fn rewinding_undoes_blocks_exactly_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (blocks, states) = term_one(5);
-    let mut store = ChainStore::open(dir.path()).unwrap();
+    let mut store = reopen(dir.path());
     for b in &blocks {
         store.apply(b, &context(1), NET).unwrap();
     }
@@ -161,7 +186,7 @@ fn rewinding_undoes_blocks_exactly_and_survives_a_restart() {
     assert_eq!(store.state(), &states[1]);
     assert!(store.height_of(&blocks[4].header.hash()).unwrap().is_none());
     drop(store);
-    let mut store = ChainStore::open(dir.path()).unwrap();
+    let mut store = reopen(dir.path());
     assert_eq!(store.state(), &states[1]);
     // The dropped blocks apply again, to the same state.
     for b in &dropped {
@@ -183,7 +208,7 @@ fn unannounced_blocks_are_dropped_and_a_burnchain_reorg_rolls_back_the_rest() {
 
     // Term 1 produces five blocks but announces only the third.
     let (blocks, states) = term_one(4);
-    let mut store = ChainStore::open(dir.path()).unwrap();
+    let mut store = reopen(dir.path());
     for b in &blocks {
         store.apply(b, &context(1), NET).unwrap();
     }
@@ -211,7 +236,7 @@ fn unannounced_blocks_are_dropped_and_a_burnchain_reorg_rolls_back_the_rest() {
     assert_eq!(store.state(), &after);
     assert!(store.settle(&announced, 2).unwrap().is_empty());
     drop(store);
-    let mut store = ChainStore::open(dir.path()).unwrap();
+    let mut store = reopen(dir.path());
     assert_eq!(store.state(), &after);
 
     // A longer burnchain branch without the announcement: term 1 announced nothing,
@@ -245,7 +270,7 @@ fn an_announced_block_this_node_lacks_is_named() {
     let group = wallet(2);
     let (mut burnchain, term_utxo) = with_term_utxo(&funder, &group);
     let (blocks, _) = term_one(1);
-    let mut store = ChainStore::open(dir.path()).unwrap();
+    let mut store = reopen(dir.path());
     store.apply(&blocks[0], &context(1), NET).unwrap();
     announce(
         &mut burnchain,
@@ -271,14 +296,14 @@ fn a_damaged_store_is_an_error_not_a_fork() {
     let dir = tempfile::tempdir().unwrap();
     let (blocks, _) = term_one(2);
     {
-        let mut store = ChainStore::open(dir.path()).unwrap();
+        let mut store = reopen(dir.path());
         for b in &blocks {
             store.apply(b, &context(1), NET).unwrap();
         }
     }
     {
         // Someone edits a balance behind the store's back.
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw(dir.path());
         let chain = db.open_tree("chain").unwrap();
         let mut key = vec![b'a'];
         key.extend_from_slice(&x(1));
@@ -287,17 +312,17 @@ fn a_damaged_store_is_an_error_not_a_fork() {
         chain.insert(key, record).unwrap();
         db.flush().unwrap();
     }
-    match ChainStore::open(dir.path()) {
+    match when_unlocked(|| ChainStore::open(dir.path())) {
         Err(StoreError::Corrupt(reason)) => assert!(reason.contains("state root"), "{reason}"),
         other => panic!("expected a damaged store, got {other:?}"),
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw(dir.path());
         db.insert(b"format", &9u32.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
     assert!(matches!(
-        ChainStore::open(dir.path()),
+        when_unlocked(|| ChainStore::open(dir.path())),
         Err(StoreError::Format { .. })
     ));
 }

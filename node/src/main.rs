@@ -125,6 +125,20 @@ enum StackerDbCommand {
     },
 }
 
+/// The federation a benchmark runs.
+#[derive(Debug, clap::Args)]
+struct FederationShape {
+    /// Members.
+    #[arg(long, default_value_t = 10)]
+    members: usize,
+    /// Shares of the key.
+    #[arg(long, default_value_t = 100)]
+    shares: u16,
+    /// Shares needed to sign.
+    #[arg(long, default_value_t = 67)]
+    threshold: u16,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Validation time of a block of transfers.
@@ -141,30 +155,16 @@ enum BenchCommand {
     },
     /// The weighted DKG across a federation of members over loopback.
     Dkg {
-        /// Members.
-        #[arg(long, default_value_t = 10)]
-        members: usize,
-        /// Shares of the key.
-        #[arg(long, default_value_t = 100)]
-        shares: u16,
-        /// Shares needed to sign.
-        #[arg(long, default_value_t = 67)]
-        threshold: u16,
+        #[command(flatten)]
+        federation: FederationShape,
         /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
     },
     /// Signing latency across a federation over loopback, all up and with a crash.
     Sign {
-        /// Members.
-        #[arg(long, default_value_t = 10)]
-        members: usize,
-        /// Shares of the key.
-        #[arg(long, default_value_t = 100)]
-        shares: u16,
-        /// Shares needed to sign.
-        #[arg(long, default_value_t = 67)]
-        threshold: u16,
+        #[command(flatten)]
+        federation: FederationShape,
         /// Signatures to time with every member up.
         #[arg(long, default_value_t = 50)]
         signatures: usize,
@@ -354,28 +354,25 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench {
             bench:
                 BenchCommand::Dkg {
-                    members,
-                    shares,
-                    threshold,
+                    federation: f,
                     json,
                 },
         } => {
-            let report = bench::federation::dkg(members, shares, threshold).await?;
+            let report = bench::federation::dkg(f.members, f.shares, f.threshold).await?;
             print_report(json, &report, report.to_text())?;
         }
         Command::Bench {
             bench:
                 BenchCommand::Sign {
-                    members,
-                    shares,
-                    threshold,
+                    federation: f,
                     signatures,
                     crashed,
                     json,
                 },
         } => {
             let report =
-                bench::federation::sign(members, shares, threshold, signatures, crashed).await?;
+                bench::federation::sign(f.members, f.shares, f.threshold, signatures, crashed)
+                    .await?;
             print_report(json, &report, report.to_text())?;
         }
         Command::Bench {

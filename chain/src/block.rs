@@ -452,11 +452,7 @@ impl ChainState {
         if tx_root(&block.txs) != header.tx_root {
             return Err(BlockError::TxRoot);
         }
-        let first_of_term = header.term != self.term || self.term_blocks == 0;
-        let extends = matches!(
-            block.txs.first(),
-            Some(Tx::TenureChange(tc)) if tc.cause == Cause::Extend
-        );
+        let (first_of_term, extends) = self.opening(header.term, &block.txs);
         let spent = if first_of_term || extends {
             0
         } else {
@@ -555,6 +551,17 @@ impl ChainState {
         }
         next.advance(header, block_cost, first_of_term, extends);
         Ok(next)
+    }
+
+    /// How a block of `term` with `txs` opens on this state: whether it is its term's
+    /// first block, and whether it extends the term (opens with an `Extend`).
+    fn opening(&self, term: u64, txs: &[Tx]) -> (bool, bool) {
+        let first_of_term = term != self.term || self.term_blocks == 0;
+        let extends = matches!(
+            txs.first(),
+            Some(Tx::TenureChange(tc)) if tc.cause == Cause::Extend
+        );
+        (first_of_term, extends)
     }
 
     /// Moves the tip to `header` and counts the block in its term.
@@ -734,11 +741,7 @@ pub mod build {
     ) -> Option<(Block, ChainState)> {
         let mut next = state.clone();
         let block_cost: u64 = txs.iter().map(cost).sum();
-        let first_of_term = term != state.term || state.term_blocks == 0;
-        let extends = matches!(
-            txs.first(),
-            Some(Tx::TenureChange(tc)) if tc.cause == Cause::Extend
-        );
+        let (first_of_term, extends) = state.opening(term, &txs);
         for tx in &txs {
             match tx {
                 Tx::TenureChange(_) => {}

@@ -9,7 +9,7 @@
 //! transaction before they extend the chain; a longer branch from an ancestor
 //! replaces the tip (a reorg), and the transactions it drops go back to the mempool.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bitcoin::{
     Amount, Block, BlockHash, CompactTarget, Network, OutPoint, ScriptBuf, Sequence, Transaction,
@@ -70,6 +70,8 @@ struct Coin {
 #[derive(Clone, Debug)]
 pub struct RegtestChain {
     blocks: Vec<Block>,
+    /// Height of every block of `blocks`, by hash.
+    heights: HashMap<BlockHash, u64>,
     utxos: BTreeMap<OutPoint, (TxOut, Coin)>,
     mempool: Vec<Transaction>,
 }
@@ -85,6 +87,7 @@ impl RegtestChain {
     pub fn new() -> RegtestChain {
         let mut chain = RegtestChain {
             blocks: Vec::new(),
+            heights: HashMap::new(),
             utxos: BTreeMap::new(),
             mempool: Vec::new(),
         };
@@ -106,10 +109,7 @@ impl RegtestChain {
 
     /// The height of block `hash` if it is on the best chain.
     pub fn height_of(&self, hash: &BlockHash) -> Option<u64> {
-        self.blocks
-            .iter()
-            .rposition(|b| b.block_hash() == *hash)
-            .map(|h| h as u64)
+        self.heights.get(hash).copied()
     }
 
     /// The best chain's block at `height`.
@@ -156,6 +156,7 @@ impl RegtestChain {
         }
         let ids: BTreeSet<_> = block.txdata.iter().map(Transaction::compute_txid).collect();
         self.mempool.retain(|tx| !ids.contains(&tx.compute_txid()));
+        self.heights.insert(block.block_hash(), height);
         self.blocks.push(block);
     }
 
@@ -338,6 +339,7 @@ impl RegtestChain {
     fn rewound(&self, height: u64) -> RegtestChain {
         let mut chain = RegtestChain {
             blocks: Vec::new(),
+            heights: HashMap::new(),
             utxos: BTreeMap::new(),
             mempool: Vec::new(),
         };
@@ -438,9 +440,8 @@ impl BurnchainSource for RegtestChain {
     }
 
     fn block(&self, hash: &BlockHash) -> Result<Block, BurnchainError> {
-        self.blocks
-            .iter()
-            .find(|b| b.block_hash() == *hash)
+        self.height_of(hash)
+            .and_then(|h| self.block_at(h))
             .cloned()
             .ok_or_else(|| BurnchainError::Malformed {
                 method: "block".into(),

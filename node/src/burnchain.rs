@@ -278,12 +278,11 @@ impl BurnSync {
             .map(|b| decode_block(b))
             .collect::<Result<Vec<Block>, _>>()?;
         // Skip what we already hold.
-        while let Some(first) = branch.first() {
-            if self.chain.height_of(&first.block_hash()).is_none() {
-                break;
-            }
-            branch.remove(0);
-        }
+        let held = branch
+            .iter()
+            .take_while(|b| self.chain.height_of(&b.block_hash()).is_some())
+            .count();
+        branch.drain(..held);
         let Some(first) = branch.first() else {
             return Ok(None);
         };
@@ -365,21 +364,21 @@ impl BurnNode {
         change
     }
 
-    /// Handles the overlay events that concern the burnchain; returns whether it was
-    /// one, and the tip change it caused.
-    pub async fn on_event(&mut self, event: &OverlayEvent) -> (bool, Option<TipChange>) {
+    /// Handles the overlay events that concern the burnchain (others pass untouched);
+    /// returns the tip change it caused.
+    pub async fn on_event(&mut self, event: &OverlayEvent) -> Option<TipChange> {
         match event {
             OverlayEvent::Gossip {
                 topic: Topic::BurnBlocks,
                 source,
                 data,
             } => match self.sync.on_block(data) {
-                Ok(change) => (true, change),
+                Ok(change) => change,
                 Err(e) => {
                     if let Some(peer) = source {
                         self.on_refused(*peer, &e).await;
                     }
-                    (true, None)
+                    None
                 }
             },
             OverlayEvent::InboundRequest {
@@ -396,20 +395,20 @@ impl BurnNode {
                     .overlay
                     .respond(*id, answer.map_err(|e| e.to_string()))
                     .await;
-                (true, None)
+                None
             }
             OverlayEvent::PeerConnected { peer, .. } => {
                 if !self.peers.contains(peer) {
                     self.peers.push(*peer);
                 }
                 self.fetch_from(*peer);
-                (false, None)
+                None
             }
             OverlayEvent::PeerDisconnected { peer } => {
                 self.peers.retain(|p| p != peer);
-                (false, None)
+                None
             }
-            _ => (false, None),
+            _ => None,
         }
     }
 

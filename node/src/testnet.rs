@@ -268,7 +268,7 @@ async fn run_node(
                         | OverlayEvent::PeerConnected { .. }
                         | OverlayEvent::PeerDisconnected { .. }
                 ) => {
-                    let (_, change) = burn.on_event(&event).await;
+                    let change = burn.on_event(&event).await;
                     record(change, &burn);
                 }
                 Some(OverlayEvent::Gossip { topic: Topic::Heartbeat, data, .. }) => {

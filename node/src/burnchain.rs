@@ -7,7 +7,9 @@
 //! `burn-block-fetch` service, sending a block locator (its tip, then hashes at
 //! exponentially growing distances back to genesis). The peer answers with the blocks
 //! of its best chain after the highest locator hash it shares. The follower extends
-//! its tip with them, or reorganises onto them when they form a longer branch.
+//! its tip with them, or reorganises onto them when they form a longer branch. Every
+//! two seconds it also asks a neighbour in turn, so a block it never heard of by gossip
+//! (the last one before a quiet spell, say) still reaches it.
 //!
 //! Everything is checked before use: the gossip validator decodes a block and checks
 //! its size, proof of work and merkle root (cheap, in the swarm task); the chain then
@@ -308,6 +310,9 @@ impl BurnSync {
     }
 }
 
+/// How often a follower asks a neighbour whether it holds more blocks.
+pub const ANTI_ENTROPY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Fetch answers waiting for the node's loop, at most.
 const FETCH_QUEUE: usize = 16;
 
@@ -321,6 +326,8 @@ pub struct BurnNode {
     overlay: OverlayHandle,
     fetched: mpsc::Sender<Fetched>,
     fetching: bool,
+    /// A fetch asked for while another was under way: made when that one ends.
+    wanted: Option<PeerId>,
     /// Connected peers, to fetch from when the sender of a block cannot be asked.
     peers: Vec<PeerId>,
     /// Fetches that failed in a row; at most one round of the peers is tried.
@@ -339,6 +346,7 @@ impl BurnNode {
                 overlay,
                 fetched,
                 fetching: false,
+                wanted: None,
                 peers: Vec::new(),
                 failures: 0,
                 next_peer: 0,
@@ -416,6 +424,26 @@ impl BurnNode {
     /// something new.
     pub async fn on_fetched(&mut self, (peer, answer): Fetched) -> Option<TipChange> {
         self.fetching = false;
+        let change = self.take_answer(peer, answer).await;
+        if let Some(wanted) = self.wanted.take() {
+            self.fetch_from(wanted);
+        }
+        change
+    }
+
+    /// Anti-entropy: asks a neighbour, in turn, whether it holds more. A follower
+    /// that missed the last gossiped block has nothing else to tell it so.
+    pub fn on_tick(&mut self) {
+        if let Some(peer) = self.another_peer() {
+            self.fetch_from(peer);
+        }
+    }
+
+    async fn take_answer(
+        &mut self,
+        peer: PeerId,
+        answer: Result<Vec<u8>, RequestError>,
+    ) -> Option<TipChange> {
         let Ok(body) = answer else {
             // Unreachable or slow: ask the next connected peer, once round.
             self.failures += 1;
@@ -464,6 +492,7 @@ impl BurnNode {
     /// Asks `peer` for what follows our chain, unless a fetch is under way.
     fn fetch_from(&mut self, peer: PeerId) {
         if self.fetching {
+            self.wanted = Some(peer);
             return;
         }
         self.fetching = true;
@@ -612,11 +641,12 @@ mod tests {
         assert_eq!(follower.chain().height(), 0, "nothing was taken");
     }
 
-    /// A node following the burnchain over the overlay; `mine` makes it mine a block.
+    /// A node following the burnchain over the overlay; `mine` makes it mine a block
+    /// and publish it (`true`) or keep it to itself (`false`).
     struct Follower {
         handle: OverlayHandle,
         tip: watch::Receiver<(u64, BlockHash)>,
-        mine: mpsc::Sender<()>,
+        mine: mpsc::Sender<bool>,
     }
 
     async fn follow(mut node: LocalNode) -> Follower {
@@ -629,11 +659,17 @@ mod tests {
         let (mine, mut mine_rx) = mpsc::channel(8);
         let handle = node.handle.clone();
         tokio::spawn(async move {
+            let mut anti_entropy = tokio::time::interval(ANTI_ENTROPY_INTERVAL);
             loop {
                 tokio::select! {
-                    Some(()) = mine_rx.recv() => {
-                        burn.mine(&reward()).await;
+                    Some(publish) = mine_rx.recv() => {
+                        if publish {
+                            burn.mine(&reward()).await;
+                        } else {
+                            burn.sync.mine(&reward(), 1_800_000_000);
+                        }
                     }
+                    _ = anti_entropy.tick() => burn.on_tick(),
                     Some(answer) = fetched.recv() => {
                         burn.on_fetched(answer).await;
                     }
@@ -667,8 +703,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn nodes_on_loopback_follow_the_miner_a_late_one_catches_up_and_a_bad_block_changes_nothing()
-     {
+    async fn nodes_on_loopback_follow_the_miner_catch_up_and_ignore_a_bad_block() {
         let network = NetworkId::new("burn-test").unwrap();
         let nodes = localnet::start(3, &network, |_| {}).await.unwrap();
         let bootstrap = nodes[0].handle.listen_addrs().to_vec();
@@ -682,7 +717,7 @@ mod tests {
             .await
             .unwrap();
         for _ in 0..5 {
-            followers[0].mine.send(()).await.unwrap();
+            followers[0].mine.send(true).await.unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let miner_tip = |f: &Follower| *f.tip.borrow();
@@ -725,11 +760,22 @@ mod tests {
             assert_eq!(*f.tip.borrow(), tip);
         }
         // The chain goes on.
-        followers[0].mine.send(()).await.unwrap();
+        followers[0].mine.send(true).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let next = miner_tip(&followers[0]);
         assert_eq!(next.0, 6);
         wait_for_tip(&followers.iter().chain([&late]).collect::<Vec<_>>(), next).await;
+
+        // A block nobody hears of by gossip: the followers' anti-entropy finds it.
+        followers[0].mine.send(false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let unheard = miner_tip(&followers[0]);
+        assert_eq!(unheard.0, 7);
+        wait_for_tip(
+            &followers.iter().chain([&late]).collect::<Vec<_>>(),
+            unheard,
+        )
+        .await;
         let mut all = handles;
         all.push(late.handle.clone());
         localnet::shutdown(&all).await;

@@ -218,6 +218,7 @@ async fn run_node(
         Some((interval, on)) => (interval, Some(on)),
         None => (Duration::from_secs(3600), None),
     };
+    let mut anti_entropy = tokio::time::interval(burnchain::ANTI_ENTROPY_INTERVAL);
     let mut mine_tick = tokio::time::interval(interval);
     mine_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reward = ScriptBuf::new_p2tr(
@@ -246,6 +247,7 @@ async fn run_node(
                 let change = burn.on_fetched(answer).await;
                 record(change, &burn);
             }
+            _ = anti_entropy.tick(), if mining_on.is_none() => burn.on_tick(),
             _ = &mut beat => {
                 // Until subscriptions are exchanged there is nobody to publish to: try
                 // again shortly rather than a whole interval later.

@@ -13,7 +13,7 @@
 //!   previous hash must be zero (the first) or a header already published; at most one
 //!   per burn block per sidechain.
 //!
-//! Bitcoin has no `OP_STAKEVERIFY`; [`crate::stake`] finds the tickets in burn
+//! Bitcoin has no `OP_STAKEVERIFY`; [`crate::ops::stake`] finds the tickets in burn
 //! blocks (outputs Bitcoin keeps locked until the stake's height, marked by a
 //! registration). This module starts from the tickets.
 

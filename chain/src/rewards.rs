@@ -8,7 +8,7 @@
 //!
 //! Amounts are integers and every split conserves value exactly ([`pro_rata`]).
 
-use crate::split::pro_rata;
+use crate::pro_rata::pro_rata;
 
 /// Percent of a block's fees paid at once to its signers.
 pub const FEES_NOW_PERCENT: u64 = 40;

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use bitcoin::{Amount, TxOut};
 use common::{announce, scan, wallet, with_term_utxo};
 use tenure_chain::{
-    announce::Announcement,
-    enrollment::Magic,
-    regtest::{coinbase, seal, subsidy},
+    burnchain::regtest::{coinbase, seal, subsidy},
+    ops::announce::Announcement,
+    ops::enrollment::Magic,
 };
 
 /// An announcement of term 3's block at `height` with hash `[hash; 32]`.

@@ -16,9 +16,9 @@ use bitcoin::{
 };
 use common::wallet;
 use tenure_chain::{
-    enrollment::{self, EnrollmentData, Magic, burn_output},
-    key_registration::{KeyRegistration, KeyRegistrationError, KeyRegistrations},
-    regtest::{RegtestChain, Wallet},
+    burnchain::regtest::{RegtestChain, Wallet},
+    ops::enrollment::{self, EnrollmentData, Magic, burn_output},
+    ops::key_registration::{KeyRegistration, KeyRegistrationError, KeyRegistrations},
 };
 
 fn registration(owner: &Wallet) -> KeyRegistration {

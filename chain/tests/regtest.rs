@@ -16,8 +16,8 @@ use bitcoin::{
 };
 use tenure_chain::{
     burnchain::BurnchainSource,
-    enrollment::{self, EnrollmentData, Magic, burn_output},
-    regtest::{RegtestChain, RegtestError, Wallet, coinbase, seal, subsidy},
+    burnchain::regtest::{RegtestChain, RegtestError, Wallet, coinbase, seal, subsidy},
+    ops::enrollment::{self, EnrollmentData, Magic, burn_output},
 };
 
 fn wallet(n: u8) -> Wallet {

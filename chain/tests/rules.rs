@@ -19,9 +19,9 @@ use bitcoin::{
 };
 use proptest::prelude::*;
 use tenure_chain::{
-    enrollment::{self, EnrollmentData, EnrollmentError, Magic, burn_output},
+    ops::enrollment::{self, EnrollmentData, EnrollmentError, Magic, burn_output},
+    shares::{SHARES, assign},
     terms::{Candidate, Producer, Terms, select},
-    weights::{SHARES, assign},
 };
 
 fn key(n: u8) -> PublicKey {

@@ -17,10 +17,10 @@ use bitcoin::{
 };
 use common::{core_accepts, wallet};
 use tenure_chain::{
-    enrollment::Magic,
+    burnchain::regtest::{RegtestChain, Wallet, seal},
     mainstake::{Ticket, winner},
-    regtest::{RegtestChain, Wallet, seal},
-    stake::{StakeError, Stakes, reclaim, stake_outputs},
+    ops::enrollment::Magic,
+    ops::stake::{StakeError, Stakes, reclaim, stake_outputs},
 };
 
 fn keypair(n: u8) -> Keypair {

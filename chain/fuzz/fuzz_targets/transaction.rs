@@ -6,10 +6,10 @@
 use libfuzzer_sys::fuzz_target;
 use tenure_chain::{
     block::Tx,
-    announce::Announcement,
-    enrollment::{self, Magic},
-    key_registration::KeyRegistration,
-    stake,
+    ops::announce::Announcement,
+    ops::enrollment::{self, Magic},
+    ops::key_registration::KeyRegistration,
+    ops::stake,
     tenure_change::TenureChange,
 };
 

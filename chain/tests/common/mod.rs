@@ -9,9 +9,9 @@ use bitcoin::{
     secp256k1::{Keypair, SECP256K1, SecretKey},
 };
 use tenure_chain::{
-    announce::{Announcement, Announcements},
-    enrollment::Magic,
-    regtest::{RegtestChain, Wallet},
+    burnchain::regtest::{RegtestChain, Wallet},
+    ops::announce::{Announcement, Announcements},
+    ops::enrollment::Magic,
 };
 
 /// A deterministic wallet.

@@ -188,7 +188,7 @@ pub fn parse(
     magic: Magic,
     in_reward_cycle: bool,
 ) -> Result<Enrollment, EnrollmentError> {
-    let data = crate::op_return::data(tx).ok_or(EnrollmentError::NoOpReturn)?;
+    let data = crate::ops::op_return::first_output_push(tx).ok_or(EnrollmentError::NoOpReturn)?;
     let data = EnrollmentData::from_bytes(data, magic)?;
     let spent = if in_reward_cycle {
         let pox: Vec<&TxOut> = tx.output.iter().skip(1).take(POX_OUTPUTS).collect();

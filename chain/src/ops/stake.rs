@@ -30,7 +30,10 @@ use bitcoin::{
     transaction::Version,
 };
 
-use crate::{enrollment::Magic, mainstake::Ticket, op_return};
+use crate::{
+    mainstake::Ticket,
+    ops::{enrollment::Magic, op_return},
+};
 
 /// The stake registration's operation byte.
 pub const OP_STAKE: u8 = b'S';

@@ -1,4 +1,5 @@
-//! Announcing blocks on Bitcoin (SIP "Block Signing and Announcement"; DESIGN.md).
+//! Announcing blocks on Bitcoin (seed 001, "Block Signing and Announcement"; seed
+//! 000, announcements make blocks final).
 //!
 //! Each term's producer group holds a **term UTXO**: a key-path taproot output of its
 //! group key. To announce its latest block, the group spends that output in a
@@ -17,7 +18,7 @@ use bitcoin::{
     Amount, Block as BurnBlock, OutPoint, ScriptBuf, Transaction, TxOut, script::PushBytesBuf,
 };
 
-use crate::enrollment::Magic;
+use crate::ops::enrollment::Magic;
 
 /// The announcement operation byte.
 pub const OP_ANNOUNCE: u8 = b'A';
@@ -63,7 +64,7 @@ impl Announcement {
         if !tx.input.iter().any(|i| i.previous_output == *term_utxo) {
             return None;
         }
-        let payload = crate::op_return::operation(tx, magic, OP_ANNOUNCE, ANNOUNCEMENT_BYTES)?;
+        let payload = crate::ops::op_return::operation(tx, magic, OP_ANNOUNCE, ANNOUNCEMENT_BYTES)?;
         let (term, rest) = payload.split_at_checked(8)?;
         let (height, hash) = rest.split_at_checked(8)?;
         tx.output.get(1)?;

@@ -1,70 +1,17 @@
-//! Where burn blocks come from.
+//! A bitcoind JSON-RPC client: the burnchain source of real deployments.
 //!
-//! [`BurnchainSource`] is what the chain rules read: the tip and blocks by height.
-//! [`BitcoindRpc`] reads them from a bitcoind over JSON-RPC for real deployments
-//! (URL plus cookie file or user and password); an unreachable node is a clear
-//! error, never a hang or a panic. The embedded regtest chain of the testnet is the
-//! other source (still to come).
+//! URL plus cookie file or user and password; every failure is its own
+//! [`BurnchainError`] (unreachable, credentials refused, RPC error, malformed answer),
+//! never a hang or a panic, and a block is checked against the hash that was asked
+//! for. This is the only module of the crate that does I/O: it is an adapter the node
+//! calls, and the consensus rules never reach it.
 
 use std::{path::Path, time::Duration};
 
 use bitcoin::{Block, BlockHash, consensus};
 use serde_json::{Value, json};
 
-/// A view of the burnchain.
-pub trait BurnchainSource {
-    /// Height of the best block.
-    fn tip_height(&self) -> Result<u64, BurnchainError>;
-    /// Hash of the block at `height` on the best chain.
-    fn block_hash(&self, height: u64) -> Result<BlockHash, BurnchainError>;
-    /// The block with `hash`.
-    fn block(&self, hash: &BlockHash) -> Result<Block, BurnchainError>;
-}
-
-/// Why the burnchain could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum BurnchainError {
-    /// The node did not answer.
-    #[error("bitcoind at {url} is unreachable: {reason}")]
-    Unreachable {
-        /// Where it was asked.
-        url: String,
-        /// What the transport said.
-        reason: String,
-    },
-    /// The node refused the credentials.
-    #[error("bitcoind at {url} refused the credentials (HTTP {status})")]
-    Unauthorized {
-        /// Where it was asked.
-        url: String,
-        /// The HTTP status.
-        status: u16,
-    },
-    /// The node answered with an error.
-    #[error("bitcoind {method} failed: {message}")]
-    Rpc {
-        /// The method.
-        method: String,
-        /// Its error message.
-        message: String,
-    },
-    /// The answer was not what the method returns.
-    #[error("bitcoind {method} answered something unexpected: {reason}")]
-    Malformed {
-        /// The method.
-        method: String,
-        /// What was wrong.
-        reason: String,
-    },
-    /// The cookie file could not be read.
-    #[error("cannot read the cookie file {path}: {reason}")]
-    Cookie {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-}
+use super::{BurnchainError, BurnchainSource};
 
 /// Largest JSON-RPC answer read (a 4 MB block as hex, with room).
 const MAX_ANSWER_BYTES: u64 = 16 * 1024 * 1024;

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use bitcoin::{Amount, Block, ScriptBuf, Transaction, TxOut, script::PushBytesBuf};
 
 use crate::{
-    enrollment::{EnrollmentData, Magic},
-    op_return,
+    ops::enrollment::{EnrollmentData, Magic},
+    ops::op_return,
 };
 
 /// The key registration's operation byte.

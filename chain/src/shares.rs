@@ -18,7 +18,7 @@
 use rand_chacha::ChaCha12Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::{split::pro_rata, terms::Producer};
+use crate::{pro_rata::pro_rata, terms::Producer};
 
 /// Signer shares per term.
 pub const SHARES: usize = 100;

@@ -11,16 +11,13 @@
 //! what is stored is always a valid chain. Opening checks that the stored accounts
 //! hash to the tip block's state root, so a damaged store is an error, not a fork.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    path::Path,
-};
+use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    announce::Announcements,
-    block::{Account, Block, BlockError, ChainState, Hash, TermContext, Tx},
+    block::{Account, Block, BlockError, ChainState, Hash, TermContext},
+    ops::announce::Announcements,
 };
 
 /// On-disk format of the chain store.
@@ -161,33 +158,46 @@ impl ChainStore {
         context: &TermContext,
         network: &str,
     ) -> Result<&ChainState, StoreError> {
-        let next = self.state.validate(block, context, network)?;
-        let height = next.height.to_be_bytes();
-        let touched = touched(block, context);
+        let changes = self.state.validate(block, context, network)?;
+        let height = changes.height.to_be_bytes();
+        // What the block changed, as it was: exactly the changeset's accounts.
         let undo = Undo {
-            tip: encode_tip(&self.state),
-            accounts: touched
-                .iter()
+            tip: encode_tip(&self.state.tip, tip_numbers(&self.state)),
+            accounts: changes
+                .accounts
+                .keys()
                 .map(|k| (*k, self.state.accounts.get(k).copied()))
                 .collect(),
         };
         let mut batch = sled::Batch::default();
-        batch.insert(key(BLOCK, &height), block.to_bytes());
-        batch.insert(key(HEIGHT_OF, &next.tip), &height);
+        batch.insert(
+            key(BLOCK, &height),
+            block.to_bytes().map_err(|e| corrupt(&e.to_string()))?,
+        );
+        batch.insert(key(HEIGHT_OF, &changes.tip), &height);
         batch.insert(
             key(UNDO, &height),
             serde_cbor::to_vec(&undo).map_err(|e| corrupt(&e.to_string()))?,
         );
-        for k in &touched {
-            match next.accounts.get(k) {
-                Some(a) => batch.insert(key(ACCOUNT, k), &encode_account(a)),
-                None => batch.remove(key(ACCOUNT, k)),
-            }
+        for (k, account) in &changes.accounts {
+            batch.insert(key(ACCOUNT, k), &encode_account(account));
         }
-        batch.insert(TIP_KEY, encode_tip(&next));
+        batch.insert(
+            TIP_KEY,
+            encode_tip(
+                &changes.tip,
+                [
+                    changes.height,
+                    changes.term,
+                    changes.term_blocks,
+                    changes.term_cost,
+                    changes.carried_fees,
+                ],
+            ),
+        );
         self.chain.apply_batch(batch)?;
         self.db.flush()?;
-        self.state = next;
+        self.state.apply(&changes);
         Ok(&self.state)
     }
 
@@ -233,7 +243,7 @@ impl ChainStore {
             batch.remove(key(HEIGHT_OF, &block.header.hash()));
             dropped.push(block);
         }
-        batch.insert(TIP_KEY, encode_tip(&state));
+        batch.insert(TIP_KEY, encode_tip(&state.tip, tip_numbers(&state)));
         self.chain.apply_batch(batch)?;
         self.db.flush()?;
         self.state = state;
@@ -269,23 +279,6 @@ impl ChainStore {
     }
 }
 
-/// Accounts a block may change: those its transactions name, and the term's
-/// producers (fees).
-fn touched(block: &Block, context: &TermContext) -> BTreeSet<[u8; 32]> {
-    let mut keys: BTreeSet<[u8; 32]> = context.producers.iter().map(|(k, _)| *k).collect();
-    for tx in &block.txs {
-        match tx {
-            Tx::Coinbase { payouts, .. } => keys.extend(payouts.iter().map(|(k, _)| *k)),
-            Tx::Transfer(t) => {
-                keys.insert(t.from);
-                keys.insert(t.to);
-            }
-            Tx::TenureChange(_) => {}
-        }
-    }
-    keys
-}
-
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + rest.len());
     k.push(prefix);
@@ -319,17 +312,22 @@ fn decode_u64(bytes: &[u8]) -> Result<u64, StoreError> {
     ))
 }
 
-/// The tip record: tip hash, height, term, term blocks, term cost, carried fees.
-fn encode_tip(state: &ChainState) -> Vec<u8> {
-    let mut out = Vec::with_capacity(72);
-    out.extend_from_slice(&state.tip);
-    for n in [
+/// The numbers of a tip record: height, term, term blocks, term cost, carried fees.
+fn tip_numbers(state: &ChainState) -> [u64; 5] {
+    [
         state.height,
         state.term,
         state.term_blocks,
         state.term_cost,
         state.carried_fees,
-    ] {
+    ]
+}
+
+/// The tip record: tip hash, then [`tip_numbers`].
+fn encode_tip(tip: &Hash, numbers: [u64; 5]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(72);
+    out.extend_from_slice(tip);
+    for n in numbers {
         out.extend_from_slice(&n.to_be_bytes());
     }
     out

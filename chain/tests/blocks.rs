@@ -11,7 +11,10 @@
 use bitcoin::secp256k1::{Keypair, SECP256K1, SecretKey};
 use serde_bytes::ByteBuf;
 use tenure_chain::{
-    block::{Block, BlockError, ChainState, TermContext, Transfer, Tx, build, tx_root},
+    block::{
+        Block, BlockError, ChainState, TenureChangeError, TermContext, Transfer, TransferError, Tx,
+        build, tx_root,
+    },
     tenure_change::{Cause, TenureChange, consensus_hash},
 };
 
@@ -52,7 +55,7 @@ fn started() -> (ChainState, TermContext) {
         NET,
     )
     .unwrap();
-    let state = ChainState::default().validate(&block, &ctx, NET).unwrap();
+    let state = ChainState::default().after(&block, &ctx, NET).unwrap();
     assert_eq!(state, built);
     assert_eq!(state.accounts[&x(1)].balance, 1_000);
     assert_eq!((state.term, state.term_blocks, state.term_cost), (3, 1, 2));
@@ -73,13 +76,16 @@ fn transfers_move_balances_and_nonces() {
         None,
     )
     .unwrap();
-    let after = state.validate(&block, &ctx, NET).unwrap();
+    let after = state.after(&block, &ctx, NET).unwrap();
     assert_eq!(after.accounts[&x(1)].balance, 1_000 - 310 - 110);
     assert_eq!(after.accounts[&x(1)].nonce, 2);
     assert_eq!(after.accounts[&x(3)].balance, 300);
     assert_eq!(after.height, 2);
     // Round trip through the encoding.
-    assert_eq!(Block::from_bytes(&block.to_bytes()).unwrap(), block);
+    assert_eq!(
+        Block::from_bytes(&block.to_bytes().unwrap()).unwrap(),
+        block
+    );
 }
 
 #[test]
@@ -91,7 +97,7 @@ fn every_invalid_block_is_refused_with_its_reason() {
             .unwrap()
             .0
     };
-    let check = |block: &Block| state.validate(block, &ctx, NET);
+    let check = |block: &Block| state.after(block, &ctx, NET);
 
     let mut b = make(vec![Tx::Transfer(good.clone())]);
     b.header.parent = [9; 32];
@@ -174,7 +180,7 @@ fn every_invalid_block_is_refused_with_its_reason() {
         check(&b),
         Err(BlockError::Transfer {
             index: 0,
-            reason: "signature does not verify".into()
+            error: TransferError::Signature
         })
     );
     let b = make(vec![Tx::Transfer(Transfer::sign(
@@ -185,26 +191,26 @@ fn every_invalid_block_is_refused_with_its_reason() {
         1,
         5,
     ))]);
-    assert_eq!(
+    assert!(matches!(
         check(&b),
         Err(BlockError::Transfer {
             index: 0,
-            reason: "wrong nonce".into()
+            error: TransferError::WrongNonce { got: 5, .. }
         })
-    );
+    ));
     let overdraft = Transfer::sign(NET, &keypair(2), x(3), 600, 0, 0);
     let mut b = make(vec![Tx::Transfer(good.clone())]);
     b.txs = vec![Tx::Transfer(overdraft)];
     b.header.tx_root = tx_root(&b.txs);
     // (re-signed so only the overdraft is wrong)
     let b = resign(b);
-    assert_eq!(
+    assert!(matches!(
         check(&b),
         Err(BlockError::Transfer {
             index: 0,
-            reason: "insufficient balance".into()
+            error: TransferError::InsufficientBalance { needed: 600, .. }
         })
-    );
+    ));
 
     // A wrong state root.
     let mut b = make(vec![Tx::Transfer(good.clone())]);
@@ -227,7 +233,7 @@ fn every_invalid_block_is_refused_with_its_reason() {
         Tx::Transfer(Transfer::sign(NET, &keypair(1), x(3), 1, 1, 1)),
     ]);
     assert_eq!(
-        state.validate(&two, &tight, NET),
+        state.after(&two, &tight, NET),
         Err(BlockError::CostLimit { cost: 2, left: 1 })
     );
 
@@ -236,7 +242,7 @@ fn every_invalid_block_is_refused_with_its_reason() {
     with_stackers.stacker_key = Some(keypair(102).x_only_public_key().0);
     let b = make(vec![Tx::Transfer(good.clone())]);
     assert_eq!(
-        state.validate(&b, &with_stackers, NET),
+        state.after(&b, &with_stackers, NET),
         Err(BlockError::StackerSignature)
     );
     let b = build::block(
@@ -249,7 +255,7 @@ fn every_invalid_block_is_refused_with_its_reason() {
     )
     .unwrap()
     .0;
-    assert!(state.validate(&b, &with_stackers, NET).is_ok());
+    assert!(state.after(&b, &with_stackers, NET).is_ok());
 }
 
 #[test]
@@ -262,12 +268,12 @@ fn a_terms_first_block_must_pay_exactly_its_coinbase() {
     };
     let (b, _) = build::block(&genesis, &ctx, 3, vec![short], &keypair(100), None).unwrap();
     assert!(matches!(
-        genesis.validate(&b, &ctx, NET),
+        genesis.after(&b, &ctx, NET),
         Err(BlockError::Coinbase(_))
     ));
     let (b, _) = build::block(&genesis, &ctx, 3, vec![], &keypair(100), None).unwrap();
     assert!(matches!(
-        genesis.validate(&b, &ctx, NET),
+        genesis.after(&b, &ctx, NET),
         Err(BlockError::Coinbase(_))
     ));
     // The coinbase alone is not enough: the BlockFound must follow it.
@@ -277,9 +283,9 @@ fn a_terms_first_block_must_pay_exactly_its_coinbase() {
     };
     let (b, _) = build::block(&genesis, &ctx, 3, vec![coinbase], &keypair(100), None).unwrap();
     assert_eq!(
-        genesis.validate(&b, &ctx, NET),
+        genesis.after(&b, &ctx, NET),
         Err(BlockError::TenureChange(
-            "a term's first block carries its BlockFound after the coinbase".into()
+            TenureChangeError::MissingBlockFound
         ))
     );
 }
@@ -324,41 +330,44 @@ fn block_found_refusal(
         Tx::TenureChange(tc),
     ];
     let (b, _) = build::block(&genesis, ctx, 3, txs, &keypair(100), None).unwrap();
-    genesis.validate(&b, ctx, NET).unwrap_err()
+    genesis.after(&b, ctx, NET).unwrap_err()
 }
 
 #[test]
 fn every_wrong_block_found_is_refused_with_its_reason() {
     let ctx = context(vec![(x(1), 1_000)]);
-    let reason = |r: &str| BlockError::TenureChange(r.to_owned());
-    let cases: Vec<(&str, Box<Edit>, bool)> = vec![
+    let reason = BlockError::TenureChange;
+    let cases: Vec<(TenureChangeError, Box<Edit>, bool)> = vec![
         (
-            "not this term's consensus hash",
+            TenureChangeError::ConsensusHash,
             Box::new(|tc| tc.tenure_consensus_hash = [9; 20]),
             true,
         ),
         (
-            "not the previous term's consensus hash",
+            TenureChangeError::PreviousConsensusHash,
             Box::new(|tc| tc.previous_tenure_consensus_hash = [9; 20]),
             true,
         ),
         (
-            "previous tenure end is not the parent block",
+            TenureChangeError::PreviousTenureEnd,
             Box::new(|tc| tc.previous_tenure_end = [9; 32]),
             true,
         ),
         (
-            "previous tenure blocks do not match the chain",
+            TenureChangeError::PreviousTenureBlocks {
+                got: 4,
+                expected: 0,
+            },
             Box::new(|tc| tc.previous_tenure_blocks = 4),
             true,
         ),
         (
-            "pubkey hash is not the producer group's",
+            TenureChangeError::PubkeyHash,
             Box::new(|tc| tc.pubkey_hash = [9; 20]),
             true,
         ),
         (
-            "fewer than 67 of the producer group's shares signed",
+            TenureChangeError::TooFewSigners,
             Box::new(|tc| {
                 for s in tc.signers.iter_mut().take(34) {
                     *s = false;
@@ -367,12 +376,14 @@ fn every_wrong_block_found_is_refused_with_its_reason() {
             true,
         ),
         (
-            "the granting group's signature does not verify",
+            TenureChangeError::Signature,
             Box::new(|tc| tc.burn_view_consensus_hash = [9; 20]),
             false,
         ),
         (
-            "a term's first block needs a BlockFound",
+            TenureChangeError::WrongCause {
+                expected: Cause::BlockFound,
+            },
             Box::new(|tc| tc.cause = Cause::Extend),
             true,
         ),
@@ -380,7 +391,7 @@ fn every_wrong_block_found_is_refused_with_its_reason() {
     for (expected, edit, resign_tc) in cases {
         assert_eq!(
             block_found_refusal(&ctx, edit, resign_tc),
-            reason(expected),
+            reason(expected.clone()),
             "{expected}"
         );
     }
@@ -397,7 +408,7 @@ fn every_wrong_block_found_is_refused_with_its_reason() {
         NET,
     )
     .unwrap();
-    assert!(genesis.validate(&b, &with_stackers, NET).is_ok());
+    assert!(genesis.after(&b, &with_stackers, NET).is_ok());
     let found = build::tenure_change(&genesis, &ctx, Cause::BlockFound, &keypair(100), NET);
     let txs = vec![
         Tx::Coinbase {
@@ -408,8 +419,8 @@ fn every_wrong_block_found_is_refused_with_its_reason() {
     ];
     let (b, _) = build::block(&genesis, &ctx, 3, txs, &keypair(100), Some(&keypair(102))).unwrap();
     assert_eq!(
-        genesis.validate(&b, &with_stackers, NET),
-        Err(reason("the granting group's signature does not verify"))
+        genesis.after(&b, &with_stackers, NET),
+        Err(reason(TenureChangeError::Signature))
     );
 }
 
@@ -427,14 +438,14 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
         None,
     )
     .unwrap();
-    let spent = state.validate(&b, &ctx, NET).unwrap();
+    let spent = state.after(&b, &ctx, NET).unwrap();
     assert_eq!(spent, after);
     assert_eq!(spent.term_cost, 4);
 
     // The budget is gone ...
     let (b, _) = build::block(&spent, &ctx, 3, vec![transfer(2)], &keypair(100), None).unwrap();
     assert_eq!(
-        spent.validate(&b, &ctx, NET),
+        spent.after(&b, &ctx, NET),
         Err(BlockError::CostLimit { cost: 1, left: 0 })
     );
     // ... until a block opens with an Extend, which counts against the new budget.
@@ -454,7 +465,7 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
         None,
     )
     .unwrap();
-    let extended = spent.validate(&b, &ctx, NET).unwrap();
+    let extended = spent.after(&b, &ctx, NET).unwrap();
     assert_eq!(extended, built);
     assert_eq!((extended.term_cost, extended.term_blocks), (4, 3));
 
@@ -471,10 +482,8 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
     )
     .unwrap();
     assert_eq!(
-        spent.validate(&b, &ctx, NET),
-        Err(BlockError::TenureChange(
-            "none may stand at position 1".into()
-        ))
+        spent.after(&b, &ctx, NET),
+        Err(BlockError::TenureChange(TenureChangeError::Misplaced(1)))
     );
     let found = build::tenure_change(&spent, &ctx, Cause::BlockFound, &keypair(100), NET);
     let (b, _) = build::block(
@@ -487,10 +496,10 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
     )
     .unwrap();
     assert_eq!(
-        spent.validate(&b, &ctx, NET),
-        Err(BlockError::TenureChange(
-            "only an Extend may open a later block".into()
-        ))
+        spent.after(&b, &ctx, NET),
+        Err(BlockError::TenureChange(TenureChangeError::WrongCause {
+            expected: Cause::Extend
+        }))
     );
     let (b, _) = build::block(
         &extended,
@@ -502,9 +511,9 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
     )
     .unwrap();
     assert_eq!(
-        extended.validate(&b, &ctx, NET),
+        extended.after(&b, &ctx, NET),
         Err(BlockError::TenureChange(
-            "previous tenure end is not the parent block".into()
+            TenureChangeError::PreviousTenureEnd
         ))
     );
 }
@@ -514,7 +523,7 @@ fn the_next_term_starts_on_the_last_block_and_counts_the_previous_terms_blocks()
     let (state, ctx) = started();
     let t = Transfer::sign(NET, &keypair(1), x(3), 300, 10, 0);
     let (b, _) = build::block(&state, &ctx, 3, vec![Tx::Transfer(t)], &keypair(100), None).unwrap();
-    let end_of_term_3 = state.validate(&b, &ctx, NET).unwrap();
+    let end_of_term_3 = state.after(&b, &ctx, NET).unwrap();
     let next = term_four(&ctx);
     let (b, _) =
         build::term_start(&end_of_term_3, &next, vec![], &keypair(104), None, NET).unwrap();
@@ -523,13 +532,13 @@ fn the_next_term_starts_on_the_last_block_and_counts_the_previous_terms_blocks()
     };
     assert_eq!(found.previous_tenure_blocks, 2);
     assert_eq!(found.previous_tenure_end, end_of_term_3.tip);
-    let term_4 = end_of_term_3.validate(&b, &next, NET).unwrap();
+    let term_4 = end_of_term_3.after(&b, &next, NET).unwrap();
     assert_eq!((term_4.term, term_4.term_blocks, term_4.height), (4, 1, 3));
     assert_eq!(term_4.accounts[&x(4)].balance, 700);
     // Term 3's context no longer validates blocks on top of term 4.
     let (b, _) = build::block(&term_4, &ctx, 3, vec![], &keypair(100), None).unwrap();
     assert!(matches!(
-        term_4.validate(&b, &ctx, NET),
+        term_4.after(&b, &ctx, NET),
         Err(BlockError::WrongTerm { got: 3, .. })
     ));
 }
@@ -571,7 +580,7 @@ fn fees_go_forty_percent_to_the_signers_and_sixty_to_the_next_terms_producers() 
         None,
     )
     .unwrap();
-    let after = state.validate(&b, &ctx, NET).unwrap();
+    let after = state.after(&b, &ctx, NET).unwrap();
     assert_eq!(after, built);
     // Fees 40: 16 now, split 300 : 100 between the two signing producers; 24 carried.
     assert_eq!(after.accounts[&x(50)].balance, 12);
@@ -584,7 +593,7 @@ fn fees_go_forty_percent_to_the_signers_and_sixty_to_the_next_terms_producers() 
     // The next term's producers receive what was carried in their first block.
     let next = term_four(&ctx);
     let (b, _) = build::term_start(&after, &next, vec![], &keypair(104), None, NET).unwrap();
-    let term_4 = after.validate(&b, &next, NET).unwrap();
+    let term_4 = after.after(&b, &next, NET).unwrap();
     assert_eq!(term_4.accounts[&x(60)].balance, 8);
     assert_eq!(term_4.accounts[&x(61)].balance, 16);
     assert_eq!(term_4.carried_fees, 0);
@@ -600,5 +609,5 @@ fn fees_go_forty_percent_to_the_signers_and_sixty_to_the_next_terms_producers() 
         s.state_root()
     };
     let b = resign(b);
-    assert_eq!(after.validate(&b, &ctx, NET), Err(BlockError::StateRoot));
+    assert_eq!(after.after(&b, &ctx, NET), Err(BlockError::StateRoot));
 }

@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use bitcoin::secp256k1::{Keypair, SECP256K1, SecretKey};
 use common::{announce, scan, wallet, with_term_utxo};
 use tenure_chain::{
-    announce::Announcement,
     block::{Block, BlockError, ChainState, TermContext, Transfer, Tx, build},
-    regtest::{coinbase, seal, subsidy},
+    burnchain::regtest::{coinbase, seal, subsidy},
+    ops::announce::Announcement,
     store::{ChainStore, StoreError},
     tenure_change::consensus_hash,
 };

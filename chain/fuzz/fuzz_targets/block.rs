@@ -27,6 +27,6 @@ fuzz_target!(|bytes: &[u8]| {
         producers: vec![([1; 32], 2), ([2; 32], 1)],
         share_owners: (0..100).map(|i| i % 2).collect(),
     };
-    let _ = ChainState::default().validate(&block, &context, "fuzz");
+    let _ = ChainState::default().after(&block, &context, "fuzz");
     let _ = block.signer_weight();
 });

@@ -62,7 +62,7 @@ pub fn validate(transfers: usize, runs: usize) -> anyhow::Result<ValidateReport>
     let (first, _) = build::term_start(&genesis, &context, vec![], &producer, None, NETWORK)
         .context("building the funding block")?;
     let funded = genesis
-        .validate(&first, &context, NETWORK)
+        .after(&first, &context, NETWORK)
         .map_err(|e| anyhow::anyhow!("funding block: {e}"))?;
     let txs: Vec<Tx> = accounts
         .iter()

@@ -1,0 +1,171 @@
+//! Blocks, transactions and their validation (seed 000 "blocks", seed 001 "Producer
+//! Signing Protocol", seed 002 tenure changes).
+//!
+//! The rules, each with its typed refusal ([`BlockError`]):
+//!
+//! - **Header.** A block builds on the tip (parent hash, height + 1) in the current
+//!   term. Its header (parent, term, height, transaction root, state root, time) is
+//!   signed by the term's producer group key (BIP340, 64 bytes) over the header hash
+//!   and the signer bitmap, so the signer set cannot be changed after signing; the
+//!   bitmap's weight must reach [`SIGNING_THRESHOLD`] of the [`SIGNER_SHARES`] shares.
+//!   Where a stacker set is configured, a stacker-group signature over the same
+//!   message is also required.
+//! - **Transactions.** Accounts hold balances and nonces; a transfer is signed by its
+//!   sender, carries the sender's next nonce and pays amount plus fee from its
+//!   balance. Signatures are checked on all cores before any state changes
+//!   ([`signatures`]); a check that cannot complete makes the block invalid.
+//! - **Term opening.** The term's coinbase is the first transaction of its first
+//!   block and pays exactly the term's payouts; its `BlockFound` tenure change is the
+//!   second. A later block may open with an `Extend`, which starts a fresh cost
+//!   budget. Each tenure change names the term's consensus hash (and the previous
+//!   term's, for a BlockFound), the parent block, the previous tenure's block count
+//!   and the producer key's hash, and carries the granting group's signature: the
+//!   stackers' where a stacker set is configured, else at least 67 producer shares.
+//! - **Cost.** Cost is counted per term (the SIP: 10 × a block's limit), not per
+//!   block. There are no microblocks.
+//! - **Fees** ([`fees`]): 40% to the producers whose shares signed the block, 60% to
+//!   the next term's producers, carried in the state until their first block.
+//! - **State root.** The header commits to every account after the block, in key
+//!   order, and to the carried fees.
+//!
+//! Validation ([`ChainState::validate`]) returns a [`ChainChangeset`]: the new tip
+//! record and the accounts the block touched. [`ChainState::apply`] merges it, and
+//! `chain::store` persists exactly it.
+//!
+//! Test and benchmark builders live in `build`, behind the `test-utils` feature.
+
+mod error;
+pub mod fees;
+pub mod signatures;
+mod state;
+mod tx;
+mod validate;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod build;
+
+pub use error::{BlockError, CoinbaseError, FeeError, TenureChangeError, TransferError};
+pub use state::{Account, ChainChangeset, ChainState, TermContext};
+pub use tx::{MAX_TX_BYTES, Transfer, Tx};
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+
+/// Signer shares in a producer group.
+pub const SIGNER_SHARES: usize = 100;
+
+/// Shares whose signature makes a block valid.
+pub const SIGNING_THRESHOLD: u32 = 67;
+
+/// Largest encoded block accepted.
+pub const MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
+
+/// A 32-byte hash.
+pub type Hash = [u8; 32];
+
+/// The cost of a transaction: one unit per transaction (the term's budget counts
+/// them).
+pub fn cost(_tx: &Tx) -> u64 {
+    1
+}
+
+/// A block header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// The parent block's hash.
+    pub parent: Hash,
+    /// The term it belongs to.
+    pub term: u64,
+    /// Its height.
+    pub height: u64,
+    /// Merkle root of its transaction ids.
+    pub tx_root: Hash,
+    /// Hash of the account state after it.
+    pub state_root: Hash,
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+}
+
+impl Header {
+    /// The block hash.
+    pub fn hash(&self) -> Hash {
+        let mut h = Sha256::new();
+        h.update(b"tenure/chain/header/v1");
+        h.update(self.parent);
+        h.update(self.term.to_be_bytes());
+        h.update(self.height.to_be_bytes());
+        h.update(self.tx_root);
+        h.update(self.state_root);
+        h.update(self.time.to_be_bytes());
+        Sha256::digest(h.finalize()).into()
+    }
+}
+
+/// A block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    /// The header.
+    pub header: Header,
+    /// The transactions.
+    pub txs: Vec<Tx>,
+    /// Which of the 100 shares signed (bit i = share i + 1).
+    pub signers: ByteBuf,
+    /// The producer group's BIP340 signature over [`Block::signing_message`].
+    pub producer_signature: ByteBuf,
+    /// The stacker group's signature over the same message, where one is required.
+    pub stacker_signature: Option<ByteBuf>,
+}
+
+/// Merkle root of transaction ids (the last id is paired with itself on odd levels).
+pub fn tx_root(txs: &[Tx]) -> Hash {
+    let mut level: Vec<Hash> = txs.iter().map(Tx::id).collect();
+    if level.is_empty() {
+        return [0; 32];
+    }
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| {
+                let a = pair.first().copied().unwrap_or([0; 32]);
+                let b = pair.get(1).copied().unwrap_or(a);
+                let mut h = Sha256::new();
+                h.update(a);
+                h.update(b);
+                Sha256::digest(h.finalize()).into()
+            })
+            .collect();
+    }
+    level.first().copied().unwrap_or([0; 32])
+}
+
+impl Block {
+    /// What the producer (and stacker) group signs: the header hash and the signer
+    /// bitmap.
+    pub fn signing_message(header: &Header, signers: &[u8]) -> Hash {
+        let mut h = Sha256::new();
+        h.update(b"tenure/chain/block-signature/v1");
+        h.update(header.hash());
+        h.update(signers);
+        h.finalize().into()
+    }
+
+    /// Shares that signed.
+    pub fn signer_weight(&self) -> u32 {
+        self.signers.iter().map(|b| b.count_ones()).sum()
+    }
+
+    /// Encodes the block. Serialising a block into memory does not fail; if it ever
+    /// did, the error says so rather than empty bytes being stored or sent.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, BlockError> {
+        serde_cbor::to_vec(self).map_err(|e| BlockError::Undecodable(e.to_string()))
+    }
+
+    /// Decodes a block, checking its size first.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Block, BlockError> {
+        if bytes.len() > MAX_BLOCK_BYTES {
+            return Err(BlockError::TooLarge(bytes.len()));
+        }
+        serde_cbor::from_slice(bytes).map_err(|e| BlockError::Undecodable(e.to_string()))
+    }
+}

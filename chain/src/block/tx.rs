@@ -1,0 +1,151 @@
+//! Transactions: transfers between accounts, the term's coinbase, tenure changes.
+
+use bitcoin::{
+    XOnlyPublicKey,
+    secp256k1::{Message, SECP256K1, schnorr},
+};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+
+use super::{BlockError, Hash};
+use crate::tenure_change::TenureChange;
+
+/// Largest encoded transaction accepted on its own.
+pub const MAX_TX_BYTES: usize = 64 * 1024;
+
+/// A transfer between accounts, signed (BIP340) by the sender's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Sender (x-only key).
+    pub from: [u8; 32],
+    /// Recipient.
+    pub to: [u8; 32],
+    /// Amount moved.
+    pub amount: u64,
+    /// Fee paid to the producers.
+    pub fee: u64,
+    /// The sender's nonce (its count of transactions so far).
+    pub nonce: u64,
+    /// BIP340 signature over [`Transfer::digest`].
+    pub signature: ByteBuf,
+}
+
+impl Transfer {
+    /// What the sender signs.
+    pub fn digest(&self, network: &str) -> Hash {
+        let mut h = Sha256::new();
+        h.update(b"tenure/chain/transfer/v1");
+        h.update((network.len() as u64).to_be_bytes());
+        h.update(network.as_bytes());
+        h.update(self.from);
+        h.update(self.to);
+        h.update(self.amount.to_be_bytes());
+        h.update(self.fee.to_be_bytes());
+        h.update(self.nonce.to_be_bytes());
+        h.finalize().into()
+    }
+
+    /// Signs a transfer with the sender's key pair.
+    pub fn sign(
+        network: &str,
+        from: &bitcoin::secp256k1::Keypair,
+        to: [u8; 32],
+        amount: u64,
+        fee: u64,
+        nonce: u64,
+    ) -> Transfer {
+        let mut t = Transfer {
+            from: from.x_only_public_key().0.serialize(),
+            to,
+            amount,
+            fee,
+            nonce,
+            signature: ByteBuf::new(),
+        };
+        let sig = SECP256K1.sign_schnorr(&Message::from_digest(t.digest(network)), from);
+        t.signature = ByteBuf::from(sig.as_ref().to_vec());
+        t
+    }
+
+    /// Whether the sender's signature verifies.
+    pub fn signature_valid(&self, network: &str) -> bool {
+        let (Ok(key), Ok(sig)) = (
+            XOnlyPublicKey::from_slice(&self.from),
+            schnorr::Signature::from_slice(&self.signature),
+        ) else {
+            return false;
+        };
+        SECP256K1
+            .verify_schnorr(&sig, &Message::from_digest(self.digest(network)), &key)
+            .is_ok()
+    }
+}
+
+/// A transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tx {
+    /// The term's coinbase: new coins to the term's producers.
+    Coinbase {
+        /// The term.
+        term: u64,
+        /// (recipient, amount).
+        payouts: Vec<([u8; 32], u64)>,
+    },
+    /// A transfer.
+    Transfer(Transfer),
+    /// A tenure change: `BlockFound` in a term's first block, `Extend` to renew its
+    /// budget.
+    TenureChange(TenureChange),
+}
+
+impl Tx {
+    /// Decodes a transaction, checking its size first.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Tx, BlockError> {
+        if bytes.len() > MAX_TX_BYTES {
+            return Err(BlockError::TooLarge(bytes.len()));
+        }
+        serde_cbor::from_slice(bytes).map_err(|e| BlockError::Undecodable(e.to_string()))
+    }
+
+    /// The transaction's id: a double SHA-256 of its canonical fields, each of fixed
+    /// width or length-prefixed, so no two transactions share one and no encoder can
+    /// fail on the way.
+    pub fn id(&self) -> Hash {
+        let mut h = Sha256::new();
+        match self {
+            Tx::Coinbase { term, payouts } => {
+                h.update(b"tenure/chain/tx/coinbase/v1");
+                h.update(term.to_be_bytes());
+                h.update((payouts.len() as u64).to_be_bytes());
+                for (to, amount) in payouts {
+                    h.update(to);
+                    h.update(amount.to_be_bytes());
+                }
+            }
+            Tx::Transfer(t) => {
+                h.update(b"tenure/chain/tx/transfer/v1");
+                h.update(t.from);
+                h.update(t.to);
+                h.update(t.amount.to_be_bytes());
+                h.update(t.fee.to_be_bytes());
+                h.update(t.nonce.to_be_bytes());
+                h.update((t.signature.len() as u64).to_be_bytes());
+                h.update(&t.signature);
+            }
+            Tx::TenureChange(tc) => {
+                h.update(b"tenure/chain/tx/tenure-change/v1");
+                h.update(tc.to_bytes());
+            }
+        }
+        Sha256::digest(h.finalize()).into()
+    }
+
+    /// The fee it pays: a transfer's fee, nothing for the others.
+    pub fn fee(&self) -> u64 {
+        match self {
+            Tx::Transfer(t) => t.fee,
+            Tx::Coinbase { .. } | Tx::TenureChange(_) => 0,
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Block validation: every rule of the module docs, in one place. Validation returns
+//! the block's [`ChainChangeset`]; nothing changes until the caller applies it.
+
+use bitcoin::secp256k1::{Message, SECP256K1, schnorr};
+
+use super::{
+    Block, BlockError, ChainChangeset, ChainState, CoinbaseError, Header, SIGNER_SHARES,
+    SIGNING_THRESHOLD, TenureChangeError, TermContext, TransferError, Tx, cost,
+    fees::pay_fees,
+    signatures::check_transfer_signatures,
+    state::{Account, Working},
+    tx_root,
+};
+use crate::tenure_change::{Cause, TenureChange, pubkey_hash};
+
+/// How transactions are applied. Validation enforces every rule; the block builder
+/// (`block::build`) trusts its caller, so tests can build a block that breaks one rule
+/// and watch validation refuse it. Arithmetic is checked either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rules {
+    /// Every rule.
+    Enforce,
+    /// Only what keeps the arithmetic sound.
+    Trust,
+}
+
+/// How a block opens on a state.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Opening {
+    /// It is its term's first block.
+    pub(crate) first_of_term: bool,
+    /// It opens with an `Extend`, renewing the term's budget.
+    pub(crate) extends: bool,
+}
+
+impl ChainState {
+    /// Validates `block` on top of this state and returns what it changes. Nothing
+    /// changes here: [`ChainState::apply`] merges the changeset, and `chain::store`
+    /// persists it.
+    pub fn validate(
+        &self,
+        block: &Block,
+        context: &TermContext,
+        network: &str,
+    ) -> Result<ChainChangeset, BlockError> {
+        let header = &block.header;
+        if header.parent != self.tip {
+            return Err(BlockError::WrongParent);
+        }
+        let expected_height = self.height.saturating_add(1);
+        if header.height != expected_height {
+            return Err(BlockError::WrongHeight {
+                got: header.height,
+                expected: expected_height,
+            });
+        }
+        if header.term != context.term || header.term < self.term {
+            return Err(BlockError::WrongTerm {
+                got: header.term,
+                expected: context.term,
+            });
+        }
+        if block.signers.len() != SIGNER_SHARES.div_ceil(8) {
+            return Err(BlockError::SignerBitmap(block.signers.len()));
+        }
+        let weight = block.signer_weight();
+        if weight < SIGNING_THRESHOLD {
+            return Err(BlockError::TooFewSigners { got: weight });
+        }
+        let message = Message::from_digest(Block::signing_message(header, &block.signers));
+        let producer_ok =
+            schnorr::Signature::from_slice(&block.producer_signature).is_ok_and(|sig| {
+                SECP256K1
+                    .verify_schnorr(&sig, &message, &context.producer_key)
+                    .is_ok()
+            });
+        if !producer_ok {
+            return Err(BlockError::ProducerSignature);
+        }
+        if let Some(stacker_key) = &context.stacker_key {
+            let ok = block.stacker_signature.as_ref().is_some_and(|sig| {
+                schnorr::Signature::from_slice(sig).is_ok_and(|sig| {
+                    SECP256K1
+                        .verify_schnorr(&sig, &message, stacker_key)
+                        .is_ok()
+                })
+            });
+            if !ok {
+                return Err(BlockError::StackerSignature);
+            }
+        }
+        if tx_root(&block.txs) != header.tx_root {
+            return Err(BlockError::TxRoot);
+        }
+        let opening = self.opening(header.term, &block.txs);
+        let block_cost = block_cost(&block.txs);
+        let left = context
+            .cost_limit
+            .saturating_sub(self.spent_before(opening));
+        if block_cost > left {
+            return Err(BlockError::CostLimit {
+                cost: block_cost,
+                left,
+            });
+        }
+        check_transfer_signatures(&block.txs, network)?;
+
+        let mut working = Working::over(self);
+        self.apply_txs(
+            &mut working,
+            block,
+            context,
+            network,
+            opening,
+            Rules::Enforce,
+        )?;
+        pay_fees(
+            &mut working,
+            context,
+            &block.signers,
+            &block.txs,
+            opening.first_of_term,
+        )?;
+        if opening.first_of_term {
+            if !matches!(block.txs.first(), Some(Tx::Coinbase { .. })) {
+                return Err(CoinbaseError::Missing.into());
+            }
+            if !matches!(block.txs.get(1), Some(Tx::TenureChange(_))) {
+                return Err(TenureChangeError::MissingBlockFound.into());
+            }
+        }
+        if working.state_root() != header.state_root {
+            return Err(BlockError::StateRoot);
+        }
+        Ok(self.changeset(working, header, opening, block_cost))
+    }
+
+    /// The state after `block`: [`ChainState::validate`], then
+    /// [`ChainState::apply`] on a copy.
+    pub fn after(
+        &self,
+        block: &Block,
+        context: &TermContext,
+        network: &str,
+    ) -> Result<ChainState, BlockError> {
+        let changes = self.validate(block, context, network)?;
+        let mut next = self.clone();
+        next.apply(&changes);
+        Ok(next)
+    }
+
+    /// How a block of `term` with `txs` opens on this state.
+    pub(crate) fn opening(&self, term: u64, txs: &[Tx]) -> Opening {
+        Opening {
+            first_of_term: term != self.term || self.term_blocks == 0,
+            extends: matches!(
+                txs.first(),
+                Some(Tx::TenureChange(tc)) if tc.cause == Cause::Extend
+            ),
+        }
+    }
+
+    /// Cost the term has spent before a block that opens so.
+    fn spent_before(&self, opening: Opening) -> u64 {
+        if opening.first_of_term || opening.extends {
+            0
+        } else {
+            self.term_cost
+        }
+    }
+
+    /// The changeset of a block with `header` whose changes are in `working`: the tip
+    /// moves to it and the term counts it.
+    pub(crate) fn changeset(
+        &self,
+        working: Working<'_>,
+        header: &Header,
+        opening: Opening,
+        block_cost: u64,
+    ) -> ChainChangeset {
+        let blocks_before = if opening.first_of_term {
+            0
+        } else {
+            self.term_blocks
+        };
+        working.into_changeset(
+            header,
+            blocks_before.saturating_add(1),
+            self.spent_before(opening).saturating_add(block_cost),
+        )
+    }
+
+    /// Applies `block`'s transactions into `working`.
+    pub(crate) fn apply_txs(
+        &self,
+        working: &mut Working<'_>,
+        block: &Block,
+        context: &TermContext,
+        network: &str,
+        opening: Opening,
+        rules: Rules,
+    ) -> Result<(), BlockError> {
+        let enforce = rules == Rules::Enforce;
+        for (index, tx) in block.txs.iter().enumerate() {
+            match tx {
+                Tx::Coinbase { term, payouts } => {
+                    if enforce {
+                        if !(opening.first_of_term && index == 0) {
+                            return Err(CoinbaseError::Misplaced.into());
+                        }
+                        if *term != context.term || *payouts != context.coinbase {
+                            return Err(CoinbaseError::WrongPayouts.into());
+                        }
+                    }
+                    for (to, amount) in payouts {
+                        working.credit(*to, *amount).ok_or(BlockError::Transfer {
+                            index,
+                            error: TransferError::BalanceOverflows,
+                        })?;
+                    }
+                }
+                Tx::Transfer(t) => {
+                    let refuse = |error| BlockError::Transfer { index, error };
+                    let from = working.account(&t.from);
+                    if enforce && t.nonce != from.nonce {
+                        return Err(refuse(TransferError::WrongNonce {
+                            got: t.nonce,
+                            expected: from.nonce,
+                        }));
+                    }
+                    let needed = t
+                        .amount
+                        .checked_add(t.fee)
+                        .ok_or(refuse(TransferError::AmountOverflows))?;
+                    let balance = from.balance.checked_sub(needed).ok_or(refuse(
+                        TransferError::InsufficientBalance {
+                            balance: from.balance,
+                            needed,
+                        },
+                    ))?;
+                    working.set(
+                        t.from,
+                        Account {
+                            balance,
+                            nonce: from.nonce.saturating_add(1),
+                        },
+                    );
+                    working
+                        .credit(t.to, t.amount)
+                        .ok_or(refuse(TransferError::BalanceOverflows))?;
+                }
+                Tx::TenureChange(tc) => {
+                    if enforce {
+                        let expected = match (opening.first_of_term, index) {
+                            (true, 1) => Cause::BlockFound,
+                            (false, 0) => Cause::Extend,
+                            _ => return Err(TenureChangeError::Misplaced(index).into()),
+                        };
+                        self.check_tenure_change(tc, expected, block, context, network)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a tenure change of the `expected` cause in `block` on this state.
+    fn check_tenure_change(
+        &self,
+        tc: &TenureChange,
+        expected: Cause,
+        block: &Block,
+        context: &TermContext,
+        network: &str,
+    ) -> Result<(), TenureChangeError> {
+        if tc.cause != expected {
+            return Err(TenureChangeError::WrongCause { expected });
+        }
+        if tc.tenure_consensus_hash != context.consensus_hash {
+            return Err(TenureChangeError::ConsensusHash);
+        }
+        if expected == Cause::BlockFound
+            && tc.previous_tenure_consensus_hash != context.previous_consensus_hash
+        {
+            return Err(TenureChangeError::PreviousConsensusHash);
+        }
+        if tc.previous_tenure_end != block.header.parent {
+            return Err(TenureChangeError::PreviousTenureEnd);
+        }
+        if u64::from(tc.previous_tenure_blocks) != self.term_blocks {
+            return Err(TenureChangeError::PreviousTenureBlocks {
+                got: u64::from(tc.previous_tenure_blocks),
+                expected: self.term_blocks,
+            });
+        }
+        if tc.pubkey_hash != pubkey_hash(&context.producer_key) {
+            return Err(TenureChangeError::PubkeyHash);
+        }
+        let key = context.stacker_key.unwrap_or(context.producer_key);
+        if context.stacker_key.is_none()
+            && (tc.signers.len() != SIGNER_SHARES
+                || u32::try_from(tc.signer_count()).unwrap_or(0) < SIGNING_THRESHOLD)
+        {
+            return Err(TenureChangeError::TooFewSigners);
+        }
+        if !tc.signature_valid(network, &key) {
+            return Err(TenureChangeError::Signature);
+        }
+        Ok(())
+    }
+}
+
+/// A block's cost: the sum of its transactions' (saturating: a block that costs
+/// that much is over any budget anyway).
+pub(crate) fn block_cost(txs: &[Tx]) -> u64 {
+    txs.iter().map(cost).fold(0, u64::saturating_add)
+}

@@ -1,4 +1,6 @@
-//! Echo broadcast with equivocation proofs, sans-IO.
+//! Echo broadcast with equivocation proofs, sans-IO (seed 004: the DKG's one-to-all
+//! messages go by echo broadcast, so a member cannot show members different
+//! commitments).
 //!
 //! A sender signs `(tag, digest of payload)` and sends the payload to every member.
 //! Each member echoes the signed digest to every member. A member delivers the

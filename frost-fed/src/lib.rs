@@ -1,5 +1,5 @@
 //! The FROST federation: an always-online group that holds Bitcoin jointly with one
-//! weighted threshold key (seed 004; DESIGN.md "FROST federation").
+//! weighted threshold key (seed 004).
 //!
 //! - [`roster`]: the agreed members and weights (a member of weight `w` holds `w` of
 //!   the key's shares; 67 of 100 sign).
@@ -19,6 +19,7 @@ pub mod channel;
 pub mod codec;
 pub mod curve;
 pub mod dkg;
+pub mod member;
 pub mod membership;
 pub mod roster;
 pub mod share;

@@ -1,6 +1,7 @@
 //! End-to-end channels between members, sans-IO: Noise KK sessions with explicit
 //! nonces and a replay window, fragmentation above Noise's 65,535-byte limit, and
-//! reliable delivery on top.
+//! reliable delivery on top (seed 004: "Noise-authenticated reliable point-to-point
+//! channels" between members, over any number of hops).
 //!
 //! Frames may cross relays (a gossip relay when two members are not connected): a
 //! relay sees sender, recipient and ciphertext only, and any change it makes fails

@@ -1,4 +1,6 @@
-//! A weighted distributed key generation, sans-IO.
+//! A weighted distributed key generation, sans-IO (seed 004: FROST DKG over the
+//! federation's broadcast and channels; seed 001 "Producer DB Setup": 100 shares, 67
+//! to sign, a member holding shares in proportion to its weight).
 //!
 //! Each **member** (not each share) deals one polynomial of degree `threshold - 1`
 //! (Pedersen's DKG as in FROST, with shares batched per member):
@@ -86,15 +88,104 @@ pub enum DkgOutput {
 pub struct DkgFailure {
     /// Members whose messages (or silence) failed the session.
     pub blamed: Vec<MemberId>,
-    /// What happened.
-    pub reason: String,
+    /// What they did.
+    pub fault: DkgFault,
 }
 
+impl std::fmt::Display for DkgFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.fault)?;
+        if !self.blamed.is_empty() {
+            let blamed: Vec<String> = self.blamed.iter().map(ToString::to_string).collect();
+            write!(f, " (blamed: {})", blamed.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// What failed a DKG session: each case names what the blamed members did.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DkgFault {
+    /// A member signed two different broadcasts for one tag.
+    #[error("equivocated in a broadcast")]
+    Equivocation,
+    /// The blamed said nothing within the round's timeout.
+    #[error("no answer within {timeout:?} in {phase:?}")]
+    Silence {
+        /// The phase that timed out.
+        phase: DkgPhase,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// A round-1 commitment that is not a list of curve points.
+    #[error("malformed round-1 commitment")]
+    MalformedCommitment,
+    /// A round-1 proof of knowledge that does not verify.
+    #[error("round-1 proof of knowledge does not verify")]
+    BadProofOfKnowledge,
+    /// A dealer dealt shares that do not match its commitment.
+    #[error("dealer {dealer}: {fault}")]
+    BadShares {
+        /// The dealer.
+        dealer: MemberId,
+        /// What was wrong.
+        fault: ShareFault,
+    },
+    /// A complaint about someone outside the roster.
+    #[error("complaint about a non-member")]
+    ComplaintAboutNonMember,
+    /// A complaint that does not carry the dealer's signed shares.
+    #[error("complaint without the dealer's signed shares")]
+    ComplaintWithoutEvidence,
+    /// A complaint about shares that are valid.
+    #[error("complained about valid shares")]
+    FalseComplaint,
+    /// A certificate of another transcript than this member computed.
+    #[error("certified another transcript")]
+    AnotherTranscript,
+    /// A certificate whose signature does not verify, or of the wrong length.
+    #[error("a certificate that does not verify")]
+    BadCertificate,
+    /// Every message was valid, yet the key could not be computed (no one to blame).
+    #[error("the key could not be computed: {0}")]
+    KeyComputation(String),
+}
+
+/// Why a dealer's shares for one recipient are invalid.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShareFault {
+    /// The recipient is not in the roster.
+    #[error("shares for a non-member")]
+    NotForMember,
+    /// Not one value per share the recipient holds.
+    #[error("{got} values for {expected} shares")]
+    WrongCount {
+        /// Values dealt.
+        got: usize,
+        /// Shares the recipient holds.
+        expected: usize,
+    },
+    /// The dealer's commitment has not arrived (a complaint judged too early).
+    #[error("no commitment yet")]
+    NoCommitment,
+    /// A value that is not a scalar.
+    #[error("share {0} is not a scalar")]
+    NotAScalar(u16),
+    /// A value that does not match the dealer's commitment.
+    #[error("share {0} does not match the dealer's commitment")]
+    Mismatch(u16),
+}
+
+/// The phases of a DKG session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
+pub enum DkgPhase {
+    /// Commitments and proofs of knowledge, by echo broadcast.
     Round1,
+    /// Each dealer's signed shares to each recipient.
     Round2,
+    /// Every member certifies the transcript.
     Certify,
+    /// Completed or failed.
     Ended,
 }
 
@@ -112,7 +203,7 @@ pub struct Dkg {
     keypair: Keypair,
     polynomial: Vec<Scalar>,
     round_timeout: Duration,
-    phase: Phase,
+    phase: DkgPhase,
     phase_started: Instant,
     commitments: BTreeMap<usize, Vec<ProjectivePoint>>,
     /// Round-2 messages that came before their dealer's round 1.
@@ -170,7 +261,7 @@ impl Dkg {
             keypair,
             polynomial,
             round_timeout,
-            phase: Phase::Round1,
+            phase: DkgPhase::Round1,
             phase_started: now,
             commitments: BTreeMap::new(),
             early: BTreeMap::new(),
@@ -192,12 +283,12 @@ impl Dkg {
 
     /// Whether the session has completed or failed.
     pub fn is_over(&self) -> bool {
-        self.phase == Phase::Ended
+        self.phase == DkgPhase::Ended
     }
 
     /// A message from `from` (authenticated by the channel or broadcast layer).
     pub fn handle(&mut self, from: MemberId, msg: DkgMessage, now: Instant) -> Vec<DkgOutput> {
-        if self.phase == Phase::Ended || msg.session != self.session {
+        if self.phase == DkgPhase::Ended || msg.session != self.session {
             return Vec::new();
         }
         let Some(sender) = self.roster.index_of(&from) else {
@@ -221,24 +312,24 @@ impl Dkg {
     /// The broadcast layer proved that `member` equivocated: the session fails,
     /// blaming it.
     pub fn on_equivocation(&mut self, member: MemberId) -> Vec<DkgOutput> {
-        if self.phase == Phase::Ended {
+        if self.phase == DkgPhase::Ended {
             return Vec::new();
         }
-        self.fail(vec![member], format!("{member} equivocated in a broadcast"))
+        self.fail(vec![member], DkgFault::Equivocation)
     }
 
     /// Time passed: a round that outlived its timeout fails, blaming the silent.
     pub fn on_tick(&mut self, now: Instant) -> Vec<DkgOutput> {
-        if self.phase == Phase::Ended
+        if self.phase == DkgPhase::Ended
             || now.saturating_duration_since(self.phase_started) < self.round_timeout
         {
             return Vec::new();
         }
         let heard: Vec<usize> = match self.phase {
-            Phase::Round1 => self.commitments.keys().copied().collect(),
-            Phase::Round2 => self.received.keys().copied().collect(),
-            Phase::Certify => self.certificates.keys().copied().collect(),
-            Phase::Ended => return Vec::new(),
+            DkgPhase::Round1 => self.commitments.keys().copied().collect(),
+            DkgPhase::Round2 => self.received.keys().copied().collect(),
+            DkgPhase::Certify => self.certificates.keys().copied().collect(),
+            DkgPhase::Ended => return Vec::new(),
         };
         let silent: Vec<MemberId> = self
             .roster
@@ -248,18 +339,16 @@ impl Dkg {
             .filter(|(i, _)| !heard.contains(i))
             .map(|(_, (m, _))| *m)
             .collect();
-        self.fail(
-            silent,
-            format!(
-                "no answer within {:?} in {:?}",
-                self.round_timeout, self.phase
-            ),
-        )
+        let fault = DkgFault::Silence {
+            phase: self.phase,
+            timeout: self.round_timeout,
+        };
+        self.fail(silent, fault)
     }
 
-    fn fail(&mut self, blamed: Vec<MemberId>, reason: String) -> Vec<DkgOutput> {
-        self.phase = Phase::Ended;
-        vec![DkgOutput::Failed(DkgFailure { blamed, reason })]
+    fn fail(&mut self, blamed: Vec<MemberId>, fault: DkgFault) -> Vec<DkgOutput> {
+        self.phase = DkgPhase::Ended;
+        vec![DkgOutput::Failed(DkgFailure { blamed, fault })]
     }
 
     fn on_round1(
@@ -284,15 +373,12 @@ impl Dkg {
             curve::point_from_bytes(proof_r),
             curve::scalar_from_bytes(proof_z),
         ) else {
-            return self.fail(vec![from], "malformed round-1 commitment".into());
+            return self.fail(vec![from], DkgFault::MalformedCommitment);
         };
         let constant = points.first().copied().unwrap_or(ProjectivePoint::IDENTITY);
         let c = proof_challenge(&self.session, &from, &constant, &r);
         if ProjectivePoint::GENERATOR * z != r + constant * c {
-            return self.fail(
-                vec![from],
-                "round-1 proof of knowledge does not verify".into(),
-            );
+            return self.fail(vec![from], DkgFault::BadProofOfKnowledge);
         }
         self.commitments.insert(sender, points);
         let mut out = self.after_round1(now);
@@ -304,10 +390,10 @@ impl Dkg {
 
     /// Once every commitment is in: deal round 2.
     fn after_round1(&mut self, now: Instant) -> Vec<DkgOutput> {
-        if self.phase != Phase::Round1 || self.commitments.len() < self.roster.len() {
+        if self.phase != DkgPhase::Round1 || self.commitments.len() < self.roster.len() {
             return Vec::new();
         }
-        self.phase = Phase::Round2;
+        self.phase = DkgPhase::Round2;
         self.phase_started = now;
         let mut out = Vec::new();
         for (index, (recipient, _)) in self.roster.members().iter().enumerate() {
@@ -348,29 +434,30 @@ impl Dkg {
     /// Checks `dealt` against its dealer's commitment. `Ok(values)` when every value
     /// matches; `Err(reason)` when the dealer dealt badly. The signature is checked by
     /// the caller.
-    fn check_dealt(&self, dealer: usize, dealt: &DealtShares) -> Result<Vec<Scalar>, String> {
+    fn check_dealt(&self, dealer: usize, dealt: &DealtShares) -> Result<Vec<Scalar>, ShareFault> {
         let recipient = self
             .roster
             .index_of(&dealt.recipient)
-            .ok_or("shares for a non-member")?;
+            .ok_or(ShareFault::NotForMember)?;
         let numbers = self
             .roster
             .shares_of(recipient)
-            .ok_or("shares for a non-member")?;
+            .ok_or(ShareFault::NotForMember)?;
         if dealt.shares.len() != numbers.clone().count() {
-            return Err(format!(
-                "{} values for {} shares",
-                dealt.shares.len(),
-                numbers.count()
-            ));
+            return Err(ShareFault::WrongCount {
+                got: dealt.shares.len(),
+                expected: numbers.count(),
+            });
         }
-        let commitment = self.commitments.get(&dealer).ok_or("no commitment yet")?;
+        let commitment = self
+            .commitments
+            .get(&dealer)
+            .ok_or(ShareFault::NoCommitment)?;
         let mut values = Vec::with_capacity(dealt.shares.len());
         for (n, bytes) in numbers.zip(&dealt.shares) {
-            let value =
-                curve::scalar_from_bytes(bytes).ok_or(format!("share {n} is not a scalar"))?;
+            let value = curve::scalar_from_bytes(bytes).ok_or(ShareFault::NotAScalar(n))?;
             if ProjectivePoint::GENERATOR * value != curve::evaluate_commitment(commitment, n) {
-                return Err(format!("share {n} does not match the dealer's commitment"));
+                return Err(ShareFault::Mismatch(n));
             }
             values.push(value);
         }
@@ -402,10 +489,11 @@ impl Dkg {
                     session: self.session,
                     body: DkgBody::Complaint(dealt.clone()),
                 })];
-                out.extend(self.fail(
-                    vec![dealt.dealer],
-                    format!("dealer {}: {reason}", dealt.dealer),
-                ));
+                let fault = DkgFault::BadShares {
+                    dealer: dealt.dealer,
+                    fault: reason,
+                };
+                out.extend(self.fail(vec![dealt.dealer], fault));
                 out
             }
         }
@@ -413,39 +501,39 @@ impl Dkg {
 
     fn on_complaint(&mut self, from: MemberId, dealt: DealtShares) -> Vec<DkgOutput> {
         let Some(dealer) = self.roster.index_of(&dealt.dealer) else {
-            return self.fail(vec![from], "complaint about a non-member".into());
+            return self.fail(vec![from], DkgFault::ComplaintAboutNonMember);
         };
         if dealt.recipient != from
             || !member_verify(&dealt.dealer, dealt.digest(&self.session), &dealt.signature)
         {
-            return self.fail(
-                vec![from],
-                "complaint without the dealer's signed shares".into(),
-            );
+            return self.fail(vec![from], DkgFault::ComplaintWithoutEvidence);
         }
         if !self.commitments.contains_key(&dealer) {
             // Cannot judge yet; the round timeout settles it if round 1 never comes.
             return Vec::new();
         }
         match self.check_dealt(dealer, &dealt) {
-            Err(reason) => self.fail(
+            Err(fault) => self.fail(
                 vec![dealt.dealer],
-                format!("dealer {}: {reason}", dealt.dealer),
+                DkgFault::BadShares {
+                    dealer: dealt.dealer,
+                    fault,
+                },
             ),
-            Ok(_) => self.fail(vec![from], format!("{from} complained about valid shares")),
+            Ok(_) => self.fail(vec![from], DkgFault::FalseComplaint),
         }
     }
 
     /// Once every dealer's shares are in: compute the key and certify the transcript.
     fn after_round2(&mut self, now: Instant) -> Vec<DkgOutput> {
-        if self.phase != Phase::Round2 || self.received.len() < self.roster.len() {
+        if self.phase != DkgPhase::Round2 || self.received.len() < self.roster.len() {
             return Vec::new();
         }
         let key_share = match self.compute_key() {
             Ok(k) => k,
-            Err(reason) => return self.fail(Vec::new(), reason),
+            Err(reason) => return self.fail(Vec::new(), DkgFault::KeyComputation(reason)),
         };
-        self.phase = Phase::Certify;
+        self.phase = DkgPhase::Certify;
         self.phase_started = now;
         let transcript = key_share.transcript;
         let signature = member_sign(&self.keypair, transcript);
@@ -485,25 +573,19 @@ impl Dkg {
             return Vec::new();
         };
         if transcript != pending.key_share.transcript {
-            return self.fail(
-                vec![member],
-                format!("{member} certified another transcript"),
-            );
+            return self.fail(vec![member], DkgFault::AnotherTranscript);
         }
         if !member_verify(&member, transcript, &signature) {
-            return self.fail(
-                vec![member],
-                format!("{member}'s certificate does not verify"),
-            );
+            return self.fail(vec![member], DkgFault::BadCertificate);
         }
         let Ok(signature) = <[u8; 64]>::try_from(signature.as_slice()) else {
-            return self.fail(vec![member], "certificate of the wrong length".into());
+            return self.fail(vec![member], DkgFault::BadCertificate);
         };
         self.certificates.insert(sender, signature);
         if self.certificates.len() < self.roster.len() {
             return Vec::new();
         }
-        self.phase = Phase::Ended;
+        self.phase = DkgPhase::Ended;
         let Some(Pending { mut key_share }) = self.pending.take() else {
             return Vec::new();
         };

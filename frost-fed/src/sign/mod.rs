@@ -1,4 +1,6 @@
-//! Signing without a trusted coordinator, sans-IO (ROAST-style).
+//! Signing without a trusted coordinator, sans-IO (ROAST-style; seed 004, "validation
+//! before signing"; seed 001 "Producer Signing Protocol": any producer may ask, and
+//! signing goes on while members holding 67 shares answer).
 //!
 //! Any member may ask the federation to sign a payload. Every member runs the
 //! application's [`Validator`] on the payload and signs only the digest it approves.

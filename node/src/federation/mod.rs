@@ -1,70 +1,80 @@
-//! A federation member on the overlay: wires `tenure-frost-fed`'s sans-IO parts
-//! (channels, echo broadcast, DKG, signing) to libp2p.
+//! A federation member on the overlay: drives `tenure_frost_fed::member::Member` (the
+//! sans-IO member, which states the protocol's rules) with the overlay's events, a
+//! timer and the key store.
 //!
-//! Frames go to a member's overlay peer by request-response; when that fails (not
-//! connected) they are published on the federation-frames gossip topic, and every
-//! node hands frames addressed to it to its channels. Either way the Noise channel
-//! keeps them confidential and authentic.
+//! Frames go to a member's overlay peer by request-response through a per-member
+//! courier that bundles whatever is queued; a request that fails or hangs goes out on
+//! the federation-frames gossip topic instead, and every node hands bundles it
+//! receives either way to its member. The Noise channels keep them confidential and
+//! authentic whichever way they travel.
 //!
-//! Over the channels travel [`FedMessage`]s: echo-broadcast messages (DKG round 1,
-//! complaints, certificates), DKG round-2 shares to one member, and signing messages.
-//!
-//! Key shares go to a sled [`KeyStore`] before the DKG is reported complete, and a
-//! restarted member signs with the stored one at once. A failed DKG is reported with
-//! the members it blames; the retry roster must be the same at every member, so the
-//! caller (the chain, which agrees on such things) starts the retry with
-//! `Roster::without` them, rather than each member on its own view.
+//! Key shares go to the sled [`KeyStore`] before the DKG is reported complete, and a
+//! restarted member signs with the stored one at once.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use bitcoin::secp256k1::Keypair;
 use rand_core::OsRng;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tenure_frost_fed::{
     KeyShare, MemberId, Roster,
-    broadcast::{BroadcastMessage, BroadcastOutput, EchoBroadcast},
-    channel::{ChannelConfig, ChannelKey, ChannelOutput, Channels},
-    dkg::{self, Dkg, DkgBody, DkgMessage, DkgOutput},
-    sign::{self, SignOutput, SignatureRecord, Signing, SigningConfig, Validator},
+    channel::ChannelKey,
+    dkg::DkgFailure,
+    member::{
+        MAX_BUNDLE_BYTES, MAX_BUNDLE_FRAMES, Member, MemberConfig, MemberOutput, encode_bundle,
+    },
+    sign::{SignatureRecord, Validator},
     store::KeyStore,
 };
-use tenure_overlay::{OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Service, Topic};
+use tenure_overlay::{
+    Misbehaviour, OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Service, Topic,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-const LOG_TARGET: &str = "tenure::federation";
+use crate::logs;
+
+pub mod local;
 
 /// How often the member's timers run.
 const TICK: Duration = Duration::from_millis(10);
 
-/// Early DKG messages kept for a session not started here yet.
-const MAX_EARLY: usize = 4096;
-
-/// What members say to each other over their channels.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum FedMessage {
-    /// Echo broadcast (carries an encoded [`Broadcasted`]).
-    Broadcast(BroadcastMessage),
-    /// A DKG message for this member alone (round-2 shares).
-    Dkg(DkgMessage),
-    /// A signing message.
-    Sign(sign::SignMessage),
-    /// Several messages for one member, gathered over one tick: a round's echoes to a
-    /// member travel as one message, so a member sends O(members) per round.
-    Batch(Vec<FedMessage>),
+/// Why a DKG gave no key here.
+#[derive(Debug, thiserror::Error)]
+pub enum DkgError {
+    /// This member is not in the roster.
+    #[error("this member is not in the roster")]
+    NotInRoster,
+    /// The session failed; retry without the blamed members.
+    #[error("DKG failed: {0}")]
+    Failed(DkgFailure),
+    /// The key could not be stored, so it is not used.
+    #[error("the key could not be stored: {0}")]
+    NotStored(String),
+    /// The member's task stopped.
+    #[error("the member stopped")]
+    Stopped,
 }
 
-/// What is sent by echo broadcast.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Broadcasted {
-    /// A DKG message for everyone.
-    Dkg(DkgMessage),
+/// Why a signature was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// No key yet.
+    #[error("no key yet")]
+    NoKey,
+    /// The federation could not sign it.
+    #[error("not signed: {0}")]
+    Failed(String),
+    /// This member's validator refused it.
+    #[error("refused here: {0}")]
+    Refused(String),
+    /// The member's task stopped.
+    #[error("the member stopped")]
+    Stopped,
 }
 
 /// Commands to a member's task.
@@ -72,17 +82,17 @@ enum FedCommand {
     Dkg {
         roster: Roster,
         context: Vec<u8>,
-        reply: oneshot::Sender<Result<Arc<KeyShare>, String>>,
+        attempt: u32,
+        reply: oneshot::Sender<Result<Arc<KeyShare>, DkgError>>,
     },
     Sign {
         payload: Vec<u8>,
-        reply: oneshot::Sender<Result<SignatureRecord, String>>,
+        reply: oneshot::Sender<Result<SignatureRecord, SignError>>,
     },
     /// Behave as crashed (drop everything, no timers) for a while, then resume with
     /// the state kept: a crash and restart with the key on disk.
     Crash(Duration),
     /// Send every frame by the gossip relay, as if no member were connected.
-    #[cfg_attr(not(test), allow(dead_code))]
     RelayOnly(bool),
 }
 
@@ -93,36 +103,38 @@ pub struct FedHandle {
 }
 
 impl FedHandle {
-    /// Runs a DKG for `roster` (every member must start it) and returns this member's
-    /// key share.
-    pub async fn dkg(&self, roster: Roster, context: Vec<u8>) -> anyhow::Result<Arc<KeyShare>> {
-        self.ask(|reply| FedCommand::Dkg {
-            roster,
-            context,
-            reply,
-        })
-        .await
-    }
-
-    /// Sends the command `make` builds and waits for its answer.
-    async fn ask<T>(
+    /// Runs attempt `attempt` of a DKG for `roster` (every member must start the same
+    /// one) and returns this member's key share.
+    pub async fn dkg(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> FedCommand,
-    ) -> anyhow::Result<T> {
+        roster: Roster,
+        context: Vec<u8>,
+        attempt: u32,
+    ) -> Result<Arc<KeyShare>, DkgError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(make(reply))
+            .send(FedCommand::Dkg {
+                roster,
+                context,
+                attempt,
+                reply,
+            })
             .await
-            .ok()
-            .context("member stopped")?;
-        answer
+            .map_err(|_| DkgError::Stopped)?;
+        answer.await.unwrap_or(Err(DkgError::Stopped))
+    }
+
+    /// Asks the federation to sign `payload`; returns the signature record.
+    pub async fn sign(&self, payload: Vec<u8>) -> Result<SignatureRecord, SignError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(FedCommand::Sign { payload, reply })
             .await
-            .context("member stopped")?
-            .map_err(|e| anyhow::anyhow!(e))
+            .map_err(|_| SignError::Stopped)?;
+        answer.await.unwrap_or(Err(SignError::Stopped))
     }
 
     /// Makes the member send every frame by the gossip relay (for tests).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn relay_only(&self, on: bool) {
         let _ = self.commands.send(FedCommand::RelayOnly(on)).await;
     }
@@ -130,11 +142,6 @@ impl FedHandle {
     /// Makes the member behave as crashed for `duration` (for benchmarks and tests).
     pub async fn crash_for(&self, duration: Duration) {
         let _ = self.commands.send(FedCommand::Crash(duration)).await;
-    }
-
-    /// Asks the federation to sign `payload`; returns the signature record.
-    pub async fn sign(&self, payload: Vec<u8>) -> anyhow::Result<SignatureRecord> {
-        self.ask(|reply| FedCommand::Sign { payload, reply }).await
     }
 }
 
@@ -147,38 +154,8 @@ impl Validator for SignDigests {
     }
 }
 
-/// One member's state, owned by its task.
-struct Member<V> {
-    me: MemberId,
-    keypair: Keypair,
-    overlay: OverlayHandle,
-    peers: BTreeMap<MemberId, PeerId>,
-    channels: Channels,
-    broadcast: EchoBroadcast,
-    dkg: Option<Dkg>,
-    dkg_reply: Option<oneshot::Sender<Result<Arc<KeyShare>, String>>>,
-    early: VecDeque<(MemberId, DkgMessage)>,
-    signing: Option<Signing<V>>,
-    validator: Option<V>,
-    sign_replies: BTreeMap<[u8; 32], oneshot::Sender<Result<SignatureRecord, String>>>,
-    /// Messages gathered for each member until the end of the current step.
-    outbox: BTreeMap<MemberId, Vec<FedMessage>>,
-    /// One sender task per member.
-    couriers: BTreeMap<MemberId, mpsc::Sender<Vec<u8>>>,
-    /// Where key shares are kept across restarts.
-    key_store: Option<KeyStore>,
-    /// Every frame goes by gossip relay (tests).
-    relay_only: bool,
-}
-
 /// Frames waiting for one member, at most.
 const COURIER_QUEUE: usize = 4096;
-
-/// Bytes of frames in one request, at most.
-const MAX_BUNDLE_BYTES: usize = 2 * 1024 * 1024;
-
-/// Frames in one bundle, at most.
-const MAX_BUNDLE_FRAMES: usize = 4096;
 
 /// Requests in flight to one member, at most.
 const COURIER_IN_FLIGHT: usize = 4;
@@ -209,7 +186,13 @@ fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> mpsc
                     Err(_) => break,
                 }
             }
-            let bundle = encode_bundle(frames);
+            let bundle = match encode_bundle(frames) {
+                Ok(bundle) => bundle,
+                Err(error) => {
+                    debug!(target: logs::FED_COURIER, %peer, %error, "frames dropped");
+                    continue;
+                }
+            };
             let overlay = overlay.clone();
             tokio::spawn(async move {
                 let sent = if relay_only {
@@ -225,7 +208,7 @@ fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> mpsc
                     )
                 };
                 if !sent {
-                    debug!(target: LOG_TARGET, %peer, "relaying frames by gossip");
+                    debug!(target: logs::FED_COURIER, %peer, "relaying frames by gossip");
                     let _ = overlay.publish(Topic::FederationFrames, bundle).await;
                 }
                 drop(permit);
@@ -233,29 +216,6 @@ fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> mpsc
         }
     });
     sender
-}
-
-fn encode_bundle(frames: Vec<Vec<u8>>) -> Vec<u8> {
-    let frames: Vec<serde_bytes::ByteBuf> =
-        frames.into_iter().map(serde_bytes::ByteBuf::from).collect();
-    serde_cbor::to_vec(&frames).unwrap_or_default()
-}
-
-fn decode_bundle(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    if bytes.len()
-        > MAX_BUNDLE_BYTES + tenure_frost_fed::channel::frame::MAX_FRAME_BYTES + 64 * 1024
-    {
-        return Err("bundle too large".into());
-    }
-    let frames: Vec<serde_bytes::ByteBuf> =
-        serde_cbor::from_slice(bytes).map_err(|e| e.to_string())?;
-    if frames.len() > MAX_BUNDLE_FRAMES {
-        return Err("too many frames".into());
-    }
-    Ok(frames
-        .into_iter()
-        .map(serde_bytes::ByteBuf::into_vec)
-        .collect())
 }
 
 /// Starts a member: `directory` holds every member's channel key (this one's too).
@@ -271,50 +231,56 @@ pub async fn spawn<V: Validator + Send + 'static>(
     overlay
         .subscribe(Topic::FederationFrames, tenure_overlay::accept_all())
         .await?;
-    let me = MemberId::from(keypair.x_only_public_key().0);
     let peers = directory
         .iter()
         .filter(|k| k.verify())
         .filter_map(|k| Some((k.member, PeerId::from_bytes(&k.overlay_peer).ok()?)))
         .collect();
-    let members: Vec<MemberId> = directory.iter().map(|k| k.member).collect();
     // A key made before a restart: signing is ready at once.
+    let me = MemberId::from(keypair.x_only_public_key().0);
     let stored = match &key_store {
         Some(store) => store.current()?.filter(|k| k.member == me).map(Arc::new),
         None => None,
     };
-    let mut validator = Some(validator);
-    let signing = stored.and_then(|key| {
-        Some(Signing::new(
-            key,
-            validator.take()?,
-            SigningConfig::default(),
-        ))
-    });
-    let member = Member {
-        me,
+    let member = Member::new(
         keypair,
+        noise_private,
+        &directory,
+        validator,
+        stored,
+        MemberConfig::default(),
+    );
+    let driver = Driver {
+        member,
         overlay,
         peers,
-        channels: Channels::new(me, noise_private, &directory, ChannelConfig::default()),
-        broadcast: EchoBroadcast::new(keypair, members),
-        dkg: None,
         dkg_reply: None,
-        early: VecDeque::new(),
-        signing,
-        validator,
-        key_store,
         sign_replies: BTreeMap::new(),
-        outbox: BTreeMap::new(),
         couriers: BTreeMap::new(),
+        key_store,
         relay_only: false,
     };
     let (commands, receiver) = mpsc::channel(64);
-    tokio::spawn(member.run(events, receiver));
+    tokio::spawn(driver.run(events, receiver));
     Ok(FedHandle { commands })
 }
 
-impl<V: Validator + Send + 'static> Member<V> {
+/// One member's task state.
+struct Driver<V> {
+    member: Member<V>,
+    overlay: OverlayHandle,
+    peers: BTreeMap<MemberId, PeerId>,
+    dkg_reply: Option<oneshot::Sender<Result<Arc<KeyShare>, DkgError>>>,
+    sign_replies: BTreeMap<[u8; 32], oneshot::Sender<Result<SignatureRecord, SignError>>>,
+    /// One sender task per member.
+    couriers: BTreeMap<MemberId, mpsc::Sender<Vec<u8>>>,
+    /// Where key shares are kept across restarts.
+    key_store: Option<KeyStore>,
+    /// Every frame goes by gossip relay (tests).
+    relay_only: bool,
+}
+
+impl<V: Validator + Send + 'static> Driver<V> {
     async fn run(mut self, mut events: OverlayEvents, mut commands: mpsc::Receiver<FedCommand>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -334,48 +300,43 @@ impl<V: Validator + Send + 'static> Member<V> {
                     None => return,
                 },
                 _ = tick.tick() => if !crashed {
-                    self.on_tick();
-                    self.flush();
+                    let out = self.member.on_tick(Instant::now(), &mut OsRng);
+                    self.on_outputs(out).await;
                 },
             }
         }
     }
 
     async fn on_event(&mut self, event: OverlayEvent) {
-        match event {
+        let out = match event {
             OverlayEvent::InboundRequest {
                 id,
+                peer,
                 service: Service::FederationFrame,
                 body,
-                ..
             } => {
                 let _ = self.overlay.respond(id, Ok(Vec::new())).await;
-                self.on_frame(&body);
+                self.member
+                    .handle(&peer.to_bytes(), &body, Instant::now(), &mut OsRng)
             }
             OverlayEvent::InboundRequest { id, service, .. } => {
                 let _ = self
                     .overlay
                     .respond(id, Err(format!("{} is not served here", service.name())))
                     .await;
+                return;
             }
             OverlayEvent::Gossip {
                 topic: Topic::FederationFrames,
+                source,
                 data,
-                ..
-            } => self.on_frame(&data),
-            _ => {}
-        }
-    }
-
-    /// A bundle of frames arrived (by request or gossip relay).
-    fn on_frame(&mut self, bytes: &[u8]) {
-        let Ok(frames) = decode_bundle(bytes) else {
-            return;
+            } => {
+                let from = source.map(|p| p.to_bytes()).unwrap_or_default();
+                self.member.handle(&from, &data, Instant::now(), &mut OsRng)
+            }
+            _ => return,
         };
-        for frame in frames {
-            let out = self.channels.handle(&frame, Instant::now());
-            self.on_channel(out);
-        }
+        self.on_outputs(out).await;
     }
 
     fn on_command(&mut self, command: FedCommand) {
@@ -383,27 +344,22 @@ impl<V: Validator + Send + 'static> Member<V> {
             FedCommand::Dkg {
                 roster,
                 context,
+                attempt,
                 reply,
             } => {
-                let session = dkg::session_id(&context, &roster, 0);
-                let started = Dkg::start(
-                    session,
-                    roster,
-                    self.keypair,
-                    dkg::DEFAULT_ROUND_TIMEOUT,
-                    Instant::now(),
-                    &mut OsRng,
-                );
-                let Some((state, out)) = started else {
-                    let _ = reply.send(Err("this member is not in the roster".into()));
-                    return;
-                };
-                self.dkg = Some(state);
-                self.dkg_reply = Some(reply);
-                self.on_dkg(out);
-                let early: Vec<_> = self.early.drain(..).collect();
-                for (from, msg) in early {
-                    self.deliver_dkg(from, msg);
+                match self
+                    .member
+                    .start_dkg(roster, &context, attempt, Instant::now(), &mut OsRng)
+                {
+                    Ok(out) => {
+                        self.dkg_reply = Some(reply);
+                        // Messages gathered now leave on the next tick, with the
+                        // frames of any other output.
+                        self.on_outputs_now(out);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(DkgError::NotInRoster));
+                    }
                 }
             }
             FedCommand::Crash(_) => {}
@@ -412,91 +368,96 @@ impl<V: Validator + Send + 'static> Member<V> {
                 self.couriers.clear();
             }
             FedCommand::Sign { payload, reply } => {
-                let Some(signing) = self.signing.as_mut() else {
-                    let _ = reply.send(Err("no key yet".into()));
-                    return;
-                };
-                let (id, out) = signing.request(&payload, Instant::now(), &mut OsRng);
-                self.sign_replies.insert(id, reply);
-                self.on_signing(out);
-            }
-        }
-    }
-
-    fn on_tick(&mut self) {
-        let now = Instant::now();
-        let out = self.channels.on_tick(now);
-        self.on_channel(out);
-        if let Some(dkg) = self.dkg.as_mut() {
-            let out = dkg.on_tick(now);
-            self.on_dkg(out);
-        }
-        if let Some(signing) = self.signing.as_mut() {
-            let out = signing.on_tick(now, &mut OsRng);
-            self.on_signing(out);
-        }
-    }
-
-    fn send(&mut self, to: MemberId, msg: &FedMessage) {
-        self.outbox.entry(to).or_default().push(msg.clone());
-    }
-
-    /// Sends what was gathered: one channel message per member.
-    fn flush(&mut self) {
-        // Sending can make more to send only through local delivery, which the
-        // channels do not do; one pass empties the outbox.
-        let outbox = std::mem::take(&mut self.outbox);
-        for (to, mut messages) in outbox {
-            let msg = if messages.len() == 1 {
-                messages.remove(0)
-            } else {
-                FedMessage::Batch(messages)
-            };
-            let Ok(bytes) = serde_cbor::to_vec(&msg) else {
-                continue;
-            };
-            let out = self.channels.send(to, bytes, Instant::now());
-            self.on_channel(out);
-        }
-    }
-
-    fn on_channel(&mut self, outputs: Vec<ChannelOutput>) {
-        for output in outputs {
-            match output {
-                ChannelOutput::Transmit { to, frame } => self.transmit(to, frame),
-                ChannelOutput::Deliver { from, payload } => {
-                    match serde_cbor::from_slice::<FedMessage>(&payload) {
-                        Ok(msg) => self.on_message(from, msg, 0),
-                        Err(err) => debug!(target: LOG_TARGET, %from, %err, "undecodable message"),
+                match self.member.sign(&payload, Instant::now(), &mut OsRng) {
+                    Ok((id, out)) => {
+                        self.sign_replies.insert(id, reply);
+                        self.on_outputs_now(out);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(SignError::NoKey));
                     }
                 }
-                ChannelOutput::Undeliverable { to, reason } => {
-                    debug!(target: LOG_TARGET, %to, %reason, "undeliverable");
-                }
             }
         }
     }
 
-    fn on_message(&mut self, from: MemberId, msg: FedMessage, depth: u8) {
-        match msg {
-            FedMessage::Broadcast(msg) => {
-                let out = self.broadcast.handle(from, msg);
-                self.on_broadcast(out);
+    async fn on_outputs(&mut self, outputs: Vec<MemberOutput>) {
+        let mut junk = Vec::new();
+        for output in outputs {
+            if let MemberOutput::Junk { from, error } = output {
+                junk.push((from, error));
+            } else {
+                self.on_output(output);
             }
-            FedMessage::Dkg(msg) => self.deliver_dkg(from, msg),
-            FedMessage::Sign(msg) => {
-                if let Some(signing) = self.signing.as_mut() {
-                    let out = signing.handle(from, msg, Instant::now(), &mut OsRng);
-                    self.on_signing(out);
+        }
+        for (from, error) in junk {
+            if let Ok(peer) = PeerId::from_bytes(&from) {
+                debug!(target: logs::FED_COURIER, %peer, %error, "junk frames");
+                self.overlay
+                    .report(peer, Misbehaviour::Protocol(error.to_string()))
+                    .await;
+            }
+        }
+    }
+
+    /// Outputs of a command: nothing in them waits on the network.
+    fn on_outputs_now(&mut self, outputs: Vec<MemberOutput>) {
+        for output in outputs {
+            self.on_output(output);
+        }
+    }
+
+    fn on_output(&mut self, output: MemberOutput) {
+        match output {
+            MemberOutput::Transmit { to, frame } => self.transmit(to, frame),
+            MemberOutput::DkgCompleted(key) => {
+                if let Some(store) = &self.key_store
+                    && let Err(err) = store.put(&key)
+                {
+                    if let Some(reply) = self.dkg_reply.take() {
+                        let _ = reply.send(Err(DkgError::NotStored(err.to_string())));
+                    }
+                    return;
+                }
+                let key = Arc::new(*key);
+                self.member.use_key(key.clone());
+                if let Some(reply) = self.dkg_reply.take() {
+                    let _ = reply.send(Ok(key));
                 }
             }
-            // Batches are flat: a nested one is not something this node sends.
-            FedMessage::Batch(messages) if depth == 0 => {
-                for msg in messages {
-                    self.on_message(from, msg, 1);
+            MemberOutput::DkgFailed(failure) => {
+                debug!(target: logs::FED_DKG, %failure, "DKG failed");
+                if let Some(reply) = self.dkg_reply.take() {
+                    let _ = reply.send(Err(DkgError::Failed(failure)));
                 }
             }
-            FedMessage::Batch(_) => {}
+            MemberOutput::Signed { request, record } => {
+                if let Some(reply) = self.sign_replies.remove(&request) {
+                    let _ = reply.send(Ok(record));
+                }
+            }
+            MemberOutput::SignFailed { request, reason } => {
+                if let Some(reply) = self.sign_replies.remove(&request) {
+                    let _ = reply.send(Err(SignError::Failed(reason)));
+                }
+            }
+            MemberOutput::Refused { request, reason } => {
+                if let Some(reply) = self.sign_replies.remove(&request) {
+                    let _ = reply.send(Err(SignError::Refused(reason)));
+                }
+            }
+            MemberOutput::Cheater { member, .. } => {
+                debug!(target: logs::FED_SIGN, %member, "invalid signature share");
+            }
+            MemberOutput::Undeliverable { to, reason } => {
+                debug!(target: logs::FED_CHANNEL, %to, %reason, "undeliverable");
+            }
+            MemberOutput::Undecodable { from, reason } => {
+                debug!(target: logs::FED_CHANNEL, %from, %reason, "undecodable message");
+            }
+            MemberOutput::Junk { from, error } => {
+                debug!(target: logs::FED_COURIER, from = %hex::encode(from), %error, "junk frames");
+            }
         }
     }
 
@@ -513,137 +474,5 @@ impl<V: Validator + Send + 'static> Member<V> {
             .or_insert_with(|| spawn_courier(overlay, peer, relay_only));
         // A full queue drops the frame; reliable delivery sends it again.
         let _ = courier.try_send(frame);
-    }
-
-    fn on_broadcast(&mut self, outputs: Vec<BroadcastOutput>) {
-        for output in outputs {
-            match output {
-                BroadcastOutput::Send { to, msg } => self.send(to, &FedMessage::Broadcast(msg)),
-                BroadcastOutput::Deliver {
-                    sender, payload, ..
-                } => match serde_cbor::from_slice::<Broadcasted>(&payload) {
-                    Ok(Broadcasted::Dkg(msg)) => self.deliver_dkg(sender, msg),
-                    Err(err) => debug!(target: LOG_TARGET, %sender, %err, "undecodable broadcast"),
-                },
-                BroadcastOutput::Equivocation { sender, .. } => {
-                    if let Some(dkg) = self.dkg.as_mut() {
-                        let out = dkg.on_equivocation(sender);
-                        self.on_dkg(out);
-                    }
-                }
-            }
-        }
-    }
-
-    fn deliver_dkg(&mut self, from: MemberId, msg: DkgMessage) {
-        match self.dkg.as_mut() {
-            Some(dkg) if dkg.session() == msg.session => {
-                let out = dkg.handle(from, msg, Instant::now());
-                self.on_dkg(out);
-            }
-            Some(_) => {}
-            None => {
-                if self.early.len() < MAX_EARLY {
-                    self.early.push_back((from, msg));
-                }
-            }
-        }
-    }
-
-    fn on_dkg(&mut self, outputs: Vec<DkgOutput>) {
-        for output in outputs {
-            match output {
-                DkgOutput::Broadcast(msg) => {
-                    let kind: &[u8] = match msg.body {
-                        DkgBody::Round1 { .. } => b"round1",
-                        DkgBody::Complaint(_) => b"complaint",
-                        DkgBody::Certificate { .. } => b"certificate",
-                        DkgBody::Round2(_) => b"round2",
-                    };
-                    let mut h = Sha256::new();
-                    h.update(b"tenure/federation/dkg-broadcast");
-                    h.update(msg.session);
-                    h.update(kind);
-                    let tag: [u8; 32] = h.finalize().into();
-                    let Ok(payload) = serde_cbor::to_vec(&Broadcasted::Dkg(msg)) else {
-                        continue;
-                    };
-                    let out = self.broadcast.broadcast(tag, payload);
-                    self.on_broadcast(out);
-                }
-                DkgOutput::Send { to, msg } => self.send(to, &FedMessage::Dkg(msg)),
-                DkgOutput::Completed(key) => {
-                    if let Some(store) = &self.key_store
-                        && let Err(err) = store.put(&key)
-                    {
-                        if let Some(reply) = self.dkg_reply.take() {
-                            let _ = reply.send(Err(format!("the key could not be stored: {err}")));
-                        }
-                        continue;
-                    }
-                    let key = Arc::new(*key);
-                    if let Some(validator) = self.validator.take() {
-                        self.signing = Some(Signing::new(
-                            key.clone(),
-                            validator,
-                            SigningConfig::default(),
-                        ));
-                    }
-                    if let Some(reply) = self.dkg_reply.take() {
-                        let _ = reply.send(Ok(key));
-                    }
-                }
-                DkgOutput::Failed(failure) => {
-                    if let Some(reply) = self.dkg_reply.take() {
-                        let blamed: Vec<String> =
-                            failure.blamed.iter().map(|m| m.to_string()).collect();
-                        let _ = reply.send(Err(format!(
-                            "DKG failed: {} (blamed: {})",
-                            failure.reason,
-                            blamed.join(", ")
-                        )));
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_signing(&mut self, outputs: Vec<SignOutput>) {
-        for output in outputs {
-            match output {
-                SignOutput::Broadcast(msg) => {
-                    let others: Vec<MemberId> = self
-                        .peers
-                        .keys()
-                        .copied()
-                        .filter(|m| *m != self.me)
-                        .collect();
-                    for to in others {
-                        self.send(to, &FedMessage::Sign(msg.clone()));
-                    }
-                }
-                SignOutput::Send { to, msg } => self.send(to, &FedMessage::Sign(msg)),
-                SignOutput::Signed {
-                    request, record, ..
-                } => {
-                    if let Some(reply) = self.sign_replies.remove(&request) {
-                        let _ = reply.send(Ok(record));
-                    }
-                }
-                SignOutput::Failed { request, reason } => {
-                    if let Some(reply) = self.sign_replies.remove(&request) {
-                        let _ = reply.send(Err(reason));
-                    }
-                }
-                SignOutput::Refused { request, reason } => {
-                    if let Some(reply) = self.sign_replies.remove(&request) {
-                        let _ = reply.send(Err(format!("refused here: {reason}")));
-                    }
-                }
-                SignOutput::Cheater { member, .. } => {
-                    debug!(target: LOG_TARGET, %member, "invalid signature share");
-                }
-            }
-        }
     }
 }

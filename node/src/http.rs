@@ -4,6 +4,7 @@
 //! - `GET /metrics`: the Prometheus registry as text.
 //! - `/v1/stackerdb/…`: the Stacker DB API ([`crate::stackerdb::api`]).
 
+use crate::logs;
 use std::net::SocketAddr;
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
@@ -33,7 +34,7 @@ pub async fn serve(
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
-            warn!(target: "tenure::http", %err, "HTTP API stopped");
+            warn!(target: logs::HTTP, %err, "HTTP API stopped");
         }
     });
     Ok(bound)

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::logs;
 use anyhow::Context;
 use serde::Serialize;
 use tenure_overlay::{OverlayEvent, OverlayEvents, OverlayHandle, Service, Topic};
@@ -34,8 +35,6 @@ const DB_COMMAND_QUEUE: usize = 1024;
 const MAX_COMMAND_BATCH: usize = 256;
 
 /// Log target of the node.
-const LOG_TARGET: &str = "tenure::node";
-
 /// How often the node gossips a heartbeat.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -87,7 +86,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     };
     std::fs::write(&info_path, serde_json::to_vec_pretty(&info)?)
         .with_context(|| format!("cannot write {}", info_path.display()))?;
-    info!(target: LOG_TARGET, peer_id = %info.peer_id, listen = ?info.listen_addrs, http = ?info.http, "node started");
+    info!(target: logs::NODE, peer_id = %info.peer_id, listen = ?info.listen_addrs, http = ?info.http, "node started");
 
     let shutdown = shutdown_signal();
     serve(
@@ -98,7 +97,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         Beacons::On,
         async move {
             shutdown.await;
-            info!(target: LOG_TARGET, "shutting down");
+            info!(target: logs::NODE, "shutting down");
         },
     )
     .await;
@@ -163,11 +162,11 @@ pub async fn serve(
 async fn on_event(event: OverlayEvent, overlay: &OverlayHandle, dbs: &mut StackerDbs) {
     match event {
         OverlayEvent::PeerConnected { peer, hello } => {
-            info!(target: LOG_TARGET, %peer, dbs = hello.stacker_dbs.len(), "peer connected");
+            info!(target: logs::NODE, %peer, dbs = hello.stacker_dbs.len(), "peer connected");
             dbs.on_peer_connected(peer, &hello);
         }
         OverlayEvent::PeerDisconnected { peer } => {
-            info!(target: LOG_TARGET, %peer, "peer disconnected");
+            info!(target: logs::NODE, %peer, "peer disconnected");
             dbs.on_peer_disconnected(&peer);
         }
         OverlayEvent::Gossip {
@@ -191,9 +190,9 @@ async fn on_event(event: OverlayEvent, overlay: &OverlayHandle, dbs: &mut Stacke
                 .await;
         }
         OverlayEvent::PeerRefused { peer, reason } => {
-            warn!(target: LOG_TARGET, %peer, %reason, "peer refused");
+            warn!(target: logs::NODE, %peer, %reason, "peer refused");
         }
-        OverlayEvent::PeerBanned { peer } => warn!(target: LOG_TARGET, %peer, "peer banned"),
+        OverlayEvent::PeerBanned { peer } => warn!(target: logs::NODE, %peer, "peer banned"),
         _ => {}
     }
 }

@@ -16,13 +16,15 @@ use std::{
 
 use bitcoin::{BlockHash, ScriptBuf, secp256k1::SECP256K1};
 use serde::Serialize;
-use tenure_overlay::{NetworkId, OverlayConfig, OverlayEvent, OverlayHandle, PeerId, Topic};
+use tenure_overlay::{
+    NetworkId, OverlayConfig, OverlayEvent, OverlayHandle, PeerId, Topic,
+    localnet::{self, LocalNode},
+};
 use tokio::sync::watch;
 
 use crate::{
     burnchain::{self, BurnNode, TipChange},
     heartbeat::{self, Heartbeat},
-    localnet::{self, LocalNode},
     process_stats::{mib, rss},
 };
 

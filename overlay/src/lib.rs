@@ -22,6 +22,8 @@ pub mod gossip;
 pub mod handle;
 pub mod hello;
 pub mod identity;
+pub mod localnet;
+pub mod logs;
 pub mod metrics;
 pub mod network;
 pub mod reputation;
@@ -43,7 +45,7 @@ pub use metrics::{MetricsSnapshot, OverlayMetrics};
 pub use network::{NetworkId, NetworkIdError, Topic};
 pub use reputation::Misbehaviour;
 pub use rpc::Service;
-pub use service::{HELLO_PROTOCOL, LOG_TARGET, RPC_PROTOCOL, spawn};
+pub use service::{HELLO_PROTOCOL, RPC_PROTOCOL, spawn};
 
 /// Peer ids and addresses, re-exported so other crates need not depend on libp2p.
 pub use libp2p::{Multiaddr, PeerId};

@@ -14,10 +14,9 @@ use tenure_overlay::{NetworkId, OverlayConfig, OverlayError, OverlayEvent, Overl
 use tokio::sync::mpsc;
 
 use super::{ms, percentile};
-use crate::{
-    localnet,
-    process_stats::{mib, rss},
-};
+use tenure_overlay::localnet;
+
+use crate::process_stats::{mib, rss};
 
 /// How long one message may take to reach everyone before it counts as lost.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(10);

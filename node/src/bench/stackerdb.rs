@@ -15,9 +15,10 @@ use tenure_stackerdb::{Chunk, DbId, SlotOwners, TermSchedule};
 use tokio::sync::watch;
 
 use super::{ms, percentile};
+use tenure_overlay::localnet;
+
 use crate::{
     config::StackerDbConfig,
-    localnet,
     run::{Beacons, serve},
     stackerdb::{StackerDbHandle, StackerDbs},
 };
@@ -66,9 +67,7 @@ async fn start_node(
     dir: &std::path::Path,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<DbNode> {
-    let mut overlay_config = tenure_overlay::OverlayConfig::loopback(network.clone());
-    overlay_config.bootstrap_peers = bootstrap.to_vec();
-    overlay_config.discovery_interval = Duration::from_millis(500);
+    let mut overlay_config = localnet::loopback_config(network, bootstrap);
     overlay_config.stacker_dbs = vec![config.id.as_str().to_owned()];
     let (overlay, events) =
         tenure_overlay::spawn(overlay_config, tenure_overlay::NodeKey::generate()).await?;

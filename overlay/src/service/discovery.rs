@@ -9,8 +9,9 @@ use libp2p::{
 };
 use tracing::debug;
 
-use super::{LOG_TARGET, OverlayService};
+use super::OverlayService;
 use crate::config::OverlayConfig;
+use crate::logs;
 
 /// Peers whose addresses are remembered, at most.
 const MAX_KNOWN_PEERS: usize = 1024;
@@ -81,7 +82,7 @@ impl OverlayService {
     pub(super) fn dial_bootstrap(&mut self) {
         for addr in self.discovery.bootstrap.clone() {
             if let Err(err) = self.swarm.dial(addr.clone()) {
-                debug!(target: LOG_TARGET, %addr, %err, "bootstrap dial failed");
+                debug!(target: logs::DISCOVERY, %addr, %err, "bootstrap dial failed");
             }
         }
     }
@@ -108,7 +109,7 @@ impl OverlayService {
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build();
             if let Err(err) = self.swarm.dial(opts) {
-                debug!(target: LOG_TARGET, %peer, %err, "discovery dial failed");
+                debug!(target: logs::DISCOVERY, %peer, %err, "discovery dial failed");
             }
         }
     }

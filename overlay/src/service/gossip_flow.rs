@@ -13,7 +13,8 @@ use libp2p::{
 };
 use tracing::debug;
 
-use super::{LOG_TARGET, OverlayService};
+use super::OverlayService;
+use crate::logs;
 use crate::{
     bodies::{
         BodyDigest, GossipEnvelope, MAX_ANNOUNCE_BYTES, Payload, check_announcement, check_body,
@@ -100,7 +101,7 @@ impl OverlayService {
         let envelope = match decode_body::<GossipEnvelope>(&message.data, limit) {
             Ok(envelope) => envelope,
             Err(err) => {
-                debug!(target: LOG_TARGET, peer = %propagation_source, %err, "undecodable gossip envelope");
+                debug!(target: logs::GOSSIP, peer = %propagation_source, %err, "undecodable gossip envelope");
                 self.reject(&message_id, propagation_source);
                 return;
             }
@@ -118,7 +119,7 @@ impl OverlayService {
                 let digest = match check_announcement(&digest, size, limit) {
                     Ok(digest) => digest,
                     Err(err) => {
-                        debug!(target: LOG_TARGET, peer = %propagation_source, %err, "bad announcement");
+                        debug!(target: logs::GOSSIP, peer = %propagation_source, %err, "bad announcement");
                         self.reject(&message_id, propagation_source);
                         return;
                     }
@@ -183,7 +184,7 @@ impl OverlayService {
         let body = match outcome {
             Ok(body) => body,
             Err(reason) => {
-                debug!(target: LOG_TARGET, peer = %from, %reason, "peer could not serve a body");
+                debug!(target: logs::GOSSIP, peer = %from, %reason, "peer could not serve a body");
                 self.retry_body(pending);
                 return;
             }
@@ -286,7 +287,7 @@ impl OverlayService {
                 counters.gossip_ignored.inc();
             }
             Verdict::Reject(reason) => {
-                debug!(target: LOG_TARGET, peer = %propagation_source, %reason, "gossip rejected");
+                debug!(target: logs::GOSSIP, peer = %propagation_source, %reason, "gossip rejected");
                 self.reject(message_id, propagation_source);
             }
         }

@@ -37,6 +37,7 @@ use crate::{
     handle::{Command, OverlayError, OverlayEvents, OverlayHandle, OverlayStatus, RequestError},
     hello::{HELLO_FRAME_LIMIT, Hello},
     identity::NodeKey,
+    logs,
     metrics::{Counters, OverlayMetrics},
     network::Topic,
     reputation::{Misbehaviour, PeerReputation},
@@ -45,9 +46,6 @@ use crate::{
 };
 
 use self::{discovery::Discovery, peers::PeerTable};
-
-/// Log target of the overlay.
-pub const LOG_TARGET: &str = "tenure::overlay";
 
 /// Protocol name of the hello exchange. Not per network: a peer of another network must
 /// be able to say so, and be told.
@@ -103,7 +101,7 @@ pub async fn spawn(
         .iter()
         .map(|a| a.clone().with_p2p(peer_id).unwrap_or_else(|a| a))
         .collect();
-    info!(target: LOG_TARGET, %peer_id, addrs = ?announced, "overlay listening");
+    info!(target: logs::SERVICE, %peer_id, addrs = ?announced, "overlay listening");
 
     let (command_tx, command_rx) = mpsc::channel(config.command_queue);
     let (event_tx, event_rx) = mpsc::channel(config.event_queue);
@@ -292,7 +290,7 @@ impl OverlayService {
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
         }
-        info!(target: LOG_TARGET, peer_id = %self.swarm.local_peer_id(), "overlay stopped");
+        info!(target: logs::SERVICE, peer_id = %self.swarm.local_peer_id(), "overlay stopped");
     }
 
     /// Hands an event to the application, or drops and counts it if the queue is full.
@@ -412,7 +410,7 @@ impl OverlayService {
         let now = Instant::now();
         let outcome = self.reputation.penalise(peer, &reason, now);
         self.metrics.counters().peer_penalties.inc();
-        warn!(target: LOG_TARGET, %peer, %reason, score = outcome.score, "peer penalised");
+        warn!(target: logs::PEERS, %peer, %reason, score = outcome.score, "peer penalised");
         self.emit(OverlayEvent::PeerPenalised {
             peer,
             reason,
@@ -420,7 +418,7 @@ impl OverlayService {
         });
         if outcome.newly_banned {
             self.metrics.counters().peer_bans.inc();
-            warn!(target: LOG_TARGET, %peer, "peer banned");
+            warn!(target: logs::PEERS, %peer, "peer banned");
             self.swarm.behaviour_mut().blocked.block_peer(peer);
             self.swarm.behaviour_mut().kad.remove_peer(&peer);
             self.discovery.forget(&peer);
@@ -431,7 +429,7 @@ impl OverlayService {
     fn on_tick(&mut self, now: Instant) {
         self.bodies.expire(now);
         for peer in self.reputation.expire_bans(now) {
-            debug!(target: LOG_TARGET, %peer, "ban expired");
+            debug!(target: logs::PEERS, %peer, "ban expired");
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
         }
         let refused: Vec<PeerId> = self
@@ -445,7 +443,7 @@ impl OverlayService {
             self.keep_away(peer, OTHER_NETWORK_BACKOFF);
         }
         for peer in self.peers.hello_overdue(now, HELLO_DEADLINE) {
-            debug!(target: LOG_TARGET, %peer, "no hello in time; disconnecting");
+            debug!(target: logs::PEERS, %peer, "no hello in time; disconnecting");
             let _ = self.swarm.disconnect_peer_id(peer);
         }
         self.discover(now);
@@ -470,7 +468,7 @@ impl OverlayService {
             .peers
             .prune_candidates(now, PRUNE_GRACE, excess, |p| in_mesh.contains(p))
         {
-            debug!(target: LOG_TARGET, %peer, "over the peer cap; disconnecting");
+            debug!(target: logs::PEERS, %peer, "over the peer cap; disconnecting");
             let _ = self.swarm.disconnect_peer_id(peer);
         }
     }

@@ -10,14 +10,13 @@ use libp2p::{
 use serde_bytes::ByteBuf;
 use tracing::{debug, info};
 
-use super::{
-    LOG_TARGET, MAX_INBOUND_PENDING, OTHER_NETWORK_BACKOFF, OverlayService, REFUSAL_GRACE,
-};
+use super::{MAX_INBOUND_PENDING, OTHER_NETWORK_BACKOFF, OverlayService, REFUSAL_GRACE};
 use crate::{
     behaviour::TenureBehaviourEvent,
     event::OverlayEvent,
     handle::{InboundId, RequestError},
     hello::{Hello, HelloError},
+    logs,
     reputation::Misbehaviour,
     rpc::{RpcRequest, RpcResponse, Service},
     wire::{Decoded, FrameError},
@@ -51,15 +50,15 @@ impl OverlayService {
                 }
                 if gone == Some(true) {
                     self.metrics.counters().peers_connected.dec();
-                    debug!(target: LOG_TARGET, peer = %peer_id, "peer disconnected");
+                    debug!(target: logs::PEERS, peer = %peer_id, "peer disconnected");
                     self.emit(OverlayEvent::PeerDisconnected { peer: peer_id });
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                debug!(target: LOG_TARGET, peer = ?peer_id, %error, "dial failed");
+                debug!(target: logs::PEERS, peer = ?peer_id, %error, "dial failed");
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
-                debug!(target: LOG_TARGET, %error, "incoming connection failed");
+                debug!(target: logs::PEERS, %error, "incoming connection failed");
             }
             _ => {}
         }
@@ -138,7 +137,7 @@ impl OverlayService {
             },
             request_response::Event::OutboundFailure { peer, error, .. } => {
                 if matches!(error, OutboundFailure::UnsupportedProtocols) {
-                    debug!(target: LOG_TARGET, %peer, "peer does not speak the hello; disconnecting");
+                    debug!(target: logs::PEERS, %peer, "peer does not speak the hello; disconnecting");
                     let _ = self.swarm.disconnect_peer_id(peer);
                 } else {
                     self.penalise_bad_frame(peer, outbound_io(&error));
@@ -209,13 +208,13 @@ impl OverlayService {
     fn record_hello(&mut self, peer: PeerId, hello: Hello) {
         if self.peers.set_hello(peer, hello.clone()) {
             self.metrics.counters().peers_connected.inc();
-            debug!(target: LOG_TARGET, %peer, dbs = hello.stacker_dbs.len(), "peer ready");
+            debug!(target: logs::PEERS, %peer, dbs = hello.stacker_dbs.len(), "peer ready");
             self.emit(OverlayEvent::PeerConnected { peer, hello });
         }
     }
 
     fn refuse(&mut self, peer: PeerId, reason: HelloError) {
-        info!(target: LOG_TARGET, %peer, %reason, "peer refused at hello");
+        info!(target: logs::PEERS, %peer, %reason, "peer refused at hello");
         self.metrics.counters().peers_refused.inc();
         self.discovery.forget(&peer);
         self.swarm.behaviour_mut().kad.remove_peer(&peer);

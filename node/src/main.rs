@@ -1,17 +1,6 @@
 //! `tenure`: run a node, a local testnet, keys, and benchmarks.
 
-mod bench;
-mod burnchain;
-mod config;
-mod federation;
-mod heartbeat;
-mod http;
-mod keys;
-mod localnet;
-mod process_stats;
-mod run;
-mod stackerdb;
-mod testnet;
+use tenure_node::{bench, keys, logs, run, stackerdb, testnet};
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -234,10 +223,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    logs::init(filter);
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -4,34 +4,30 @@
 //! Waits are bounded (they fail the test after a generous deadline) but never measure:
 //! a slow shared machine makes a test slower, not red.
 
+pub mod sim;
+
 use std::{future::Future, time::Duration};
 
 use anyhow::{Context, bail};
 use tenure_overlay::{
-    NetworkId, NodeKey, OverlayConfig, OverlayEvent, OverlayEvents, OverlayHandle, Topic,
+    NetworkId, NodeKey, OverlayConfig, OverlayEvent, OverlayEvents, OverlayHandle, Topic, localnet,
 };
 use tokio::sync::mpsc;
 
 /// Generous bound for anything a loopback mesh should do in a second or two.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// One running overlay node.
-pub struct TestNode {
-    /// Handle to the node.
-    pub handle: OverlayHandle,
-    /// Its events (take them, or they queue up and get dropped).
-    pub events: OverlayEvents,
-}
+pub use tenure_overlay::localnet::LocalNode as TestNode;
 
 /// A loopback configuration for `network`, bootstrapping from `bootstrap`.
 pub fn config(
     network: &str,
     bootstrap: &[tenure_overlay::Multiaddr],
 ) -> anyhow::Result<OverlayConfig> {
-    let mut config = OverlayConfig::loopback(NetworkId::new(network)?);
-    config.bootstrap_peers = bootstrap.to_vec();
-    config.discovery_interval = Duration::from_millis(500);
-    Ok(config)
+    Ok(localnet::loopback_config(
+        &NetworkId::new(network)?,
+        bootstrap,
+    ))
 }
 
 /// Starts one node with `config`.
@@ -42,13 +38,7 @@ pub async fn start_node(config: OverlayConfig) -> anyhow::Result<TestNode> {
 
 /// Starts `n` nodes on `network`; the first is the bootstrap node of all others.
 pub async fn start_nodes(n: usize, network: &str) -> anyhow::Result<Vec<TestNode>> {
-    let first = start_node(config(network, &[])?).await?;
-    let bootstrap = first.handle.listen_addrs().to_vec();
-    let mut nodes = vec![first];
-    for _ in 1..n {
-        nodes.push(start_node(config(network, &bootstrap)?).await?);
-    }
-    Ok(nodes)
+    Ok(localnet::start(n, &NetworkId::new(network)?, |_| {}).await?)
 }
 
 /// Polls `check` every 50 ms until it returns true, failing after [`DEADLINE`].
@@ -73,18 +63,7 @@ pub async fn wait_for_mesh(
     topic: Topic,
     min_mesh: usize,
 ) -> anyhow::Result<()> {
-    wait_for("every node to reach its mesh degree", || async {
-        for handle in handles {
-            let Ok(status) = handle.status().await else {
-                return false;
-            };
-            if status.mesh.get(topic.name()).copied().unwrap_or(0) < min_mesh {
-                return false;
-            }
-        }
-        true
-    })
-    .await
+    Ok(localnet::wait_for_mesh(handles, topic, min_mesh, DEADLINE).await?)
 }
 
 /// A gossip message as a collector saw it.

@@ -1,0 +1,28 @@
+//! The `tenure` binary's library: configuration, wiring, the HTTP API, the testnet
+//! and the benchmarks. It holds no protocol rule: each protocol lives in the library
+//! crate that owns it, and the modules here drive those sans-IO state machines with
+//! the overlay's events, timers and storage.
+//!
+//! | protocol | its rules | its driver here |
+//! |---|---|---|
+//! | overlay (hello, gossip, discovery, peer scores) | `tenure_overlay` | [`run`], [`testnet`] |
+//! | Stacker DB replication | `tenure_stackerdb::sync` | [`stackerdb`] |
+//! | burnchain following | `tenure_chain::burnchain::follow` | [`burnchain`] |
+//! | federation channels, broadcast, DKG, signing | `tenure_frost_fed::member` | [`federation`] |
+//! | block validation | `tenure_chain::block` | [`bench::validate`] (not yet wired to a node) |
+//!
+//! Cross-crate tests in the workspace's `tests` crate drive these modules over
+//! loopback.
+
+pub mod bench;
+pub mod burnchain;
+pub mod config;
+pub mod federation;
+pub mod heartbeat;
+pub mod http;
+pub mod keys;
+pub mod logs;
+pub mod process_stats;
+pub mod run;
+pub mod stackerdb;
+pub mod testnet;

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! so a chunk cannot be replayed into another DB, another network or another slot
-//! (DESIGN.md, "Stacker DB"). Only low-S signatures are accepted: a high-S twin of a
+//! (seed 001, "Stacker DBs": chunks are signed by their slot's key). Only low-S signatures are accepted: a high-S twin of a
 //! valid signature would otherwise be a second "valid" encoding of the same write.
 
 use bitcoin::secp256k1::{

@@ -1,5 +1,5 @@
 //! Stacker DBs: signed, versioned chunks replicated by vector clocks (the SIP's
-//! "Stacker DBs" section, seed 001; the decisions in DESIGN.md "Stacker DB").
+//! "Stacker DBs" section, seed 001).
 //!
 //! A Stacker DB is a fixed array of slots governed by a [`policy::DbPolicy`] (the SIP's
 //! smart contract). Writers sign chunks ([`chunk`]); a replica accepts a chunk only if
@@ -11,11 +11,15 @@
 //! anti-entropy digests, clock exchange, pulls and pushes with per-peer rate limits)
 //! that runs unchanged in a seeded simulation.
 //!
-//! Built so far: the model, the write rules, equivocation evidence, garbage collection,
-//! the boot layouts, durable storage and sync. Still to come: the wiring over the
-//! overlay, the HTTP API and the benchmarks.
+//! Decisions the SIP leaves open, taken here: the signed digest binds the network,
+//! the DB, the slot and the version ([`chunk`]); at equal version the chunk with more
+//! leading zero bits in its hash wins, then the lower hash, so the order is total
+//! ([`order`]); two valid chunks at one version are kept as equivocation evidence
+//! ([`replica`]); an acknowledged write has been flushed to sled ([`store`]); sync
+//! messages and announcements are bounded before decoding ([`sync::message`]).
 //!
-//! It is not networking: the node carries sync messages over the overlay.
+//! It is not networking: the `tenure` node carries sync messages over the overlay,
+//! serves the HTTP API and runs the benchmarks.
 
 pub mod chunk;
 pub mod clock;

@@ -1,5 +1,6 @@
 //! One node's replica of one Stacker DB: the write rules, the clock, evidence and
-//! garbage collection, over the durable [`Store`].
+//! garbage collection, over the durable [`Store`] (seed 001, "Stacker DBs": the
+//! write rules, the equivocation throttle and `garbage-collect?`).
 //!
 //! A write is checked in this order, and the first failure is its reason: the slot
 //! exists, the version is not 0 (reserved for the empty chunk), the data fits, the

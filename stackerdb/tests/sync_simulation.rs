@@ -166,7 +166,7 @@ impl Sim {
             self.dropped += 1;
             return;
         }
-        let bytes = message::encode(msg);
+        let bytes = message::encode(msg).unwrap();
         let copies = if self.rng.chance(self.faults.duplicate) {
             2
         } else {

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod client;
 
+use crate::logs;
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
 
 pub use bitcoin::secp256k1::PublicKey;
@@ -23,16 +24,6 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace, warn};
 
 use crate::config::StackerDbConfig;
-
-/// Log target of the Stacker DB wiring.
-const LOG_TARGET: &str = "tenure::stackerdb";
-
-/// Largest sync message accepted from a peer: a push of up to 2 MiB of chunks with
-/// their signatures and framing.
-pub const MAX_SYNC_MESSAGE_BYTES: usize = 3 * 1024 * 1024;
-
-/// Largest announcement accepted on gossip.
-pub const MAX_ANNOUNCEMENT_BYTES: usize = 512;
 
 /// Each sync neighbour and the last clock it reported.
 pub type PeerClocks = Vec<(PeerId, Option<VectorClock>)>;
@@ -243,8 +234,7 @@ impl StackerDbs {
 
     /// An announcement arrived by gossip from `source`.
     pub fn on_announcement(&mut self, source: Option<PeerId>, data: &[u8], now: Instant) {
-        let (Some(source), Ok(msg)) = (source, message::decode(data, MAX_ANNOUNCEMENT_BYTES))
-        else {
+        let (Some(source), Ok(msg)) = (source, message::check_announcement(data)) else {
             return;
         };
         self.handle(source, msg, now);
@@ -252,7 +242,7 @@ impl StackerDbs {
 
     /// A sync message arrived as a request from `peer` (already acknowledged).
     pub fn on_sync_request(&mut self, peer: PeerId, body: &[u8], now: Instant) {
-        match message::decode(body, MAX_SYNC_MESSAGE_BYTES) {
+        match message::decode(body, message::MAX_SYNC_MESSAGE_BYTES) {
             Ok(msg) => self.handle(peer, msg, now),
             Err(err) => self.report(peer, format!("sync message: {err}")),
         }
@@ -262,7 +252,7 @@ impl StackerDbs {
         let Some(db) = self.dbs.get_mut(&msg.db) else {
             return;
         };
-        trace!(target: LOG_TARGET, me = %self.overlay.peer_id(), peer = %from, "received {}", msg.describe());
+        trace!(target: logs::STACKERDB, me = %self.overlay.peer_id(), peer = %from, "received {}", msg.describe());
         let outputs = db.sync.handle(&mut db.replica, from, msg, now);
         self.apply(outputs);
     }
@@ -359,7 +349,7 @@ impl StackerDbs {
                 .on_burn_block(height)
                 .map_err(|err| format!("garbage collection of {id} failed: {err}"))?;
             if db.replica.gc_epoch() != epoch {
-                debug!(target: LOG_TARGET, db = %id, height, slots = reset.len(), "garbage collected");
+                debug!(target: logs::STACKERDB, db = %id, height, slots = reset.len(), "garbage collected");
                 outputs.extend(db.sync.on_garbage_collected(&db.replica, now));
                 collected.push((id.clone(), reset));
             }
@@ -389,18 +379,24 @@ impl StackerDbs {
         for output in outputs {
             match output {
                 SyncOutput::Send { to, msg } => {
-                    trace!(target: LOG_TARGET, me = %self.overlay.peer_id(), peer = %to, "sending {}", msg.describe());
+                    trace!(target: logs::STACKERDB, me = %self.overlay.peer_id(), peer = %to, "sending {}", msg.describe());
                     let overlay = self.overlay.clone();
-                    let body = message::encode(&msg);
+                    let Ok(body) = message::encode(&msg) else {
+                        warn!(target: logs::STACKERDB, peer = %to, "a sync message did not encode");
+                        continue;
+                    };
                     tokio::spawn(async move {
                         if let Err(err) = overlay.request(to, Service::StackerDbSync, body).await {
-                            debug!(target: LOG_TARGET, peer = %to, %err, "sync message not delivered");
+                            debug!(target: logs::STACKERDB, peer = %to, %err, "sync message not delivered");
                         }
                     });
                 }
                 SyncOutput::Announce(msg) => {
                     let overlay = self.overlay.clone();
-                    let data = message::encode(&msg);
+                    let Ok(data) = message::encode(&msg) else {
+                        warn!(target: logs::STACKERDB, "an announcement did not encode");
+                        continue;
+                    };
                     tokio::spawn(async move {
                         // With no peer subscribed yet, anti-entropy delivers it later.
                         let _ = overlay.publish(Topic::StackerDbChunks, data).await;
@@ -408,21 +404,21 @@ impl StackerDbs {
                 }
                 SyncOutput::Penalise { peer, reason } => self.report(peer, reason),
                 SyncOutput::StorageFailed(err) => {
-                    warn!(target: LOG_TARGET, %err, "storing a replicated chunk failed");
+                    warn!(target: logs::STACKERDB, %err, "storing a replicated chunk failed");
                 }
                 SyncOutput::Accepted { slot, from, .. } => {
-                    debug!(target: LOG_TARGET, slot, peer = %from, "chunk replicated");
+                    debug!(target: logs::STACKERDB, slot, peer = %from, "chunk replicated");
                 }
             }
         }
     }
 }
 
-/// Gossip validation of announcements: they must decode within their bound.
+/// The gossip validator of the announcements topic: `message::check_announcement` in
+/// the swarm task.
 pub fn validate_announcement(_: Option<PeerId>, data: &[u8]) -> Verdict {
-    match message::decode(data, MAX_ANNOUNCEMENT_BYTES) {
-        Ok(msg) if matches!(msg.body, message::SyncBody::Announce { .. }) => Verdict::Accept,
-        Ok(_) => Verdict::Reject("not an announcement".into()),
+    match message::check_announcement(data) {
+        Ok(_) => Verdict::Accept,
         Err(err) => Verdict::Reject(err.to_string()),
     }
 }

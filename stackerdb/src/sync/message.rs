@@ -68,6 +68,23 @@ impl SyncMessage {
     }
 }
 
+/// Largest sync message accepted from a peer: a push of up to 2 MiB of chunks with
+/// their signatures and framing.
+pub const MAX_SYNC_MESSAGE_BYTES: usize = 3 * 1024 * 1024;
+
+/// Largest announcement accepted on gossip.
+pub const MAX_ANNOUNCEMENT_BYTES: usize = 512;
+
+/// The check a relay makes on a gossiped announcement before forwarding it: an
+/// announcement of this version, within [`MAX_ANNOUNCEMENT_BYTES`].
+pub fn check_announcement(data: &[u8]) -> Result<SyncMessage, SyncDecodeError> {
+    let msg = decode(data, MAX_ANNOUNCEMENT_BYTES)?;
+    if !matches!(msg.body, SyncBody::Announce { .. }) {
+        return Err(SyncDecodeError::NotAnAnnouncement);
+    }
+    Ok(msg)
+}
+
 /// Why a decoded sync message is unusable.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SyncDecodeError {
@@ -85,13 +102,21 @@ pub enum SyncDecodeError {
     /// Another version.
     #[error("sync message version {0} is not spoken here")]
     Version(u16),
+    /// Another kind of message on the announcements topic.
+    #[error("not an announcement")]
+    NotAnAnnouncement,
 }
 
-/// Encodes a message.
-pub fn encode(msg: &SyncMessage) -> Vec<u8> {
-    // Serialising a value of these types into memory cannot fail.
-    serde_cbor::to_vec(msg).unwrap_or_default()
+/// Encodes a message. Serialising these types into memory does not fail; if it ever
+/// did, the error says so rather than empty bytes going on the wire.
+pub fn encode(msg: &SyncMessage) -> Result<Vec<u8>, SyncEncodeError> {
+    serde_cbor::to_vec(msg).map_err(|e| SyncEncodeError(e.to_string()))
 }
+
+/// Encoding a sync message failed.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[error("encoding a sync message failed: {0}")]
+pub struct SyncEncodeError(pub String);
 
 /// Decodes a message of at most `limit` bytes.
 pub fn decode(bytes: &[u8], limit: usize) -> Result<SyncMessage, SyncDecodeError> {
@@ -117,7 +142,7 @@ mod tests {
     fn messages_round_trip_and_bounds_hold() {
         let db = DbId::new("d").unwrap();
         let msg = SyncMessage::new(db, 0, SyncBody::Pull(vec![1, 2, 3]));
-        let bytes = encode(&msg);
+        let bytes = encode(&msg).unwrap();
         assert_eq!(decode(&bytes, 1024), Ok(msg));
         assert!(matches!(
             decode(&bytes, 4),
@@ -127,6 +152,10 @@ mod tests {
             decode(&[0xff, 0x00], 1024),
             Err(SyncDecodeError::Undecodable(_))
         ));
+        assert_eq!(
+            check_announcement(&bytes),
+            Err(SyncDecodeError::NotAnAnnouncement)
+        );
     }
 
     proptest::proptest! {

@@ -1,4 +1,5 @@
-//! Replicating a Stacker DB between nodes: a sans-IO state machine.
+//! Replicating a Stacker DB between nodes: a sans-IO state machine (seed 001,
+//! "Stacker DBs": replicas exchange vector clocks and converge).
 //!
 //! The SIP asks that, "in the absence of in-flight writes, all replicas will contain
 //! the same state". Four mechanisms get there, and each repairs what the others miss:

@@ -13,13 +13,12 @@
 mod common;
 
 use std::{
-    cmp::Reverse,
-    collections::{BTreeMap, BTreeSet, BinaryHeap},
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::{Rng, federation, member};
+use common::{federation, member};
 use rand_core::{OsRng, RngCore};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
@@ -30,6 +29,7 @@ use tenure_frost_fed::{
         verify_bip340,
     },
 };
+use tenure_tests::sim::{Faults, SimEvent, SimNet, Window};
 
 /// Approves payloads that start with "ok"; signs their SHA-256.
 struct OkPayloads;
@@ -57,19 +57,13 @@ enum Fault {
     Dead,
 }
 
-/// (deliver at ms, sequence, to, from, encoded message)
-type InFlight = (u64, u64, MemberId, MemberId, Vec<u8>);
+/// How often every member's timers run.
+const TICK: Duration = Duration::from_millis(10);
 
 struct Sim {
-    base: Instant,
-    now_ms: u64,
+    net: SimNet<MemberId, Vec<u8>>,
     members: BTreeMap<MemberId, Signing<OkPayloads>>,
     faults: BTreeMap<MemberId, Fault>,
-    queue: BinaryHeap<Reverse<InFlight>>,
-    seq: u64,
-    rng: Rng,
-    drop: f64,
-    duplicate: f64,
     signed: BTreeMap<MemberId, tenure_frost_fed::sign::SignatureRecord>,
     cheaters: BTreeSet<MemberId>,
     failed: Vec<String>,
@@ -77,7 +71,7 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(keys: &BTreeMap<MemberId, KeyShare>, seed: u64, drop: f64, duplicate: f64) -> Sim {
+    fn new(keys: &BTreeMap<MemberId, KeyShare>, seed: u64, loss: f64, duplicate: f64) -> Sim {
         let members = keys
             .iter()
             .map(|(m, k)| {
@@ -87,16 +81,16 @@ impl Sim {
                 )
             })
             .collect();
+        let faults = Faults {
+            loss,
+            duplicate,
+            delay_ms: (1, 20),
+            ..Faults::default()
+        };
         Sim {
-            base: Instant::now(),
-            now_ms: 0,
+            net: SimNet::new(seed, TICK, faults),
             members,
             faults: keys.keys().map(|m| (*m, Fault::Honest)).collect(),
-            queue: BinaryHeap::new(),
-            seq: 0,
-            rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
-            drop,
-            duplicate,
             signed: BTreeMap::new(),
             cheaters: BTreeSet::new(),
             failed: Vec::new(),
@@ -104,14 +98,23 @@ impl Sim {
         }
     }
 
-    fn now(&self) -> Instant {
-        self.base + Duration::from_millis(self.now_ms)
+    /// Makes `member` misbehave so; a dead member is offline for the whole run.
+    fn set_fault(&mut self, member: MemberId, fault: Fault) {
+        self.faults.insert(member, fault);
+        if fault == Fault::Dead {
+            self.net.faults.offline.push((
+                member,
+                Window {
+                    from: 0,
+                    until: u64::MAX,
+                },
+            ));
+        }
     }
 
     fn send(&mut self, from: MemberId, to: MemberId, mut msg: SignMessage) {
         let fault = self.faults[&from];
         match (fault, &mut msg.body) {
-            (Fault::Dead, _) => return,
             (Fault::CrashMidRound, SignBody::Shares { .. }) => return,
             (Fault::InvalidShares, SignBody::Shares { shares, .. }) => {
                 for (_, share) in shares.iter_mut() {
@@ -120,29 +123,9 @@ impl Sim {
             }
             _ => {}
         }
-        if self.rng.chance(self.drop) {
-            return;
-        }
-        let copies = if self.rng.chance(self.duplicate) {
-            2
-        } else {
-            1
-        };
-        let bytes = message::encode(&msg);
-        for _ in 0..copies {
-            let mut delay = 1 + self.rng.next() % 20;
-            if fault == Fault::Slow {
-                delay += 3_000;
-            }
-            self.seq += 1;
-            self.queue.push(Reverse((
-                self.now_ms + delay,
-                self.seq,
-                to,
-                from,
-                bytes.clone(),
-            )));
-        }
+        let extra_ms = if fault == Fault::Slow { 3_000 } else { 0 };
+        self.net
+            .send_with(from, to, message::encode(&msg), extra_ms, |_, _| {});
     }
 
     fn apply(&mut self, from: MemberId, outputs: Vec<SignOutput>) {
@@ -171,7 +154,7 @@ impl Sim {
     }
 
     fn request(&mut self, by: MemberId, payload: &[u8]) {
-        let now = self.now();
+        let now = self.net.now();
         let (_, out) = self
             .members
             .get_mut(&by)
@@ -181,35 +164,28 @@ impl Sim {
     }
 
     fn run_until(&mut self, until_ms: u64) {
-        while self.now_ms < until_ms {
-            let next_tick = (self.now_ms / 10 + 1) * 10;
-            while let Some(Reverse((at, ..))) = self.queue.peek() {
-                if *at > next_tick {
-                    break;
+        while let Some(event) = self.net.next_event(until_ms) {
+            let now = self.net.now();
+            match event {
+                SimEvent::Deliver { from, to, msg } => {
+                    let msg = message::decode(&msg).unwrap();
+                    let out = self
+                        .members
+                        .get_mut(&to)
+                        .unwrap()
+                        .handle(from, msg, now, &mut OsRng);
+                    self.apply(to, out);
                 }
-                let Reverse((at, _, to, from, bytes)) = self.queue.pop().unwrap();
-                self.now_ms = self.now_ms.max(at);
-                if self.faults[&to] == Fault::Dead {
-                    continue;
+                SimEvent::Tick => {
+                    let ids: Vec<MemberId> = self.members.keys().copied().collect();
+                    for id in ids {
+                        if self.net.is_offline(id) {
+                            continue;
+                        }
+                        let out = self.members.get_mut(&id).unwrap().on_tick(now, &mut OsRng);
+                        self.apply(id, out);
+                    }
                 }
-                let msg = message::decode(&bytes).unwrap();
-                let now = self.now();
-                let out = self
-                    .members
-                    .get_mut(&to)
-                    .unwrap()
-                    .handle(from, msg, now, &mut OsRng);
-                self.apply(to, out);
-            }
-            self.now_ms = next_tick;
-            let now = self.now();
-            let ids: Vec<MemberId> = self.members.keys().copied().collect();
-            for id in ids {
-                if self.faults[&id] == Fault::Dead {
-                    continue;
-                }
-                let out = self.members.get_mut(&id).unwrap().on_tick(now, &mut OsRng);
-                self.apply(id, out);
             }
         }
     }
@@ -259,9 +235,9 @@ fn signing_goes_on_through_every_fault_for_several_seeds() {
         let others: Vec<MemberId> = leaders.iter().skip(3).copied().collect();
         let (crashed, slow, cheat) = (others[0], others[1], others[2]);
         let mut sim = Sim::new(&keys, seed, 0.0, 0.05);
-        sim.faults.insert(crashed, Fault::CrashMidRound);
-        sim.faults.insert(slow, Fault::Slow);
-        sim.faults.insert(cheat, Fault::InvalidShares);
+        sim.set_fault(crashed, Fault::CrashMidRound);
+        sim.set_fault(slow, Fault::Slow);
+        sim.set_fault(cheat, Fault::InvalidShares);
         sim.request(leaders[4], &payload);
         sim.run_until(15_000);
         let signers = sim.check_signed(&payload);
@@ -298,8 +274,8 @@ fn a_member_sending_invalid_shares_is_named_when_its_shares_are_needed() {
     let order = ranking(any, payload);
     let (dead, cheat) = (order[2], order[3]);
     let mut sim = Sim::new(&keys, 11, 0.0, 0.0);
-    sim.faults.insert(dead, Fault::Dead);
-    sim.faults.insert(cheat, Fault::InvalidShares);
+    sim.set_fault(dead, Fault::Dead);
+    sim.set_fault(cheat, Fault::InvalidShares);
     sim.request(order[0], payload);
     sim.run_until(3_000);
     assert!(
@@ -321,7 +297,7 @@ fn a_dead_first_coordinator_is_replaced() {
         member(1)
     };
     let mut sim = Sim::new(&keys, 7, 0.0, 0.0);
-    sim.faults.insert(first, Fault::Dead);
+    sim.set_fault(first, Fault::Dead);
     sim.request(requester, payload);
     sim.run_until(5_000);
     sim.check_signed(payload);

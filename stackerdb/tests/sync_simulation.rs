@@ -11,18 +11,14 @@
     clippy::indexing_slicing
 )]
 
-use std::{
-    cmp::Reverse,
-    collections::BinaryHeap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use bitcoin::secp256k1::{SECP256K1, SecretKey};
 use tenure_stackerdb::{
     Chunk, DbId, Replica, SlotOwners, Store, TermSchedule,
     sync::{DbSync, SyncConfig, SyncOutput, message},
 };
+use tenure_tests::sim::{Faults, SimEvent, SimNet, Window};
 
 const NET: &str = "sim";
 const REPLICAS: usize = 20;
@@ -30,31 +26,8 @@ const SLOTS: u32 = 8;
 const EQUIVOCATOR_SLOT: u32 = 3;
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-}
-
-struct Faults {
-    drop: f64,
-    duplicate: f64,
-    max_delay_ms: u64,
-    /// Replicas below this index are cut off from the rest between these times.
-    partition: (u64, u64, usize),
-}
+/// How often every replica's timers run.
+const TICK: Duration = Duration::from_millis(100);
 
 struct Node {
     replica: Replica,
@@ -62,20 +35,25 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
-/// (deliver at ms, sequence, to, from, encoded message)
-type InFlight = Reverse<(u64, u64, usize, usize, Vec<u8>)>;
-
 struct Sim {
-    base: Instant,
-    now_ms: u64,
+    net: SimNet<usize, Vec<u8>>,
     nodes: Vec<Node>,
     neighbours: Vec<Vec<usize>>,
-    queue: BinaryHeap<InFlight>,
-    seq: u64,
-    rng: Rng,
-    faults: Faults,
-    delivered: u64,
-    dropped: u64,
+}
+
+/// 10% loss, 5% duplication, delays of 1–80 ms; during `partition`, the first half of
+/// the replicas is cut off from the rest.
+fn faults(partition: Option<Window>) -> Faults<usize> {
+    Faults {
+        loss: 0.10,
+        duplicate: 0.05,
+        delay_ms: (1, 80),
+        partitions: partition
+            .map(|window| (window, (0..REPLICAS / 2).collect()))
+            .into_iter()
+            .collect(),
+        offline: Vec::new(),
+    }
 }
 
 fn db() -> DbId {
@@ -87,11 +65,11 @@ fn writer(slot: u32) -> SecretKey {
 }
 
 impl Sim {
-    fn new(seed: u64, faults: Faults) -> Sim {
+    fn new(seed: u64, faults: Faults<usize>) -> Sim {
         Sim::with_terms(seed, faults, 1_000_000)
     }
 
-    fn with_terms(seed: u64, faults: Faults, term_length: u64) -> Sim {
+    fn with_terms(seed: u64, faults: Faults<usize>, term_length: u64) -> Sim {
         let owners = (0..SLOTS)
             .map(|s| Some(writer(s).public_key(SECP256K1)))
             .collect();
@@ -103,7 +81,7 @@ impl Sim {
                 term_length,
             },
         ));
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut net = SimNet::new(seed, TICK, faults);
         let nodes = (0..REPLICAS)
             .map(|_| {
                 let dir = tempfile::tempdir().unwrap();
@@ -128,21 +106,14 @@ impl Sim {
         for i in 0..REPLICAS {
             link(i, (i + 1) % REPLICAS, &mut neighbours);
             for _ in 0..2 {
-                let j = rng.below(REPLICAS as u64) as usize;
+                let j = net.rng.below(REPLICAS as u64) as usize;
                 link(i, j, &mut neighbours);
             }
         }
         let mut sim = Sim {
-            base: Instant::now(),
-            now_ms: 0,
+            net,
             nodes,
             neighbours,
-            queue: BinaryHeap::new(),
-            seq: 0,
-            rng,
-            faults,
-            delivered: 0,
-            dropped: 0,
         };
         for i in 0..REPLICAS {
             for j in sim.neighbours[i].clone() {
@@ -152,32 +123,9 @@ impl Sim {
         sim
     }
 
-    fn now(&self) -> Instant {
-        self.base + Duration::from_millis(self.now_ms)
-    }
-
-    fn partitioned(&self, a: usize, b: usize) -> bool {
-        let (start, end, split) = self.faults.partition;
-        self.now_ms >= start && self.now_ms < end && ((a < split) != (b < split))
-    }
-
     fn send(&mut self, from: usize, to: usize, msg: &message::SyncMessage) {
-        if self.partitioned(from, to) || self.rng.chance(self.faults.drop) {
-            self.dropped += 1;
-            return;
-        }
         let bytes = message::encode(msg).unwrap();
-        let copies = if self.rng.chance(self.faults.duplicate) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let at = self.now_ms + 1 + self.rng.below(self.faults.max_delay_ms);
-            self.seq += 1;
-            self.queue
-                .push(Reverse((at, self.seq, to, from, bytes.clone())));
-        }
+        self.net.send(from, to, bytes);
     }
 
     fn apply(&mut self, node: usize, outputs: Vec<SyncOutput<usize>>) {
@@ -203,7 +151,7 @@ impl Sim {
     fn client_write(&mut self, node: usize, chunk: Chunk) {
         let slot = chunk.slot;
         if self.nodes[node].replica.write(chunk).is_ok() {
-            let now = self.now();
+            let now = self.net.now();
             let n = &mut self.nodes[node];
             let out = n.sync.on_local_write(&n.replica, slot, now);
             self.apply(node, out);
@@ -212,7 +160,7 @@ impl Sim {
 
     /// Replica `node` sees burn block `height`.
     fn burn_block(&mut self, node: usize, height: u64) {
-        let now = self.now();
+        let now = self.net.now();
         let n = &mut self.nodes[node];
         n.replica.on_burn_block(height).unwrap();
         let out = n.sync.on_garbage_collected(&n.replica, now);
@@ -221,27 +169,22 @@ impl Sim {
 
     /// Runs the network until `until_ms`, ticking every replica every 100 ms.
     fn run_until(&mut self, until_ms: u64) {
-        while self.now_ms < until_ms {
-            let next_tick = (self.now_ms / 100 + 1) * 100;
-            while let Some(Reverse((at, _, _, _, _))) = self.queue.peek() {
-                if *at > next_tick {
-                    break;
+        while let Some(event) = self.net.next_event(until_ms) {
+            let now = self.net.now();
+            match event {
+                SimEvent::Deliver { from, to, msg } => {
+                    let msg = message::decode(&msg, MAX_MESSAGE).unwrap();
+                    let node = &mut self.nodes[to];
+                    let out = node.sync.handle(&mut node.replica, from, msg, now);
+                    self.apply(to, out);
                 }
-                let Reverse((at, _, to, from, bytes)) = self.queue.pop().unwrap();
-                self.now_ms = self.now_ms.max(at);
-                let msg = message::decode(&bytes, MAX_MESSAGE).unwrap();
-                let now = self.now();
-                let node = &mut self.nodes[to];
-                let out = node.sync.handle(&mut node.replica, from, msg, now);
-                self.delivered += 1;
-                self.apply(to, out);
-            }
-            self.now_ms = next_tick;
-            let now = self.now();
-            for i in 0..REPLICAS {
-                let node = &mut self.nodes[i];
-                let out = node.sync.on_tick(&node.replica, now);
-                self.apply(i, out);
+                SimEvent::Tick => {
+                    for i in 0..REPLICAS {
+                        let node = &mut self.nodes[i];
+                        let out = node.sync.on_tick(&node.replica, now);
+                        self.apply(i, out);
+                    }
+                }
             }
         }
     }
@@ -268,19 +211,17 @@ impl Sim {
 fn run(seed: u64) {
     let mut sim = Sim::new(
         seed,
-        Faults {
-            drop: 0.10,
-            duplicate: 0.05,
-            max_delay_ms: 80,
-            partition: (2_000, 12_000, REPLICAS / 2),
-        },
+        faults(Some(Window {
+            from: 2_000,
+            until: 12_000,
+        })),
     );
     // Writes over the first ten seconds, during the partition, at random replicas.
     let mut writes: Vec<(u64, usize, Chunk)> = Vec::new();
     for slot in 0..SLOTS {
         for version in 1..=4u64 {
-            let at = sim.rng.below(10_000);
-            let node = sim.rng.below(REPLICAS as u64) as usize;
+            let at = sim.net.rng.below(10_000);
+            let node = sim.net.rng.below(REPLICAS as u64) as usize;
             let data = format!("slot {slot} v{version}").into_bytes();
             writes.push((
                 at,
@@ -289,7 +230,7 @@ fn run(seed: u64) {
             ));
             if slot == EQUIVOCATOR_SLOT {
                 // The equivocator shows another replica different data at the same version.
-                let other = sim.rng.below(REPLICAS as u64) as usize;
+                let other = sim.net.rng.below(REPLICAS as u64) as usize;
                 let twin = format!("slot {slot} v{version} (equivocated)").into_bytes();
                 writes.push((
                     at,
@@ -321,7 +262,7 @@ fn run(seed: u64) {
         evidence >= 2,
         "seed {seed}: no replica kept equivocation evidence"
     );
-    assert!(sim.dropped > 0 && sim.delivered > 0);
+    assert!(sim.net.stats.lost > 0 && sim.net.stats.delivered > 0);
 }
 
 #[test]
@@ -335,22 +276,13 @@ fn twenty_replicas_converge_through_loss_reordering_duplication_a_partition_and_
 /// anti-entropy runs and the new term's writers start writing at replicas that have
 /// collected. No replica may hand a collected chunk back to one that has collected.
 fn gc_run(seed: u64) {
-    let mut sim = Sim::with_terms(
-        seed,
-        Faults {
-            drop: 0.10,
-            duplicate: 0.05,
-            max_delay_ms: 80,
-            partition: (0, 0, 0),
-        },
-        100,
-    );
+    let mut sim = Sim::with_terms(seed, faults(None), 100);
     for slot in 0..SLOTS {
         for version in 1..=3u64 {
-            let at = sim.rng.below(3_000);
-            let node = sim.rng.below(REPLICAS as u64) as usize;
+            let at = sim.net.rng.below(3_000);
+            let node = sim.net.rng.below(REPLICAS as u64) as usize;
             let data = format!("term 0 slot {slot} v{version}").into_bytes();
-            sim.run_until(at.max(sim.now_ms));
+            sim.run_until(at.max(sim.net.now_ms()));
             sim.client_write(
                 node,
                 Chunk::sign(NET, &db(), slot, version, data, &writer(slot)),
@@ -362,7 +294,7 @@ fn gc_run(seed: u64) {
 
     // Burn block 100 starts term 1; each replica sees it at some point in 3 s.
     let mut seen_at: Vec<(u64, usize)> = (0..REPLICAS)
-        .map(|node| (10_000 + sim.rng.below(3_000), node))
+        .map(|node| (10_000 + sim.net.rng.below(3_000), node))
         .collect();
     seen_at.sort();
     let mut collected = Vec::new();
@@ -371,7 +303,7 @@ fn gc_run(seed: u64) {
         sim.burn_block(node, 100);
         collected.push(node);
         // The new term's writers write at replicas that have collected.
-        let slot = sim.rng.below(SLOTS as u64) as u32;
+        let slot = sim.net.rng.below(SLOTS as u64) as u32;
         let data = format!("term 1 slot {slot}").into_bytes();
         sim.client_write(node, Chunk::sign(NET, &db(), slot, 1, data, &writer(slot)));
     }

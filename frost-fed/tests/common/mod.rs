@@ -86,24 +86,6 @@ pub fn start_dkg(
     (states, outputs)
 }
 
-/// A small seeded generator for simulations (xorshift).
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next number.
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next() % 10_000) as f64 / 10_000.0 < p
-    }
-}
-
 /// Signs `payload` among all members with no faults, delivering messages at once.
 pub fn sign_now<V, F>(
     keys: &BTreeMap<MemberId, KeyShare>,

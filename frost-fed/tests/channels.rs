@@ -16,29 +16,45 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Rng, keypair, member};
+use common::{keypair, member};
 use tenure_frost_fed::{
     MemberId,
-    channel::{ChannelConfig, ChannelKey, ChannelOutput, Channels, noise_keypair},
+    channel::{
+        ChannelConfig, ChannelKey, ChannelOutput, Channels,
+        frame::{self, ChannelFrame, FrameBody},
+        noise_keypair,
+    },
 };
+use tenure_tests::sim::{Faults, SimEvent, SimNet};
+
+/// How often every member's timers run.
+const TICK: Duration = Duration::from_millis(10);
+
+/// 20% loss, 10% duplication, delays of 1–50 ms (reordering); one frame in twenty is
+/// altered by a relay.
+const ALTER: f64 = 0.05;
+
+fn hostile() -> Faults<MemberId> {
+    Faults {
+        loss: 0.2,
+        duplicate: 0.1,
+        delay_ms: (1, 50),
+        ..Faults::default()
+    }
+}
 
 struct Net {
-    base: Instant,
-    now_ms: u64,
+    net: SimNet<MemberId, Vec<u8>>,
     nodes: BTreeMap<MemberId, Channels>,
     privates: BTreeMap<MemberId, Vec<u8>>,
     directory: Vec<ChannelKey>,
-    in_flight: Vec<(u64, MemberId, Vec<u8>)>,
     seen_frames: Vec<(MemberId, Vec<u8>)>,
     delivered: BTreeMap<MemberId, Vec<(MemberId, Vec<u8>)>>,
-    rng: Rng,
-    drop: f64,
-    duplicate: f64,
     alter: f64,
 }
 
 impl Net {
-    fn new(n: u8, seed: u64) -> Net {
+    fn new(n: u8, seed: u64, faults: Faults<MemberId>) -> Net {
         let mut privates = BTreeMap::new();
         let mut directory = Vec::new();
         for seed in 1..=n {
@@ -56,23 +72,14 @@ impl Net {
             })
             .collect();
         Net {
-            base: Instant::now(),
-            now_ms: 0,
+            net: SimNet::new(seed, TICK, faults),
             nodes,
             privates,
             directory,
-            in_flight: Vec::new(),
             seen_frames: Vec::new(),
             delivered: BTreeMap::new(),
-            rng: Rng(seed | 1),
-            drop: 0.2,
-            duplicate: 0.1,
-            alter: 0.05,
+            alter: ALTER,
         }
-    }
-
-    fn now(&self) -> Instant {
-        self.base + Duration::from_millis(self.now_ms)
     }
 
     fn apply(&mut self, at: MemberId, outputs: Vec<ChannelOutput>) {
@@ -80,24 +87,14 @@ impl Net {
             match output {
                 ChannelOutput::Transmit { to, frame } => {
                     self.seen_frames.push((to, frame.clone()));
-                    if self.rng.chance(self.drop) {
-                        continue;
-                    }
-                    let copies = if self.rng.chance(self.duplicate) {
-                        2
-                    } else {
-                        1
-                    };
-                    for _ in 0..copies {
-                        let mut frame = frame.clone();
-                        if self.rng.chance(self.alter) {
+                    let alter = self.alter;
+                    self.net.send_with(at, to, frame, 0, |rng, frame| {
+                        if rng.chance(alter) {
                             // A relay flips a byte somewhere past the header.
-                            let i = frame.len() - 1 - (self.rng.next() as usize % 20);
+                            let i = frame.len() - 1 - (rng.next_u64() as usize % 20);
                             frame[i] ^= 0x40;
                         }
-                        let at_ms = self.now_ms + 1 + self.rng.next() % 50;
-                        self.in_flight.push((at_ms, to, frame));
-                    }
+                    });
                 }
                 ChannelOutput::Deliver { from, payload } => {
                     self.delivered.entry(at).or_default().push((from, payload));
@@ -108,27 +105,26 @@ impl Net {
     }
 
     fn send(&mut self, from: MemberId, to: MemberId, payload: Vec<u8>) {
-        let now = self.now();
+        let now = self.net.now();
         let out = self.nodes.get_mut(&from).unwrap().send(to, payload, now);
         self.apply(from, out);
     }
 
     fn run_until(&mut self, until_ms: u64) {
-        while self.now_ms < until_ms {
-            self.now_ms += 10;
-            let now = self.now();
-            let due: Vec<(u64, MemberId, Vec<u8>)>;
-            (due, self.in_flight) = std::mem::take(&mut self.in_flight)
-                .into_iter()
-                .partition(|(at, _, _)| *at <= self.now_ms);
-            for (_, to, frame) in due {
-                let out = self.nodes.get_mut(&to).unwrap().handle(&frame, now);
-                self.apply(to, out);
-            }
-            let ids: Vec<MemberId> = self.nodes.keys().copied().collect();
-            for id in ids {
-                let out = self.nodes.get_mut(&id).unwrap().on_tick(now);
-                self.apply(id, out);
+        while let Some(event) = self.net.next_event(until_ms) {
+            let now = self.net.now();
+            match event {
+                SimEvent::Deliver { to, msg, .. } => {
+                    let out = self.nodes.get_mut(&to).unwrap().handle(&msg, now);
+                    self.apply(to, out);
+                }
+                SimEvent::Tick => {
+                    let ids: Vec<MemberId> = self.nodes.keys().copied().collect();
+                    for id in ids {
+                        let out = self.nodes.get_mut(&id).unwrap().on_tick(now);
+                        self.apply(id, out);
+                    }
+                }
             }
         }
     }
@@ -137,7 +133,7 @@ impl Net {
 #[test]
 fn every_message_arrives_once_through_loss_duplication_alteration_and_reordering() {
     for seed in [3u64, 5, 8, 13, 21, 34, 55, 89] {
-        let mut net = Net::new(3, seed);
+        let mut net = Net::new(3, seed, hostile());
         let (a, b, c) = (member(1), member(2), member(3));
         let mut expected: BTreeMap<MemberId, BTreeSet<(MemberId, Vec<u8>)>> = BTreeMap::new();
         for i in 0..60u32 {
@@ -149,13 +145,13 @@ fn every_message_arrives_once_through_loss_duplication_alteration_and_reordering
                     .insert((from, payload.clone()));
                 net.send(from, to, payload);
             }
-            net.run_until(net.now_ms + 20);
+            net.run_until(net.net.now_ms() + 20);
         }
         // One message needs five fragments.
         let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         expected.entry(c).or_default().insert((a, big.clone()));
         net.send(a, c, big);
-        net.run_until(net.now_ms + 30_000);
+        net.run_until(net.net.now_ms() + 30_000);
 
         for (to, want) in &expected {
             let got = &net.delivered[to];
@@ -186,9 +182,7 @@ fn every_message_arrives_once_through_loss_duplication_alteration_and_reordering
 
 #[test]
 fn replayed_frames_are_never_delivered_again() {
-    let mut net = Net::new(2, 9);
-    net.drop = 0.0;
-    net.duplicate = 0.0;
+    let mut net = Net::new(2, 9, Faults::default());
     net.alter = 0.0;
     let (a, b) = (member(1), member(2));
     for i in 0..20u8 {
@@ -199,7 +193,7 @@ fn replayed_frames_are_never_delivered_again() {
     // A relay replays every frame it ever saw.
     let replay = net.seen_frames.clone();
     for (to, frame) in replay {
-        let now = net.now();
+        let now = net.net.now();
         let out = net.nodes.get_mut(&to).unwrap().handle(&frame, now);
         assert!(
             !out.iter()
@@ -212,8 +206,14 @@ fn replayed_frames_are_never_delivered_again() {
 
 #[test]
 fn a_restarted_member_gets_a_new_session_and_the_pending_messages() {
-    let mut net = Net::new(2, 4);
-    net.drop = 0.0;
+    let mut net = Net::new(
+        2,
+        4,
+        Faults {
+            loss: 0.0,
+            ..hostile()
+        },
+    );
     let (a, b) = (member(1), member(2));
     net.send(a, b, b"before".to_vec());
     net.run_until(1_000);
@@ -269,4 +269,114 @@ fn forged_bindings_are_ignored_and_full_buffers_refuse() {
     assert!(
         matches!(&out[..], [ChannelOutput::Undeliverable { reason, .. }] if reason.contains("full"))
     );
+}
+
+/// A quiet network (no loss, duplication or tampering) with a session open between
+/// members 1 and 2, and the frames seen so far.
+fn open_pair() -> (Net, MemberId, MemberId) {
+    let mut net = Net::new(2, 17, Faults::default());
+    net.alter = 0.0;
+    let (a, b) = (member(1), member(2));
+    net.send(a, b, b"first".to_vec());
+    net.run_until(500);
+    assert_eq!(net.delivered[&b].len(), 1);
+    (net, a, b)
+}
+
+/// Sends `payload` from `a` to `b` and runs 100 ms of simulated time: less than the
+/// first retransmission (300 ms), so it arrives only if the session `a` sends over
+/// is the one `b` holds.
+fn arrives_at_once(net: &mut Net, a: MemberId, b: MemberId, payload: &[u8]) -> bool {
+    let got = |net: &Net| net.delivered.get(&b).cloned().unwrap_or_default();
+    let before = got(net).len();
+    net.send(a, b, payload.to_vec());
+    net.run_until(net.net.now_ms() + 100);
+    let after = got(net);
+    after.len() == before + 1 && after.last().is_some_and(|(_, p)| p == payload)
+}
+
+#[test]
+fn a_step_two_with_junk_noise_from_anyone_leaves_the_live_session_working() {
+    let (mut net, a, b) = open_pair();
+    // Anyone can write the plaintext header; the Noise bytes are junk.
+    for (from, to) in [(a, b), (b, a)] {
+        for epoch in [0, 1, u64::MAX] {
+            let junk = frame::encode(&ChannelFrame {
+                version: frame::FRAME_VERSION,
+                from,
+                to,
+                body: FrameBody::Handshake {
+                    epoch,
+                    step: 2,
+                    noise: serde_bytes::ByteBuf::from(vec![7u8; 48]),
+                },
+            });
+            let now = net.net.now();
+            let out = net.nodes.get_mut(&to).unwrap().handle(&junk, now);
+            assert!(out.is_empty());
+        }
+    }
+    let handshakes_before = handshakes(&net);
+    assert!(arrives_at_once(&mut net, a, b, b"after junk"));
+    assert!(arrives_at_once(&mut net, b, a, b"and back"));
+    assert_eq!(
+        handshakes(&net),
+        handshakes_before,
+        "the junk tore a session down and a new handshake was needed"
+    );
+}
+
+/// Handshake frames sent so far.
+fn handshakes(net: &Net) -> usize {
+    net.seen_frames
+        .iter()
+        .filter(|(_, f)| {
+            matches!(
+                frame::decode(f).map(|f| f.body),
+                Ok(FrameBody::Handshake { .. })
+            )
+        })
+        .count()
+}
+
+#[test]
+fn a_replayed_step_one_does_not_replace_the_live_session() {
+    let (mut net, a, b) = open_pair();
+    let step_ones: Vec<(MemberId, Vec<u8>)> = net
+        .seen_frames
+        .iter()
+        .filter(|(_, f)| {
+            matches!(
+                frame::decode(f).map(|f| f.body),
+                Ok(FrameBody::Handshake { step: 1, .. })
+            )
+        })
+        .cloned()
+        .collect();
+    assert!(!step_ones.is_empty(), "the session began with a step 1");
+    // An eavesdropper replays every captured step 1, again and again.
+    for _ in 0..3 {
+        for (to, replayed) in &step_ones {
+            let now = net.net.now();
+            net.nodes.get_mut(to).unwrap().handle(replayed, now);
+        }
+        assert!(arrives_at_once(&mut net, a, b, b"still here"));
+        assert!(arrives_at_once(&mut net, b, a, b"and back"));
+    }
+}
+
+#[test]
+fn a_fresh_handshake_from_the_peer_takes_over_once_it_carries_data() {
+    let (mut net, a, b) = open_pair();
+    // `a` restarts: same keys, no session. Its new handshake is offered to `b`
+    // while `b`'s old session stays live, and replaces it with `a`'s first data.
+    let private = net.privates[&a].clone();
+    net.nodes.insert(
+        a,
+        Channels::new(a, private, &net.directory, ChannelConfig::default()),
+    );
+    net.send(a, b, b"after the restart".to_vec());
+    net.run_until(net.net.now_ms() + 1_000);
+    assert_eq!(net.delivered[&b].last().unwrap().1, b"after the restart");
+    assert!(arrives_at_once(&mut net, b, a, b"over the new session"));
 }

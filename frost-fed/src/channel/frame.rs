@@ -7,7 +7,7 @@ use serde_bytes::ByteBuf;
 use crate::roster::MemberId;
 
 /// Frame version this build speaks.
-pub const FRAME_VERSION: u16 = 1;
+pub const FRAME_VERSION: u16 = 2;
 
 /// Noise's largest message.
 pub const NOISE_MAX: usize = 65_535;

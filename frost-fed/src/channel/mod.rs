@@ -13,6 +13,24 @@
 //! arrived (cumulative plus the ones above), the sender retransmits with exponential
 //! backoff until acked or out of tries, and the receiver delivers each sequence
 //! number once. Buffers are bounded: a full send buffer refuses new messages.
+//!
+//! Who may change a session (the rules that keep a peer without keys, or a replayer,
+//! from tearing one down):
+//! - Only a handshake step 2 answering the step 1 we are waiting on is read; any
+//!   other step 2 changes nothing.
+//! - Noise KK's step 1 is authentic but carries no freshness from us, so it can be
+//!   replayed. A step 1 that arrives while a session is open only offers a
+//!   **candidate** session; the live one stays until an authentic data frame arrives
+//!   under the candidate, which only the initiator that read our step 2 can send. A
+//!   copy of a step 1 already answered is ignored (answering again would make keys
+//!   the initiator does not hold).
+//! - Sequence numbers belong to a sender's **incarnation**: a random number each
+//!   [`Channels`] draws when it starts, carried inside the handshake (step 1: epoch
+//!   and incarnation; step 2: incarnation). When a peer's incarnation changes (it
+//!   restarted), what was received from its previous incarnation is forgotten, so
+//!   its new sequence numbers are not mistaken for duplicates. A peer that only
+//!   opened a new session keeps its incarnation and its sequence numbers, so nothing
+//!   is delivered twice across sessions.
 
 pub mod frame;
 pub mod replay;
@@ -184,6 +202,13 @@ struct Peer {
     /// Highest contiguous sequence number received, and those above it.
     received_upto: u64,
     received_above: BTreeSet<u64>,
+    /// A session the peer offered while ours was open: it replaces ours only once an
+    /// authentic data frame arrives under it. A replayed handshake step 1 (Noise KK's
+    /// first message carries no freshness from us) thus never tears a live session
+    /// down.
+    candidate: Option<Candidate>,
+    /// The peer's incarnation that `received_upto` and `received_above` count.
+    incarnation: Option<u64>,
     /// Handshakes started since the last session opened.
     handshakes: u32,
     /// Data arrived since the last ack.
@@ -191,15 +216,33 @@ struct Peer {
     partial: BTreeMap<u64, (u16, BTreeMap<u16, Vec<u8>>)>,
 }
 
+/// A session the peer offered (epoch, keys, the peer's incarnation).
+type Candidate = (u64, Box<StatelessTransportState>, u64);
+
 impl Peer {
-    /// A session is open: unacked messages go again over it, at once.
-    fn open(&mut self, epoch: u64, transport: StatelessTransportState, now: Instant) {
+    /// A session is open with the peer's incarnation `incarnation`: unacked messages
+    /// go again over it, at once. A new incarnation restarts what we count as
+    /// received from the peer.
+    fn open(
+        &mut self,
+        epoch: u64,
+        transport: StatelessTransportState,
+        incarnation: u64,
+        now: Instant,
+    ) {
+        if self.incarnation != Some(incarnation) {
+            self.incarnation = Some(incarnation);
+            self.received_upto = 0;
+            self.received_above.clear();
+            self.partial.clear();
+        }
         self.session = Session::Open {
             epoch,
             transport: Box::new(transport),
             next_nonce: 0,
             replay: ReplayWindow::default(),
         };
+        self.candidate = None;
         self.handshakes = 0;
         for pending in self.unacked.values_mut() {
             pending.due = now;
@@ -213,6 +256,8 @@ pub struct Channels {
     noise_private: Vec<u8>,
     config: ChannelConfig,
     peers: BTreeMap<MemberId, Peer>,
+    /// This instance's incarnation: drawn at start, so a restart is told apart.
+    incarnation: u64,
 }
 
 impl Channels {
@@ -237,6 +282,8 @@ impl Channels {
                         unacked: BTreeMap::new(),
                         received_upto: 0,
                         received_above: BTreeSet::new(),
+                        candidate: None,
+                        incarnation: None,
                         handshakes: 0,
                         ack_due: false,
                         partial: BTreeMap::new(),
@@ -249,6 +296,7 @@ impl Channels {
             noise_private,
             config,
             peers,
+            incarnation: OsRng.next_u64(),
         }
     }
 
@@ -398,7 +446,11 @@ impl Channels {
         };
         let epoch = OsRng.next_u64();
         let mut buf = vec![0u8; frame::NOISE_MAX];
-        let Ok(len) = handshake.write_message(&epoch.to_be_bytes(), &mut buf) else {
+        let mut hello = [0u8; 16];
+        let (e, i) = hello.split_at_mut(8);
+        e.copy_from_slice(&epoch.to_be_bytes());
+        i.copy_from_slice(&self.incarnation.to_be_bytes());
+        let Ok(len) = handshake.write_message(&hello, &mut buf) else {
             return Vec::new();
         };
         buf.truncate(len);
@@ -505,6 +557,7 @@ impl Channels {
         now: Instant,
     ) -> Vec<ChannelOutput> {
         let me = self.me;
+        let own_incarnation = self.incarnation.to_be_bytes();
         let Some(peer) = self.peers.get_mut(&from) else {
             return Vec::new();
         };
@@ -515,6 +568,15 @@ impl Channels {
                 if matches!(peer.session, Session::Initiating { .. }) && me < from {
                     return Vec::new();
                 }
+                // A copy of a step 1 already answered: answering again would make
+                // other keys than the ones the initiator took from our first answer.
+                let current = match &peer.session {
+                    Session::Open { epoch, .. } => Some(*epoch),
+                    Session::None | Session::Initiating { .. } => None,
+                };
+                if current == Some(epoch) || peer.candidate.as_ref().map(|c| c.0) == Some(epoch) {
+                    return Vec::new();
+                }
                 let Some(mut handshake) = build(&self.noise_private, &peer.key.noise_public, false)
                 else {
                     return Vec::new();
@@ -522,17 +584,30 @@ impl Channels {
                 let Ok(len) = handshake.read_message(noise, &mut buf) else {
                     return Vec::new();
                 };
-                if buf.get(..len) != Some(&epoch.to_be_bytes()[..]) {
+                let Some((offered, incarnation)) = buf
+                    .get(..len)
+                    .and_then(|hello| hello.split_first_chunk::<8>())
+                    .and_then(|(e, i)| Some((*e, <[u8; 8]>::try_from(i).ok()?)))
+                else {
+                    return Vec::new();
+                };
+                if u64::from_be_bytes(offered) != epoch {
                     return Vec::new();
                 }
-                let Ok(len) = handshake.write_message(&[], &mut buf) else {
+                let incarnation = u64::from_be_bytes(incarnation);
+                let Ok(len) = handshake.write_message(&own_incarnation, &mut buf) else {
                     return Vec::new();
                 };
                 let Ok(transport) = handshake.into_stateless_transport_mode() else {
                     return Vec::new();
                 };
                 buf.truncate(len);
-                peer.open(epoch, transport, now);
+                let live = matches!(peer.session, Session::Open { .. });
+                if live {
+                    peer.candidate = Some((epoch, Box::new(transport), incarnation));
+                } else {
+                    peer.open(epoch, transport, incarnation, now);
+                }
                 let mut out = vec![transmit_frame(
                     me,
                     from,
@@ -542,10 +617,18 @@ impl Channels {
                         noise: ByteBuf::from(buf),
                     },
                 )];
-                out.extend(self.flush(from, now));
+                if !live {
+                    out.extend(self.flush(from, now));
+                }
                 out
             }
             2 => {
+                // Only an answer to the handshake we are waiting on is looked at: any
+                // other step 2 (forged, replayed, late) leaves every session as it is.
+                if !matches!(&peer.session, Session::Initiating { epoch: ours, .. } if *ours == epoch)
+                {
+                    return Vec::new();
+                }
                 let Session::Initiating {
                     epoch: ours,
                     handshake,
@@ -555,18 +638,24 @@ impl Channels {
                     return Vec::new();
                 };
                 let mut handshake = *handshake;
-                if ours != epoch || handshake.read_message(noise, &mut buf).is_err() {
+                let incarnation = handshake
+                    .read_message(noise, &mut buf)
+                    .ok()
+                    .and_then(|len| buf.get(..len))
+                    .and_then(|i| <[u8; 8]>::try_from(i).ok())
+                    .map(u64::from_be_bytes);
+                let Some(incarnation) = incarnation else {
                     peer.session = Session::Initiating {
                         epoch: ours,
                         handshake: Box::new(handshake),
                         sent: now,
                     };
                     return Vec::new();
-                }
+                };
                 let Ok(transport) = handshake.into_stateless_transport_mode() else {
                     return Vec::new();
                 };
-                peer.open(epoch, transport, now);
+                peer.open(epoch, transport, incarnation, now);
                 self.flush(from, now)
             }
             _ => Vec::new(),
@@ -586,20 +675,32 @@ impl Channels {
         let Some(peer) = self.peers.get_mut(&from) else {
             return Vec::new();
         };
-        let Session::Open {
-            epoch: ours,
-            transport,
-            replay,
-            ..
-        } = &mut peer.session
-        else {
-            return Vec::new();
-        };
-        if *ours != epoch {
-            return Vec::new();
-        }
         let mut plain = vec![0u8; ciphertext.len()];
-        let Ok(len) = transport.read_message(nonce, ciphertext, &mut plain) else {
+        let current = matches!(&peer.session, Session::Open { epoch: ours, .. } if *ours == epoch);
+        let len = if current {
+            let Session::Open { transport, .. } = &mut peer.session else {
+                return Vec::new();
+            };
+            let Ok(len) = transport.read_message(nonce, ciphertext, &mut plain) else {
+                return Vec::new();
+            };
+            len
+        } else {
+            // The first authentic frame under the session the peer offered: the peer
+            // completed that handshake, so it replaces ours.
+            let Some((_, transport, _)) = peer.candidate.as_ref().filter(|c| c.0 == epoch) else {
+                return Vec::new();
+            };
+            let Ok(len) = transport.read_message(nonce, ciphertext, &mut plain) else {
+                return Vec::new();
+            };
+            let Some((_, transport, incarnation)) = peer.candidate.take() else {
+                return Vec::new();
+            };
+            peer.open(epoch, *transport, incarnation, now);
+            len
+        };
+        let Session::Open { replay, .. } = &mut peer.session else {
             return Vec::new();
         };
         // Only an authentic frame moves the window, so forgeries cannot block nonces.

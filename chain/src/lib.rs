@@ -30,6 +30,8 @@
 
 pub mod block;
 pub mod burnchain;
+#[path = "../../overlay/src/codec.rs"]
+pub mod codec;
 pub mod mainstake;
 pub mod ops;
 pub mod pro_rata;

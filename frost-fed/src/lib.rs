@@ -16,6 +16,7 @@
 
 pub mod broadcast;
 pub mod channel;
+#[path = "../../overlay/src/codec.rs"]
 pub mod codec;
 pub mod curve;
 pub mod dkg;

@@ -310,7 +310,8 @@ fn a_step_two_with_junk_noise_from_anyone_leaves_the_live_session_working() {
                     step: 2,
                     noise: serde_bytes::ByteBuf::from(vec![7u8; 48]),
                 },
-            });
+            })
+            .unwrap();
             let now = net.net.now();
             let out = net.nodes.get_mut(&to).unwrap().handle(&junk, now);
             assert!(out.is_empty());

@@ -124,8 +124,13 @@ impl Sim {
             _ => {}
         }
         let extra_ms = if fault == Fault::Slow { 3_000 } else { 0 };
-        self.net
-            .send_with(from, to, message::encode(&msg), extra_ms, |_, _| {});
+        self.net.send_with(
+            from,
+            to,
+            message::encode(&msg).unwrap(),
+            extra_ms,
+            |_, _| {},
+        );
     }
 
     fn apply(&mut self, from: MemberId, outputs: Vec<SignOutput>) {

@@ -2,14 +2,17 @@
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of CBOR. The length
 //! is checked against the protocol's limit before a single body byte is read or a buffer
-//! is allocated, so an oversized frame costs the receiver four bytes. Every message type
-//! carries a version field; [`Versioned`] lets the decoder refuse unknown versions.
+//! is allocated, so an oversized frame costs the receiver four bytes. Bodies go through
+//! the one bounded codec ([`crate::codec`]): every message type carries a version
+//! field, and [`Versioned`] lets the decoder refuse unknown versions.
 
 use std::{io, marker::PhantomData};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{StreamProtocol, request_response};
 use serde::{Serialize, de::DeserializeOwned};
+
+use crate::codec::{self, CodecError};
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -53,17 +56,25 @@ impl FrameError {
     }
 }
 
-/// A message type with a version, checked after decoding.
-pub trait Versioned {
-    /// The version this build writes and accepts.
-    const VERSION: u16;
-    /// The version carried by this message.
-    fn version(&self) -> u16;
+pub use crate::codec::Versioned;
+
+impl From<CodecError> for FrameError {
+    fn from(error: CodecError) -> FrameError {
+        match error {
+            CodecError::TooLarge { len, limit } => FrameError::TooLarge { len, limit },
+            CodecError::Undecodable(reason) | CodecError::Encode(reason) => {
+                FrameError::Undecodable(reason)
+            }
+            CodecError::UnsupportedVersion { found, supported } => {
+                FrameError::UnsupportedVersion { found, supported }
+            }
+        }
+    }
 }
 
 /// Encodes `msg` as a CBOR body (no length prefix).
 pub fn encode_body<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    serde_cbor::to_vec(msg).map_err(|e| FrameError::Undecodable(e.to_string()))
+    Ok(codec::encode(msg)?)
 }
 
 /// Decodes a CBOR body of at most `limit` bytes and checks its version.
@@ -71,21 +82,7 @@ pub fn decode_body<T: DeserializeOwned + Versioned>(
     bytes: &[u8],
     limit: usize,
 ) -> Result<T, FrameError> {
-    if bytes.len() > limit {
-        return Err(FrameError::TooLarge {
-            len: bytes.len(),
-            limit,
-        });
-    }
-    let msg: T =
-        serde_cbor::from_slice(bytes).map_err(|e| FrameError::Undecodable(e.to_string()))?;
-    if msg.version() != T::VERSION {
-        return Err(FrameError::UnsupportedVersion {
-            found: msg.version(),
-            supported: T::VERSION,
-        });
-    }
-    Ok(msg)
+    Ok(codec::decode(bytes, limit)?)
 }
 
 /// Encodes `msg` as one frame: length prefix and CBOR body.

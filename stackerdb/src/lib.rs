@@ -23,6 +23,8 @@
 
 pub mod chunk;
 pub mod clock;
+#[path = "../../overlay/src/codec.rs"]
+pub mod codec;
 pub mod db;
 pub mod order;
 pub mod policy;

@@ -9,7 +9,7 @@ use bitcoin::secp256k1::{Keypair, Message, SECP256K1};
 use serde_bytes::ByteBuf;
 
 use super::{
-    Block, ChainState, Header, SIGNER_SHARES, TermContext, Tx,
+    BLOCK_VERSION, Block, ChainState, Header, SIGNER_SHARES, TermContext, Tx,
     fees::pay_fees,
     state::Working,
     tx_root,
@@ -44,6 +44,7 @@ pub fn block(
         time: 0,
     };
     let unsigned = Block {
+        version: BLOCK_VERSION,
         header: header.clone(),
         txs,
         signers: ByteBuf::from(bitmap.clone()),
@@ -67,6 +68,7 @@ pub fn block(
     let message = Message::from_digest(Block::signing_message(&header, &bitmap));
     let sign = |k: &Keypair| ByteBuf::from(SECP256K1.sign_schnorr(&message, k).as_ref().to_vec());
     let block = Block {
+        version: BLOCK_VERSION,
         producer_signature: sign(producer),
         stacker_signature: stacker.map(sign),
         signers: ByteBuf::from(bitmap),

@@ -1,7 +1,7 @@
 //! Why a block is refused: one typed reason per rule, with the values involved, so a
 //! caller can tell a wrong nonce from an insufficient balance.
 
-use crate::tenure_change::Cause;
+use crate::{codec::CodecError, tenure_change::Cause};
 
 use super::SIGNING_THRESHOLD;
 
@@ -14,6 +14,14 @@ pub enum BlockError {
     /// Not a block.
     #[error("undecodable block: {0}")]
     Undecodable(String),
+    /// A block or transaction of another wire version.
+    #[error("unsupported version {found}, this build speaks {supported}")]
+    UnsupportedVersion {
+        /// Its version.
+        found: u16,
+        /// This build's.
+        supported: u16,
+    },
     /// It does not build on the tip.
     #[error("parent is not the tip")]
     WrongParent,
@@ -190,4 +198,18 @@ pub enum FeeError {
     /// The carried fees would overflow.
     #[error("the carried fees overflow")]
     CarriedOverflows,
+}
+
+impl From<CodecError> for BlockError {
+    fn from(error: CodecError) -> BlockError {
+        match error {
+            CodecError::TooLarge { len, .. } => BlockError::TooLarge(len),
+            CodecError::Undecodable(reason) | CodecError::Encode(reason) => {
+                BlockError::Undecodable(reason)
+            }
+            CodecError::UnsupportedVersion { found, supported } => {
+                BlockError::UnsupportedVersion { found, supported }
+            }
+        }
+    }
 }

@@ -52,6 +52,8 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
+use crate::codec::{self, Versioned};
+
 /// Signer shares in a producer group.
 pub const SIGNER_SHARES: usize = 100;
 
@@ -60,6 +62,9 @@ pub const SIGNING_THRESHOLD: u32 = 67;
 
 /// Largest encoded block accepted.
 pub const MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Wire version of blocks, and of transactions on their own ([`Tx::to_bytes`]).
+pub const BLOCK_VERSION: u16 = 1;
 
 /// A 32-byte hash.
 pub type Hash = [u8; 32];
@@ -105,6 +110,8 @@ impl Header {
 /// A block.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Block {
+    /// Wire version ([`BLOCK_VERSION`]).
+    pub version: u16,
     /// The header.
     pub header: Header,
     /// The transactions.
@@ -155,17 +162,20 @@ impl Block {
         self.signers.iter().map(|b| b.count_ones()).sum()
     }
 
-    /// Encodes the block. Serialising a block into memory does not fail; if it ever
-    /// did, the error says so rather than empty bytes being stored or sent.
+    /// Encodes the block ([`crate::codec`]).
     pub fn to_bytes(&self) -> Result<Vec<u8>, BlockError> {
-        serde_cbor::to_vec(self).map_err(|e| BlockError::Undecodable(e.to_string()))
+        Ok(codec::encode(self)?)
     }
 
-    /// Decodes a block, checking its size first.
+    /// Decodes a block of at most [`MAX_BLOCK_BYTES`] and of this build's version.
     pub fn from_bytes(bytes: &[u8]) -> Result<Block, BlockError> {
-        if bytes.len() > MAX_BLOCK_BYTES {
-            return Err(BlockError::TooLarge(bytes.len()));
-        }
-        serde_cbor::from_slice(bytes).map_err(|e| BlockError::Undecodable(e.to_string()))
+        Ok(codec::decode(bytes, MAX_BLOCK_BYTES)?)
+    }
+}
+
+impl Versioned for Block {
+    const VERSION: u16 = BLOCK_VERSION;
+    fn version(&self) -> u16 {
+        self.version
     }
 }

@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
-use super::{BlockError, Hash};
-use crate::tenure_change::TenureChange;
+use super::{BLOCK_VERSION, BlockError, Hash};
+use crate::{
+    codec::{self, Versioned},
+    tenure_change::TenureChange,
+};
 
 /// Largest encoded transaction accepted on its own.
 pub const MAX_TX_BYTES: usize = 64 * 1024;
@@ -99,13 +102,34 @@ pub enum Tx {
     TenureChange(TenureChange),
 }
 
+/// A transaction on its own on the wire (the mempool, the HTTP API): its version,
+/// then the transaction. Inside a block, the block's version covers its transactions.
+#[derive(Serialize, Deserialize)]
+struct TxEnvelope {
+    version: u16,
+    tx: Tx,
+}
+
+impl Versioned for TxEnvelope {
+    const VERSION: u16 = BLOCK_VERSION;
+    fn version(&self) -> u16 {
+        self.version
+    }
+}
+
 impl Tx {
-    /// Decodes a transaction, checking its size first.
+    /// Encodes a transaction on its own, with its version ([`crate::codec`]).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, BlockError> {
+        Ok(codec::encode(&TxEnvelope {
+            version: BLOCK_VERSION,
+            tx: self.clone(),
+        })?)
+    }
+
+    /// Decodes a transaction of at most [`MAX_TX_BYTES`] and of this build's version.
     pub fn from_bytes(bytes: &[u8]) -> Result<Tx, BlockError> {
-        if bytes.len() > MAX_TX_BYTES {
-            return Err(BlockError::TooLarge(bytes.len()));
-        }
-        serde_cbor::from_slice(bytes).map_err(|e| BlockError::Undecodable(e.to_string()))
+        let envelope: TxEnvelope = codec::decode(bytes, MAX_TX_BYTES)?;
+        Ok(envelope.tx)
     }
 
     /// The transaction's id: a double SHA-256 of its canonical fields, each of fixed

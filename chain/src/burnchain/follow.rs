@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use super::regtest::{RegtestChain, RegtestError};
+use crate::codec::{self, CodecError, Versioned};
 
 /// How often a follower asks a neighbour whether it holds more blocks.
 pub const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(2);
@@ -54,23 +55,33 @@ const MAX_FETCH_REQUEST_BYTES: usize = MAX_LOCATOR * 40 + 64;
 /// Largest fetch answer: [`MAX_FETCH_BYTES`] of blocks with their framing.
 const MAX_FETCH_RESPONSE_BYTES: usize = MAX_FETCH_BYTES + 64 * 1024;
 
-/// Decodes a fetch message of at most `limit` bytes.
-fn decode_fetch<T: serde::de::DeserializeOwned>(
+/// Decodes a fetch message of at most `limit` bytes and of this build's version.
+fn decode_fetch<T: serde::de::DeserializeOwned + Versioned>(
     body: &[u8],
     limit: usize,
     what: &'static str,
 ) -> Result<T, BurnError> {
-    if body.len() > limit {
-        return Err(BurnError::TooLarge {
-            what,
-            len: body.len(),
-            limit,
-        });
-    }
-    serde_cbor::from_slice(body).map_err(|e| BurnError::Undecodable {
-        what,
-        reason: e.to_string(),
+    codec::decode(body, limit).map_err(|error| match error {
+        CodecError::TooLarge { len, limit } => BurnError::TooLarge { what, len, limit },
+        CodecError::UnsupportedVersion { found, .. } => BurnError::Version(found),
+        CodecError::Undecodable(reason) | CodecError::Encode(reason) => {
+            BurnError::Undecodable { what, reason }
+        }
     })
+}
+
+impl Versioned for FetchRequest {
+    const VERSION: u16 = FETCH_VERSION;
+    fn version(&self) -> u16 {
+        self.version
+    }
+}
+
+impl Versioned for FetchResponse {
+    const VERSION: u16 = FETCH_VERSION;
+    fn version(&self) -> u16 {
+        self.version
+    }
 }
 
 /// Why a burn block or fetch message was not used.
@@ -282,16 +293,13 @@ impl BurnSync {
                 .map(|h| ByteBuf::from(h.to_byte_array().to_vec()))
                 .collect(),
         };
-        serde_cbor::to_vec(&request).map_err(|e| BurnError::Encode(e.to_string()))
+        codec::encode(&request).map_err(|e| BurnError::Encode(e.to_string()))
     }
 
     /// Answers a peer's fetch request: our best chain's blocks after the highest
     /// locator hash we hold, up to [`MAX_FETCH_BYTES`].
     pub fn answer_fetch(&self, body: &[u8]) -> Result<Vec<u8>, BurnError> {
         let request: FetchRequest = decode_fetch(body, MAX_FETCH_REQUEST_BYTES, "fetch request")?;
-        if request.version != FETCH_VERSION {
-            return Err(BurnError::Version(request.version));
-        }
         if request.locator.len() > MAX_LOCATOR {
             return Err(BurnError::LocatorTooLong(request.locator.len()));
         }
@@ -319,7 +327,7 @@ impl BurnSync {
             }
             blocks.push(ByteBuf::from(bytes));
         }
-        serde_cbor::to_vec(&FetchResponse {
+        codec::encode(&FetchResponse {
             version: FETCH_VERSION,
             blocks,
         })

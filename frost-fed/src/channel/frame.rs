@@ -95,11 +95,11 @@ impl crate::codec::Versioned for ChannelFrame {
 pub const MAX_FRAME_BYTES: usize = NOISE_MAX + 512;
 
 /// Encodes a frame.
-pub fn encode(frame: &ChannelFrame) -> Vec<u8> {
+pub fn encode(frame: &ChannelFrame) -> Result<Vec<u8>, crate::codec::CodecError> {
     crate::codec::encode(frame)
 }
 
 /// Decodes a frame, checking its size first.
-pub fn decode(bytes: &[u8]) -> Result<ChannelFrame, crate::codec::DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<ChannelFrame, crate::codec::CodecError> {
     crate::codec::decode(bytes, MAX_FRAME_BYTES)
 }

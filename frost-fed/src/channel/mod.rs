@@ -802,13 +802,17 @@ fn build(private: &[u8], remote: &[u8; 32], initiator: bool) -> Option<Handshake
 }
 
 fn transmit_frame(from: MemberId, to: MemberId, body: FrameBody) -> ChannelOutput {
-    ChannelOutput::Transmit {
+    let frame = ChannelFrame {
+        version: frame::FRAME_VERSION,
+        from,
         to,
-        frame: frame::encode(&ChannelFrame {
-            version: frame::FRAME_VERSION,
-            from,
+        body,
+    };
+    match frame::encode(&frame) {
+        Ok(frame) => ChannelOutput::Transmit { to, frame },
+        Err(error) => ChannelOutput::Undeliverable {
             to,
-            body,
-        }),
+            reason: error.to_string(),
+        },
     }
 }

@@ -89,11 +89,11 @@ impl crate::codec::Versioned for DkgMessage {
 }
 
 /// Encodes a message.
-pub fn encode(msg: &DkgMessage) -> Vec<u8> {
+pub fn encode(msg: &DkgMessage) -> Result<Vec<u8>, crate::codec::CodecError> {
     crate::codec::encode(msg)
 }
 
 /// Decodes a message, checking its size first.
-pub fn decode(bytes: &[u8]) -> Result<DkgMessage, crate::codec::DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<DkgMessage, crate::codec::CodecError> {
     crate::codec::decode(bytes, MAX_DKG_MESSAGE_BYTES)
 }

@@ -73,11 +73,11 @@ impl crate::codec::Versioned for SignMessage {
 }
 
 /// Encodes a message.
-pub fn encode(msg: &SignMessage) -> Vec<u8> {
+pub fn encode(msg: &SignMessage) -> Result<Vec<u8>, crate::codec::CodecError> {
     crate::codec::encode(msg)
 }
 
 /// Decodes a message, checking its size first.
-pub fn decode(bytes: &[u8]) -> Result<SignMessage, crate::codec::DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<SignMessage, crate::codec::CodecError> {
     crate::codec::decode(bytes, MAX_SIGN_MESSAGE_BYTES)
 }

@@ -745,21 +745,25 @@ impl<V: Validator> Signing<V> {
                 // coordinator need not verify its own record again.
                 let signers =
                     SignerSet::of(record.shares.iter().map(|(n, _)| *n).collect(), &key.roster);
-                vec![
-                    SignOutput::Broadcast(SignMessage {
+                let mut out = Vec::new();
+                // A record that cannot be encoded is not sent (members then learn of
+                // the signature by their own sessions); it is still ours.
+                if let Ok(bytes) = record.to_bytes() {
+                    out.push(SignOutput::Broadcast(SignMessage {
                         version: message::SIGN_VERSION,
                         request: id,
                         coordinator: key.member,
                         body: SignBody::Done {
-                            record: ByteBuf::from(record.to_bytes()),
+                            record: ByteBuf::from(bytes),
                         },
-                    }),
-                    SignOutput::Signed {
-                        request: id,
-                        record,
-                        signers,
-                    },
-                ]
+                    }));
+                }
+                out.push(SignOutput::Signed {
+                    request: id,
+                    record,
+                    signers,
+                });
+                out
             }
             Err(err) => {
                 let culprits: BTreeSet<MemberId> = err

@@ -128,8 +128,8 @@ impl SignatureRecord {
     }
 
     /// Encodes the record.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        serde_cbor::to_vec(self).unwrap_or_default()
+    pub fn to_bytes(&self) -> Result<Vec<u8>, RecordError> {
+        serde_cbor::to_vec(self).map_err(|e| RecordError::Malformed(e.to_string()))
     }
 
     /// Decodes a record.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     chunk::Chunk,
     clock::{ClockDigest, PartialClock, SlotClock},
+    codec::{self, CodecError, Versioned},
     db::DbId,
 };
 
@@ -43,6 +44,13 @@ pub enum SyncBody {
     Pull(Vec<u32>),
     /// Chunks, answering a pull or pushed to a lagging peer.
     Chunks(Vec<Chunk>),
+}
+
+impl Versioned for SyncMessage {
+    const VERSION: u16 = SYNC_VERSION;
+    fn version(&self) -> u16 {
+        self.version
+    }
 }
 
 impl SyncMessage {
@@ -85,53 +93,25 @@ pub fn check_announcement(data: &[u8]) -> Result<SyncMessage, SyncDecodeError> {
     Ok(msg)
 }
 
-/// Why a decoded sync message is unusable.
+/// Why bytes are not a usable sync message.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SyncDecodeError {
-    /// Longer than allowed.
-    #[error("sync message of {len} bytes exceeds {limit}")]
-    TooLarge {
-        /// Its length.
-        len: usize,
-        /// The bound.
-        limit: usize,
-    },
-    /// Not CBOR of a sync message.
-    #[error("undecodable sync message: {0}")]
-    Undecodable(String),
-    /// Another version.
-    #[error("sync message version {0} is not spoken here")]
-    Version(u16),
+    /// Too large, undecodable or of another version.
+    #[error("sync message: {0}")]
+    Codec(#[from] CodecError),
     /// Another kind of message on the announcements topic.
     #[error("not an announcement")]
     NotAnAnnouncement,
 }
 
-/// Encodes a message. Serialising these types into memory does not fail; if it ever
-/// did, the error says so rather than empty bytes going on the wire.
-pub fn encode(msg: &SyncMessage) -> Result<Vec<u8>, SyncEncodeError> {
-    serde_cbor::to_vec(msg).map_err(|e| SyncEncodeError(e.to_string()))
+/// Encodes a message.
+pub fn encode(msg: &SyncMessage) -> Result<Vec<u8>, CodecError> {
+    codec::encode(msg)
 }
-
-/// Encoding a sync message failed.
-#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
-#[error("encoding a sync message failed: {0}")]
-pub struct SyncEncodeError(pub String);
 
 /// Decodes a message of at most `limit` bytes.
 pub fn decode(bytes: &[u8], limit: usize) -> Result<SyncMessage, SyncDecodeError> {
-    if bytes.len() > limit {
-        return Err(SyncDecodeError::TooLarge {
-            len: bytes.len(),
-            limit,
-        });
-    }
-    let msg: SyncMessage =
-        serde_cbor::from_slice(bytes).map_err(|e| SyncDecodeError::Undecodable(e.to_string()))?;
-    if msg.version != SYNC_VERSION {
-        return Err(SyncDecodeError::Version(msg.version));
-    }
-    Ok(msg)
+    Ok(codec::decode(bytes, limit)?)
 }
 
 #[cfg(test)]
@@ -146,11 +126,11 @@ mod tests {
         assert_eq!(decode(&bytes, 1024), Ok(msg));
         assert!(matches!(
             decode(&bytes, 4),
-            Err(SyncDecodeError::TooLarge { .. })
+            Err(SyncDecodeError::Codec(CodecError::TooLarge { .. }))
         ));
         assert!(matches!(
             decode(&[0xff, 0x00], 1024),
-            Err(SyncDecodeError::Undecodable(_))
+            Err(SyncDecodeError::Codec(CodecError::Undecodable(_)))
         ));
         assert_eq!(
             check_announcement(&bytes),

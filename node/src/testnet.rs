@@ -163,14 +163,14 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
 
     // The miner stops; every node gets a moment to reach its tip.
     let _ = mining_tx.send(false);
+    // The summary reports the view that ended the wait: gathering again could catch a
+    // block the miner finished as it stopped, before anyone could follow it.
     let settle_until = Instant::now() + BURN_SETTLE;
-    while !interrupted && Instant::now() < settle_until {
-        if NetView::gather(&handles, &progress).await.burn_tip_nodes() == options.nodes {
-            break;
-        }
+    let mut view = NetView::gather(&handles, &progress).await;
+    while !interrupted && Instant::now() < settle_until && view.burn_tip_nodes() != options.nodes {
         tokio::time::sleep(Duration::from_millis(100)).await;
+        view = NetView::gather(&handles, &progress).await;
     }
-    let view = NetView::gather(&handles, &progress).await;
     let end_rss = rss();
     let bytes_out: u64 = handles
         .iter()

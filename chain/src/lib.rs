@@ -28,6 +28,14 @@
 //! [`burnchain::bitcoind`], an adapter the node calls to read a bitcoind; the node
 //! carries everything else over the overlay.
 
+// Consensus code: no unchecked indexing and no arithmetic that can overflow, wrap
+// or panic, outside tests (Lighthouse's rule for state processing). Amounts use
+// checked arithmetic; counters that cannot reach their bound say why.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 pub mod block;
 pub mod burnchain;
 #[path = "../../overlay/src/codec.rs"]

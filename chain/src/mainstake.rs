@@ -43,7 +43,8 @@ pub struct Ticket {
 impl Ticket {
     /// Lottery weight at burn height `height`: value × blocks left before the lock.
     pub fn weight(&self, height: u64) -> u128 {
-        u128::from(self.value) * u128::from(self.lock_height.saturating_sub(height))
+        // Two 64-bit factors cannot overflow 128 bits.
+        u128::from(self.value).saturating_mul(u128::from(self.lock_height.saturating_sub(height)))
     }
 }
 
@@ -57,7 +58,11 @@ pub fn winner<'a>(
 ) -> Option<&'a Ticket> {
     let mut ordered: Vec<&Ticket> = tickets.iter().filter(|t| t.weight(height) > 0).collect();
     ordered.sort_by_key(|t| t.outpoint);
-    let total: u128 = ordered.iter().map(|t| t.weight(height)).sum();
+    // Bitcoin amounts and heights keep real weights far below 2^128; a sum that
+    // would overflow draws no winner rather than a wrong one.
+    let total = ordered
+        .iter()
+        .try_fold(0u128, |sum, t| sum.checked_add(t.weight(height)))?;
     if total == 0 {
         return None;
     }
@@ -67,16 +72,17 @@ pub fn winner<'a>(
     seed.update(sidechain);
     let mut rng = ChaCha12Rng::from_seed(seed.finalize().into());
     // A uniform draw below `total`, without modulo bias.
-    let zone = u128::MAX - u128::MAX % total;
+    let zone = u128::MAX.checked_sub(u128::MAX.checked_rem(total)?)?;
     let draw = loop {
         let v = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
         if v < zone {
-            break v % total;
+            break v.checked_rem(total)?;
         }
     };
     let mut acc = 0u128;
     ordered.into_iter().find(|t| {
-        acc += t.weight(height);
+        // Cannot overflow: the running sum stays below `total`.
+        acc = acc.saturating_add(t.weight(height));
         draw < acc
     })
 }

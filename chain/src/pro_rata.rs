@@ -17,23 +17,27 @@ pub fn pro_rata(total: u64, weights: &[u64]) -> Vec<u64> {
         }
         return parts;
     }
+    // `sum` is not zero here. Each exact share total × w is below 2^128 (two 64-bit
+    // factors), its floor division by `sum` ≥ w is at most `total`, and the floors add
+    // up to at most `total`: none of the arithmetic below can overflow.
     let mut parts = Vec::with_capacity(weights.len());
     let mut remainders = Vec::with_capacity(weights.len());
     for (i, w) in weights.iter().enumerate() {
-        let exact = u128::from(total) * u128::from(*w);
-        parts.push((exact / sum) as u64);
-        remainders.push((exact % sum, i));
+        let exact = u128::from(total).saturating_mul(u128::from(*w));
+        let floor = exact.checked_div(sum).unwrap_or(0);
+        parts.push(u64::try_from(floor).unwrap_or(total));
+        remainders.push((exact.checked_rem(sum).unwrap_or(0), i));
     }
-    let given: u64 = parts.iter().sum();
-    let mut left = total - given;
+    let given = parts.iter().fold(0u64, |a, p| a.saturating_add(*p));
+    let mut left = total.saturating_sub(given);
     remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     for (_, i) in remainders {
         if left == 0 {
             break;
         }
         if let Some(part) = parts.get_mut(i) {
-            *part += 1;
-            left -= 1;
+            *part = part.saturating_add(1);
+            left = left.saturating_sub(1);
         }
     }
     parts

@@ -29,10 +29,12 @@ pub struct FeeSplit {
 
 /// Splits `fees` of a block among the spends of the producers that signed it.
 pub fn block_fees(fees: u64, signer_spends: &[u64]) -> FeeSplit {
-    let now = (u128::from(fees) * u128::from(FEES_NOW_PERCENT) / 100) as u64;
+    // 40% of a u64 fits in a u64 and is at most `fees`.
+    let now = u128::from(fees).saturating_mul(u128::from(FEES_NOW_PERCENT)) / 100;
+    let now = u64::try_from(now).unwrap_or(fees).min(fees);
     FeeSplit {
         signers: pro_rata(now, signer_spends),
-        next_term: fees - now,
+        next_term: fees.saturating_sub(now),
     }
 }
 

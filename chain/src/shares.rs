@@ -49,12 +49,16 @@ impl Assignment {
 }
 
 /// A uniform index below `n` (rejection sampling, no modulo bias).
+/// `n` must not be zero (0 is returned for it).
 fn below(rng: &mut ChaCha12Rng, n: u64) -> u64 {
-    let zone = u64::MAX - u64::MAX % n;
+    let Some(rem) = u64::MAX.checked_rem(n) else {
+        return 0;
+    };
+    let zone = u64::MAX.saturating_sub(rem);
     loop {
         let v = rng.next_u64();
         if v < zone {
-            return v % n;
+            return v.checked_rem(n).unwrap_or(0);
         }
     }
 }
@@ -72,7 +76,8 @@ pub fn assign(producers: &[Producer], seed: [u8; 32]) -> Assignment {
     let mut rng = ChaCha12Rng::from_seed(seed);
     for run in ranked.chunk_by_mut(|a, b| a.0 == b.0) {
         for i in (1..run.len()).rev() {
-            let j = below(&mut rng, i as u64 + 1) as usize;
+            let bound = u64::try_from(i).unwrap_or(u64::MAX).saturating_add(1);
+            let j = usize::try_from(below(&mut rng, bound)).unwrap_or(0);
             run.swap(i, j);
         }
     }
@@ -96,7 +101,7 @@ pub fn assign(producers: &[Producer], seed: [u8; 32]) -> Assignment {
     if g > 0 {
         for _round in 0..g {
             for (producer, count) in order.iter().zip(&ascending) {
-                for _ in 0..count / g {
+                for _ in 0..count.checked_div(g).unwrap_or(0) {
                     signer_slots.push(*producer);
                 }
             }
@@ -115,5 +120,8 @@ pub fn assign(producers: &[Producer], seed: [u8; 32]) -> Assignment {
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    match a.checked_rem(b) {
+        Some(r) => gcd(b, r),
+        None => a,
+    }
 }

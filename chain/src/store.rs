@@ -211,7 +211,8 @@ impl ChainStore {
         let mut state = self.state.clone();
         let mut batch = sled::Batch::default();
         let mut dropped = Vec::new();
-        for h in (height + 1..=self.state.height).rev() {
+        // `height` is below the tip here, so `height + 1` cannot overflow.
+        for h in (height.saturating_add(1)..=self.state.height).rev() {
             let hb = h.to_be_bytes();
             let block = self
                 .block_at(h)?
@@ -272,7 +273,7 @@ impl ChainStore {
         if held != Some(hash) {
             return Err(StoreError::AnnouncedBlockMissing { height, hash });
         }
-        match self.block_at(height + 1)? {
+        match self.block_at(height.saturating_add(1))? {
             Some(next) if next.header.term < term => self.rewind_to(height),
             _ => Ok(Vec::new()),
         }
@@ -280,7 +281,7 @@ impl ChainStore {
 }
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + rest.len());
+    let mut k = Vec::with_capacity(rest.len().saturating_add(1));
     k.push(prefix);
     k.extend_from_slice(rest);
     k

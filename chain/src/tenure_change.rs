@@ -87,7 +87,7 @@ pub struct TenureChange {
 impl TenureChange {
     /// The wire form.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(182 + self.signers.len().div_ceil(8));
+        let mut out = Vec::with_capacity(self.signers.len().div_ceil(8).saturating_add(182));
         out.extend_from_slice(&self.tenure_consensus_hash);
         out.extend_from_slice(&self.previous_tenure_consensus_hash);
         out.extend_from_slice(&self.burn_view_consensus_hash);
@@ -145,7 +145,7 @@ impl TenureChange {
             .get(..len)
             .ok_or(TenureChangeError::Truncated("signers"))?;
         if rest.len() > len {
-            return Err(TenureChangeError::Trailing(rest.len() - len));
+            return Err(TenureChangeError::Trailing(rest.len().saturating_sub(len)));
         }
         let signers = (0..count as usize)
             .map(|i| bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))

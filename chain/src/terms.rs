@@ -44,9 +44,12 @@ impl Terms {
     }
 
     /// Burn heights of term `term`.
+    /// (Saturating: a term past the end of `u64` heights is empty.)
     pub fn heights(&self, term: u64) -> std::ops::Range<u64> {
-        let start = self.first_burn_height + term * self.length;
-        start..start + self.length
+        let start = self
+            .first_burn_height
+            .saturating_add(term.saturating_mul(self.length));
+        start..start.saturating_add(self.length)
     }
 
     /// The term whose enrollments choose the producers of `term` (N-2).
@@ -108,14 +111,21 @@ pub fn select(
         .values()
         .map(|c| Producer {
             producer: c.producer,
-            weight: c.spent + credit.get(&c.producer).copied().unwrap_or(Amount::ZERO),
+            // Saturating: a weight at the top of the range still ranks first.
+            weight: c
+                .spent
+                .checked_add(credit.get(&c.producer).copied().unwrap_or(Amount::ZERO))
+                .unwrap_or(Amount::MAX),
             txid: c.txid,
         })
         .collect();
     ranked.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.txid.cmp(&b.txid)));
     let beyond = ranked.split_off(ranked.len().min(MAX_PRODUCERS));
-    let total: u128 = ranked.iter().map(|p| u128::from(p.weight.to_sat())).sum();
-    let bound = total * u128::from(min_share_bps) / 10_000;
+    // At most 100 weights of 64 bits: the sum and the product fit in 128 bits.
+    let total = ranked.iter().fold(0u128, |sum, p| {
+        sum.saturating_add(u128::from(p.weight.to_sat()))
+    });
+    let bound = total.saturating_mul(u128::from(min_share_bps)) / 10_000;
     let (producers, below): (Vec<Producer>, Vec<Producer>) = ranked
         .into_iter()
         .partition(|p| u128::from(p.weight.to_sat()) >= bound);

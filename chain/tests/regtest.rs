@@ -161,3 +161,140 @@ fn a_longer_branch_reorgs_and_the_dropped_enrollment_returns_to_the_mempool() {
     let hash = rival.mine(&w.script(), 1_700_005_000);
     assert_eq!(rival.block(&hash).unwrap().txdata[1], tx);
 }
+
+/// A transaction from `w` spending `spends` (its outputs on `chain`) into `outputs`,
+/// signed: the attacker owns the coins, so only the chain's rules can stop it.
+fn spend(
+    chain: &RegtestChain,
+    w: &Wallet,
+    spends: &[bitcoin::OutPoint],
+    outputs: Vec<bitcoin::TxOut>,
+) -> Transaction {
+    let mut tx = Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: spends
+            .iter()
+            .map(|op| bitcoin::TxIn {
+                previous_output: *op,
+                ..Default::default()
+            })
+            .collect(),
+        output: outputs,
+    };
+    let prevouts: Vec<bitcoin::TxOut> = spends
+        .iter()
+        .map(|op| chain.utxo(op).unwrap().clone())
+        .collect();
+    w.sign(&mut tx, &prevouts).unwrap();
+    tx
+}
+
+fn pay_to(w: &Wallet, sats: u64) -> bitcoin::TxOut {
+    bitcoin::TxOut {
+        value: Amount::from_sat(sats),
+        script_pubkey: w.script(),
+    }
+}
+
+/// `chain` accepts a block mined on it by someone else (the honest chain goes on).
+fn goes_on(chain: &mut RegtestChain) {
+    let mut miner = chain.clone();
+    let hash = miner.mine(&wallet(9).script(), 1_800_000_000);
+    chain.accept(miner.block(&hash).unwrap().clone()).unwrap();
+    assert_eq!(chain.tip(), hash);
+}
+
+#[test]
+fn a_peer_block_whose_coinbase_outputs_overflow_is_refused_and_the_chain_goes_on() {
+    let mut chain = RegtestChain::new();
+    let greedy = {
+        let mut cb = coinbase(1, &wallet(1).script(), Amount::from_sat(u64::MAX));
+        cb.output.push(pay_to(&wallet(1), 2));
+        cb
+    };
+    // Summing these panicked; now the money range refuses them.
+    let block = seal(chain.tip(), vec![greedy], 1_700_000_000);
+    assert!(matches!(
+        chain.accept(block),
+        Err(RegtestError::Malformed(_))
+    ));
+    assert_eq!(chain.height(), 0);
+    goes_on(&mut chain);
+}
+
+#[test]
+fn spending_one_coin_twice_in_a_transaction_is_refused() {
+    let w = wallet(1);
+    let mut chain = funded(&w);
+    let coin = chain.utxos_of(&w.script())[0].0;
+    // Counting the 50 BTC input twice would let the owner make 100 BTC.
+    let doubled = spend(
+        &chain,
+        &w,
+        &[coin, coin],
+        vec![pay_to(&w, 99 * 100_000_000)],
+    );
+    assert_eq!(
+        chain.submit(doubled.clone()),
+        Err(RegtestError::Malformed(
+            tenure_chain::burnchain::regtest::TxFault::DuplicateInput(1)
+        ))
+    );
+    let block = seal(
+        chain.tip(),
+        vec![coinbase(101, &w.script(), subsidy(101)), doubled],
+        1_700_000_500,
+    );
+    assert!(chain.accept(block).is_err());
+    goes_on(&mut chain);
+    // The coin is still there, and spends once.
+    let once = spend(&chain, &w, &[coin], vec![pay_to(&w, 49 * 100_000_000)]);
+    chain.submit(once).unwrap();
+}
+
+#[test]
+fn outputs_that_wrap_a_sum_or_leave_the_money_range_are_refused() {
+    use tenure_chain::burnchain::regtest::TxFault;
+    let w = wallet(1);
+    let mut chain = funded(&w);
+    let coin = chain.utxos_of(&w.script())[0].0;
+    // u64::MAX + 2 wraps to 1 sat in a release build: 50 BTC in, "1 sat" out.
+    let wrapping = spend(
+        &chain,
+        &w,
+        &[coin],
+        vec![pay_to(&w, u64::MAX), pay_to(&w, 2)],
+    );
+    assert_eq!(
+        chain.submit(wrapping),
+        Err(RegtestError::Malformed(TxFault::OutputOutOfRange(0)))
+    );
+    let past_range = spend(
+        &chain,
+        &w,
+        &[coin],
+        vec![
+            pay_to(&w, 20_000_000 * 100_000_000),
+            pay_to(&w, 2_000_000 * 100_000_000),
+        ],
+    );
+    assert_eq!(
+        chain.submit(past_range),
+        Err(RegtestError::Malformed(TxFault::TotalOutOfRange))
+    );
+    let no_inputs = Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![],
+        output: vec![pay_to(&w, 0)],
+    };
+    assert_eq!(
+        chain.submit(no_inputs),
+        Err(RegtestError::Malformed(TxFault::NoInputs))
+    );
+    // An honest payment still goes through.
+    chain.submit(enrollment_tx(&chain, &w)).unwrap();
+    chain.mine(&w.script(), 1_700_003_000);
+    assert_eq!(chain.height(), 101);
+}

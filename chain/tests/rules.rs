@@ -156,6 +156,28 @@ fn malformed_enrollments_are_ignored_with_their_reason() {
 }
 
 #[test]
+fn pox_outputs_adding_up_past_the_money_range_are_refused_not_a_panic() {
+    // 20 equal outputs of a huge value: multiplying them panicked on overflow.
+    for each in [u64::MAX / 10, 2_000_000 * 100_000_000] {
+        let mut huge = vec![data().op_return(Magic::Regtest)];
+        huge.extend(pox(each, 20));
+        assert_eq!(
+            enrollment::parse(&tx(huge), Magic::Regtest, true),
+            Err(EnrollmentError::OutOfRange(each))
+        );
+    }
+    // The largest honest enrollment still counts.
+    let mut most = vec![data().op_return(Magic::Regtest)];
+    most.extend(pox(1_000_000 * 100_000_000, 20));
+    assert_eq!(
+        enrollment::parse(&tx(most), Magic::Regtest, true)
+            .unwrap()
+            .spent,
+        Amount::from_int_btc(20_000_000)
+    );
+}
+
+#[test]
 fn terms_are_ten_burn_blocks_chosen_two_terms_ahead() {
     let terms = Terms::new(100);
     assert_eq!(terms.term_of(99), None);

@@ -262,7 +262,7 @@ impl BurnSync {
     pub fn locator(&self) -> Vec<BlockHash> {
         let mut hashes = Vec::new();
         let mut height = self.chain.height();
-        let mut step = 1;
+        let mut step: u64 = 1;
         loop {
             if let Some(block) = self.chain.block_at(height) {
                 hashes.push(block.block_hash());
@@ -271,7 +271,7 @@ impl BurnSync {
                 break;
             }
             if hashes.len() >= 10 {
-                step *= 2;
+                step = step.saturating_mul(2);
             }
             height = height.saturating_sub(step);
         }
@@ -315,13 +315,13 @@ impl BurnSync {
             }
         }
         let mut blocks = Vec::new();
-        let mut size = 0;
-        for height in from + 1..=self.chain.height() {
+        let mut size: usize = 0;
+        for height in from.saturating_add(1)..=self.chain.height() {
             let Some(block) = self.chain.block_at(height) else {
                 break;
             };
             let bytes = consensus::serialize(block);
-            size += bytes.len();
+            size = size.saturating_add(bytes.len());
             if size > MAX_FETCH_BYTES {
                 break;
             }

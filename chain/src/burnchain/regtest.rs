@@ -5,8 +5,13 @@
 //! unspent output of the best chain (coinbase outputs after 100 blocks), outputs may
 //! not exceed inputs, and every input must be a taproot key-path spend whose BIP340
 //! signature verifies over its BIP341 sighash. Other scripts are refused, not trusted.
-//! Blocks from elsewhere are checked for proof of work, merkle root and every
-//! transaction before they extend the chain; a longer branch from an ancestor
+//! Before any of that, every transaction passes Bitcoin's own context-free checks
+//! (Bitcoin Core's `CheckTransaction`): at least one input and one output, every
+//! output and their total within the money range (21 million BTC), no input spent
+//! twice; a coinbase's outputs must be in range too. Every sum of amounts is
+//! checked, so a peer's block can neither wrap a sum into an inflation nor panic
+//! the node. Blocks from elsewhere are checked for proof of work, merkle root and
+//! every transaction before they extend the chain; a longer branch from an ancestor
 //! replaces the tip (a reorg), and the transactions it drops go back to the mempool.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -58,6 +63,65 @@ pub enum RegtestError {
     /// A branch no longer than the best chain.
     #[error("the branch has no more work than the best chain")]
     NotLonger,
+    /// The transaction breaks a context-free rule of Bitcoin.
+    #[error("malformed transaction: {0}")]
+    Malformed(TxFault),
+}
+
+/// Bitcoin's context-free transaction rules (Bitcoin Core's `CheckTransaction`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TxFault {
+    /// No inputs.
+    #[error("no inputs")]
+    NoInputs,
+    /// No outputs.
+    #[error("no outputs")]
+    NoOutputs,
+    /// An output above 21 million BTC.
+    #[error("output {0} is out of the money range")]
+    OutputOutOfRange(usize),
+    /// Outputs adding up past 21 million BTC.
+    #[error("the outputs add up past the money range")]
+    TotalOutOfRange,
+    /// One outpoint spent by two inputs.
+    #[error("input {0} spends what an earlier input spends")]
+    DuplicateInput(usize),
+    /// A coinbase where none may be, or a null outpoint in a spend.
+    #[error("input {0} spends the null outpoint")]
+    NullInput(usize),
+}
+
+/// Bitcoin's context-free checks of `tx`; `coinbase`: it is its block's coinbase.
+/// Returns the outputs' total.
+pub fn check_sanity(tx: &Transaction, coinbase: bool) -> Result<Amount, TxFault> {
+    if tx.input.is_empty() {
+        return Err(TxFault::NoInputs);
+    }
+    if tx.output.is_empty() {
+        return Err(TxFault::NoOutputs);
+    }
+    let mut total = Amount::ZERO;
+    for (i, out) in tx.output.iter().enumerate() {
+        if out.value > Amount::MAX_MONEY {
+            return Err(TxFault::OutputOutOfRange(i));
+        }
+        total = total
+            .checked_add(out.value)
+            .filter(|t| *t <= Amount::MAX_MONEY)
+            .ok_or(TxFault::TotalOutOfRange)?;
+    }
+    if !coinbase {
+        let mut spent = BTreeSet::new();
+        for (i, input) in tx.input.iter().enumerate() {
+            if input.previous_output == OutPoint::null() {
+                return Err(TxFault::NullInput(i));
+            }
+            if !spent.insert(input.previous_output) {
+                return Err(TxFault::DuplicateInput(i));
+            }
+        }
+    }
+    Ok(total)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -129,7 +193,9 @@ impl RegtestChain {
             .iter()
             .filter(|(_, (out, coin))| {
                 out.script_pubkey == *script
-                    && (!coin.coinbase || self.height() + 1 - coin.height >= COINBASE_MATURITY)
+                    && (!coin.coinbase
+                        || self.height().saturating_add(1).saturating_sub(coin.height)
+                            >= COINBASE_MATURITY)
             })
             .map(|(op, (out, _))| (*op, out.clone()))
             .collect()
@@ -167,21 +233,26 @@ impl RegtestChain {
         utxos: &BTreeMap<OutPoint, (TxOut, Coin)>,
         height: u64,
     ) -> Result<Amount, RegtestError> {
+        let output_value = check_sanity(tx, false).map_err(RegtestError::Malformed)?;
         let mut prevouts = Vec::with_capacity(tx.input.len());
+        let mut input_value = Amount::ZERO;
         for (i, input) in tx.input.iter().enumerate() {
             let (out, coin) = utxos
                 .get(&input.previous_output)
                 .ok_or(RegtestError::MissingInput(i))?;
-            if coin.coinbase && height - coin.height < COINBASE_MATURITY {
+            if coin.coinbase && height.saturating_sub(coin.height) < COINBASE_MATURITY {
                 return Err(RegtestError::Immature(i));
             }
+            // Unspent outputs passed the money range when they were made, so this
+            // cannot overflow; checked all the same.
+            input_value = input_value
+                .checked_add(out.value)
+                .ok_or(RegtestError::Malformed(TxFault::TotalOutOfRange))?;
             prevouts.push(out.clone());
         }
-        let input_value: u64 = prevouts.iter().map(|o| o.value.to_sat()).sum();
-        let output_value: u64 = tx.output.iter().map(|o| o.value.to_sat()).sum();
-        if output_value > input_value {
-            return Err(RegtestError::Overspend);
-        }
+        let fee = input_value
+            .checked_sub(output_value)
+            .ok_or(RegtestError::Overspend)?;
         let mut cache = SighashCache::new(tx);
         for (index, (input, prevout)) in tx.input.iter().zip(&prevouts).enumerate() {
             let script = |reason: &str| RegtestError::Script {
@@ -218,13 +289,13 @@ impl RegtestChain {
                 .verify_schnorr(&sig, &Message::from_digest(sighash.to_byte_array()), &key)
                 .map_err(|_| script("signature does not verify"))?;
         }
-        Ok(Amount::from_sat(input_value - output_value))
+        Ok(fee)
     }
 
     /// Adds `tx` to the mempool after checking it against the tip and the mempool.
     pub fn submit(&mut self, tx: Transaction) -> Result<(), RegtestError> {
         let mut utxos = self.utxos.clone();
-        let height = self.height() + 1;
+        let height = self.height().saturating_add(1);
         for pending in &self.mempool {
             apply(&mut utxos, pending, height);
         }
@@ -240,18 +311,25 @@ impl RegtestChain {
 
     /// Mines a block of the mempool paying its reward to `reward`, at `time`.
     pub fn mine(&mut self, reward: &ScriptBuf, time: u32) -> BlockHash {
-        let height = self.height() + 1;
+        let height = self.height().saturating_add(1);
         let mut utxos = self.utxos.clone();
         let mut txs = Vec::new();
         let mut fees = Amount::ZERO;
         for tx in std::mem::take(&mut self.mempool) {
-            if let Ok(fee) = self.check_tx(&tx, &utxos, height) {
-                apply(&mut utxos, &tx, height);
-                fees += fee;
-                txs.push(tx);
-            }
+            let Ok(fee) = self.check_tx(&tx, &utxos, height) else {
+                continue;
+            };
+            // Fees of valid transactions are each in the money range; a sum past it
+            // leaves the transaction for a later block.
+            let Some(with) = fees.checked_add(fee).filter(|f| *f <= Amount::MAX_MONEY) else {
+                continue;
+            };
+            fees = with;
+            apply(&mut utxos, &tx, height);
+            txs.push(tx);
         }
-        let mut txdata = vec![coinbase(height, reward, subsidy(height) + fees)];
+        let reward_value = subsidy(height).checked_add(fees).unwrap_or(subsidy(height));
+        let mut txdata = vec![coinbase(height, reward, reward_value)];
         txdata.extend(txs);
         let block = seal(self.tip(), txdata, time);
         let hash = block.block_hash();
@@ -272,7 +350,7 @@ impl RegtestChain {
         if !block.check_merkle_root() {
             return Err(invalid("merkle root"));
         }
-        let height = base.height() + 1;
+        let height = base.height().saturating_add(1);
         let mut utxos = base.utxos.clone();
         let mut fees = Amount::ZERO;
         let (coinbase, rest) = block
@@ -282,12 +360,22 @@ impl RegtestChain {
         if !coinbase.is_coinbase() {
             return Err(invalid("first transaction is not a coinbase"));
         }
+        let claimed = check_sanity(coinbase, true).map_err(RegtestError::Malformed)?;
         for tx in rest {
-            fees += base.check_tx(tx, &utxos, height)?;
+            if tx.is_coinbase() {
+                return Err(invalid("a second coinbase"));
+            }
+            let fee = base.check_tx(tx, &utxos, height)?;
+            fees = fees
+                .checked_add(fee)
+                .filter(|f| *f <= Amount::MAX_MONEY)
+                .ok_or_else(|| invalid("fees past the money range"))?;
             apply(&mut utxos, tx, height);
         }
-        let claimed: Amount = coinbase.output.iter().map(|o| o.value).sum();
-        if claimed > subsidy(height) + fees {
+        let allowed = subsidy(height)
+            .checked_add(fees)
+            .ok_or_else(|| invalid("fees past the money range"))?;
+        if claimed > allowed {
             return Err(invalid("coinbase claims too much"));
         }
         Ok(())
@@ -309,7 +397,8 @@ impl RegtestChain {
         fork_height: u64,
         branch: Vec<Block>,
     ) -> Result<Vec<Block>, RegtestError> {
-        if fork_height + branch.len() as u64 <= self.height() {
+        let branch_len = u64::try_from(branch.len()).unwrap_or(u64::MAX);
+        if fork_height.saturating_add(branch_len) <= self.height() {
             return Err(RegtestError::NotLonger);
         }
         let mut candidate = self.rewound(fork_height);
@@ -317,7 +406,11 @@ impl RegtestChain {
             RegtestChain::check_block(&candidate, block)?;
             candidate.connect(block.clone());
         }
-        let dropped: Vec<Block> = self.blocks.split_off(fork_height as usize + 1);
+        let keep = usize::try_from(fork_height)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+            .min(self.blocks.len());
+        let dropped: Vec<Block> = self.blocks.split_off(keep);
         let kept: BTreeSet<_> = branch
             .iter()
             .flat_map(|b| b.txdata.iter().map(Transaction::compute_txid))
@@ -343,7 +436,10 @@ impl RegtestChain {
             utxos: BTreeMap::new(),
             mempool: Vec::new(),
         };
-        for block in self.blocks.iter().take(height as usize + 1) {
+        let keep = usize::try_from(height)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        for block in self.blocks.iter().take(keep) {
             chain.connect(block.clone());
         }
         chain
@@ -472,8 +568,9 @@ impl Wallet {
         chain
             .utxos_of(&self.script())
             .iter()
-            .map(|(_, o)| o.value)
-            .sum()
+            .fold(Amount::ZERO, |sum, (_, o)| {
+                sum.checked_add(o.value).unwrap_or(Amount::MAX_MONEY)
+            })
     }
 
     /// A signed transaction paying `outputs` plus `fee`, change back to the wallet.
@@ -484,14 +581,16 @@ impl Wallet {
         outputs: Vec<TxOut>,
         fee: Amount,
     ) -> Option<Transaction> {
-        let needed: Amount = outputs.iter().map(|o| o.value).sum::<Amount>() + fee;
+        let needed = outputs
+            .iter()
+            .try_fold(fee, |sum, o| sum.checked_add(o.value))?;
         let mut chosen = Vec::new();
         let mut total = Amount::ZERO;
         for (op, out) in chain.utxos_of(&self.script()) {
             if total >= needed {
                 break;
             }
-            total += out.value;
+            total = total.checked_add(out.value)?;
             chosen.push((op, out));
         }
         if total < needed {
@@ -511,7 +610,7 @@ impl Wallet {
                 .collect(),
             output: outputs,
         };
-        let change = total - needed;
+        let change = total.checked_sub(needed)?;
         if change > Amount::ZERO {
             tx.output.push(TxOut {
                 value: change,
@@ -519,15 +618,22 @@ impl Wallet {
             });
         }
         let prevouts: Vec<TxOut> = chosen.into_iter().map(|(_, o)| o).collect();
+        self.sign(&mut tx, &prevouts)?;
+        Some(tx)
+    }
+
+    /// Signs every input of `tx` (key-path, default sighash), spending `prevouts`,
+    /// which must all be this wallet's. `None` when a sighash cannot be made.
+    pub fn sign(&self, tx: &mut Transaction, prevouts: &[TxOut]) -> Option<()> {
         let tweaked = self.keypair.tap_tweak(SECP256K1, None).to_keypair();
         let mut signatures = Vec::new();
         {
-            let mut cache = SighashCache::new(&tx);
+            let mut cache = SighashCache::new(&*tx);
             for index in 0..tx.input.len() {
                 let sighash = cache
                     .taproot_key_spend_signature_hash(
                         index,
-                        &Prevouts::All(&prevouts),
+                        &Prevouts::All(prevouts),
                         TapSighashType::Default,
                     )
                     .ok()?;
@@ -539,6 +645,6 @@ impl Wallet {
         for (input, sig) in tx.input.iter_mut().zip(signatures) {
             input.witness = Witness::from_slice(&[sig.as_ref()]);
         }
-        Some(tx)
+        Some(())
     }
 }

@@ -89,6 +89,9 @@ pub enum EnrollmentError {
     /// Outside a reward cycle the second output must burn.
     #[error("outside a reward cycle the second output must be a burn")]
     NotBurn,
+    /// PoX outputs whose total is past the money range (21 million BTC).
+    #[error("PoX outputs of {0} sats each add up past the money range")]
+    OutOfRange(u64),
 }
 
 /// A parsed enrollment.
@@ -114,12 +117,13 @@ impl EnrollmentData {
             &self.signing_pubkey.serialize(),
             &self.state_root,
         ];
-        let mut at = 0;
+        let mut at: usize = 0;
         for field in fields {
-            if let Some(slot) = out.get_mut(at..at + field.len()) {
+            let end = at.saturating_add(field.len());
+            if let Some(slot) = out.get_mut(at..end) {
                 slot.copy_from_slice(field);
             }
-            at += field.len();
+            at = end;
         }
         out
     }
@@ -202,7 +206,10 @@ pub fn parse(
                 other.value.to_sat(),
             ));
         }
-        amount * POX_OUTPUTS as u64
+        amount
+            .checked_mul(POX_OUTPUTS as u64)
+            .filter(|total| *total <= Amount::MAX_MONEY)
+            .ok_or(EnrollmentError::OutOfRange(amount.to_sat()))?
     } else {
         let second = tx.output.get(1).ok_or(EnrollmentError::NoSpend)?;
         if !is_burn(second) {

@@ -20,7 +20,7 @@ use std::{
 
 use serde::Deserialize;
 use tenure_overlay::{Multiaddr, NetworkId, OverlayConfig};
-use tenure_stackerdb::{DbId, SlotOwners, TermSchedule};
+use tenure_stackerdb::{DbId, SlotWriters, TermSchedule};
 
 use crate::stackerdb::PublicKey;
 
@@ -80,7 +80,9 @@ struct RawStackerDb {
     id: String,
     #[serde(default = "default_max_chunk_bytes")]
     max_chunk_bytes: usize,
-    slot_signers: Vec<String>,
+    // The key allowed to write each slot; `slot_signers` was its earlier name.
+    #[serde(alias = "slot_signers")]
+    slot_writers: Vec<String>,
 }
 
 fn default_max_chunk_bytes() -> usize {
@@ -99,7 +101,7 @@ pub struct StackerDbConfig {
     /// The DB's id.
     pub id: DbId,
     /// Who may write each slot, and how large a chunk may be.
-    pub policy: SlotOwners,
+    pub policy: SlotWriters,
 }
 
 /// A validated node configuration.
@@ -199,7 +201,7 @@ fn parse_stacker_db(raw: &RawStackerDb) -> Result<StackerDbConfig, String> {
         ));
     }
     let owners = raw
-        .slot_signers
+        .slot_writers
         .iter()
         .enumerate()
         .map(|(slot, hex_key)| {
@@ -207,11 +209,11 @@ fn parse_stacker_db(raw: &RawStackerDb) -> Result<StackerDbConfig, String> {
                 .ok()
                 .and_then(|bytes| PublicKey::from_slice(&bytes).ok())
                 .map(Some)
-                .ok_or_else(|| format!("{id}: slot_signers[{slot}] is not a compressed public key"))
+                .ok_or_else(|| format!("{id}: slot_writers[{slot}] is not a compressed public key"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if owners.is_empty() {
-        return Err(format!("{id}: slot_signers is empty"));
+        return Err(format!("{id}: slot_writers is empty"));
     }
     // Configured DBs have no term: garbage collection comes with the chain's boot DBs.
     let never = TermSchedule {
@@ -219,7 +221,7 @@ fn parse_stacker_db(raw: &RawStackerDb) -> Result<StackerDbConfig, String> {
         term_length: 0,
     };
     Ok(StackerDbConfig {
-        policy: SlotOwners::new(owners, raw.max_chunk_bytes, never),
+        policy: SlotWriters::new(owners, raw.max_chunk_bytes, never),
         id,
     })
 }
@@ -305,10 +307,10 @@ http_listen = "127.0.0.1:0"
     }
 
     #[test]
-    fn stacker_dbs_are_read_with_their_slot_signers() {
+    fn stacker_dbs_are_read_with_their_slot_writers() {
         let key = "02".to_owned() + &"11".repeat(32);
         let text = format!(
-            "{GOOD}\n[[stackerdb]]\nid = \"demo.db\"\nslot_signers = [\"{key}\", \"{key}\"]\n"
+            "{GOOD}\n[[stackerdb]]\nid = \"demo.db\"\nslot_writers = [\"{key}\", \"{key}\"]\n"
         );
         match parse(&text) {
             Ok(config) => {
@@ -316,11 +318,15 @@ http_listen = "127.0.0.1:0"
                 assert_eq!(config.stacker_dbs[0].policy.slot_count(), 2);
             }
             // A fixed key that is not on the curve: the error must name it.
-            Err(err) => assert!(err.to_string().contains("slot_signers[0]"), "{err}"),
+            Err(err) => assert!(err.to_string().contains("slot_writers[0]"), "{err}"),
         }
-        let bad = format!("{GOOD}\n[[stackerdb]]\nid = \"demo.db\"\nslot_signers = [\"zz\"]\n");
+        let bad = format!("{GOOD}\n[[stackerdb]]\nid = \"demo.db\"\nslot_writers = [\"zz\"]\n");
         let err = parse(&bad).unwrap_err().to_string();
-        assert!(err.contains("slot_signers[0]"), "{err}");
+        assert!(err.contains("slot_writers[0]"), "{err}");
+        // The earlier name of the field is still read as this one.
+        let old = format!("{GOOD}\n[[stackerdb]]\nid = \"demo.db\"\nslot_signers = [\"zz\"]\n");
+        let err = parse(&old).unwrap_err().to_string();
+        assert!(err.contains("slot_writers[0]"), "{err}");
     }
 
     #[test]

@@ -81,7 +81,7 @@ struct SlotAddress {
 
 #[derive(Subcommand)]
 enum StackerDbCommand {
-    /// Create a chunk-signing key and print its public key (for `slot_signers`).
+    /// Create a chunk-signing key and print its public key (for `slot_writers`).
     Keygen {
         /// Where to write the key.
         #[arg(long)]

@@ -69,7 +69,7 @@ fn a_chunk_written_at_one_node_is_read_at_every_node() {
     keygen(&intruder_key);
     // Two slots, both written by `writer`.
     let db_config =
-        format!("\n[[stackerdb]]\nid = \"{DB}\"\nslot_signers = [\"{writer}\", \"{writer}\"]\n");
+        format!("\n[[stackerdb]]\nid = \"{DB}\"\nslot_writers = [\"{writer}\", \"{writer}\"]\n");
 
     let mut a = NodeProcess::start(dir.path(), "a", &[], &db_config);
     let a_info = a.info();
@@ -94,7 +94,7 @@ fn a_chunk_written_at_one_node_is_read_at_every_node() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The chunk reaches every replica, byte for byte, with its signer.
+    // The chunk reaches every replica, byte for byte, with its writer.
     for http in [&b_http, &c_http] {
         let started = Instant::now();
         loop {
@@ -183,8 +183,8 @@ fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let secret = SecretKey::from_slice(&[7; 32]).unwrap();
     let writer = hex::encode(secret.public_key(SECP256K1).serialize());
-    let signers = vec![format!("\"{writer}\""); 4].join(", ");
-    let db_config = format!("\n[[stackerdb]]\nid = \"{DB}\"\nslot_signers = [{signers}]\n");
+    let writers = vec![format!("\"{writer}\""); 4].join(", ");
+    let db_config = format!("\n[[stackerdb]]\nid = \"{DB}\"\nslot_writers = [{writers}]\n");
     let mut node = NodeProcess::start(dir.path(), "crash", &[], &db_config);
     let http = node.info()["http"].as_str().unwrap().to_owned();
 

@@ -116,14 +116,14 @@ impl Chunk {
         data_hash(&self.data)
     }
 
-    /// Recovers the signer's public key, refusing high-S and malformed signatures.
-    pub fn recover_signer(&self, network: &str, db: &DbId) -> Result<PublicKey, SignatureError> {
-        self.recover_signer_with_hash(network, db, &self.data_hash())
+    /// Recovers the writer's public key, refusing high-S and malformed signatures.
+    pub fn recover_writer(&self, network: &str, db: &DbId) -> Result<PublicKey, SignatureError> {
+        self.recover_writer_with_hash(network, db, &self.data_hash())
     }
 
-    /// [`Chunk::recover_signer`] for a caller that already holds the data hash, so the
+    /// [`Chunk::recover_writer`] for a caller that already holds the data hash, so the
     /// data is hashed once per write.
-    pub fn recover_signer_with_hash(
+    pub fn recover_writer_with_hash(
         &self,
         network: &str,
         db: &DbId,
@@ -167,26 +167,26 @@ mod tests {
     #[test]
     fn the_signer_is_recovered_from_a_signed_chunk() {
         let chunk = Chunk::sign("testnet", &db(), 7, 1, b"state".to_vec(), &key(1));
-        let signer = chunk.recover_signer("testnet", &db()).unwrap();
-        assert_eq!(signer, key(1).public_key(SECP256K1));
+        let writer = chunk.recover_writer("testnet", &db()).unwrap();
+        assert_eq!(writer, key(1).public_key(SECP256K1));
     }
 
     #[test]
     fn a_chunk_recovers_someone_else_in_another_db_network_or_slot() {
         let chunk = Chunk::sign("testnet", &db(), 7, 1, b"state".to_vec(), &key(1));
-        let signer = key(1).public_key(SECP256K1);
+        let writer = key(1).public_key(SECP256K1);
         let other_db = DbId::new("other.db").unwrap();
         assert_ne!(
-            chunk.recover_signer("testnet", &other_db).ok(),
-            Some(signer)
+            chunk.recover_writer("testnet", &other_db).ok(),
+            Some(writer)
         );
-        assert_ne!(chunk.recover_signer("mainnet", &db()).ok(), Some(signer));
+        assert_ne!(chunk.recover_writer("mainnet", &db()).ok(), Some(writer));
         let mut moved = chunk.clone();
         moved.slot = 8;
-        assert_ne!(moved.recover_signer("testnet", &db()).ok(), Some(signer));
+        assert_ne!(moved.recover_writer("testnet", &db()).ok(), Some(writer));
         let mut bumped = chunk;
         bumped.version = 2;
-        assert_ne!(bumped.recover_signer("testnet", &db()).ok(), Some(signer));
+        assert_ne!(bumped.recover_writer("testnet", &db()).ok(), Some(writer));
     }
 
     #[test]
@@ -203,7 +203,7 @@ mod tests {
             ..chunk
         };
         assert_eq!(
-            twin.recover_signer("testnet", &db()),
+            twin.recover_writer("testnet", &db()),
             Err(SignatureError::HighS)
         );
     }
@@ -213,14 +213,14 @@ mod tests {
         let mut chunk = Chunk::sign("testnet", &db(), 0, 1, b"x".to_vec(), &key(3));
         chunk.signature = ByteBuf::from(vec![0; 64]);
         assert_eq!(
-            chunk.recover_signer("testnet", &db()),
+            chunk.recover_writer("testnet", &db()),
             Err(SignatureError::Length(64))
         );
         let mut sig = vec![9u8];
         sig.extend_from_slice(&[1; 64]);
         chunk.signature = ByteBuf::from(sig);
         assert_eq!(
-            chunk.recover_signer("testnet", &db()),
+            chunk.recover_writer("testnet", &db()),
             Err(SignatureError::Malformed)
         );
     }

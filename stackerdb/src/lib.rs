@@ -35,6 +35,6 @@ pub mod sync;
 pub use chunk::Chunk;
 pub use clock::VectorClock;
 pub use db::DbId;
-pub use policy::{DbPolicy, SlotOwners, TermSchedule};
+pub use policy::{DbPolicy, SlotWriters, TermSchedule};
 pub use replica::{Rejection, Replica, SlotValue, WriteError};
 pub use store::{Store, StoreError};

@@ -3,7 +3,7 @@
 //! The policy fixes the slot count and the largest chunk, decides who may write each
 //! slot (`stackerdb-auth-write`) and drives garbage collection
 //! (`stackerdb-garbage-collect?` once per burn block, then `stackerdb-is-garbage?` per
-//! slot). [`SlotOwners`] is the policy the boot DBs use: one public key per slot.
+//! slot). [`SlotWriters`] is the policy the boot DBs use: one public key per slot.
 
 use bitcoin::secp256k1::PublicKey;
 
@@ -17,8 +17,8 @@ pub trait DbPolicy: Send + Sync {
     /// Largest chunk, in bytes.
     fn max_chunk_bytes(&self) -> usize;
 
-    /// Whether `signer` may write `version` of `slot` with data hashing to `hash`.
-    fn auth_write(&self, slot: u32, version: u64, hash: &Hash32, signer: &PublicKey) -> bool;
+    /// Whether `writer` may write `version` of `slot` with data hashing to `hash`.
+    fn auth_write(&self, slot: u32, version: u64, hash: &Hash32, writer: &PublicKey) -> bool;
 
     /// Asked once per burn block: should garbage collection run now?
     fn garbage_collect(&self, burn_height: u64) -> bool;
@@ -32,7 +32,7 @@ pub trait DbPolicy: Send + Sync {
     }
 
     /// During garbage collection: is this chunk garbage (reset to version 0, empty)?
-    fn is_garbage(&self, slot: u32, version: u64, hash: &Hash32, signer: &PublicKey) -> bool;
+    fn is_garbage(&self, slot: u32, version: u64, hash: &Hash32, writer: &PublicKey) -> bool;
 }
 
 /// When the boot DBs collect garbage: at the first burn block of every term, when the
@@ -64,43 +64,43 @@ impl TermSchedule {
 /// A policy where each slot has at most one writer, known by public key; every chunk is
 /// garbage at the start of a term.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SlotOwners {
-    owners: Vec<Option<PublicKey>>,
+pub struct SlotWriters {
+    writers: Vec<Option<PublicKey>>,
     max_chunk_bytes: usize,
     schedule: TermSchedule,
 }
 
-impl SlotOwners {
+impl SlotWriters {
     /// A policy from the list of slot writers (`None`: nobody may write the slot).
     pub fn new(
-        owners: Vec<Option<PublicKey>>,
+        writers: Vec<Option<PublicKey>>,
         max_chunk_bytes: usize,
         schedule: TermSchedule,
     ) -> Self {
-        SlotOwners {
-            owners,
+        SlotWriters {
+            writers,
             max_chunk_bytes,
             schedule,
         }
     }
 
     /// The writer of `slot`, if any.
-    pub fn owner(&self, slot: u32) -> Option<&PublicKey> {
-        self.owners.get(slot as usize).and_then(Option::as_ref)
+    pub fn writer(&self, slot: u32) -> Option<&PublicKey> {
+        self.writers.get(slot as usize).and_then(Option::as_ref)
     }
 }
 
-impl DbPolicy for SlotOwners {
+impl DbPolicy for SlotWriters {
     fn slot_count(&self) -> u32 {
-        self.owners.len() as u32
+        self.writers.len() as u32
     }
 
     fn max_chunk_bytes(&self) -> usize {
         self.max_chunk_bytes
     }
 
-    fn auth_write(&self, slot: u32, _version: u64, _hash: &Hash32, signer: &PublicKey) -> bool {
-        self.owner(slot) == Some(signer)
+    fn auth_write(&self, slot: u32, _version: u64, _hash: &Hash32, writer: &PublicKey) -> bool {
+        self.writer(slot) == Some(writer)
     }
 
     fn garbage_collect(&self, burn_height: u64) -> bool {
@@ -158,19 +158,19 @@ pub fn producer_db(
     producers_by_weight: &[PublicKey],
     max_chunk_bytes: usize,
     schedule: TermSchedule,
-) -> Result<SlotOwners, LayoutError> {
+) -> Result<SlotWriters, LayoutError> {
     if share_owners.len() != SIGNER_SHARES || producers_by_weight.len() > SIGNER_SHARES {
         return Err(LayoutError::Producers {
             shares: share_owners.len(),
             producers: producers_by_weight.len(),
         });
     }
-    let mut owners: Vec<Option<PublicKey>> = Vec::with_capacity(PRODUCER_DB_SLOTS as usize);
-    owners.extend(share_owners.iter().copied().map(Some));
-    owners.extend(share_owners.iter().copied().map(Some));
-    owners.extend(producers_by_weight.iter().copied().map(Some));
-    owners.resize(PRODUCER_DB_SLOTS as usize, None);
-    Ok(SlotOwners::new(owners, max_chunk_bytes, schedule))
+    let mut writers: Vec<Option<PublicKey>> = Vec::with_capacity(PRODUCER_DB_SLOTS as usize);
+    writers.extend(share_owners.iter().copied().map(Some));
+    writers.extend(share_owners.iter().copied().map(Some));
+    writers.extend(producers_by_weight.iter().copied().map(Some));
+    writers.resize(PRODUCER_DB_SLOTS as usize, None);
+    Ok(SlotWriters::new(writers, max_chunk_bytes, schedule))
 }
 
 /// The stacker DB for one reward cycle: each stacker holds a contiguous range of the
@@ -179,7 +179,7 @@ pub fn stacker_db(
     ranges: &[(PublicKey, usize)],
     max_chunk_bytes: usize,
     schedule: TermSchedule,
-) -> Result<SlotOwners, LayoutError> {
+) -> Result<SlotWriters, LayoutError> {
     let total: usize = ranges.iter().map(|(_, n)| n).sum();
     if total > STACKER_SIGNERS {
         return Err(LayoutError::Stackers(total));
@@ -189,9 +189,9 @@ pub fn stacker_db(
         .flat_map(|(key, n)| std::iter::repeat_n(Some(*key), *n))
         .collect();
     first_half.resize(STACKER_SIGNERS, None);
-    let mut owners = first_half.clone();
-    owners.extend(first_half);
-    Ok(SlotOwners::new(owners, max_chunk_bytes, schedule))
+    let mut writers = first_half.clone();
+    writers.extend(first_half);
+    Ok(SlotWriters::new(writers, max_chunk_bytes, schedule))
 }
 
 #[cfg(test)]
@@ -225,12 +225,12 @@ mod tests {
             .collect();
         let db = producer_db(&shares, &[p10, p20, p30, p40], 4096, SCHEDULE).unwrap();
         assert_eq!(db.slot_count(), PRODUCER_DB_SLOTS);
-        assert_eq!(db.owner(0), Some(&p10));
-        assert_eq!(db.owner(190), Some(&p10));
-        assert_eq!(db.owner(106), Some(&p40));
-        assert_eq!(db.owner(200), Some(&p10));
-        assert_eq!(db.owner(203), Some(&p40));
-        assert_eq!(db.owner(204), None);
+        assert_eq!(db.writer(0), Some(&p10));
+        assert_eq!(db.writer(190), Some(&p10));
+        assert_eq!(db.writer(106), Some(&p40));
+        assert_eq!(db.writer(200), Some(&p10));
+        assert_eq!(db.writer(203), Some(&p40));
+        assert_eq!(db.writer(204), None);
         assert!(db.auth_write(3, 1, &[0; 32], &p30));
         assert!(!db.auth_write(3, 1, &[0; 32], &p40));
         assert!(!db.auth_write(299, 1, &[0; 32], &p40));
@@ -246,11 +246,11 @@ mod tests {
     fn the_stacker_db_gives_contiguous_ranges_in_both_halves() {
         let db = stacker_db(&[(key(1), 3), (key(2), 2)], 4096, SCHEDULE).unwrap();
         assert_eq!(db.slot_count(), STACKER_DB_SLOTS);
-        assert_eq!(db.owner(2), Some(&key(1)));
-        assert_eq!(db.owner(3), Some(&key(2)));
-        assert_eq!(db.owner(5), None);
-        assert_eq!(db.owner(4002), Some(&key(1)));
-        assert_eq!(db.owner(4004), Some(&key(2)));
+        assert_eq!(db.writer(2), Some(&key(1)));
+        assert_eq!(db.writer(3), Some(&key(2)));
+        assert_eq!(db.writer(5), None);
+        assert_eq!(db.writer(4002), Some(&key(1)));
+        assert_eq!(db.writer(4004), Some(&key(2)));
         assert!(stacker_db(&[(key(1), 4001)], 4096, SCHEDULE).is_err());
     }
 

@@ -4,7 +4,7 @@
 //!
 //! A write is checked in this order, and the first failure is its reason: the slot
 //! exists, the version is not 0 (reserved for the empty chunk), the data fits, the
-//! signature recovers a low-S signer, the policy lets that signer write the slot, and
+//! signature recovers a low-S writer, the policy lets that writer write the slot, and
 //! the chunk is strictly newer than what the slot holds ([`crate::order`]). Only then is
 //! it stored, flushed and acknowledged. A validly signed chunk at the version the slot
 //! already holds, with other data, is equivocation: both chunks are kept as evidence
@@ -56,13 +56,13 @@ pub enum Rejection {
     /// The signature is unusable.
     #[error("bad signature: {0}")]
     BadSignature(#[from] SignatureError),
-    /// The signer may not write this slot.
-    #[error("signer {signer} may not write slot {slot}")]
+    /// The writer may not write this slot.
+    #[error("writer {writer} may not write slot {slot}")]
     Unauthorized {
         /// The slot.
         slot: u32,
-        /// The recovered signer, hex.
-        signer: String,
+        /// The recovered writer, hex.
+        writer: String,
     },
     /// Not newer than what the slot holds.
     #[error("not newer: {0}")]
@@ -85,14 +85,14 @@ pub enum WriteError {
 pub struct SlotValue {
     /// The chunk (None: the empty chunk, version 0).
     pub chunk: Option<Chunk>,
-    /// Its signer.
-    pub signer: Option<PublicKey>,
+    /// Its writer.
+    pub writer: Option<PublicKey>,
 }
 
 #[derive(Clone, Debug)]
 struct Held {
     chunk: Chunk,
-    signer: PublicKey,
+    writer: PublicKey,
     standing: SlotVersion,
 }
 
@@ -108,7 +108,7 @@ pub struct Replica {
 
 impl Replica {
     /// Opens the replica of `db` from `store`, loading what it holds. Stored chunks for
-    /// slots the policy no longer has, or whose signer no longer decodes, are skipped.
+    /// slots the policy no longer has, or whose writer no longer decodes, are skipped.
     pub fn open(
         network: impl Into<String>,
         db: DbId,
@@ -118,7 +118,7 @@ impl Replica {
         let mut slots = vec![None; policy.slot_count() as usize];
         let max_record = policy.max_chunk_bytes() + RECORD_OVERHEAD;
         for stored in store.chunks(&db, max_record)? {
-            let Ok(signer) = PublicKey::from_slice(&stored.signer) else {
+            let Ok(writer) = PublicKey::from_slice(&stored.writer) else {
                 continue;
             };
             let standing = SlotVersion {
@@ -128,7 +128,7 @@ impl Replica {
             if let Some(slot) = slots.get_mut(stored.chunk.slot as usize) {
                 *slot = Some(Held {
                     chunk: stored.chunk,
-                    signer,
+                    writer,
                     standing,
                 });
             }
@@ -192,16 +192,16 @@ impl Replica {
         }) {
             return Err(Rejection::NotNewer(NotNewer::Duplicate).into());
         }
-        let signer = chunk
-            .recover_signer_with_hash(&self.network, &self.db, &hash)
+        let writer = chunk
+            .recover_writer_with_hash(&self.network, &self.db, &hash)
             .map_err(Rejection::from)?;
         if !self
             .policy
-            .auth_write(chunk.slot, chunk.version, &hash, &signer)
+            .auth_write(chunk.slot, chunk.version, &hash, &writer)
         {
             return Err(Rejection::Unauthorized {
                 slot: chunk.slot,
-                signer: hex::encode(signer.serialize()),
+                writer: hex::encode(writer.serialize()),
             }
             .into());
         }
@@ -224,14 +224,14 @@ impl Replica {
             &self.db,
             &StoredChunk {
                 chunk: chunk.clone(),
-                signer: ByteBuf::from(signer.serialize().to_vec()),
+                writer: ByteBuf::from(writer.serialize().to_vec()),
             },
         )?;
         let slot = chunk.slot as usize;
         if let Some(entry) = self.slots.get_mut(slot) {
             *entry = Some(Held {
                 chunk,
-                signer,
+                writer,
                 standing: candidate,
             });
         }
@@ -263,11 +263,11 @@ impl Replica {
         match self.held(slot) {
             Some(held) => SlotValue {
                 chunk: Some(held.chunk),
-                signer: Some(held.signer),
+                writer: Some(held.writer),
             },
             None => SlotValue {
                 chunk: None,
-                signer: None,
+                writer: None,
             },
         }
     }
@@ -328,7 +328,7 @@ impl Replica {
                         slot as u32,
                         held.standing.version,
                         &held.standing.hash,
-                        &held.signer,
+                        &held.writer,
                     )
                     .then_some(slot as u32)
             })

@@ -21,14 +21,15 @@ pub const FORMAT_VERSION: u32 = 1;
 
 const META_FORMAT_KEY: &[u8] = b"format";
 
-/// A chunk as stored: the write and its recovered signer (33-byte compressed key), so a
+/// A chunk as stored: the write and its recovered writer (33-byte compressed key), so a
 /// restart does not recover every signature again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredChunk {
     /// The write.
     pub chunk: Chunk,
-    /// Its signer's compressed public key.
-    pub signer: ByteBuf,
+    /// Its writer's compressed public key (named `signer` on disk, as before).
+    #[serde(rename = "signer")]
+    pub writer: ByteBuf,
 }
 
 /// A storage failure.
@@ -258,7 +259,7 @@ mod tests {
         let chunk = Chunk::sign("t", db, slot, version, vec![slot as u8; 10], &key);
         StoredChunk {
             chunk,
-            signer: ByteBuf::from(vec![2; 33]),
+            writer: ByteBuf::from(vec![2; 33]),
         }
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bitcoin::secp256k1::{PublicKey, SECP256K1, SecretKey};
 use tenure_stackerdb::{
-    Chunk, DbId, Rejection, Replica, SlotOwners, Store, TermSchedule, WriteError,
+    Chunk, DbId, Rejection, Replica, SlotWriters, Store, TermSchedule, WriteError,
     order::{NotNewer, leading_zero_bits},
 };
 
@@ -38,9 +38,9 @@ fn public(n: u8) -> PublicKey {
 }
 
 /// Slot i is written by key i+1.
-fn policy() -> Arc<SlotOwners> {
+fn policy() -> Arc<SlotWriters> {
     let owners = (0..SLOTS as u8).map(|i| Some(public(i + 1))).collect();
-    Arc::new(SlotOwners::new(owners, MAX_CHUNK, SCHEDULE))
+    Arc::new(SlotWriters::new(owners, MAX_CHUNK, SCHEDULE))
 }
 
 fn replica(dir: &std::path::Path) -> Replica {
@@ -92,13 +92,13 @@ fn datas_with_equal_zeros() -> (Vec<u8>, Vec<u8>) {
 }
 
 #[test]
-fn a_valid_write_is_stored_and_read_back_with_its_signer() {
+fn a_valid_write_is_stored_and_read_back_with_its_writer() {
     let dir = tempfile::tempdir().unwrap();
     let mut r = replica(dir.path());
     r.write(write(2, 1, b"hello")).unwrap();
     let value = r.read(2);
     assert_eq!(value.chunk.unwrap().data.as_slice(), b"hello");
-    assert_eq!(value.signer, Some(public(3)));
+    assert_eq!(value.writer, Some(public(3)));
     assert!(r.read(1).chunk.is_none());
 }
 
@@ -149,7 +149,7 @@ fn a_bad_signature_is_rejected() {
 }
 
 #[test]
-fn a_signer_without_the_slot_is_rejected() {
+fn a_writer_without_the_slot_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let mut r = replica(dir.path());
     // Key 2 owns slot 1, not slot 0.
@@ -286,7 +286,7 @@ fn chunks_clocks_and_evidence_survive_a_restart() {
     };
     let r = replica(dir.path());
     assert_eq!(r.clock(), clock);
-    assert_eq!(r.read(0).signer, Some(public(1)));
+    assert_eq!(r.read(0).writer, Some(public(1)));
     assert_eq!(r.evidence().unwrap().len(), 2);
 }
 

@@ -15,7 +15,7 @@ use std::{sync::Arc, time::Duration};
 
 use bitcoin::secp256k1::{SECP256K1, SecretKey};
 use tenure_stackerdb::{
-    Chunk, DbId, Replica, SlotOwners, Store, TermSchedule,
+    Chunk, DbId, Replica, SlotWriters, Store, TermSchedule,
     sync::{DbSync, SyncConfig, SyncOutput, message},
 };
 use tenure_tests::sim::{Faults, SimEvent, SimNet, Window};
@@ -73,7 +73,7 @@ impl Sim {
         let owners = (0..SLOTS)
             .map(|s| Some(writer(s).public_key(SECP256K1)))
             .collect();
-        let policy = Arc::new(SlotOwners::new(
+        let policy = Arc::new(SlotWriters::new(
             owners,
             1024,
             TermSchedule {

@@ -11,7 +11,7 @@ use anyhow::Context;
 use bitcoin::secp256k1::{SECP256K1, SecretKey};
 use serde::Serialize;
 use tenure_overlay::{Multiaddr, NetworkId, OverlayHandle, Topic};
-use tenure_stackerdb::{Chunk, DbId, SlotOwners, TermSchedule};
+use tenure_stackerdb::{Chunk, DbId, SlotWriters, TermSchedule};
 use tokio::sync::watch;
 
 use super::{ms, percentile};
@@ -55,7 +55,7 @@ fn db_config(writer: &SecretKey) -> anyhow::Result<StackerDbConfig> {
     };
     Ok(StackerDbConfig {
         id: DbId::new("bench.db")?,
-        policy: SlotOwners::new(vec![Some(key); SLOTS as usize], CHUNK_BYTES, never),
+        policy: SlotWriters::new(vec![Some(key); SLOTS as usize], CHUNK_BYTES, never),
     })
 }
 

@@ -28,7 +28,7 @@ pub struct SlotJson {
     pub chunk: String,
     /// `"0x00"` and the version as 16 hex digits.
     pub version: String,
-    /// The signer's compressed key, hex (empty for the empty chunk).
+    /// The writer's compressed key, hex (empty for the empty chunk).
     pub public_key: String,
 }
 
@@ -140,7 +140,7 @@ async fn read(
                 .unwrap_or_default(),
             version: version_text(value.chunk.as_ref().map_or(0, |c| c.version)),
             public_key: value
-                .signer
+                .writer
                 .map(|k| hex::encode(k.serialize()))
                 .unwrap_or_default(),
         })

@@ -429,7 +429,7 @@ mod tests {
     use crate::run::{Beacons, serve};
     use bitcoin::secp256k1::{SECP256K1, SecretKey};
     use tenure_overlay::{NetworkId, NodeKey, OverlayConfig};
-    use tenure_stackerdb::{SlotOwners, TermSchedule};
+    use tenure_stackerdb::{SlotWriters, TermSchedule};
 
     #[tokio::test]
     async fn a_term_starting_burn_block_empties_the_slots_through_the_handle() {
@@ -438,7 +438,7 @@ mod tests {
         let writer = SecretKey::from_slice(&[7; 32]).unwrap();
         let config = crate::config::StackerDbConfig {
             id: DbId::new("gc.db").unwrap(),
-            policy: SlotOwners::new(
+            policy: SlotWriters::new(
                 vec![Some(writer.public_key(SECP256K1)); 4],
                 1024,
                 TermSchedule {

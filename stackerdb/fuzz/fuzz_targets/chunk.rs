@@ -13,5 +13,5 @@ fuzz_target!(|bytes: &[u8]| {
         return;
     };
     let hash = chunk.data_hash();
-    let _ = chunk.recover_signer_with_hash("fuzz", &db, &hash);
+    let _ = chunk.recover_writer_with_hash("fuzz", &db, &hash);
 });

@@ -35,7 +35,7 @@ fuzz_target!(|bytes: &[u8]| {
         }
         SyncBody::Chunks(chunks) => {
             for chunk in chunks {
-                let _ = chunk.recover_signer("fuzz", &db);
+                let _ = chunk.recover_writer("fuzz", &db);
             }
         }
     }

@@ -13,6 +13,7 @@
 //! evidence (the DKG then fails, blaming it). There is no totality: a member the
 //! sender skipped does not deliver, and the caller's round timeout deals with that.
 
+use crate::ids::BroadcastTag;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,7 @@ pub enum BroadcastMessage {
     /// The sender's payload and its signature on `(tag, digest)`.
     Send {
         /// The broadcast's tag (unique per sender and purpose).
-        tag: [u8; 32],
+        tag: BroadcastTag,
         /// The payload.
         payload: ByteBuf,
         /// The sender's signature.
@@ -49,7 +50,7 @@ pub struct SignedDigest {
     /// The sender.
     pub sender: MemberId,
     /// The tag.
-    pub tag: [u8; 32],
+    pub tag: BroadcastTag,
     /// The payload's digest.
     pub digest: [u8; 32],
     /// The sender's signature.
@@ -57,7 +58,7 @@ pub struct SignedDigest {
 }
 
 impl SignedDigest {
-    fn message(sender: &MemberId, tag: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
+    fn message(sender: &MemberId, tag: &BroadcastTag, digest: &[u8; 32]) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"tenure/frost-fed/broadcast/v1");
         h.update(sender.0);
@@ -91,7 +92,7 @@ pub enum BroadcastOutput {
         /// Its sender.
         sender: MemberId,
         /// Its tag.
-        tag: [u8; 32],
+        tag: BroadcastTag,
         /// The payload.
         payload: Vec<u8>,
     },
@@ -121,8 +122,8 @@ pub struct EchoBroadcast {
     me: MemberId,
     keypair: Keypair,
     members: Vec<MemberId>,
-    instances: BTreeMap<(MemberId, [u8; 32]), Instance>,
-    order: std::collections::VecDeque<(MemberId, [u8; 32])>,
+    instances: BTreeMap<(MemberId, BroadcastTag), Instance>,
+    order: std::collections::VecDeque<(MemberId, BroadcastTag)>,
 }
 
 impl EchoBroadcast {
@@ -145,7 +146,7 @@ impl EchoBroadcast {
     }
 
     /// Broadcasts `payload` under `tag` (unique per sender and purpose).
-    pub fn broadcast(&mut self, tag: [u8; 32], payload: Vec<u8>) -> Vec<BroadcastOutput> {
+    pub fn broadcast(&mut self, tag: BroadcastTag, payload: Vec<u8>) -> Vec<BroadcastOutput> {
         let digest: [u8; 32] = Sha256::digest(&payload).into();
         let signature = member_sign(
             &self.keypair,
@@ -170,7 +171,7 @@ impl EchoBroadcast {
         out
     }
 
-    fn instance(&mut self, key: (MemberId, [u8; 32])) -> &mut Instance {
+    fn instance(&mut self, key: (MemberId, BroadcastTag)) -> &mut Instance {
         if !self.instances.contains_key(&key) {
             self.order.push_back(key);
             while self.order.len() > MAX_INSTANCES {
@@ -263,7 +264,7 @@ impl EchoBroadcast {
         instance.echoes.entry(from).or_insert(signed);
     }
 
-    fn try_deliver(&mut self, sender: MemberId, tag: [u8; 32]) -> Vec<BroadcastOutput> {
+    fn try_deliver(&mut self, sender: MemberId, tag: BroadcastTag) -> Vec<BroadcastOutput> {
         let quorum = self.quorum();
         let Some(instance) = self.instances.get_mut(&(sender, tag)) else {
             return Vec::new();

@@ -20,6 +20,7 @@ pub mod channel;
 pub mod codec;
 pub mod curve;
 pub mod dkg;
+pub mod ids;
 pub mod member;
 pub mod membership;
 pub mod roster;
@@ -27,5 +28,6 @@ pub mod share;
 pub mod sign;
 pub mod store;
 
+pub use ids::{BroadcastTag, RequestId, SessionId};
 pub use roster::{MemberId, Roster, RosterError};
 pub use share::{KeyShare, KeyShareError};

@@ -2,6 +2,7 @@
 //! everyone's verifying shares, the roster and the certificates that made the key
 //! count.
 
+use crate::ids::SessionId;
 use std::collections::BTreeMap;
 
 use bitcoin::{
@@ -28,7 +29,7 @@ pub struct KeyShare {
     /// The roster the key was made for.
     pub roster: Roster,
     /// The DKG session that made it.
-    pub session: [u8; 32],
+    pub session: SessionId,
     /// This member.
     pub member: MemberId,
     /// One key package per share this member holds, by share number, taproot-tweaked:
@@ -71,7 +72,7 @@ impl KeyShare {
     #[allow(clippy::too_many_arguments)]
     pub fn from_internal(
         roster: Roster,
-        session: [u8; 32],
+        session: SessionId,
         member: MemberId,
         internal_packages: BTreeMap<u16, KeyPackage>,
         internal_public: PublicKeyPackage,
@@ -310,7 +311,7 @@ pub fn member_verify(member: &MemberId, digest: [u8; 32], signature: &[u8]) -> b
 struct StoredKeyShare {
     version: u16,
     roster: Roster,
-    session: [u8; 32],
+    session: SessionId,
     member: MemberId,
     /// Untweaked key packages.
     key_packages: Vec<(u16, ByteBuf)>,

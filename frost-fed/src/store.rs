@@ -3,6 +3,7 @@
 //! Each key share is stored under its DKG session id and flushed before `put`
 //! returns; the newest is also recorded as current. The format carries a version.
 
+use crate::ids::SessionId;
 use std::path::Path;
 
 use crate::share::{KeyShare, KeyShareError};
@@ -62,14 +63,14 @@ impl KeyStore {
 
     /// Stores `key` durably and makes it current.
     pub fn put(&self, key: &KeyShare) -> Result<(), KeyStoreError> {
-        self.keys.insert(key.session, key.to_bytes()?)?;
-        self.db.insert(CURRENT_KEY, &key.session)?;
+        self.keys.insert(key.session.as_ref(), key.to_bytes()?)?;
+        self.db.insert(CURRENT_KEY, key.session.as_ref())?;
         self.db.flush()?;
         Ok(())
     }
 
     /// The key share made by DKG session `session`.
-    pub fn get(&self, session: &[u8; 32]) -> Result<Option<KeyShare>, KeyStoreError> {
+    pub fn get(&self, session: &SessionId) -> Result<Option<KeyShare>, KeyStoreError> {
         match self.keys.get(session)? {
             Some(bytes) => Ok(Some(KeyShare::from_bytes(&bytes)?)),
             None => Ok(None),
@@ -84,6 +85,6 @@ impl KeyStore {
         let Ok(session) = <[u8; 32]>::try_from(session.as_ref()) else {
             return Ok(None);
         };
-        self.get(&session)
+        self.get(&SessionId(session))
     }
 }

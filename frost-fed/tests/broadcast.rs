@@ -17,7 +17,7 @@ use common::{keypair, member};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 use tenure_frost_fed::{
-    MemberId,
+    BroadcastTag, MemberId,
     broadcast::{
         BroadcastMessage, BroadcastOutput, EchoBroadcast, SignedDigest, check_equivocation,
     },
@@ -75,7 +75,7 @@ fn an_honest_senders_payload_is_delivered_by_everyone() {
     let out = nodes
         .get_mut(&sender)
         .unwrap()
-        .broadcast([1; 32], b"round 1".to_vec());
+        .broadcast(BroadcastTag([1; 32]), b"round 1".to_vec());
     let first = out
         .into_iter()
         .filter_map(|o| match o {
@@ -104,7 +104,7 @@ fn an_equivocating_sender_is_proven_and_no_two_members_deliver_differently() {
         h.update(digest);
         let sig = member_sign(&keypair(1), h.finalize().into());
         BroadcastMessage::Send {
-            tag,
+            tag: BroadcastTag(tag),
             payload: ByteBuf::from(payload.to_vec()),
             signature: ByteBuf::from(sig.to_vec()),
         }
@@ -131,7 +131,7 @@ fn an_equivocating_sender_is_proven_and_no_two_members_deliver_differently() {
     // A forged echo (not signed by the sender) is ignored.
     let forged = BroadcastMessage::Echo(SignedDigest {
         sender,
-        tag: [7; 32],
+        tag: BroadcastTag([7; 32]),
         digest: [1; 32],
         signature: ByteBuf::from(vec![0; 64]),
     });

@@ -1,6 +1,7 @@
 //! DKG messages. Round 1 and certificates go to every member by broadcast; round-2
 //! shares go to one member over its private channel.
 
+use crate::ids::SessionId;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
@@ -19,7 +20,7 @@ pub struct DkgMessage {
     /// Message version.
     pub version: u16,
     /// The session (roster and attempt) it belongs to.
-    pub session: [u8; 32],
+    pub session: SessionId,
     /// What it says.
     pub body: DkgBody,
 }
@@ -68,7 +69,7 @@ pub struct DealtShares {
 
 impl DealtShares {
     /// What the dealer signs.
-    pub fn digest(&self, session: &[u8; 32]) -> [u8; 32] {
+    pub fn digest(&self, session: &SessionId) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"tenure/frost-fed/dkg/shares/v1");
         h.update(session);

@@ -31,6 +31,7 @@
 
 pub mod message;
 
+use crate::ids::SessionId;
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
@@ -55,14 +56,14 @@ pub const DEFAULT_ROUND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The session id for `attempt` at making a key for `roster` in `context` (for
 /// instance the term it is for). Every member derives it alone.
-pub fn session_id(context: &[u8], roster: &Roster, attempt: u32) -> [u8; 32] {
+pub fn session_id(context: &[u8], roster: &Roster, attempt: u32) -> SessionId {
     let mut h = Sha256::new();
     h.update(b"tenure/frost-fed/dkg/session/v1");
     h.update((context.len() as u64).to_be_bytes());
     h.update(context);
     h.update(roster.digest());
     h.update(attempt.to_be_bytes());
-    h.finalize().into()
+    SessionId(h.finalize().into())
 }
 
 /// What the DKG asks its driver to do, or how it ended.
@@ -196,7 +197,7 @@ struct Pending {
 
 /// One member's side of one DKG session.
 pub struct Dkg {
-    session: [u8; 32],
+    session: SessionId,
     roster: Roster,
     me: usize,
     member: MemberId,
@@ -220,7 +221,7 @@ impl Dkg {
     /// Starts this member's side of `session` for `roster`. Returns the state and the
     /// round-1 broadcast. `None` when `keypair` is not a member of the roster.
     pub fn start<R: RngCore + CryptoRng>(
-        session: [u8; 32],
+        session: SessionId,
         roster: Roster,
         keypair: Keypair,
         round_timeout: Duration,
@@ -277,7 +278,7 @@ impl Dkg {
     }
 
     /// The session.
-    pub fn session(&self) -> [u8; 32] {
+    pub fn session(&self) -> SessionId {
         self.session
     }
 
@@ -674,7 +675,7 @@ impl Dkg {
 }
 
 fn proof_challenge(
-    session: &[u8; 32],
+    session: &SessionId,
     member: &MemberId,
     constant: &ProjectivePoint,
     r: &ProjectivePoint,
@@ -682,7 +683,7 @@ fn proof_challenge(
     curve::hash_to_scalar(
         b"tenure/frost-fed/dkg/proof/v1",
         &[
-            session,
+            session.as_ref(),
             &member.0,
             &curve::point_bytes(constant),
             &curve::point_bytes(r),

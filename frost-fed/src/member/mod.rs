@@ -31,6 +31,7 @@
 
 pub mod message;
 
+use crate::ids::{BroadcastTag, RequestId};
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::Arc,
@@ -83,28 +84,28 @@ pub enum MemberOutput {
     /// A request was signed.
     Signed {
         /// The request.
-        request: [u8; 32],
+        request: RequestId,
         /// The signature and its evidence.
         record: SignatureRecord,
     },
     /// A request could not be signed.
     SignFailed {
         /// The request.
-        request: [u8; 32],
+        request: RequestId,
         /// Why.
         reason: String,
     },
     /// This member's validator refused a request.
     Refused {
         /// The request.
-        request: [u8; 32],
+        request: RequestId,
         /// The validator's reason.
         reason: String,
     },
     /// A member sent an invalid signature share.
     Cheater {
         /// The request.
-        request: [u8; 32],
+        request: RequestId,
         /// The member.
         member: MemberId,
     },
@@ -254,7 +255,7 @@ impl<V: Validator> Member<V> {
         payload: &[u8],
         now: Instant,
         rng: &mut R,
-    ) -> Result<([u8; 32], Vec<MemberOutput>), SignRequestError> {
+    ) -> Result<(RequestId, Vec<MemberOutput>), SignRequestError> {
         let signing = self.signing.as_mut().ok_or(SignRequestError::NoKey)?;
         let (id, out) = signing.request(payload, now, rng);
         Ok((id, self.on_signing(out)))
@@ -503,7 +504,7 @@ impl<V: Validator> Member<V> {
 }
 
 /// The echo-broadcast tag of a DKG message: one per session and kind.
-pub fn broadcast_tag(msg: &DkgMessage) -> [u8; 32] {
+pub fn broadcast_tag(msg: &DkgMessage) -> BroadcastTag {
     let kind: &[u8] = match msg.body {
         DkgBody::Round1 { .. } => b"round1",
         DkgBody::Complaint(_) => b"complaint",
@@ -514,5 +515,5 @@ pub fn broadcast_tag(msg: &DkgMessage) -> [u8; 32] {
     h.update(b"tenure/federation/dkg-broadcast");
     h.update(msg.session);
     h.update(kind);
-    h.finalize().into()
+    BroadcastTag(h.finalize().into())
 }

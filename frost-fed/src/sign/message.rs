@@ -1,6 +1,7 @@
 //! Signing messages. `Request`, `Start` and `Done` go to every member; the rest go
 //! between one member and one coordinator.
 
+use crate::ids::RequestId;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -19,7 +20,7 @@ pub struct SignMessage {
     /// Message version.
     pub version: u16,
     /// The request: a hash of the payload and the key.
-    pub request: [u8; 32],
+    pub request: RequestId,
     /// The coordinator the message is to or from (for `Request`, the requester).
     pub coordinator: MemberId,
     /// What it says.

@@ -24,6 +24,7 @@
 pub mod message;
 pub mod record;
 
+use crate::ids::RequestId;
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -107,7 +108,7 @@ pub enum SignOutput {
     /// The federation signed a request.
     Signed {
         /// The request.
-        request: [u8; 32],
+        request: RequestId,
         /// The signature and its evidence.
         record: SignatureRecord,
         /// Who signed.
@@ -116,21 +117,21 @@ pub enum SignOutput {
     /// This member's validator refused a request.
     Refused {
         /// The request.
-        request: [u8; 32],
+        request: RequestId,
         /// The validator's reason.
         reason: String,
     },
     /// A request this member coordinated or asked for could not be signed.
     Failed {
         /// The request.
-        request: [u8; 32],
+        request: RequestId,
         /// Why.
         reason: String,
     },
     /// A member sent an invalid signature share and is excluded from this request.
     Cheater {
         /// The request.
-        request: [u8; 32],
+        request: RequestId,
         /// The member.
         member: MemberId,
     },
@@ -167,21 +168,21 @@ pub struct Signing<V> {
     key: Arc<KeyShare>,
     validator: V,
     config: SigningConfig,
-    requests: BTreeMap<[u8; 32], Request>,
+    requests: BTreeMap<RequestId, Request>,
 }
 
 /// The request id of `payload` under `key`: every member derives the same.
-pub fn request_id(key: &KeyShare, payload: &[u8]) -> [u8; 32] {
+pub fn request_id(key: &KeyShare, payload: &[u8]) -> RequestId {
     let mut h = Sha256::new();
     h.update(b"tenure/frost-fed/sign/request/v1");
     h.update(key.transcript);
     h.update(payload);
-    h.finalize().into()
+    RequestId(h.finalize().into())
 }
 
 /// Every member in the order it coordinates request `id`: by a hash of the request
 /// and the member, so no one can choose to lead.
-pub fn ranking(key: &KeyShare, id: [u8; 32]) -> Vec<MemberId> {
+pub fn ranking(key: &KeyShare, id: RequestId) -> Vec<MemberId> {
     let mut ranked: Vec<([u8; 32], MemberId)> = key
         .roster
         .members()
@@ -212,7 +213,7 @@ impl<V: Validator> Signing<V> {
         self.key.member
     }
 
-    fn message(&self, request: [u8; 32], coordinator: MemberId, body: SignBody) -> SignMessage {
+    fn message(&self, request: RequestId, coordinator: MemberId, body: SignBody) -> SignMessage {
         SignMessage {
             version: message::SIGN_VERSION,
             request,
@@ -227,7 +228,7 @@ impl<V: Validator> Signing<V> {
         payload: &[u8],
         now: Instant,
         rng: &mut R,
-    ) -> ([u8; 32], Vec<SignOutput>) {
+    ) -> (RequestId, Vec<SignOutput>) {
         let id = request_id(&self.key, payload);
         let mut out = vec![SignOutput::Broadcast(self.message(
             id,
@@ -290,7 +291,7 @@ impl<V: Validator> Signing<V> {
     ) -> Vec<SignOutput> {
         let mut out = Vec::new();
         let me = self.me();
-        let ids: Vec<[u8; 32]> = self.requests.keys().copied().collect();
+        let ids: Vec<RequestId> = self.requests.keys().copied().collect();
         for id in ids {
             let Some(r) = self.requests.get(&id) else {
                 continue;
@@ -352,7 +353,7 @@ impl<V: Validator> Signing<V> {
 
     fn on_request<R: RngCore + CryptoRng>(
         &mut self,
-        id: [u8; 32],
+        id: RequestId,
         payload: &[u8],
         now: Instant,
         rng: &mut R,
@@ -398,7 +399,7 @@ impl<V: Validator> Signing<V> {
 
     fn start_coordinating<R: RngCore + CryptoRng>(
         &mut self,
-        id: [u8; 32],
+        id: RequestId,
         rng: &mut R,
     ) -> Vec<SignOutput> {
         let me = self.me();
@@ -414,7 +415,7 @@ impl<V: Validator> Signing<V> {
     /// Fresh nonces for every share this member holds, committed to `coordinator`.
     fn commit<R: RngCore + CryptoRng>(
         &mut self,
-        id: [u8; 32],
+        id: RequestId,
         coordinator: MemberId,
         rng: &mut R,
     ) -> Option<Vec<(u16, ByteBuf)>> {
@@ -433,7 +434,7 @@ impl<V: Validator> Signing<V> {
 
     fn on_start<R: RngCore + CryptoRng>(
         &mut self,
-        id: [u8; 32],
+        id: RequestId,
         coordinator: MemberId,
         rng: &mut R,
     ) -> Vec<SignOutput> {
@@ -473,7 +474,7 @@ impl<V: Validator> Signing<V> {
 
     fn on_commit(
         &mut self,
-        id: [u8; 32],
+        id: RequestId,
         from: MemberId,
         commitments: &[(u16, ByteBuf)],
         now: Instant,
@@ -502,7 +503,7 @@ impl<V: Validator> Signing<V> {
 
     /// Opens a session when the ready members hold the threshold and no open session
     /// is still within its patience.
-    fn maybe_open_session(&mut self, id: [u8; 32], now: Instant) -> Vec<SignOutput> {
+    fn maybe_open_session(&mut self, id: RequestId, now: Instant) -> Vec<SignOutput> {
         let me = self.me();
         let threshold = u32::from(self.key.roster.threshold());
         let roster = self.key.roster.clone();
@@ -581,7 +582,7 @@ impl<V: Validator> Signing<V> {
 
     fn on_package<R: RngCore + CryptoRng>(
         &mut self,
-        id: [u8; 32],
+        id: RequestId,
         coordinator: MemberId,
         session: u32,
         package: &[u8],
@@ -638,7 +639,7 @@ impl<V: Validator> Signing<V> {
 
     fn on_shares(
         &mut self,
-        id: [u8; 32],
+        id: RequestId,
         from: MemberId,
         session: u32,
         shares: &[(u16, ByteBuf)],
@@ -704,7 +705,7 @@ impl<V: Validator> Signing<V> {
     /// Aggregates a complete session: the signature, or the cheaters excluded.
     fn finish_session(
         key: &KeyShare,
-        id: [u8; 32],
+        id: RequestId,
         c: &mut Coordination,
         session: u32,
     ) -> Vec<SignOutput> {
@@ -790,7 +791,7 @@ impl<V: Validator> Signing<V> {
         }
     }
 
-    fn on_done(&mut self, id: [u8; 32], record: &[u8]) -> Vec<SignOutput> {
+    fn on_done(&mut self, id: RequestId, record: &[u8]) -> Vec<SignOutput> {
         let Some(r) = self.requests.get_mut(&id).filter(|r| !r.done) else {
             return Vec::new();
         };

@@ -11,7 +11,7 @@ use std::{
 use bitcoin::secp256k1::{Keypair, SECP256K1, SecretKey};
 use rand_core::OsRng;
 use tenure_frost_fed::{
-    KeyShare, MemberId, Roster,
+    KeyShare, MemberId, Roster, SessionId,
     dkg::{Dkg, DkgOutput, session_id},
 };
 
@@ -65,7 +65,7 @@ pub fn dkg_among(roster: &Roster, seeds: &[u8], context: &[u8]) -> BTreeMap<Memb
 pub fn start_dkg(
     roster: &Roster,
     seeds: &[u8],
-    session: [u8; 32],
+    session: SessionId,
     now: Instant,
 ) -> (BTreeMap<MemberId, Dkg>, Vec<(MemberId, DkgOutput)>) {
     let mut states = BTreeMap::new();

@@ -21,7 +21,7 @@ use bitcoin::secp256k1::Keypair;
 use rand_core::OsRng;
 use sha2::{Digest, Sha256};
 use tenure_frost_fed::{
-    KeyShare, MemberId, Roster,
+    KeyShare, MemberId, RequestId, Roster,
     channel::ChannelKey,
     dkg::DkgFailure,
     member::{
@@ -271,7 +271,7 @@ struct Driver<V> {
     overlay: OverlayHandle,
     peers: BTreeMap<MemberId, PeerId>,
     dkg_reply: Option<oneshot::Sender<Result<Arc<KeyShare>, DkgError>>>,
-    sign_replies: BTreeMap<[u8; 32], oneshot::Sender<Result<SignatureRecord, SignError>>>,
+    sign_replies: BTreeMap<RequestId, oneshot::Sender<Result<SignatureRecord, SignError>>>,
     /// One sender task per member.
     couriers: BTreeMap<MemberId, mpsc::Sender<Vec<u8>>>,
     /// Where key shares are kept across restarts.

@@ -35,11 +35,12 @@ use tenure_tests::sim::{Faults, SimEvent, SimNet, Window};
 struct OkPayloads;
 
 impl Validator for OkPayloads {
-    fn approve(&self, payload: &[u8]) -> Result<[u8; 32], String> {
+    type Refusal = &'static str;
+    fn approve(&self, payload: &[u8]) -> Result<[u8; 32], Self::Refusal> {
         if payload.starts_with(b"ok") {
             Ok(Sha256::digest(payload).into())
         } else {
-            Err("payload refused".into())
+            Err("payload refused")
         }
     }
 }

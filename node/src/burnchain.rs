@@ -120,7 +120,10 @@ impl BurnNode {
                 }
                 let _ = self
                     .overlay
-                    .respond(*id, answer.map_err(|e| e.to_string()))
+                    .respond(
+                        *id,
+                        answer.map_err(|e| tenure_overlay::Refusal::Invalid(e.to_string())),
+                    )
                     .await;
                 None
             }

@@ -186,7 +186,7 @@ async fn on_event(event: OverlayEvent, overlay: &OverlayHandle, dbs: &mut Stacke
         }
         OverlayEvent::InboundRequest { id, service, .. } => {
             let _ = overlay
-                .respond(id, Err(format!("{} is not served here", service.name())))
+                .respond(id, Err(tenure_overlay::Refusal::NotServed(service)))
                 .await;
         }
         OverlayEvent::PeerRefused { peer, reason } => {

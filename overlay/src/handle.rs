@@ -1,6 +1,7 @@
 //! The application's side of the overlay: a cloneable handle that sends typed commands to
 //! the swarm task over a bounded channel, and a stream of typed events.
 
+use crate::rpc::Refusal;
 use std::{collections::BTreeMap, sync::Arc};
 
 use libp2p::{Multiaddr, PeerId, request_response::InboundRequestId};
@@ -80,7 +81,7 @@ pub enum RequestError {
     Unsupported,
     /// The peer's service refused, with its reason.
     #[error("refused by peer: {0}")]
-    Refused(String),
+    Refused(Refusal),
     /// The stream failed or the answer did not decode.
     #[error("i/o error: {0}")]
     Io(String),
@@ -141,7 +142,7 @@ pub(crate) enum Command {
     },
     Respond {
         id: InboundId,
-        outcome: Result<Vec<u8>, String>,
+        outcome: Result<Vec<u8>, Refusal>,
         reply: Reply<Result<(), OverlayError>>,
     },
     Report {
@@ -257,7 +258,7 @@ impl OverlayHandle {
     pub async fn respond(
         &self,
         id: InboundId,
-        outcome: Result<Vec<u8>, String>,
+        outcome: Result<Vec<u8>, Refusal>,
     ) -> Result<(), OverlayError> {
         self.call(|reply| Command::Respond { id, outcome, reply })
             .await

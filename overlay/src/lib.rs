@@ -45,7 +45,7 @@ pub use identity::{KeyError, NodeKey};
 pub use metrics::{MetricsSnapshot, OverlayMetrics};
 pub use network::{NetworkId, NetworkIdError, Topic};
 pub use reputation::Misbehaviour;
-pub use rpc::Service;
+pub use rpc::{Refusal, Service};
 pub use service::{HELLO_PROTOCOL, RPC_PROTOCOL, spawn};
 
 /// Peer ids and addresses, re-exported so other crates need not depend on libp2p.

@@ -59,17 +59,31 @@ impl Versioned for RpcRequest {
     }
 }
 
+/// Why a service refused a request; it travels back to the requester.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// This node does not serve that service.
+    #[error("{} is not served here", .0.name())]
+    NotServed(Service),
+    /// The request does not decode, or breaks the service's rules.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// What was asked for is not held here (a gossip body, a block).
+    #[error("not held here")]
+    NotHeld,
+}
+
 /// A response: the service's answer, or why it refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RpcResponse {
     /// Envelope version.
     pub version: u16,
-    /// The answer body, or the reason the service refused the request.
-    pub outcome: Result<ByteBuf, String>,
+    /// The answer body, or why the service refused the request.
+    pub outcome: Result<ByteBuf, Refusal>,
 }
 
 impl Versioned for RpcResponse {
-    const VERSION: u16 = 1;
+    const VERSION: u16 = 2;
     fn version(&self) -> u16 {
         self.version
     }
@@ -88,7 +102,7 @@ impl RpcRequest {
 
 impl RpcResponse {
     /// A response of the current version.
-    pub fn new(outcome: Result<Vec<u8>, String>) -> Self {
+    pub fn new(outcome: Result<Vec<u8>, Refusal>) -> Self {
         RpcResponse {
             version: Self::VERSION,
             outcome: outcome.map(ByteBuf::from),

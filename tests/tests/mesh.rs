@@ -130,7 +130,7 @@ async fn a_request_gets_its_response_through_the_application() {
         .await
         .unwrap();
         refuser
-            .respond(id, Err("unknown block".into()))
+            .respond(id, Err(tenure_overlay::Refusal::NotHeld))
             .await
             .unwrap();
     });
@@ -145,7 +145,7 @@ async fn a_request_gets_its_response_through_the_application() {
         .unwrap_err();
     assert_eq!(
         err,
-        tenure_overlay::RequestError::Refused("unknown block".into())
+        tenure_overlay::RequestError::Refused(tenure_overlay::Refusal::NotHeld)
     );
     refused.await.unwrap();
 

@@ -50,16 +50,21 @@ pub use record::{RecordError, SignatureRecord, SignerSet, verify_bip340};
 /// The application's say on what the federation signs: block rules for producers,
 /// payout rules for a pool.
 pub trait Validator {
+    /// Why this application refuses a payload (its own typed reasons: an invalid
+    /// block, a skewed payout). Reported in [`SignOutput::Refused`] as text.
+    type Refusal: std::fmt::Display;
     /// The 32-byte digest to sign for `payload`, or why this member refuses.
-    fn approve(&self, payload: &[u8]) -> Result<[u8; 32], String>;
+    fn approve(&self, payload: &[u8]) -> Result<[u8; 32], Self::Refusal>;
 }
 
-/// Any function from payload to digest is a validator.
-impl<F> Validator for F
+/// Any function from payload to digest is a validator; its error is the refusal.
+impl<F, E> Validator for F
 where
-    F: Fn(&[u8]) -> Result<[u8; 32], String>,
+    F: Fn(&[u8]) -> Result<[u8; 32], E>,
+    E: std::fmt::Display,
 {
-    fn approve(&self, payload: &[u8]) -> Result<[u8; 32], String> {
+    type Refusal = E;
+    fn approve(&self, payload: &[u8]) -> Result<[u8; 32], E> {
         self(payload)
     }
 }
@@ -373,11 +378,11 @@ impl<V: Validator> Signing<V> {
             .collect();
         let (digest, mut out) = match self.validator.approve(payload) {
             Ok(digest) => (Some(digest), Vec::new()),
-            Err(reason) => (
+            Err(refusal) => (
                 None,
                 vec![SignOutput::Refused {
                     request: id,
-                    reason,
+                    reason: refusal.to_string(),
                 }],
             ),
         };

@@ -31,7 +31,7 @@ use tenure_frost_fed::{
     store::KeyStore,
 };
 use tenure_overlay::{
-    Misbehaviour, OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Service, Topic,
+    Misbehaviour, OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Refusal, Service, Topic,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
@@ -149,7 +149,8 @@ impl FedHandle {
 pub struct SignDigests;
 
 impl Validator for SignDigests {
-    fn approve(&self, payload: &[u8]) -> Result<[u8; 32], String> {
+    type Refusal = std::convert::Infallible;
+    fn approve(&self, payload: &[u8]) -> Result<[u8; 32], Self::Refusal> {
         Ok(Sha256::digest(payload).into())
     }
 }
@@ -322,7 +323,7 @@ impl<V: Validator + Send + 'static> Driver<V> {
             OverlayEvent::InboundRequest { id, service, .. } => {
                 let _ = self
                     .overlay
-                    .respond(id, Err(format!("{} is not served here", service.name())))
+                    .respond(id, Err(Refusal::NotServed(service)))
                     .await;
                 return;
             }

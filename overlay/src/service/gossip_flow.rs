@@ -1,6 +1,7 @@
 //! Gossip through the swarm task: envelopes in, validation, announced bodies pulled
 //! and served (see [`crate::bodies`] for why large messages travel that way).
 
+use crate::rpc::Refusal;
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -176,7 +177,7 @@ impl OverlayService {
         &mut self,
         id: OutboundRequestId,
         from: PeerId,
-        outcome: Result<Vec<u8>, String>,
+        outcome: Result<Vec<u8>, Refusal>,
     ) {
         let Some(pending) = self.pending_bodies.remove(&id) else {
             return;
@@ -248,7 +249,7 @@ impl OverlayService {
                 self.metrics.counters().gossip_bodies_served.inc();
                 Ok(body.to_vec())
             }
-            None => Err("unknown body".to_owned()),
+            None => Err(Refusal::NotHeld),
         };
         let _ = self
             .swarm

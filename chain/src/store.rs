@@ -16,7 +16,7 @@ use std::{collections::BTreeMap, path::Path};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    block::{Account, Block, BlockError, ChainState, Hash, TermContext},
+    block::{Account, AccountId, Block, BlockError, ChainState, Hash, TermContext},
     ops::announce::Announcements,
 };
 
@@ -70,7 +70,7 @@ struct Undo {
     #[serde(with = "serde_bytes")]
     tip: Vec<u8>,
     /// Accounts the block touched, as they were (`None`: did not exist).
-    accounts: Vec<([u8; 32], Option<Account>)>,
+    accounts: Vec<(AccountId, Option<Account>)>,
 }
 
 /// The chain state on sled.
@@ -110,7 +110,9 @@ impl ChainStore {
                 .and_then(|k| k.try_into().ok())
                 .ok_or_else(|| corrupt("account key"))?;
             let (balance, nonce) = decode_account(&value)?;
-            state.accounts.insert(key, Account { balance, nonce });
+            state
+                .accounts
+                .insert(AccountId(key), Account { balance, nonce });
         }
         let store = ChainStore { db, chain, state };
         if store.state.height > 0 {
@@ -180,7 +182,7 @@ impl ChainStore {
             serde_cbor::to_vec(&undo).map_err(|e| corrupt(&e.to_string()))?,
         );
         for (k, account) in &changes.accounts {
-            batch.insert(key(ACCOUNT, k), &encode_account(account));
+            batch.insert(key(ACCOUNT, k.as_ref()), &encode_account(account));
         }
         batch.insert(
             TIP_KEY,
@@ -228,11 +230,11 @@ impl ChainStore {
                 match before {
                     Some(a) => {
                         state.accounts.insert(*k, *a);
-                        batch.insert(key(ACCOUNT, k), &encode_account(a));
+                        batch.insert(key(ACCOUNT, k.as_ref()), &encode_account(a));
                     }
                     None => {
                         state.accounts.remove(k);
-                        batch.remove(key(ACCOUNT, k));
+                        batch.remove(key(ACCOUNT, k.as_ref()));
                     }
                 }
             }

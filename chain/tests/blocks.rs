@@ -12,8 +12,8 @@ use bitcoin::secp256k1::{Keypair, SECP256K1, SecretKey};
 use serde_bytes::ByteBuf;
 use tenure_chain::{
     block::{
-        Block, BlockError, ChainState, TenureChangeError, TermContext, Transfer, TransferError, Tx,
-        build, tx_root,
+        AccountId, Block, BlockError, ChainState, TenureChangeError, TermContext, Transfer,
+        TransferError, Tx, build, tx_root,
     },
     tenure_change::{Cause, TenureChange, consensus_hash},
 };
@@ -24,11 +24,11 @@ fn keypair(n: u8) -> Keypair {
     Keypair::from_secret_key(SECP256K1, &SecretKey::from_slice(&[n; 32]).unwrap())
 }
 
-fn x(n: u8) -> [u8; 32] {
-    keypair(n).x_only_public_key().0.serialize()
+fn x(n: u8) -> AccountId {
+    AccountId::of(&keypair(n).x_only_public_key().0)
 }
 
-fn context(coinbase: Vec<([u8; 32], u64)>) -> TermContext {
+fn context(coinbase: Vec<(AccountId, u64)>) -> TermContext {
     TermContext {
         term: 3,
         producer_key: keypair(100).x_only_public_key().0,

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use bitcoin::secp256k1::{Keypair, SECP256K1, SecretKey};
 use common::{announce, scan, wallet, with_term_utxo};
 use tenure_chain::{
-    block::{Block, BlockError, ChainState, TermContext, Transfer, Tx, build},
+    block::{AccountId, Block, BlockError, ChainState, TermContext, Transfer, Tx, build},
     burnchain::regtest::{coinbase, seal, subsidy},
     ops::announce::Announcement,
     store::{ChainStore, StoreError},
@@ -30,8 +30,8 @@ fn keypair(n: u8) -> Keypair {
     Keypair::from_secret_key(SECP256K1, &SecretKey::from_slice(&[n; 32]).unwrap())
 }
 
-fn x(n: u8) -> [u8; 32] {
-    keypair(n).x_only_public_key().0.serialize()
+fn x(n: u8) -> AccountId {
+    AccountId::of(&keypair(n).x_only_public_key().0)
 }
 
 /// Term `term`'s context; its producer group key is `keypair(100 + term)`.
@@ -306,7 +306,7 @@ fn a_damaged_store_is_an_error_not_a_fork() {
         let db = raw(dir.path());
         let chain = db.open_tree("chain").unwrap();
         let mut key = vec![b'a'];
-        key.extend_from_slice(&x(1));
+        key.extend_from_slice(x(1).as_ref());
         let mut record = chain.get(&key).unwrap().unwrap().to_vec();
         record[7] ^= 1;
         chain.insert(key, record).unwrap();

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tenure_chain::block::{Block, ChainState, TermContext};
+use tenure_chain::block::{AccountId, Block, ChainState, TermContext};
 
 fuzz_target!(|bytes: &[u8]| {
     let Ok(block) = Block::from_bytes(bytes) else {
@@ -24,7 +24,7 @@ fuzz_target!(|bytes: &[u8]| {
         cost_limit: 50_000,
         consensus_hash: [0; 20],
         previous_consensus_hash: [0; 20],
-        producers: vec![([1; 32], 2), ([2; 32], 1)],
+        producers: vec![(AccountId([1; 32]), 2), (AccountId([2; 32]), 1)],
         share_owners: (0..100).map(|i| i % 2).collect(),
     };
     let _ = ChainState::default().after(&block, &context, "fuzz");

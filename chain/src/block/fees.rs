@@ -68,9 +68,9 @@ mod tests {
     use serde_bytes::ByteBuf;
 
     use super::*;
-    use crate::block::{ChainState, Transfer};
+    use crate::block::{AccountId, ChainState, Transfer};
 
-    fn context(producers: Vec<([u8; 32], u64)>) -> TermContext {
+    fn context(producers: Vec<(AccountId, u64)>) -> TermContext {
         TermContext {
             term: 1,
             producer_key: XOnlyPublicKey::from_slice(&[
@@ -91,8 +91,8 @@ mod tests {
 
     fn fee(amount: u64) -> Tx {
         Tx::Transfer(Transfer {
-            from: [1; 32],
-            to: [2; 32],
+            from: AccountId([1; 32]),
+            to: AccountId([2; 32]),
             amount: 0,
             fee: amount,
             nonce: 0,
@@ -102,7 +102,7 @@ mod tests {
 
     #[test]
     fn only_the_producers_whose_shares_signed_are_paid_now() {
-        let ctx = context(vec![([10; 32], 3), ([11; 32], 1)]);
+        let ctx = context(vec![(AccountId([10; 32]), 3), (AccountId([11; 32]), 1)]);
         // Shares 76–100 signed: producer 1's only.
         let mut bitmap = vec![0u8; 13];
         for i in 75..100 {
@@ -111,8 +111,8 @@ mod tests {
         let state = ChainState::default();
         let mut working = Working::over(&state);
         pay_fees(&mut working, &ctx, &bitmap, &[fee(100)], false).unwrap();
-        assert_eq!(working.accounts.get(&[10; 32]), None);
-        assert_eq!(working.accounts[&[11; 32]].balance, 40);
+        assert_eq!(working.accounts.get(&AccountId([10; 32])), None);
+        assert_eq!(working.accounts[&AccountId([11; 32])].balance, 40);
         assert_eq!(working.carried_fees, 60);
     }
 

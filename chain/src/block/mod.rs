@@ -69,6 +69,35 @@ pub const BLOCK_VERSION: u16 = 1;
 /// A 32-byte hash.
 pub type Hash = [u8; 32];
 
+/// An account: the x-only public key that signs its transfers.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct AccountId(pub [u8; 32]);
+
+impl AccountId {
+    /// The account of `key`.
+    pub fn of(key: &bitcoin::XOnlyPublicKey) -> AccountId {
+        AccountId(key.serialize())
+    }
+}
+
+impl AsRef<[u8]> for AccountId {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for AccountId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for byte in &self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The cost of a transaction: one unit per transaction (the term's budget counts
 /// them).
 pub fn cost(_tx: &Tx) -> u64 {

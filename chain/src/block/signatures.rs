@@ -57,15 +57,15 @@ mod tests {
     #![allow(clippy::panic)]
 
     use super::*;
-    use crate::block::Transfer;
+    use crate::block::{AccountId, Transfer};
     use serde_bytes::ByteBuf;
 
     fn transfers(n: u64) -> Vec<Tx> {
         (0..n)
             .map(|nonce| {
                 Tx::Transfer(Transfer {
-                    from: [1; 32],
-                    to: [2; 32],
+                    from: AccountId([1; 32]),
+                    to: AccountId([2; 32]),
                     amount: 1,
                     fee: 0,
                     nonce,

@@ -7,7 +7,7 @@ use bitcoin::XOnlyPublicKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Hash, Header};
+use super::{AccountId, Hash, Header};
 
 /// An account.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +28,7 @@ pub struct TermContext {
     /// The stacker group's key, where a stacker set is configured.
     pub stacker_key: Option<XOnlyPublicKey>,
     /// The coinbase this term must pay, in order (from [`crate::rewards::coinbase`]).
-    pub coinbase: Vec<([u8; 32], u64)>,
+    pub coinbase: Vec<(AccountId, u64)>,
     /// The term's cost budget (the SIP: 10 × a block's limit), renewed by an
     /// `Extend`.
     pub cost_limit: u64,
@@ -37,7 +37,7 @@ pub struct TermContext {
     /// The previous term's consensus hash.
     pub previous_consensus_hash: [u8; 20],
     /// The term's producers: (account, BTC spent), in selection order.
-    pub producers: Vec<([u8; 32], u64)>,
+    pub producers: Vec<(AccountId, u64)>,
     /// The producer (index into `producers`) holding each of the 100 shares: signer
     /// slot i is share i + 1 ([`crate::shares::Assignment::share_owners`]).
     pub share_owners: Vec<u16>,
@@ -59,7 +59,7 @@ pub struct ChainState {
     /// Fees waiting for the next term's producers (60% of every block's).
     pub carried_fees: u64,
     /// Accounts by x-only key.
-    pub accounts: BTreeMap<[u8; 32], Account>,
+    pub accounts: BTreeMap<AccountId, Account>,
 }
 
 /// What a valid block changes: the new tip record and the accounts it touched, as
@@ -81,7 +81,7 @@ pub struct ChainChangeset {
     pub carried_fees: u64,
     /// Every account the block touched, after it (an account touched is created, as
     /// a zero balance, if it did not exist).
-    pub accounts: BTreeMap<[u8; 32], Account>,
+    pub accounts: BTreeMap<AccountId, Account>,
 }
 
 impl ChainState {
@@ -106,7 +106,7 @@ impl ChainState {
 
 /// The state root of `accounts` (in key order) and `carried_fees`.
 fn state_root<'a>(
-    accounts: impl Iterator<Item = (&'a [u8; 32], &'a Account)>,
+    accounts: impl Iterator<Item = (&'a AccountId, &'a Account)>,
     carried_fees: u64,
 ) -> Hash {
     let mut h = Sha256::new();
@@ -126,7 +126,7 @@ fn state_root<'a>(
 pub(crate) struct Working<'a> {
     base: &'a ChainState,
     /// Accounts the block touched, after it.
-    pub(crate) accounts: BTreeMap<[u8; 32], Account>,
+    pub(crate) accounts: BTreeMap<AccountId, Account>,
     /// The carried fees after it.
     pub(crate) carried_fees: u64,
 }
@@ -142,7 +142,7 @@ impl<'a> Working<'a> {
     }
 
     /// The account as the block leaves it so far (empty if it never existed).
-    pub(crate) fn account(&self, key: &[u8; 32]) -> Account {
+    pub(crate) fn account(&self, key: &AccountId) -> Account {
         self.accounts
             .get(key)
             .or_else(|| self.base.accounts.get(key))
@@ -151,12 +151,12 @@ impl<'a> Working<'a> {
     }
 
     /// Writes the account.
-    pub(crate) fn set(&mut self, key: [u8; 32], account: Account) {
+    pub(crate) fn set(&mut self, key: AccountId, account: Account) {
         self.accounts.insert(key, account);
     }
 
     /// Adds `amount` to the account; `None` if its balance would overflow.
-    pub(crate) fn credit(&mut self, key: [u8; 32], amount: u64) -> Option<()> {
+    pub(crate) fn credit(&mut self, key: AccountId, amount: u64) -> Option<()> {
         let mut account = self.account(&key);
         account.balance = account.balance.checked_add(amount)?;
         self.set(key, account);

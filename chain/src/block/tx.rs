@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
-use super::{BLOCK_VERSION, BlockError, Hash};
+use super::{AccountId, BLOCK_VERSION, BlockError, Hash};
 use crate::{
     codec::{self, Versioned},
     tenure_change::TenureChange,
@@ -21,9 +21,9 @@ pub const MAX_TX_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
     /// Sender (x-only key).
-    pub from: [u8; 32],
+    pub from: AccountId,
     /// Recipient.
-    pub to: [u8; 32],
+    pub to: AccountId,
     /// Amount moved.
     pub amount: u64,
     /// Fee paid to the producers.
@@ -53,13 +53,13 @@ impl Transfer {
     pub fn sign(
         network: &str,
         from: &bitcoin::secp256k1::Keypair,
-        to: [u8; 32],
+        to: AccountId,
         amount: u64,
         fee: u64,
         nonce: u64,
     ) -> Transfer {
         let mut t = Transfer {
-            from: from.x_only_public_key().0.serialize(),
+            from: AccountId::of(&from.x_only_public_key().0),
             to,
             amount,
             fee,
@@ -74,7 +74,7 @@ impl Transfer {
     /// Whether the sender's signature verifies.
     pub fn signature_valid(&self, network: &str) -> bool {
         let (Ok(key), Ok(sig)) = (
-            XOnlyPublicKey::from_slice(&self.from),
+            XOnlyPublicKey::from_slice(&self.from.0),
             schnorr::Signature::from_slice(&self.signature),
         ) else {
             return false;
@@ -93,7 +93,7 @@ pub enum Tx {
         /// The term.
         term: u64,
         /// (recipient, amount).
-        payouts: Vec<([u8; 32], u64)>,
+        payouts: Vec<(AccountId, u64)>,
     },
     /// A transfer.
     Transfer(Transfer),

@@ -11,7 +11,7 @@ use anyhow::Context;
 use bitcoin::secp256k1::{Keypair, SECP256K1};
 use serde::Serialize;
 use tenure_chain::{
-    block::{ChainState, TermContext, Transfer, Tx, build},
+    block::{AccountId, ChainState, TermContext, Transfer, Tx, build},
     tenure_change::consensus_hash,
 };
 
@@ -43,9 +43,9 @@ pub fn validate(transfers: usize, runs: usize) -> anyhow::Result<ValidateReport>
     let accounts: Vec<Keypair> = (0..transfers)
         .map(|_| Keypair::new(SECP256K1, &mut rng))
         .collect();
-    let payouts: Vec<([u8; 32], u64)> = accounts
+    let payouts: Vec<(AccountId, u64)> = accounts
         .iter()
-        .map(|k| (k.x_only_public_key().0.serialize(), 1_000_000))
+        .map(|k| (AccountId::of(&k.x_only_public_key().0), 1_000_000))
         .collect();
     let context = TermContext {
         term: 1,
@@ -55,7 +55,7 @@ pub fn validate(transfers: usize, runs: usize) -> anyhow::Result<ValidateReport>
         cost_limit: 10 * 5_000,
         consensus_hash: consensus_hash(1, &[1; 32]),
         previous_consensus_hash: consensus_hash(0, &[0; 32]),
-        producers: vec![(producer.x_only_public_key().0.serialize(), 1)],
+        producers: vec![(AccountId::of(&producer.x_only_public_key().0), 1)],
         share_owners: vec![0; 100],
     };
     let genesis = ChainState::default();
@@ -70,7 +70,9 @@ pub fn validate(transfers: usize, runs: usize) -> anyhow::Result<ValidateReport>
         .map(|(i, from)| {
             let to = accounts
                 .get((i + 1) % accounts.len())
-                .map_or([0; 32], |k| k.x_only_public_key().0.serialize());
+                .map_or(AccountId::default(), |k| {
+                    AccountId::of(&k.x_only_public_key().0)
+                });
             Tx::Transfer(Transfer::sign(NETWORK, from, to, 1_000, 10, 0))
         })
         .collect();

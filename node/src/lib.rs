@@ -18,7 +18,6 @@ pub mod bench;
 pub mod burnchain;
 pub mod config;
 pub mod federation;
-pub mod heartbeat;
 pub mod http;
 pub mod keys;
 pub mod logs;

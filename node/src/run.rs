@@ -13,14 +13,14 @@ use std::{
 use crate::logs;
 use anyhow::Context;
 use serde::Serialize;
-use tenure_overlay::{OverlayEvent, OverlayEvents, OverlayHandle, Service, Topic};
+use tenure_overlay::{
+    OverlayEvent, OverlayEvents, OverlayHandle, Service, Topic, heartbeat::Heartbeat,
+};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
     config::NodeConfig,
-    heartbeat,
-    heartbeat::Heartbeat,
     http, keys,
     stackerdb::{DbCommand, StackerDbHandle, StackerDbs},
 };
@@ -60,7 +60,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .collect();
     let (overlay, events) = tenure_overlay::spawn(overlay_config, key).await?;
     overlay
-        .subscribe(Topic::Heartbeat, Arc::new(heartbeat::validate))
+        .subscribe(
+            Topic::Heartbeat,
+            Arc::new(tenure_overlay::heartbeat::validate),
+        )
         .await?;
     let dbs = StackerDbs::attach(
         &overlay,
@@ -132,8 +135,9 @@ pub async fn serve(
     loop {
         tokio::select! {
             _ = beat.tick(), if beacons == Beacons::On => {
-                let beat = Heartbeat::new(overlay.peer_id(), seq).encode();
-                if overlay.publish(Topic::Heartbeat, beat).await.is_ok() {
+                if let Ok(beat) = Heartbeat::new(overlay.peer_id(), seq).encode()
+                    && overlay.publish(Topic::Heartbeat, beat).await.is_ok()
+                {
                     seq += 1;
                 }
             }

@@ -18,13 +18,13 @@ use bitcoin::{BlockHash, ScriptBuf, secp256k1::SECP256K1};
 use serde::Serialize;
 use tenure_overlay::{
     NetworkId, OverlayConfig, OverlayEvent, OverlayHandle, PeerId, Topic,
+    heartbeat::Heartbeat,
     localnet::{self, LocalNode},
 };
 use tokio::sync::watch;
 
 use crate::{
     burnchain::{self, BurnNode, TipChange},
-    heartbeat::{self, Heartbeat},
     process_stats::{mib, rss},
 };
 
@@ -114,7 +114,10 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     let mut tasks = Vec::with_capacity(nodes.len());
     for (index, node) in nodes.into_iter().enumerate() {
         node.handle
-            .subscribe(Topic::Heartbeat, Arc::new(heartbeat::validate))
+            .subscribe(
+                Topic::Heartbeat,
+                Arc::new(tenure_overlay::heartbeat::validate),
+            )
             .await?;
         node.handle
             .subscribe(Topic::BurnBlocks, Arc::new(burnchain::validate_gossip))
@@ -253,7 +256,11 @@ async fn run_node(
             _ = &mut beat => {
                 // Until subscriptions are exchanged there is nobody to publish to: try
                 // again shortly rather than a whole interval later.
-                let next = if node.handle.publish(Topic::Heartbeat, Heartbeat::new(me, seq).encode()).await.is_ok() {
+                let published = match Heartbeat::new(me, seq).encode() {
+                    Ok(beat) => node.handle.publish(Topic::Heartbeat, beat).await.is_ok(),
+                    Err(_) => false,
+                };
+                let next = if published {
                     seq += 1;
                     if let Ok(mut p) = progress.lock() {
                         p.sent += 1;

@@ -21,6 +21,7 @@ pub mod config;
 pub mod event;
 pub mod gossip;
 pub mod handle;
+pub mod heartbeat;
 pub mod hello;
 pub mod identity;
 pub mod localnet;

@@ -1,12 +1,14 @@
-//! Heartbeats: the liveness beacons testnet nodes gossip to show the mesh carries
-//! messages end to end.
+//! Heartbeats: the liveness beacons nodes gossip on the heartbeat topic to show the
+//! mesh carries messages end to end. A heartbeat is accepted only from the peer it
+//! names, so a relay cannot claim another's liveness.
 
+use crate::{
+    PeerId, Verdict,
+    codec::{self, CodecError},
+    wire::{Versioned, decode_body},
+};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use tenure_overlay::{
-    PeerId, Verdict,
-    wire::{Versioned, decode_body, encode_body},
-};
 
 /// Largest heartbeat accepted, in bytes.
 pub const MAX_HEARTBEAT_BYTES: usize = 256;
@@ -40,9 +42,8 @@ impl Heartbeat {
     }
 
     /// Encodes for gossip.
-    pub fn encode(&self) -> Vec<u8> {
-        // A struct of fixed shape always encodes.
-        encode_body(self).unwrap_or_default()
+    pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        codec::encode(self)
     }
 
     /// Decodes a heartbeat, bounded in size.
@@ -74,14 +75,14 @@ mod tests {
     #[test]
     fn a_heartbeat_from_its_sender_is_accepted() {
         let peer = PeerId::random();
-        let beat = Heartbeat::new(peer, 7).encode();
+        let beat = Heartbeat::new(peer, 7).encode().unwrap();
         assert_eq!(validate(Some(peer), &beat), Verdict::Accept);
         assert_eq!(Heartbeat::decode(&beat).unwrap().seq, 7);
     }
 
     #[test]
     fn a_relayed_claim_and_garbage_are_rejected() {
-        let beat = Heartbeat::new(PeerId::random(), 1).encode();
+        let beat = Heartbeat::new(PeerId::random(), 1).encode().unwrap();
         assert!(matches!(
             validate(Some(PeerId::random()), &beat),
             Verdict::Reject(_)

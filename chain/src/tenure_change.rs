@@ -44,6 +44,9 @@ pub enum TenureChangeError {
     /// Bytes left after the signer bitmap.
     #[error("{0} bytes after the tenure change")]
     Trailing(usize),
+    /// A bit past the signer count is set.
+    #[error("the signer bitmap sets a padding bit")]
+    Padding,
     /// More signers than a stacker set holds.
     #[error("a bitmap of {0} signers is too large")]
     TooManySigners(u32),
@@ -146,6 +149,12 @@ impl TenureChange {
             .ok_or(TenureChangeError::Truncated("signers"))?;
         if rest.len() > len {
             return Err(TenureChangeError::Trailing(rest.len().saturating_sub(len)));
+        }
+        // One encoding per value: the bits past `count` must be zero.
+        let padded = (count as usize..len.saturating_mul(8))
+            .any(|i| bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0));
+        if padded {
+            return Err(TenureChangeError::Padding);
         }
         let signers = (0..count as usize)
             .map(|i| bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
@@ -276,6 +285,14 @@ mod tests {
         assert_eq!(
             TenureChange::from_bytes(&cause),
             Err(TenureChangeError::Cause(7))
+        );
+        // 10 signers fill 2 bytes; bits 10–15 are padding and must be zero, or one
+        // tenure change would have several encodings.
+        let mut padded = bytes.clone();
+        *padded.last_mut().unwrap() |= 0x80;
+        assert_eq!(
+            TenureChange::from_bytes(&padded),
+            Err(TenureChangeError::Padding)
         );
         let mut trailing = bytes.clone();
         trailing.push(0);

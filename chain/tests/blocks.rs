@@ -157,6 +157,25 @@ fn every_invalid_block_is_refused_with_its_reason() {
     b.signers = ByteBuf::from(vec![0xff; 3]);
     assert_eq!(check(&b), Err(BlockError::SignerBitmap(3)));
 
+    // 63 real shares and the 4 padding bits set, signed over that bitmap: the
+    // padding counted as 4 signers, so 63 shares passed the 67-share rule.
+    let mut b = make(vec![Tx::Transfer(good.clone())]);
+    b.signers = ByteBuf::from(vec![
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 0xf0,
+    ]);
+    assert_eq!(b.signer_weight(), 63);
+    assert_eq!(check(&resign(b)), Err(BlockError::SignerPadding));
+    let mut b = make(vec![Tx::Transfer(good.clone())]);
+    b.signers = ByteBuf::from(vec![
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 0,
+    ]);
+    assert_eq!(
+        check(&resign(b)),
+        Err(BlockError::TooFewSigners { got: 63 })
+    );
+    // The honest block with all 100 shares still passes.
+    assert!(check(&make(vec![Tx::Transfer(good.clone())])).is_ok());
+
     // A transaction swapped after the header was built.
     let mut b = make(vec![Tx::Transfer(good.clone())]);
     b.txs = vec![Tx::Transfer(Transfer::sign(

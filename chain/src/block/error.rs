@@ -50,6 +50,9 @@ pub enum BlockError {
     /// The signer bitmap is malformed.
     #[error("signer bitmap of {0} bytes")]
     SignerBitmap(usize),
+    /// A padding bit of the signer bitmap (past share 100) is set.
+    #[error("the signer bitmap sets a padding bit")]
+    SignerPadding,
     /// Too few shares signed.
     #[error("{got} shares signed; {SIGNING_THRESHOLD} are needed")]
     TooFewSigners {

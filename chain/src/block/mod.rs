@@ -186,9 +186,25 @@ impl Block {
         h.finalize().into()
     }
 
-    /// Shares that signed.
+    /// Shares that signed: the bits of shares 1–100 only. The bitmap's last four
+    /// bits are padding and count for nothing (validation refuses them set).
     pub fn signer_weight(&self) -> u32 {
-        self.signers.iter().map(|b| b.count_ones()).sum()
+        (0..SIGNER_SHARES)
+            .filter(|i| {
+                self.signers
+                    .get(i / 8)
+                    .is_some_and(|b| b & (1 << (i % 8)) != 0)
+            })
+            .fold(0, |n, _| n.saturating_add(1))
+    }
+
+    /// Whether a padding bit (past share 100) is set.
+    pub fn signer_padding_set(&self) -> bool {
+        (SIGNER_SHARES..self.signers.len().saturating_mul(8)).any(|i| {
+            self.signers
+                .get(i / 8)
+                .is_some_and(|b| b & (1 << (i % 8)) != 0)
+        })
     }
 
     /// Encodes the block ([`crate::codec`]).

@@ -64,6 +64,9 @@ impl ChainState {
         if block.signers.len() != SIGNER_SHARES.div_ceil(8) {
             return Err(BlockError::SignerBitmap(block.signers.len()));
         }
+        if block.signer_padding_set() {
+            return Err(BlockError::SignerPadding);
+        }
         let weight = block.signer_weight();
         if weight < SIGNING_THRESHOLD {
             return Err(BlockError::TooFewSigners { got: weight });

@@ -7,7 +7,10 @@
 //! forward as credit added to its next enrollment, so small producers are not simply
 //! priced out. Decisions where the sources are silent: the bound is computed once,
 //! over the top 100; producers beyond the top 100 also keep their spend as credit;
-//! ties in spend go to the lower enrollment txid.
+//! ties in spend go to the lower enrollment txid. The credit map is bounded: it keeps
+//! the [`MAX_CARRIED_CREDIT`] largest credits (ties to the lower key), so producers
+//! that enroll once and leave do not grow it forever; pushing a credit out costs an
+//! attacker that many enrollments each spending more than it.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +21,9 @@ pub const TERM_LENGTH: u64 = 10;
 
 /// Producers per term, at most.
 pub const MAX_PRODUCERS: usize = 100;
+
+/// Credits carried forward, at most.
+pub const MAX_CARRIED_CREDIT: usize = 1_000;
 
 /// Where terms start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +144,12 @@ pub fn select(
         .collect();
     for p in below.into_iter().chain(beyond) {
         carried.insert(p.producer, p.weight);
+    }
+    if carried.len() > MAX_CARRIED_CREDIT {
+        let mut largest: Vec<(PublicKey, Amount)> = carried.into_iter().collect();
+        largest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        largest.truncate(MAX_CARRIED_CREDIT);
+        carried = largest.into_iter().collect();
     }
     Selection {
         producers,

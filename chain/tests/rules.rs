@@ -229,6 +229,44 @@ fn the_top_hundred_are_selected_and_small_spends_become_credit() {
     assert!(selection.credit.is_empty());
 }
 
+#[test]
+fn carried_credit_is_bounded_and_keeps_the_largest() {
+    use tenure_chain::terms::MAX_CARRIED_CREDIT;
+    // Every term a crowd of one-off producers below the bound: the credit map grew by
+    // all of them, forever.
+    let big = |n: u32| Candidate {
+        producer: wide_key(n),
+        spent: Amount::from_sat(1_000_000_000),
+        txid: Txid::from_byte_array([1; 32]),
+    };
+    let mut credit = BTreeMap::new();
+    for term in 0..3u32 {
+        let mut candidates = vec![big(0)];
+        candidates.extend((1..=800u32).map(|i| Candidate {
+            producer: wide_key(term * 1_000 + i),
+            spent: Amount::from_sat(u64::from(i)),
+            txid: Txid::from_byte_array([2; 32]),
+        }));
+        credit = select(&candidates, &credit, 100).credit;
+        assert!(credit.len() <= MAX_CARRIED_CREDIT, "{}", credit.len());
+    }
+    assert_eq!(credit.len(), MAX_CARRIED_CREDIT);
+    // The largest credits stayed; the honest big producer is still selected.
+    assert!(credit.contains_key(&wide_key(2_800)));
+    assert!(!credit.contains_key(&wide_key(1)));
+    let selection = select(&[big(0)], &credit, 100);
+    assert_eq!(selection.producers.len(), 1);
+}
+
+/// A distinct valid key for any `n`.
+fn wide_key(n: u32) -> bitcoin::secp256k1::PublicKey {
+    let mut secret = [1u8; 32];
+    secret[28..].copy_from_slice(&n.to_be_bytes());
+    SecretKey::from_slice(&secret)
+        .unwrap()
+        .public_key(SECP256K1)
+}
+
 fn producers(spends: &[u64]) -> Vec<Producer> {
     spends
         .iter()

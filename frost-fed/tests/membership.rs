@@ -17,7 +17,7 @@ use bitcoin::Network;
 use common::{federation, member};
 use tenure_frost_fed::{
     KeyShare, MemberId, Roster,
-    membership::{AdmitError, RosterChange, admit},
+    membership::{AdmitError, RosterChange, admit, admit_with},
     sign::verify_bip340,
 };
 
@@ -139,4 +139,43 @@ fn the_key_sequence_gives_fresh_addresses_the_federation_signs_for() {
     // Derived keys survive the stored form.
     let again = KeyShare::from_bytes(&derived[&member(2)].to_bytes().unwrap()).unwrap();
     assert_eq!(again, derived[&member(2)]);
+}
+
+#[test]
+fn a_threshold_signature_on_anything_else_does_not_admit_a_roster_of_the_attackers_choosing() {
+    let keys = federation(4);
+    let key = keys.values().next().unwrap().clone();
+    // The federation signs its ordinary business: a block digest.
+    let anything = || |_: &[u8]| -> Result<[u8; 32], String> { Ok([0xb1; 32]) };
+    let block_record = common::sign_now(&keys, anything, b"block 7");
+    // An outsider pairs that signature with a roster that hands it every share.
+    let takeover = Roster::equal(vec![member(9)], 100, 67).unwrap();
+    let forged = RosterChange::with_agreement(&key.roster, takeover, block_record.message);
+    assert_eq!(
+        admit(&key, &forged, &block_record),
+        Err(AdmitError::NotCommitted)
+    );
+    // An application's agreement is admitted only if its own check says it commits
+    // to the roster.
+    assert_eq!(
+        admit_with(&key, &forged, &block_record, |_, to| to.len() == 5),
+        Err(AdmitError::NotCommitted)
+    );
+
+    // The honest path still works: a proposal the members sign is admitted.
+    let bigger = Roster::equal((1..=5).map(member).collect(), 100, 67).unwrap();
+    let change = RosterChange::proposal(&key.roster, bigger.clone());
+    let agree = || {
+        |payload: &[u8]| -> Result<[u8; 32], String> {
+            let change: RosterChange =
+                serde_cbor::from_slice(payload).map_err(|e| e.to_string())?;
+            Ok(change.agreement)
+        }
+    };
+    let record = common::sign_now(&keys, agree, &serde_cbor::to_vec(&change).unwrap());
+    assert_eq!(admit(&key, &change, &record), Ok(bigger.clone()));
+    assert_eq!(
+        admit_with(&key, &change, &record, |_, to| *to == bigger),
+        Ok(bigger)
+    );
 }

@@ -331,6 +331,13 @@ impl OverlayService {
         request: RpcRequest,
         channel: ResponseChannel<RpcResponse>,
     ) {
+        // Nothing is served before the hello: a peer of another network, or one that
+        // holds its hello open, gets a closed stream (dropping the channel closes it).
+        if !self.peers.is_ready(&peer) {
+            self.metrics.counters().rpc_failures.inc();
+            debug!(target: logs::PEERS, %peer, service = request.service.name(), "request before the hello refused");
+            return;
+        }
         if request.service == Service::GossipBody {
             self.serve_body(&request.body, channel);
             return;

@@ -5,18 +5,24 @@
 //! Any member may ask the federation to sign a payload. Every member runs the
 //! application's [`Validator`] on the payload and signs only the digest it approves.
 //! For each request the members rank the roster by a hash of the request and member;
-//! the first [`SigningConfig::coordinators`] of that ranking coordinate, the k-th
-//! starting `k × stagger` after the request unless a signature has appeared, so a
-//! crashed coordinator costs one stagger.
+//! the first [`coordinator_count`] of that ranking coordinate, the k-th starting
+//! `k × stagger` after the request unless a signature has appeared, so a crashed
+//! coordinator costs one stagger. That count is ROAST's n − t + 1 for weights: with
+//! q the fewest members whose shares reach the threshold, at most n − q members can
+//! be faulty while the honest still sign, so n − q + 1 coordinators include an
+//! honest one (and never fewer than [`SigningConfig::coordinators`]).
 //!
 //! A coordinator collects nonce commitments and opens a session as soon as the
 //! members ready to sign hold the threshold of shares. A member that answers a
 //! session sends fresh commitments with its shares, so it is ready again at once; a
 //! member that stalls is simply not ready, and once a session has waited
 //! [`SigningConfig::patience`] the coordinator opens another with the members that
-//! are. Shares are checked on aggregation (`frost-core` names every cheater); a
-//! cheater is excluded from later sessions. Signing goes on while the members not
-//! excluded hold the threshold.
+//! are. A member's answer is checked when it arrives: exactly one share for each
+//! share number it holds, no other; an incomplete answer or a share labelled with a
+//! number the member does not hold marks it malicious at once. Share values are
+//! checked on aggregation (`frost-core` names every member whose share fails). A
+//! member marked malicious is never put in a session of that request again (ROAST),
+//! and signing goes on while the members not excluded hold the threshold.
 //!
 //! The result is a [`SignatureRecord`]: the BIP340 signature plus the package and
 //! shares, from which any verifier learns who signed and their weight.
@@ -69,11 +75,35 @@ where
     }
 }
 
+/// How many members coordinate each request: ROAST's n − t + 1 for weights (see the
+/// module docs), and at least `minimum`.
+pub fn coordinator_count(roster: &crate::Roster, minimum: usize) -> usize {
+    let mut weights: Vec<u16> = roster.members().iter().map(|(_, w)| *w).collect();
+    weights.sort_unstable_by(|a, b| b.cmp(a));
+    let threshold = u32::from(roster.threshold());
+    let mut sum = 0u32;
+    let quorum = weights
+        .iter()
+        .take_while(|w| {
+            let before = sum;
+            sum = sum.saturating_add(u32::from(**w));
+            before < threshold
+        })
+        .count();
+    weights
+        .len()
+        .saturating_sub(quorum)
+        .saturating_add(1)
+        .max(minimum)
+        .max(1)
+        .min(weights.len().max(1))
+}
+
 /// Tuning of signing.
 #[derive(Clone, Debug)]
 pub struct SigningConfig {
-    /// Members that may coordinate one request (ROAST's n − t + 1 bounds the useful
-    /// number; a few are enough against crashes).
+    /// The fewest members that coordinate one request; the roster may need more
+    /// ([`coordinator_count`]).
     pub coordinators: usize,
     /// Delay between one coordinator and the next taking up a request.
     pub stagger: Duration,
@@ -147,6 +177,8 @@ struct Session {
     members: BTreeSet<MemberId>,
     shares: BTreeMap<MemberId, Vec<(u16, SignatureShare)>>,
     opened: Instant,
+    /// A member's answer was malformed: no signature can come of it.
+    dead: bool,
 }
 
 #[derive(Default)]
@@ -374,7 +406,10 @@ impl<V: Validator> Signing<V> {
         }
         let coordinators = ranking(&self.key, id)
             .into_iter()
-            .take(self.config.coordinators.max(1))
+            .take(coordinator_count(
+                &self.key.roster,
+                self.config.coordinators,
+            ))
             .collect();
         let (digest, mut out) = match self.validator.approve(payload) {
             Ok(digest) => (Some(digest), Vec::new()),
@@ -522,8 +557,13 @@ impl<V: Validator> Signing<V> {
         let Some(c) = r.coordinating.as_mut() else {
             return Vec::new();
         };
+        // A session holding a member marked malicious cannot give a signature, so
+        // it is not waited for.
         let waiting = c.sessions.values().any(|s| {
-            s.shares.len() < s.members.len() && now.saturating_duration_since(s.opened) < patience
+            !s.dead
+                && s.members.is_disjoint(&c.malicious)
+                && s.shares.len() < s.members.len()
+                && now.saturating_duration_since(s.opened) < patience
         });
         let ready: BTreeSet<MemberId> = c.ready.keys().copied().collect();
         if waiting || roster.weight(&ready) < threshold {
@@ -566,6 +606,7 @@ impl<V: Validator> Signing<V> {
                 members: chosen.clone(),
                 shares: BTreeMap::new(),
                 opened: now,
+                dead: false,
             },
         );
         chosen
@@ -665,46 +706,84 @@ impl<V: Validator> Signing<V> {
         if !s.members.contains(&from) || s.shares.contains_key(&from) {
             return Vec::new();
         }
+        // Exactly one well-formed share per share number the member holds: anything
+        // else (a share left out, a number it does not hold, bytes that are no share)
+        // can only fail the session, so the member is marked at once.
+        let held: Option<BTreeSet<u16>> = key
+            .roster
+            .index_of(&from)
+            .and_then(|i| key.roster.shares_of(i))
+            .map(|r| r.collect());
         let parsed: Option<Vec<(u16, SignatureShare)>> = shares
             .iter()
             .map(|(n, b)| Some((*n, SignatureShare::deserialize(b).ok()?)))
             .collect();
-        let Some(parsed) = parsed else {
-            return Vec::new();
-        };
-        s.shares.insert(from, parsed);
-        if let Some(next) = next
-            && !c.malicious.contains(&from)
-        {
-            c.ready.insert(from, next);
-        }
+        let numbers: BTreeSet<u16> = shares.iter().map(|(n, _)| *n).collect();
+        let well_formed =
+            parsed.filter(|p| held.as_ref() == Some(&numbers) && p.len() == numbers.len());
         let mut out = Vec::new();
+        match well_formed {
+            Some(parsed) => {
+                s.shares.insert(from, parsed);
+                // Its fresh commitments make it ready for another session.
+                if let Some(next) = next
+                    && !c.malicious.contains(&from)
+                {
+                    c.ready.insert(from, next);
+                }
+            }
+            None => {
+                // The session cannot give a signature: it waits no longer, and the
+                // others' answers to it still bring their fresh commitments.
+                s.shares.insert(from, Vec::new());
+                s.dead = true;
+                c.ready.remove(&from);
+                if c.malicious.insert(from) {
+                    out.push(SignOutput::Cheater {
+                        request: id,
+                        member: from,
+                    });
+                }
+            }
+        }
         let complete = s.shares.len() == s.members.len();
-        if complete {
+        if complete && s.dead {
+            c.sessions.remove(&session);
+        } else if complete {
             out.extend(Self::finish_session(&key, id, c, session));
         }
         if out.iter().any(|o| matches!(o, SignOutput::Signed { .. })) {
             r.done = true;
             return out;
         }
-        let excluded: BTreeSet<MemberId> = c.malicious.clone();
-        let remaining: BTreeSet<MemberId> = key
-            .roster
+        out.extend(self.after_exclusion(id, now));
+        out
+    }
+
+    /// After a session ended without a signature: give up if the members not marked
+    /// malicious hold too few shares, else open another session when ready.
+    fn after_exclusion(&mut self, id: RequestId, now: Instant) -> Vec<SignOutput> {
+        let roster = self.key.roster.clone();
+        let Some(r) = self.requests.get_mut(&id).filter(|r| !r.done) else {
+            return Vec::new();
+        };
+        let Some(c) = r.coordinating.as_ref() else {
+            return Vec::new();
+        };
+        let remaining: BTreeSet<MemberId> = roster
             .members()
             .iter()
             .map(|(m, _)| *m)
-            .filter(|m| !excluded.contains(m))
+            .filter(|m| !c.malicious.contains(m))
             .collect();
-        if key.roster.weight(&remaining) < u32::from(key.roster.threshold()) {
+        if roster.weight(&remaining) < u32::from(roster.threshold()) {
             r.done = true;
-            out.push(SignOutput::Failed {
+            return vec![SignOutput::Failed {
                 request: id,
                 reason: "the members not excluded hold too few shares".into(),
-            });
-            return out;
+            }];
         }
-        out.extend(self.maybe_open_session(id, now));
-        out
+        self.maybe_open_session(id, now)
     }
 
     /// Aggregates a complete session: the signature, or the cheaters excluded.

@@ -17,7 +17,7 @@ use bitcoin::{
 use common::wallet;
 use tenure_chain::{
     burnchain::regtest::{RegtestChain, Wallet},
-    ops::enrollment::{self, EnrollmentData, Magic, burn_output},
+    ops::enrollment::{self, EnrollmentData, Magic, Payment, burn_output},
     ops::key_registration::{KeyRegistration, KeyRegistrationError, KeyRegistrations},
 };
 
@@ -120,7 +120,7 @@ fn only_the_registrations_owner_may_enroll_with_it() {
         Ok(found)
     );
     // The enrollment itself parses as one, and mines.
-    assert!(enrollment::parse(&tx, Magic::Regtest, false).is_ok());
+    assert!(enrollment::parse(&tx, Magic::Regtest, Payment::Burn).is_ok());
     chain.submit(tx).unwrap();
 
     let (tx, data, prevout) = enroll(&chain, &other, key_block, 1);

@@ -17,7 +17,7 @@ use bitcoin::{
 use tenure_chain::{
     burnchain::BurnchainSource,
     burnchain::regtest::{RegtestChain, RegtestError, Wallet, coinbase, seal, subsidy},
-    ops::enrollment::{self, EnrollmentData, Magic, burn_output},
+    ops::enrollment::{self, EnrollmentData, Magic, Payment, burn_output},
 };
 
 fn wallet(n: u8) -> Wallet {
@@ -71,7 +71,7 @@ fn a_wallet_pays_an_enrollment_that_is_mined_and_parses() {
     let block = chain.block(&hash).unwrap();
     assert!(block.check_merkle_root());
     assert_eq!(block.txdata[1], tx);
-    let parsed = enrollment::parse(&block.txdata[1], Magic::Regtest, false).unwrap();
+    let parsed = enrollment::parse(&block.txdata[1], Magic::Regtest, Payment::Burn).unwrap();
     assert_eq!(parsed.spent, Amount::from_sat(25_000));
     // The miner got the fee on top of the subsidy.
     assert_eq!(

@@ -19,7 +19,7 @@ use bitcoin::{
 };
 use proptest::prelude::*;
 use tenure_chain::{
-    ops::enrollment::{self, EnrollmentData, EnrollmentError, Magic, burn_output},
+    ops::enrollment::{self, EnrollmentData, EnrollmentError, Magic, Payment, burn_output},
     shares::{SHARES, assign},
     terms::{Candidate, Producer, Terms, select},
 };
@@ -61,6 +61,69 @@ fn pox(amount: u64, n: usize) -> Vec<TxOut> {
         .collect()
 }
 
+/// The reward cycle's PoX recipients: the scripts `pox` pays, in order.
+fn recipients() -> Vec<ScriptBuf> {
+    pox(0, 20).into_iter().map(|o| o.script_pubkey).collect()
+}
+
+#[test]
+fn an_enrollment_paying_itself_is_no_spend_and_gets_no_weight() {
+    // Twenty equal outputs back to the producer's own script: its "spend" came
+    // back to it, and it ranked as if it had paid.
+    let own = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([0xee; 20]));
+    let mut outputs = vec![data().op_return(Magic::Regtest)];
+    outputs.extend((0..20).map(|_| TxOut {
+        value: Amount::from_sat(5_000_000),
+        script_pubkey: own.clone(),
+    }));
+    assert_eq!(
+        enrollment::parse(&tx(outputs), Magic::Regtest, Payment::Pox(&recipients())),
+        Err(EnrollmentError::WrongRecipient(1))
+    );
+    // One recipient swapped for the producer in the middle is caught there.
+    let mut outputs = vec![data().op_return(Magic::Regtest)];
+    let mut paid = pox(5_000, 20);
+    paid[7].script_pubkey = own;
+    outputs.extend(paid);
+    assert_eq!(
+        enrollment::parse(&tx(outputs), Magic::Regtest, Payment::Pox(&recipients())),
+        Err(EnrollmentError::WrongRecipient(8))
+    );
+    // Paying the cycle's recipients, or burning, ranks as before.
+    let mut honest = vec![data().op_return(Magic::Regtest)];
+    honest.extend(pox(5_000, 20));
+    assert_eq!(
+        enrollment::parse(&tx(honest), Magic::Regtest, Payment::Pox(&recipients()))
+            .unwrap()
+            .spent,
+        Amount::from_sat(100_000)
+    );
+}
+
+#[test]
+fn an_enrollment_names_a_block_of_the_term_before_its_own() {
+    let terms = Terms::new(100);
+    let mut d = data();
+    // Mined at 125 (term 2): set block must be in term 1 (110–119).
+    for (set_block, ok) in [
+        (110, true),
+        (119, true),
+        (109, false),
+        (120, false),
+        (124, false),
+    ] {
+        d.set_block = set_block;
+        assert_eq!(
+            enrollment::check_term(&d, &terms, 125).is_ok(),
+            ok,
+            "set block {set_block}"
+        );
+    }
+    // Term 0 has no term before it.
+    d.set_block = 99;
+    assert!(enrollment::check_term(&d, &terms, 105).is_err());
+}
+
 #[test]
 fn enrollment_data_has_the_sips_layout() {
     let bytes = data().to_bytes(Magic::Mainnet);
@@ -83,7 +146,8 @@ fn enrollment_data_has_the_sips_layout() {
 fn enrollments_parse_with_pox_or_burn_outputs() {
     let mut outputs = vec![data().op_return(Magic::Regtest)];
     outputs.extend(pox(5_000, 20));
-    let parsed = enrollment::parse(&tx(outputs), Magic::Regtest, true).unwrap();
+    let parsed =
+        enrollment::parse(&tx(outputs), Magic::Regtest, Payment::Pox(&recipients())).unwrap();
     assert_eq!(parsed.spent, Amount::from_sat(100_000));
     assert_eq!(parsed.data, data());
 
@@ -92,7 +156,9 @@ fn enrollments_parse_with_pox_or_burn_outputs() {
     with_burns.extend(pox(5_000, 18));
     with_burns.push(burn_output(Amount::from_sat(5_000)));
     with_burns.push(burn_output(Amount::from_sat(5_000)));
-    assert!(enrollment::parse(&tx(with_burns), Magic::Regtest, true).is_ok());
+    assert!(
+        enrollment::parse(&tx(with_burns), Magic::Regtest, Payment::Pox(&recipients())).is_ok()
+    );
 
     // Outside a reward cycle: a burn.
     let burn = vec![
@@ -100,7 +166,7 @@ fn enrollments_parse_with_pox_or_burn_outputs() {
         burn_output(Amount::from_sat(42_000)),
     ];
     assert_eq!(
-        enrollment::parse(&tx(burn), Magic::Regtest, false)
+        enrollment::parse(&tx(burn), Magic::Regtest, Payment::Burn)
             .unwrap()
             .spent,
         Amount::from_sat(42_000)
@@ -119,7 +185,7 @@ fn malformed_enrollments_are_ignored_with_their_reason() {
         outputs.extend(pox(1_000, 20));
         tx(outputs)
     };
-    let parse = |t: &Transaction| enrollment::parse(t, Magic::Regtest, true);
+    let parse = |t: &Transaction| enrollment::parse(t, Magic::Regtest, Payment::Pox(&recipients()));
 
     assert_eq!(parse(&tx(vec![])), Err(EnrollmentError::NoOpReturn));
     assert_eq!(parse(&tx(pox(1, 21))), Err(EnrollmentError::NoOpReturn));
@@ -150,7 +216,7 @@ fn malformed_enrollments_are_ignored_with_their_reason() {
     assert_eq!(parse(&tx(short)), Err(EnrollmentError::NoSpend));
     let not_burn = [vec![data().op_return(Magic::Regtest)], pox(1_000, 1)].concat();
     assert_eq!(
-        enrollment::parse(&tx(not_burn), Magic::Regtest, false),
+        enrollment::parse(&tx(not_burn), Magic::Regtest, Payment::Burn),
         Err(EnrollmentError::NotBurn)
     );
 }
@@ -162,7 +228,7 @@ fn pox_outputs_adding_up_past_the_money_range_are_refused_not_a_panic() {
         let mut huge = vec![data().op_return(Magic::Regtest)];
         huge.extend(pox(each, 20));
         assert_eq!(
-            enrollment::parse(&tx(huge), Magic::Regtest, true),
+            enrollment::parse(&tx(huge), Magic::Regtest, Payment::Pox(&recipients())),
             Err(EnrollmentError::OutOfRange(each))
         );
     }
@@ -170,7 +236,7 @@ fn pox_outputs_adding_up_past_the_money_range_are_refused_not_a_panic() {
     let mut most = vec![data().op_return(Magic::Regtest)];
     most.extend(pox(1_000_000 * 100_000_000, 20));
     assert_eq!(
-        enrollment::parse(&tx(most), Magic::Regtest, true)
+        enrollment::parse(&tx(most), Magic::Regtest, Payment::Pox(&recipients()))
             .unwrap()
             .spent,
         Amount::from_int_btc(20_000_000)

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use tenure_chain::{
     block::Tx,
     ops::announce::Announcement,
-    ops::enrollment::{self, Magic},
+    ops::enrollment::{self, Magic, Payment},
     ops::key_registration::KeyRegistration,
     ops::stake,
     tenure_change::TenureChange,
@@ -16,8 +16,8 @@ use tenure_chain::{
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(tx) = bitcoin::consensus::deserialize::<bitcoin::Transaction>(bytes) {
         for magic in [Magic::Mainnet, Magic::Testnet, Magic::Regtest] {
-            let _ = enrollment::parse(&tx, magic, true);
-            let _ = enrollment::parse(&tx, magic, false);
+            let _ = enrollment::parse(&tx, magic, Payment::Pox(&[]));
+            let _ = enrollment::parse(&tx, magic, Payment::Burn);
             let _ = stake::parse(&tx, magic);
             let _ = KeyRegistration::parse(&tx, magic);
             if let Some(input) = tx.input.first() {

@@ -11,6 +11,20 @@
 //! Heights are 4-byte and offsets 2-byte big-endian integers. A malformed enrollment
 //! is ignored with its reason ([`EnrollmentError`]), never a panic: anyone can put
 //! bytes on Bitcoin.
+//!
+//! What an enrollment spends is what ranks it, so the spend must leave the producer
+//! ([`Payment`]): during a reward cycle outputs 1–20 pay the cycle's PoX recipients,
+//! in the cycle's order, in equal amounts, and a provably unspendable burn may stand
+//! in for any of them (it must for each recipient the cycle does not have); outside a reward cycle the second
+//! output burns. An output paying anyone else (the producer itself, say) makes the
+//! enrollment invalid: otherwise selection weight would be free.
+//!
+//! The enrollment is tied to its term ([`check_term`], SIP: "only accepted if it is
+//! processed during the correct term"): an enrollment mined in term E (choosing the
+//! producers of term E + 2) names in `set_block` a burn block of term E − 1 (the
+//! SIP's N-3), before the enrollment itself. `state_root` is the chain state root as
+//! of the block announced at (`set_block`, `set_txoff`); the scan compares it with
+//! that announced block's state root, which only the announcement index holds.
 
 use bitcoin::{Amount, ScriptBuf, Transaction, TxOut, script::PushBytesBuf, secp256k1::PublicKey};
 
@@ -92,6 +106,49 @@ pub enum EnrollmentError {
     /// PoX outputs whose total is past the money range (21 million BTC).
     #[error("PoX outputs of {0} sats each add up past the money range")]
     OutOfRange(u64),
+    /// A PoX output pays someone who is not the cycle's recipient at that place.
+    #[error("PoX output {0} pays someone other than the cycle's recipient")]
+    WrongRecipient(usize),
+    /// `set_block` is not a burn block of the term before the enrollment's.
+    #[error(
+        "set block {set_block} is not in the term before the enrollment's (mined at {mined_at})"
+    )]
+    WrongTerm {
+        /// The enrollment's set block.
+        set_block: u32,
+        /// Where the enrollment was mined.
+        mined_at: u64,
+    },
+}
+
+/// How an enrollment must pay, as the burnchain's reward cycle says.
+#[derive(Clone, Copy, Debug)]
+pub enum Payment<'a> {
+    /// Outside a reward cycle: the second output burns.
+    Burn,
+    /// During a reward cycle: outputs 1–20 pay these recipients in order (burns for
+    /// the places past the end of the list), in equal amounts.
+    Pox(&'a [ScriptBuf]),
+}
+
+/// Checks that an enrollment mined at burn height `mined_at` names in `set_block` a
+/// burn block of the term before its own, and not after itself.
+pub fn check_term(
+    data: &EnrollmentData,
+    terms: &crate::terms::Terms,
+    mined_at: u64,
+) -> Result<(), EnrollmentError> {
+    let set = u64::from(data.set_block);
+    let wrong = EnrollmentError::WrongTerm {
+        set_block: data.set_block,
+        mined_at,
+    };
+    let term = terms.term_of(mined_at).ok_or(wrong.clone())?;
+    let previous = term.checked_sub(1).ok_or(wrong.clone())?;
+    if set >= mined_at || terms.term_of(set) != Some(previous) {
+        return Err(wrong);
+    }
+    Ok(())
 }
 
 /// A parsed enrollment.
@@ -184,17 +241,15 @@ fn is_burn(out: &TxOut) -> bool {
     out.script_pubkey.is_op_return()
 }
 
-/// Parses `tx` as an enrollment. `in_reward_cycle` says whether outputs 1–20 must be
-/// PoX outputs (to recipients, or burns for missing recipients) of equal amounts;
-/// otherwise the second output must burn.
+/// Parses `tx` as an enrollment that must pay as `payment` says.
 pub fn parse(
     tx: &Transaction,
     magic: Magic,
-    in_reward_cycle: bool,
+    payment: Payment<'_>,
 ) -> Result<Enrollment, EnrollmentError> {
     let data = crate::ops::op_return::first_output_push(tx).ok_or(EnrollmentError::NoOpReturn)?;
     let data = EnrollmentData::from_bytes(data, magic)?;
-    let spent = if in_reward_cycle {
+    let spent = if let Payment::Pox(recipients) = payment {
         let pox: Vec<&TxOut> = tx.output.iter().skip(1).take(POX_OUTPUTS).collect();
         if pox.len() < POX_OUTPUTS {
             return Err(EnrollmentError::NoSpend);
@@ -205,6 +260,13 @@ pub fn parse(
                 amount.to_sat(),
                 other.value.to_sat(),
             ));
+        }
+        for (i, out) in pox.iter().enumerate() {
+            // A burn is always allowed: it spends as much and pays no one.
+            let paid = is_burn(out) || recipients.get(i) == Some(&out.script_pubkey);
+            if !paid {
+                return Err(EnrollmentError::WrongRecipient(i.saturating_add(1)));
+            }
         }
         amount
             .checked_mul(POX_OUTPUTS as u64)

@@ -23,6 +23,9 @@ pub enum KeyStoreError {
     /// A stored key share does not decode.
     #[error("stored key share: {0}")]
     Corrupt(#[from] KeyShareError),
+    /// The directory could not be made or restricted to its owner.
+    #[error("key store directory: {0}")]
+    Directory(String),
     /// Another format.
     #[error("key store format {found} is not {KEY_STORE_FORMAT}")]
     Format {
@@ -39,8 +42,18 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, readable by its owner only (mode 0700 on
+    /// Unix): it holds secret key shares.
     pub fn open(dir: &Path) -> Result<KeyStore, KeyStoreError> {
+        let directory =
+            |e: std::io::Error| KeyStoreError::Directory(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(directory)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(directory)?;
+        }
         let db = sled::open(dir)?;
         let format = KEY_STORE_FORMAT.to_be_bytes();
         match db.get(FORMAT_KEY)? {
@@ -86,5 +99,27 @@ impl KeyStore {
             return Ok(None);
         };
         self.get(&SessionId(session))
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_key_store_is_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        // Even a directory made open to everyone before is closed on open.
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = KeyStore::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(store.current().unwrap(), None);
     }
 }

@@ -36,6 +36,7 @@ use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
 };
+use zeroize::Zeroize;
 
 use bitcoin::secp256k1::Keypair;
 use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage, SigningShare, VerifyingShare};
@@ -689,4 +690,15 @@ fn proof_challenge(
             &curve::point_bytes(r),
         ],
     )
+}
+/// The secret polynomial and the shares dealt to this member are wiped when the
+/// session is dropped; the key share itself lives on in frost's key packages, which
+/// wipe themselves.
+impl Drop for Dkg {
+    fn drop(&mut self) {
+        self.polynomial.zeroize();
+        for values in self.received.values_mut() {
+            values.zeroize();
+        }
+    }
 }

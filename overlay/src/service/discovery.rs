@@ -1,5 +1,12 @@
 //! Finding peers: bootstrap addresses, Kademlia random walks, mDNS, and dialling what
 //! they turn up until the node has its target number of peers.
+//!
+//! The table of known peers is bounded ([`MAX_KNOWN_PEERS`]) but never closed: a full
+//! table makes room for a newly learnt peer by evicting the entry that failed most
+//! dials, and among those the one learnt or confirmed longest ago. A peer whose dials
+//! failed [`MAX_DIAL_FAILURES`] times in a row is forgotten; a connection clears its
+//! failures. So a burst of made-up peers cannot freeze the table, and peers that went
+//! away leave it.
 
 use std::{collections::HashMap, time::Instant};
 
@@ -19,6 +26,19 @@ const MAX_KNOWN_PEERS: usize = 1024;
 /// Addresses remembered per peer, at most.
 const MAX_ADDRS_PER_PEER: usize = 8;
 
+/// Failed dials in a row after which a peer is forgotten.
+const MAX_DIAL_FAILURES: u32 = 3;
+
+/// A known peer.
+#[derive(Debug)]
+struct Known {
+    addrs: Vec<Multiaddr>,
+    /// When it was last learnt or confirmed (a counter: later is larger).
+    seen: u64,
+    /// Dials that failed since it was last connected.
+    failures: u32,
+}
+
 /// Addresses learnt from discovery.
 ///
 /// There is no random walk of our own: Kademlia bootstraps by itself while its routing
@@ -27,7 +47,9 @@ const MAX_ADDRS_PER_PEER: usize = 8;
 /// testnet meshed in 14 s with them, 7 s without).
 #[derive(Debug)]
 pub(crate) struct Discovery {
-    known: HashMap<PeerId, Vec<Multiaddr>>,
+    known: HashMap<PeerId, Known>,
+    /// Counts learning events, to order entries by age.
+    clock: u64,
     bootstrap: Vec<Multiaddr>,
     target_peers: usize,
 }
@@ -36,24 +58,58 @@ impl Discovery {
     pub fn new(config: &OverlayConfig) -> Self {
         Discovery {
             known: HashMap::new(),
+            clock: 0,
             bootstrap: config.bootstrap_peers.clone(),
             target_peers: config.target_peers,
         }
     }
 
-    /// Remembers addresses for `peer` (bounded in peers and addresses).
+    /// Remembers addresses for `peer` (bounded in peers and addresses); a full table
+    /// evicts its least useful entry.
     pub fn learn(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
+        self.clock = self.clock.saturating_add(1);
         if !self.known.contains_key(&peer) && self.known.len() >= MAX_KNOWN_PEERS {
-            return;
+            let evict = self
+                .known
+                .iter()
+                .max_by_key(|(_, k)| (k.failures, std::cmp::Reverse(k.seen)))
+                .map(|(p, _)| *p);
+            if let Some(evict) = evict {
+                self.known.remove(&evict);
+            }
         }
-        let entry = self.known.entry(peer).or_default();
+        let entry = self.known.entry(peer).or_insert_with(|| Known {
+            addrs: Vec::new(),
+            seen: 0,
+            failures: 0,
+        });
+        entry.seen = self.clock;
         for addr in addrs {
-            if entry.len() >= MAX_ADDRS_PER_PEER {
+            if entry.addrs.len() >= MAX_ADDRS_PER_PEER {
                 break;
             }
-            if !entry.contains(&addr) {
-                entry.push(addr);
+            if !entry.addrs.contains(&addr) {
+                entry.addrs.push(addr);
             }
+        }
+    }
+
+    /// A dial to `peer` failed; after [`MAX_DIAL_FAILURES`] in a row it is forgotten.
+    pub fn dial_failed(&mut self, peer: &PeerId) {
+        if let Some(known) = self.known.get_mut(peer) {
+            known.failures = known.failures.saturating_add(1);
+            if known.failures >= MAX_DIAL_FAILURES {
+                self.known.remove(peer);
+            }
+        }
+    }
+
+    /// A connection to `peer` is up: its failures are cleared.
+    pub fn connected(&mut self, peer: &PeerId) {
+        self.clock = self.clock.saturating_add(1);
+        if let Some(known) = self.known.get_mut(peer) {
+            known.failures = 0;
+            known.seen = self.clock;
         }
     }
 
@@ -72,7 +128,7 @@ impl Discovery {
             .iter()
             .filter(|(peer, _)| eligible(peer))
             .take(want)
-            .map(|(peer, addrs)| (*peer, addrs.clone()))
+            .map(|(peer, known)| (*peer, known.addrs.clone()))
             .collect()
     }
 }
@@ -130,10 +186,10 @@ mod tests {
         let peer = PeerId::random();
         let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
         d.learn(peer, vec![addr.clone(), addr]);
-        assert_eq!(d.known[&peer].len(), 1);
+        assert_eq!(d.known[&peer].addrs.len(), 1);
         let many = (2..40).map(|p| format!("/ip4/127.0.0.1/tcp/{p}").parse().unwrap());
         d.learn(peer, many);
-        assert_eq!(d.known[&peer].len(), MAX_ADDRS_PER_PEER);
+        assert_eq!(d.known[&peer].addrs.len(), MAX_ADDRS_PER_PEER);
     }
 
     #[test]
@@ -146,5 +202,43 @@ mod tests {
         let got = d.candidates(10, |p| *p != a);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, b);
+    }
+
+    #[test]
+    fn a_full_table_still_learns_and_forgets_peers_that_fail() {
+        let mut d = discovery();
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        // A flood of made-up peers fills the table; it used to stop learning here.
+        let flood: Vec<PeerId> = (0..MAX_KNOWN_PEERS).map(|_| PeerId::random()).collect();
+        for peer in &flood {
+            d.learn(*peer, vec![addr.clone()]);
+        }
+        // Dials to some of them fail.
+        for peer in flood.iter().take(10) {
+            d.dial_failed(peer);
+        }
+        let honest = PeerId::random();
+        d.learn(honest, vec![addr.clone()]);
+        assert!(d.known.contains_key(&honest));
+        assert_eq!(d.known.len(), MAX_KNOWN_PEERS);
+        // The evicted entry is one whose dial failed, not the honest newcomer.
+        assert_eq!(
+            flood
+                .iter()
+                .take(10)
+                .filter(|p| d.known.contains_key(p))
+                .count(),
+            9
+        );
+        // Three failures in a row forget a peer; a connection clears the count.
+        let flaky = flood[500];
+        d.dial_failed(&flaky);
+        d.dial_failed(&flaky);
+        d.connected(&flaky);
+        d.dial_failed(&flaky);
+        assert!(d.known.contains_key(&flaky));
+        d.dial_failed(&flaky);
+        d.dial_failed(&flaky);
+        assert!(!d.known.contains_key(&flaky));
     }
 }

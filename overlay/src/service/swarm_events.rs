@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use libp2p::{
     PeerId, gossipsub, identify, kad, mdns,
     request_response::{self, InboundFailure, OutboundFailure, ResponseChannel},
-    swarm::SwarmEvent,
+    swarm::{DialError, SwarmEvent},
 };
 use serde_bytes::ByteBuf;
 use tracing::{debug, info};
@@ -30,6 +30,7 @@ impl OverlayService {
                 peer_id, endpoint, ..
             } => {
                 let first = self.peers.connection_opened(peer_id, Instant::now());
+                self.discovery.connected(&peer_id);
                 if first && endpoint.is_dialer() {
                     let hello = self.hello.clone();
                     self.swarm
@@ -56,6 +57,17 @@ impl OverlayService {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(target: logs::PEERS, peer = ?peer_id, %error, "dial failed");
+                // Only the peer's own failures count: not a dial we skipped or
+                // aborted, nor one our own limits denied.
+                let peers_fault = matches!(
+                    error,
+                    DialError::Transport(_)
+                        | DialError::WrongPeerId { .. }
+                        | DialError::NoAddresses
+                );
+                if let Some(peer) = peer_id.filter(|_| peers_fault) {
+                    self.discovery.dial_failed(&peer);
+                }
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 debug!(target: logs::PEERS, %error, "incoming connection failed");

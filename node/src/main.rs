@@ -160,6 +160,13 @@ enum BenchCommand {
         /// Signatures to time with one member crashing mid-round.
         #[arg(long, default_value_t = 10)]
         crashed: usize,
+        /// Members holding at most this many shares misbehave for every request.
+        #[arg(long, default_value_t = 0)]
+        faulty: u16,
+        /// How: silent, slow, invalid-share, incomplete, wrong-number, equivocate,
+        /// or all (in turn, one per faulty member).
+        #[arg(long, default_value = "all")]
+        fault: String,
         /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
@@ -353,12 +360,24 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     federation: f,
                     signatures,
                     crashed,
+                    faulty,
+                    fault,
                     json,
                 },
         } => {
-            let report =
-                bench::federation::sign(f.members, f.shares, f.threshold, signatures, crashed)
-                    .await?;
+            let faults = bench::federation::Faults {
+                shares: faulty,
+                kind: fault,
+            };
+            let report = bench::federation::sign(
+                f.members,
+                f.shares,
+                f.threshold,
+                signatures,
+                crashed,
+                faults,
+            )
+            .await?;
             print_report(json, &report, report.to_text())?;
         }
         Command::Bench {

@@ -29,6 +29,7 @@
 //! - **Signing.** A request is answered only with the application's
 //!   [`Validator`]'s approval ([`crate::sign`]).
 
+pub mod fault;
 pub mod message;
 
 use crate::ids::{BroadcastTag, RequestId};
@@ -50,6 +51,7 @@ use crate::{
     sign::{SignOutput, SignatureRecord, Signing, SigningConfig, Validator},
 };
 
+pub use fault::SignFault;
 pub use message::{
     Broadcasted, BundleError, FedMessage, MAX_BUNDLE_BYTES, MAX_BUNDLE_FRAMES, decode_bundle,
     encode_bundle,
@@ -163,6 +165,10 @@ pub struct Member<V> {
     config: MemberConfig,
     /// Messages gathered for each member until the next tick.
     outbox: BTreeMap<MemberId, Vec<FedMessage>>,
+    /// How this member misbehaves in signing, on purpose ([`fault`]).
+    fault: Option<SignFault>,
+    /// Signing messages a slow member holds back, with when they may leave.
+    held: Vec<(Instant, MemberId, crate::sign::SignMessage)>,
 }
 
 impl<V: Validator> Member<V> {
@@ -196,6 +202,8 @@ impl<V: Validator> Member<V> {
             validator: Some(validator),
             config,
             outbox: BTreeMap::new(),
+            fault: None,
+            held: Vec::new(),
         };
         if let Some(key) = stored.filter(|k| k.member == me) {
             member.use_key(key);
@@ -206,6 +214,12 @@ impl<V: Validator> Member<V> {
     /// This member.
     pub fn me(&self) -> MemberId {
         self.me
+    }
+
+    /// Makes this member misbehave in signing (`None`: honest again). For benchmarks,
+    /// simulations and the testnet's byzantine producer.
+    pub fn set_fault(&mut self, fault: Option<SignFault>) {
+        self.fault = fault;
     }
 
     /// Whether this member holds a key to sign with.
@@ -258,7 +272,7 @@ impl<V: Validator> Member<V> {
     ) -> Result<(RequestId, Vec<MemberOutput>), SignRequestError> {
         let signing = self.signing.as_mut().ok_or(SignRequestError::NoKey)?;
         let (id, out) = signing.request(payload, now, rng);
-        Ok((id, self.on_signing(out)))
+        Ok((id, self.on_signing(out, now)))
     }
 
     /// A bundle of frames handed over by the overlay peer `from` (its id's bytes).
@@ -301,7 +315,14 @@ impl<V: Validator> Member<V> {
         }
         if let Some(signing) = self.signing.as_mut() {
             let out = signing.on_tick(now, rng);
-            outputs.extend(self.on_signing(out));
+            outputs.extend(self.on_signing(out, now));
+        }
+        let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(at, _, _)| *at <= now);
+        self.held = held;
+        for (_, to, msg) in due {
+            self.send(to, FedMessage::Sign(msg));
         }
         outputs.extend(self.flush(now));
         outputs
@@ -397,7 +418,7 @@ impl<V: Validator> Member<V> {
             FedMessage::Sign(msg) => match self.signing.as_mut() {
                 Some(signing) => {
                     let out = signing.handle(from, msg, now, rng);
-                    self.on_signing(out)
+                    self.on_signing(out, now)
                 }
                 None => Vec::new(),
             },
@@ -475,16 +496,32 @@ impl<V: Validator> Member<V> {
         out
     }
 
-    fn on_signing(&mut self, outputs: Vec<SignOutput>) -> Vec<MemberOutput> {
+    /// Sends a signing message, through this member's fault if it has one.
+    fn send_sign(&mut self, to: MemberId, msg: crate::sign::SignMessage, now: Instant) {
+        match self.fault {
+            None => self.send(to, FedMessage::Sign(msg)),
+            Some(fault) => {
+                for (at, to, msg) in fault.apply(to, msg, now) {
+                    if at <= now {
+                        self.send(to, FedMessage::Sign(msg));
+                    } else {
+                        self.held.push((at, to, msg));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_signing(&mut self, outputs: Vec<SignOutput>, now: Instant) -> Vec<MemberOutput> {
         let mut out = Vec::new();
         for output in outputs {
             match output {
                 SignOutput::Broadcast(msg) => {
                     for to in self.others.clone() {
-                        self.send(to, FedMessage::Sign(msg.clone()));
+                        self.send_sign(to, msg.clone(), now);
                     }
                 }
-                SignOutput::Send { to, msg } => self.send(to, FedMessage::Sign(msg)),
+                SignOutput::Send { to, msg } => self.send_sign(to, msg, now),
                 SignOutput::Signed {
                     request, record, ..
                 } => out.push(MemberOutput::Signed { request, record }),

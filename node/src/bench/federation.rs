@@ -9,7 +9,10 @@ use serde::Serialize;
 use tenure_frost_fed::sign::verify_bip340;
 
 use super::{ms, percentile};
-use crate::{federation::local::LocalFederation, process_stats};
+use crate::{
+    federation::{SignFault, local::LocalFederation},
+    process_stats,
+};
 
 /// The DKG benchmark's figures.
 #[derive(Debug, Serialize)]
@@ -64,7 +67,7 @@ pub struct SignReport {
     pub shares: u16,
     /// Shares needed to sign.
     pub threshold: u16,
-    /// Signatures measured with every member up.
+    /// Requests made with every member up (and the faulty ones misbehaving).
     pub signatures: usize,
     /// Median time from request to a verified signature at the requester.
     pub p50_ms: f64,
@@ -76,6 +79,40 @@ pub struct SignReport {
     pub crashed_p50_ms: f64,
     /// 99th percentile with one member crashed mid-round.
     pub crashed_p99_ms: f64,
+    /// Shares held by members that misbehave for every request (`--faulty`).
+    pub faulty_shares: u32,
+    /// How they misbehave (`--fault`).
+    pub fault: String,
+    /// Requests signed of those made with every member up (faulty ones included).
+    pub signed: usize,
+}
+
+/// Which members misbehave in the signing benchmark, and how.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    /// Members holding at most this many shares misbehave.
+    pub shares: u16,
+    /// `silent`, `slow`, `invalid-share`, `incomplete`, `wrong-number`,
+    /// `equivocate`, or `all` (the faults in turn, one per faulty member).
+    pub kind: String,
+}
+
+impl Faults {
+    /// The fault of the `i`-th faulty member.
+    fn of(&self, i: usize) -> anyhow::Result<SignFault> {
+        if self.kind == "all" {
+            return SignFault::ALL
+                .get(i % SignFault::ALL.len())
+                .copied()
+                .context("no fault");
+        }
+        SignFault::from_name(&self.kind).with_context(|| {
+            format!(
+                "unknown fault {:?} (silent, slow, invalid-share, incomplete, wrong-number, equivocate, all)",
+                self.kind
+            )
+        })
+    }
 }
 
 /// How long a crashed member stays down.
@@ -88,18 +125,41 @@ pub async fn sign(
     threshold: u16,
     signatures: usize,
     crashed_signatures: usize,
+    faults: Faults,
 ) -> anyhow::Result<SignReport> {
     let federation = LocalFederation::start(members, "bench-sign", None).await?;
     let keys = federation.dkg(shares, threshold).await?;
     let key = keys.first().context("no key")?.clone();
+    // The last members misbehave, as many as hold at most `faults.shares` shares.
+    let mut faulty_shares = 0u32;
+    let mut faulty = 0usize;
+    for (member, weight) in key.roster.members().iter().rev() {
+        if faulty_shares + u32::from(*weight) > u32::from(faults.shares) {
+            break;
+        }
+        let index = key.roster.index_of(member).context("member")?;
+        let handle = federation.members.get(index).context("member")?;
+        handle.misbehave(Some(faults.of(faulty)?)).await;
+        faulty_shares += u32::from(*weight);
+        faulty += 1;
+    }
+    let honest = members.saturating_sub(faulty).max(1);
     let mut latencies = Vec::new();
+    let mut signed = 0;
     for i in 0..signatures {
-        let requester = federation.members.get(i % members).context("member")?;
+        // Honest members ask; faulty ones may coordinate.
+        let requester = federation.members.get(i % honest).context("member")?;
         let payload = format!("block {i}").into_bytes();
         let started = Instant::now();
-        let record = requester.sign(payload).await?;
+        let Ok(record) = requester.sign(payload).await else {
+            continue;
+        };
         latencies.push(started.elapsed());
         verify_bip340(&key.public, &record.message, &record.signature)?;
+        signed += 1;
+    }
+    for handle in &federation.members {
+        handle.misbehave(None).await;
     }
     let mut crashed = Vec::new();
     for i in 0..crashed_signatures {
@@ -131,12 +191,19 @@ pub async fn sign(
         members,
         shares,
         threshold,
-        signatures: latencies.len(),
+        signatures,
         p50_ms: figure(&latencies, 50.0),
         p99_ms: figure(&latencies, 99.0),
         crashed_signatures: crashed.len(),
         crashed_p50_ms: figure(&crashed, 50.0),
         crashed_p99_ms: figure(&crashed, 99.0),
+        faulty_shares,
+        fault: if faulty_shares > 0 {
+            faults.kind
+        } else {
+            "none".to_owned()
+        },
+        signed,
     })
 }
 
@@ -159,12 +226,15 @@ impl SignReport {
     /// The figures for people.
     pub fn to_text(&self) -> String {
         format!(
-            "sign: {} members, {} shares, threshold {}\n  all up:            p50 {:.1} ms  p99 {:.1} ms  ({} signatures)\n  one crashed:       p50 {:.1} ms  p99 {:.1} ms  ({} signatures)",
+            "sign: {} members, {} shares, threshold {}\n  faulty shares {} ({}): p50 {:.1} ms  p99 {:.1} ms  ({} of {} signed)\n  one crashed:       p50 {:.1} ms  p99 {:.1} ms  ({} signatures)",
             self.members,
             self.shares,
             self.threshold,
+            self.faulty_shares,
+            self.fault,
             self.p50_ms,
             self.p99_ms,
+            self.signed,
             self.signatures,
             self.crashed_p50_ms,
             self.crashed_p99_ms,

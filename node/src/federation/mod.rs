@@ -40,6 +40,8 @@ use crate::logs;
 
 pub mod local;
 
+pub use tenure_frost_fed::member::SignFault;
+
 /// How often the member's timers run.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -94,6 +96,8 @@ enum FedCommand {
     Crash(Duration),
     /// Send every frame by the gossip relay, as if no member were connected.
     RelayOnly(bool),
+    /// Misbehave in signing (benchmarks, the testnet's byzantine producer).
+    Misbehave(Option<SignFault>),
 }
 
 /// A handle to a running member.
@@ -137,6 +141,12 @@ impl FedHandle {
     /// Makes the member send every frame by the gossip relay (for tests).
     pub async fn relay_only(&self, on: bool) {
         let _ = self.commands.send(FedCommand::RelayOnly(on)).await;
+    }
+
+    /// Makes the member misbehave in signing, or honest again with `None` (for
+    /// benchmarks and tests).
+    pub async fn misbehave(&self, fault: Option<SignFault>) {
+        let _ = self.commands.send(FedCommand::Misbehave(fault)).await;
     }
 
     /// Makes the member behave as crashed for `duration` (for benchmarks and tests).
@@ -364,6 +374,7 @@ impl<V: Validator + Send + 'static> Driver<V> {
                 }
             }
             FedCommand::Crash(_) => {}
+            FedCommand::Misbehave(fault) => self.member.set_fault(fault),
             FedCommand::RelayOnly(on) => {
                 self.relay_only = on;
                 self.couriers.clear();

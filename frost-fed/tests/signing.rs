@@ -20,10 +20,10 @@ use std::{
 
 use common::{federation, member};
 use rand_core::{OsRng, RngCore};
-use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 use tenure_frost_fed::{
     KeyShare, MemberId,
+    member::SignFault,
     sign::{
         SignBody, SignMessage, SignOutput, Signing, SigningConfig, Validator, coordinator_count,
         message, verify_bip340,
@@ -117,25 +117,24 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, from: MemberId, to: MemberId, mut msg: SignMessage) {
+    fn send(&mut self, from: MemberId, to: MemberId, msg: SignMessage) {
         let fault = self.faults[&from];
-        match (fault, &mut msg.body) {
-            (Fault::CrashMidRound, SignBody::Shares { .. }) => return,
-            (Fault::InvalidShares, SignBody::Shares { shares, .. }) => {
-                for (_, share) in shares.iter_mut() {
-                    *share = ByteBuf::from(vec![0x11; 32]);
-                }
-            }
-            (Fault::Incomplete, SignBody::Shares { shares, .. }) => {
-                shares.pop();
-            }
-            (Fault::WrongNumber, SignBody::Shares { shares, .. }) => {
-                if let Some((n, _)) = shares.first_mut() {
-                    // A number past the member's own range: someone else's share.
-                    *n = if *n > 50 { 1 } else { 100 };
-                }
-            }
-            _ => {}
+        // The cheats misbehave as a member set to misbehave live does.
+        let cheat = match fault {
+            Fault::InvalidShares => Some(SignFault::InvalidShare),
+            Fault::Incomplete => Some(SignFault::Incomplete),
+            Fault::WrongNumber => Some(SignFault::WrongNumber),
+            _ => None,
+        };
+        let msg = match cheat {
+            Some(cheat) => match cheat.apply(to, msg, self.net.now()).pop() {
+                Some((_, _, msg)) => msg,
+                None => return,
+            },
+            None => msg,
+        };
+        if fault == Fault::CrashMidRound && matches!(msg.body, SignBody::Shares { .. }) {
+            return;
         }
         let extra_ms = if fault == Fault::Slow { 3_000 } else { 0 };
         self.net.send_with(

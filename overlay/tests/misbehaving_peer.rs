@@ -1,5 +1,6 @@
 //! A peer that sends oversized and undecodable frames is penalised, then banned, and the
-//! node it attacked keeps serving honest peers.
+//! node it attacked keeps serving honest peers. A peer that never completes its hello
+//! is served nothing, and an honest peer that does is served as usual.
 //!
 //! The attacker is a real libp2p node whose request-response codec writes raw bytes on
 //! Tenure's RPC protocol, so the frames cross Noise and Yamux like any other.
@@ -18,12 +19,14 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::{
     StreamProtocol, Swarm, noise,
     request_response::{self, ProtocolSupport},
-    swarm::SwarmEvent,
+    swarm::{NetworkBehaviour, SwarmEvent},
     tcp, yamux,
 };
 use tenure_overlay::{
-    Misbehaviour, NetworkId, NodeKey, OverlayConfig, OverlayEvent, OverlayEvents, RPC_PROTOCOL,
-    Service,
+    HELLO_PROTOCOL, Misbehaviour, NetworkId, NodeKey, OverlayConfig, OverlayEvent, OverlayEvents,
+    RPC_PROTOCOL, Service,
+    rpc::{RpcRequest, RpcResponse},
+    wire::{decode_frame, encode_frame},
 };
 
 /// Writes whatever bytes it is given; reads whatever comes back.
@@ -223,4 +226,131 @@ async fn oversized_and_garbage_frames_get_the_sender_penalised_then_banned() {
     assert_eq!(metrics.peer_penalties, 2);
     assert_eq!(metrics.peer_bans, 1);
     assert_eq!(victim.status().await.unwrap().banned, 1);
+}
+
+#[derive(NetworkBehaviour)]
+struct Silent {
+    hello: request_response::Behaviour<RawCodec>,
+    rpc: request_response::Behaviour<RawCodec>,
+}
+
+fn silent_attacker() -> Swarm<Silent> {
+    let config = request_response::Config::default().with_request_timeout(Duration::from_secs(5));
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| Silent {
+            hello: request_response::Behaviour::with_codec(
+                RawCodec,
+                [(
+                    StreamProtocol::new(HELLO_PROTOCOL),
+                    ProtocolSupport::Inbound,
+                )],
+                config.clone(),
+            ),
+            rpc: request_response::Behaviour::with_codec(
+                RawCodec,
+                [(StreamProtocol::new(RPC_PROTOCOL), ProtocolSupport::Outbound)],
+                config.clone(),
+            ),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_completes_the_hello_is_served_nothing() {
+    let network = NetworkId::new("pre-hello-test").unwrap();
+    let (victim, _victim_events) = tenure_overlay::spawn(
+        OverlayConfig::loopback(network.clone()),
+        NodeKey::generate(),
+    )
+    .await
+    .unwrap();
+    let victim_addr = victim.listen_addrs()[0].clone();
+
+    let mut attacker = silent_attacker();
+    attacker.dial(victim_addr.clone()).unwrap();
+    // Connected, and no hello sent (the dialer speaks first; the victim waits up to
+    // its hello deadline).
+    let connected = async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { .. } = attacker.select_next_some().await {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(tenure_tests::DEADLINE, connected)
+        .await
+        .expect("no connection");
+
+    // Echo requests before any hello: each must go unanswered.
+    let frame = encode_frame(
+        &RpcRequest::new(Service::Echo, b"serve me".to_vec()),
+        1 << 20,
+    )
+    .unwrap();
+    let mut served = 0;
+    let mut refused = 0;
+    for _ in 0..3 {
+        attacker
+            .behaviour_mut()
+            .rpc
+            .send_request(&victim.peer_id(), frame.clone());
+        let outcome = async {
+            loop {
+                match attacker.select_next_some().await {
+                    SwarmEvent::Behaviour(SilentEvent::Rpc(request_response::Event::Message {
+                        message: request_response::Message::Response { response, .. },
+                        ..
+                    })) => return Some(response),
+                    SwarmEvent::Behaviour(SilentEvent::Rpc(
+                        request_response::Event::OutboundFailure { .. },
+                    )) => return None,
+                    _ => {}
+                }
+            }
+        };
+        match tokio::time::timeout(tenure_tests::DEADLINE, outcome)
+            .await
+            .expect("no outcome")
+        {
+            Some(bytes) => match decode_frame::<RpcResponse>(&bytes, 1 << 20) {
+                Ok(RpcResponse {
+                    outcome: Ok(body), ..
+                }) if body.as_ref() == b"serve me" => served += 1,
+                _ => refused += 1,
+            },
+            None => refused += 1,
+        }
+    }
+    assert_eq!(served, 0, "a peer without a hello was served");
+    assert_eq!(refused, 3);
+
+    // An honest peer that completes its hello is served.
+    let mut config = OverlayConfig::loopback(network);
+    config.bootstrap_peers = vec![victim_addr];
+    let (honest, _honest_events) = tenure_overlay::spawn(config, NodeKey::generate())
+        .await
+        .unwrap();
+    tenure_tests::wait_for("the honest peer's hello", || async {
+        honest.status().await.is_ok_and(|s| {
+            s.peers
+                .iter()
+                .any(|p| p.peer_id == victim.peer_id().to_string())
+        })
+    })
+    .await
+    .unwrap();
+    let echo = honest
+        .request(victim.peer_id(), Service::Echo, b"still here".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(echo, b"still here");
 }

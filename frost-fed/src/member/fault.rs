@@ -58,7 +58,7 @@ impl SignFault {
 
     /// The messages a member with this fault sends instead of `msg` to `to`, each with
     /// the time it may leave.
-    pub(crate) fn apply(
+    pub fn apply(
         self,
         to: MemberId,
         mut msg: SignMessage,
@@ -76,8 +76,10 @@ impl SignFault {
                 shares.pop();
             }
             (SignFault::WrongNumber, SignBody::Shares { shares, .. }) => {
+                // Fifty along: another member's share, for any member holding
+                // fewer than fifty.
                 if let Some((n, _)) = shares.first_mut() {
-                    *n = if *n > 1 { 1 } else { 2 };
+                    *n = if *n > 50 { *n - 50 } else { *n + 50 };
                 }
             }
             (SignFault::Equivocate, SignBody::Commit { commitments }) => {

@@ -72,15 +72,25 @@ pub async fn start(
     network: &NetworkId,
     tune: impl Fn(&mut OverlayConfig),
 ) -> Result<Vec<LocalNode>, LocalNetError> {
-    if n == 0 {
+    start_keyed((0..n).map(|_| NodeKey::generate()).collect(), network, tune).await
+}
+
+/// Starts one node per key in `keys` (a node restarted with its key keeps its peer
+/// id); `tune` adjusts each node's configuration.
+pub async fn start_keyed(
+    keys: Vec<NodeKey>,
+    network: &NetworkId,
+    tune: impl Fn(&mut OverlayConfig),
+) -> Result<Vec<LocalNode>, LocalNetError> {
+    if keys.is_empty() {
         return Err(LocalNetError::Empty);
     }
-    let mut nodes: Vec<LocalNode> = Vec::with_capacity(n);
+    let mut nodes: Vec<LocalNode> = Vec::with_capacity(keys.len());
     let mut bootstrap = Vec::new();
-    for index in 0..n {
+    for (index, key) in keys.into_iter().enumerate() {
         let mut config = loopback_config(network, &bootstrap);
         tune(&mut config);
-        let (handle, events) = crate::spawn(config, NodeKey::generate())
+        let (handle, events) = crate::spawn(config, key)
             .await
             .map_err(|source| LocalNetError::Start { index, source })?;
         if index == 0 {

@@ -81,3 +81,40 @@ async fn members_sign_through_the_gossip_relay() {
     assert!(relayed > relayed_before, "nothing went by the relay");
     federation.stop().await;
 }
+
+/// A member restarted from its keys and key store only (a new process's state: new
+/// channels, sequence numbers from 1, a new overlay node with the same identity)
+/// signs at once, as the requester and as a signer. Its first messages were acked
+/// as duplicates of its previous life's and never delivered before sequence
+/// numbers belonged to an incarnation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_from_its_key_store_signs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut federation = LocalFederation::start(4, "fed-restart-test", Some(dir.path()))
+        .await
+        .unwrap();
+    let keys = federation.dkg(100, 67).await.unwrap();
+    let key = keys[0].clone();
+    // Traffic before the restart, so the others hold sequence numbers from member 3.
+    for i in 0..3u8 {
+        let record = federation.members[3].sign(vec![i; 8]).await.unwrap();
+        verify_bip340(&key.public, &record.message, &record.signature).unwrap();
+    }
+    federation.restart(3).await.unwrap();
+    // It asks, and its request goes through.
+    let record = federation.members[3]
+        .sign(b"after the restart".to_vec())
+        .await
+        .unwrap();
+    verify_bip340(&key.public, &record.message, &record.signature).unwrap();
+    // And the others keep signing with it among them.
+    for i in 0..3u8 {
+        let record = federation.members[usize::from(i)]
+            .sign(vec![0xa0 + i; 8])
+            .await
+            .unwrap();
+        let signers = record.verify(&key.public, &key.roster).unwrap();
+        assert!(signers.weight >= 67);
+    }
+    federation.stop().await;
+}

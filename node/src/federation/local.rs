@@ -12,11 +12,16 @@ use tenure_frost_fed::{
     store::KeyStore,
 };
 use tenure_overlay::{
-    NetworkId, OverlayHandle,
+    NetworkId, NodeKey, OverlayHandle,
     localnet::{self, LocalNode},
 };
 
 use super::{FedHandle, SignDigests};
+
+/// Loopback nodes of a federation find each other quickly.
+fn tune(config: &mut tenure_overlay::OverlayConfig) {
+    config.discovery_interval = Duration::from_millis(300);
+}
 
 /// A running federation of members in this process.
 pub struct LocalFederation {
@@ -26,6 +31,12 @@ pub struct LocalFederation {
     pub members: Vec<FedHandle>,
     /// Each member's id, in the order of `members`.
     pub ids: Vec<MemberId>,
+    /// What a member is made of, to start it again: its overlay key, member key
+    /// pair and Noise key.
+    identities: Vec<(NodeKey, Keypair, Vec<u8>)>,
+    directory: Vec<ChannelKey>,
+    network: NetworkId,
+    stores: Option<std::path::PathBuf>,
 }
 
 impl LocalFederation {
@@ -38,21 +49,24 @@ impl LocalFederation {
     ) -> anyhow::Result<LocalFederation> {
         anyhow::ensure!(count >= 2, "a federation needs at least 2 members");
         let network = NetworkId::new(network)?;
-        let nodes = localnet::start(count, &network, |config| {
-            config.discovery_interval = Duration::from_millis(300);
-        })
-        .await?;
+        let keys: Vec<NodeKey> = (0..count).map(|_| NodeKey::generate()).collect();
+        let nodes = localnet::start_keyed(keys.clone(), &network, tune).await?;
         let mut overlays = Vec::new();
         let mut pending = Vec::new();
-        for LocalNode {
-            handle: overlay,
-            events,
-        } in nodes
+        let mut identities = Vec::new();
+        for (
+            LocalNode {
+                handle: overlay,
+                events,
+            },
+            node_key,
+        ) in nodes.into_iter().zip(keys)
         {
             let keypair = Keypair::new(SECP256K1, &mut bitcoin::secp256k1::rand::thread_rng());
             let (private, public) = noise_keypair().context("noise key")?;
             let binding = ChannelKey::bind(&keypair, public, overlay.peer_id().to_bytes());
             overlays.push(overlay.clone());
+            identities.push((node_key, keypair, private.clone()));
             pending.push((overlay, events, keypair, private, binding));
         }
         let directory: Vec<ChannelKey> = pending.iter().map(|p| p.4.clone()).collect();
@@ -81,7 +95,69 @@ impl LocalFederation {
             overlays,
             members,
             ids,
+            identities,
+            directory,
+            network,
+            stores: stores.map(std::path::Path::to_path_buf),
         })
+    }
+
+    /// Stops member `index` and starts it again from its keys and key store only: a
+    /// new process's state, the same identity (overlay key, member key, Noise key).
+    pub async fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        let old = self.overlays.get(index).context("no such member")?.clone();
+        old.shutdown().await;
+        let (node_key, keypair, private) = self
+            .identities
+            .get(index)
+            .context("no such member")?
+            .clone();
+        let bootstrap = self
+            .overlays
+            .iter()
+            .enumerate()
+            .find(|(i, _)| *i != index)
+            .map(|(_, o)| o.listen_addrs().to_vec())
+            .unwrap_or_default();
+        let mut config = localnet::loopback_config(&self.network, &bootstrap);
+        tune(&mut config);
+        let (overlay, events) = tenure_overlay::spawn(config, node_key).await?;
+        // The old member's task lets go of its key store as it ends.
+        let key_store = match &self.stores {
+            Some(dir) => {
+                let path = dir.join(index.to_string());
+                let started = std::time::Instant::now();
+                loop {
+                    match KeyStore::open(&path) {
+                        Ok(store) => break Some(store),
+                        Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            None => None,
+        };
+        let member = super::spawn(
+            overlay.clone(),
+            events,
+            keypair,
+            private,
+            self.directory.clone(),
+            SignDigests,
+            key_store,
+        )
+        .await?;
+        if let Some(slot) = self.overlays.get_mut(index) {
+            *slot = overlay.clone();
+        }
+        if let Some(slot) = self.members.get_mut(index) {
+            *slot = member;
+        }
+        let others = self.overlays.len().saturating_sub(1);
+        localnet::wait_for_peers(&self.overlays, others, Duration::from_secs(30)).await?;
+        Ok(())
     }
 
     /// Every member runs the DKG for an equal-weight roster of everyone.

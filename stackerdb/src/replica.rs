@@ -8,7 +8,9 @@
 //! the chunk is strictly newer than what the slot holds ([`crate::order`]). Only then is
 //! it stored, flushed and acknowledged. A validly signed chunk at the version the slot
 //! already holds, with other data, is equivocation: both chunks are kept as evidence
-//! whichever one wins.
+//! whichever one wins, a pair per version and [`MAX_EVIDENCE_PER_SLOT`] chunks per
+//! slot at most, written with the write's own flush, and cleared with the slot when
+//! it is garbage-collected.
 
 use std::sync::Arc;
 
@@ -24,9 +26,14 @@ use crate::{
     store::{Store, StoreError, StoredChunk},
 };
 
-/// Chunks of evidence kept per slot and version: an equivocator pays 2^k work for its
-/// k-th replacement, and this bounds the disk it can make us use regardless.
-pub const MAX_EVIDENCE_PER_VERSION: usize = 8;
+/// Chunks of evidence kept per slot and version: one pair proves the equivocation.
+pub const MAX_EVIDENCE_PER_VERSION: usize = 2;
+
+/// Chunks of evidence kept per slot, over all versions: a writer that equivocates at
+/// version after version is proven by the first few pairs, and cannot make a replica
+/// keep more than this many chunks for its slot (the slot's next collection clears
+/// them).
+pub const MAX_EVIDENCE_PER_SLOT: usize = 8;
 
 /// Bytes of CBOR framing allowed around a chunk's data in a stored record.
 const RECORD_OVERHEAD: usize = 1024;
@@ -247,15 +254,17 @@ impl Replica {
         self.slots.get(slot as usize).cloned().flatten()
     }
 
+    /// Keeps `chunk` as evidence, within the bounds; written with the next flush.
     fn keep_evidence(&self, chunk: &Chunk, hash: &[u8; 32]) -> Result<(), StoreError> {
         if self
             .store
-            .evidence_count(&self.db, chunk.slot, chunk.version)
+            .evidence_count(&self.db, chunk.slot, Some(chunk.version))
             >= MAX_EVIDENCE_PER_VERSION
+            || self.store.evidence_count(&self.db, chunk.slot, None) >= MAX_EVIDENCE_PER_SLOT
         {
             return Ok(());
         }
-        self.store.put_evidence(&self.db, chunk, hash)
+        self.store.put_evidence_unflushed(&self.db, chunk, hash)
     }
 
     /// What `slot` holds (the empty chunk for an unwritten or out-of-range slot).

@@ -128,10 +128,15 @@ impl Store {
         burn_height: u64,
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let mut evidence = sled::Batch::default();
         for slot in slots {
             batch.remove(slot_key(db, *slot));
+            for key in self.evidence.scan_prefix(slot_key(db, *slot)).keys() {
+                evidence.remove(key?);
+            }
         }
         self.chunks.apply_batch(batch)?;
+        self.evidence.apply_batch(evidence)?;
         self.meta.insert(gc_key(db), &burn_height.to_be_bytes())?;
         self.db.flush()?;
         Ok(())
@@ -165,8 +170,9 @@ impl Store {
             .collect()
     }
 
-    /// Keeps `chunk` as equivocation evidence (idempotent) and flushes.
-    pub fn put_evidence(
+    /// Keeps `chunk` as equivocation evidence (idempotent); durable with the next
+    /// [`Store::flush`].
+    pub fn put_evidence_unflushed(
         &self,
         db: &DbId,
         chunk: &Chunk,
@@ -180,14 +186,15 @@ impl Store {
             reason: e.to_string(),
         })?;
         self.evidence.insert(key, value)?;
-        self.evidence.flush()?;
         Ok(())
     }
 
-    /// Evidence chunks kept for `slot` at `version`.
-    pub fn evidence_count(&self, db: &DbId, slot: u32, version: u64) -> usize {
+    /// Evidence chunks kept for `slot`, at `version` or at any.
+    pub fn evidence_count(&self, db: &DbId, slot: u32, version: Option<u64>) -> usize {
         let mut prefix = slot_key(db, slot);
-        prefix.extend_from_slice(&version.to_be_bytes());
+        if let Some(version) = version {
+            prefix.extend_from_slice(&version.to_be_bytes());
+        }
         self.evidence.scan_prefix(prefix).count()
     }
 

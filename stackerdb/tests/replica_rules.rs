@@ -317,3 +317,29 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn an_equivocator_cannot_grow_the_evidence_without_bound_and_gc_clears_it() {
+    use tenure_stackerdb::replica::MAX_EVIDENCE_PER_SLOT;
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = replica(dir.path());
+    // Two different chunks at every version from 1 to 100: 200 records, each with its
+    // own flush, kept for ever.
+    for version in 1..=100u64 {
+        let _ = r.write(write(1, version, format!("a{version}").as_bytes()));
+        let _ = r.write(write(1, version, format!("b{version}").as_bytes()));
+    }
+    let evidence = r.evidence().unwrap();
+    assert_eq!(evidence.len(), MAX_EVIDENCE_PER_SLOT);
+    // The proof is there: pairs at one version from one writer.
+    assert!(evidence.iter().all(|c| c.slot == 1));
+    // An honest writer of another slot is unaffected.
+    r.write(write(2, 1, b"honest")).unwrap();
+    r.flush().unwrap();
+    assert_eq!(r.read(2).chunk.unwrap().data, b"honest");
+    // The slot's collection clears its evidence with it.
+    let term_start = SCHEDULE.first_burn_height + SCHEDULE.term_length;
+    let reset = r.on_burn_block(term_start).unwrap();
+    assert!(reset.contains(&1));
+    assert!(r.evidence().unwrap().is_empty());
+}

@@ -114,8 +114,10 @@ struct Instance {
     equivocated: bool,
 }
 
-/// Most broadcast instances tracked at once; the oldest are forgotten beyond this.
-pub const MAX_INSTANCES: usize = 4096;
+/// Most broadcast instances tracked per sender; beyond this the sender's oldest is
+/// forgotten. Per sender, so one member broadcasting without end can only evict its
+/// own instances, never another member's in flight.
+pub const MAX_INSTANCES_PER_SENDER: usize = 256;
 
 /// One member's side of every broadcast among `members`.
 pub struct EchoBroadcast {
@@ -123,7 +125,8 @@ pub struct EchoBroadcast {
     keypair: Keypair,
     members: Vec<MemberId>,
     instances: BTreeMap<(MemberId, BroadcastTag), Instance>,
-    order: std::collections::VecDeque<(MemberId, BroadcastTag)>,
+    /// Each sender's instances, oldest first.
+    order: BTreeMap<MemberId, std::collections::VecDeque<BroadcastTag>>,
 }
 
 impl EchoBroadcast {
@@ -173,10 +176,12 @@ impl EchoBroadcast {
 
     fn instance(&mut self, key: (MemberId, BroadcastTag)) -> &mut Instance {
         if !self.instances.contains_key(&key) {
-            self.order.push_back(key);
-            while self.order.len() > MAX_INSTANCES {
-                if let Some(old) = self.order.pop_front() {
-                    self.instances.remove(&old);
+            let (sender, tag) = key;
+            let order = self.order.entry(sender).or_default();
+            order.push_back(tag);
+            while order.len() > MAX_INSTANCES_PER_SENDER {
+                if let Some(old) = order.pop_front() {
+                    self.instances.remove(&(sender, old));
                 }
             }
         }

@@ -143,3 +143,61 @@ fn an_equivocating_sender_is_proven_and_no_two_members_deliver_differently() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_member_broadcasting_without_end_cannot_evict_anothers_broadcast_in_flight() {
+    let mut nodes = nodes(4);
+    let honest = member(1);
+    let out = nodes
+        .get_mut(&honest)
+        .unwrap()
+        .broadcast(BroadcastTag([1; 32]), b"round 1".to_vec());
+    let first: Vec<(MemberId, MemberId, BroadcastMessage)> = out
+        .into_iter()
+        .filter_map(|o| match o {
+            BroadcastOutput::Send { to, msg } => Some((honest, to, msg)),
+            _ => None,
+        })
+        .collect();
+    // Member 2 has the honest payload, and its echoes are still on their way...
+    let (to_two, rest): (Vec<_>, Vec<_>) =
+        first.into_iter().partition(|(_, to, _)| *to == member(2));
+    let mut later = rest;
+    for (from, to, msg) in to_two {
+        for output in nodes.get_mut(&to).unwrap().handle(from, msg) {
+            if let BroadcastOutput::Send { to: next, msg } = output {
+                later.push((to, next, msg));
+            }
+        }
+    }
+    // ...when member 4 floods it with 10,000 broadcasts of its own, each validly
+    // signed. A global bound of 4,096 instances evicted the honest one.
+    let flooder = member(4);
+    for i in 0..10_000u32 {
+        let mut tag = [0u8; 32];
+        tag[..4].copy_from_slice(&i.to_be_bytes());
+        let payload = i.to_be_bytes().to_vec();
+        let digest: [u8; 32] = Sha256::digest(&payload).into();
+        let mut h = Sha256::new();
+        h.update(b"tenure/frost-fed/broadcast/v1");
+        h.update(flooder.0);
+        h.update(tag);
+        h.update(digest);
+        let sig = member_sign(&keypair(4), h.finalize().into());
+        let msg = BroadcastMessage::Send {
+            tag: BroadcastTag(tag),
+            payload: ByteBuf::from(payload),
+            signature: ByteBuf::from(sig.to_vec()),
+        };
+        let _ = nodes.get_mut(&member(2)).unwrap().handle(flooder, msg);
+    }
+    // The rest of the honest broadcast arrives: everyone delivers it.
+    let result = run(4, later, &mut nodes);
+    for s in 2..=4 {
+        assert_eq!(
+            result.delivered.get(&member(s)),
+            Some(&vec![b"round 1".to_vec()]),
+            "member {s} lost the honest broadcast"
+        );
+    }
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tenure_frost_fed::{sign::verify_bip340, store::KeyStore};
 use tenure_node::federation::local::LocalFederation;
+use tenure_overlay::{Refusal, RequestError, Service, Topic};
 
 /// DKG and signing over real loopback libp2p nodes: four members make a key, sign
 /// twice (once with a member hung), and every signature verifies as BIP340.
@@ -116,5 +117,55 @@ async fn a_member_restarted_from_its_key_store_signs_again() {
         let signers = record.verify(&key.public, &key.roster).unwrap();
         assert!(signers.weight >= 67);
     }
+    federation.stop().await;
+}
+
+/// A peer outside the roster is refused federation frames, by request and by the
+/// gossip relay, and penalised; the federation signs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_from_outside_the_roster_are_refused_and_the_federation_signs_on() {
+    let network = "fed-outsider-test";
+    let federation = LocalFederation::start(3, network, None).await.unwrap();
+    let keys = federation.dkg(100, 67).await.unwrap();
+    let member = federation.overlays[0].clone();
+    let config = tenure_tests::config(network, member.listen_addrs()).unwrap();
+    let outsider = tenure_tests::start_node(config).await.unwrap();
+    let (outsider, _events) = (outsider.handle, outsider.events);
+    tenure_tests::wait_for("the outsider's hello", || async {
+        outsider.status().await.is_ok_and(|s| {
+            s.peers
+                .iter()
+                .any(|p| p.peer_id == member.peer_id().to_string())
+        })
+    })
+    .await
+    .unwrap();
+    let penalties = member.metrics().snapshot().peer_penalties;
+    let refused = outsider
+        .request(member.peer_id(), Service::FederationFrame, vec![0xff; 64])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        RequestError::Refused(Refusal::NotServed(Service::FederationFrame))
+    );
+    outsider
+        .subscribe(Topic::FederationFrames, tenure_overlay::accept_all())
+        .await
+        .unwrap();
+    tenure_tests::publish_when_ready(&outsider, Topic::FederationFrames, vec![0xfe; 64])
+        .await
+        .unwrap();
+    tenure_tests::wait_for("the outsider's penalties", || async {
+        member.metrics().snapshot().peer_penalties >= penalties + 2
+    })
+    .await
+    .unwrap();
+    let record = federation.members[1]
+        .sign(b"still signing".to_vec())
+        .await
+        .unwrap();
+    verify_bip340(&keys[0].public, &record.message, &record.signature).unwrap();
+    outsider.shutdown().await;
     federation.stop().await;
 }

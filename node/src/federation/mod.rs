@@ -12,7 +12,7 @@
 //! restarted member signs with the stored one at once.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -25,13 +25,15 @@ use tenure_frost_fed::{
     channel::ChannelKey,
     dkg::DkgFailure,
     member::{
-        MAX_BUNDLE_BYTES, MAX_BUNDLE_FRAMES, Member, MemberConfig, MemberOutput, encode_bundle,
+        MAX_BUNDLE_BYTES, MAX_BUNDLE_FRAMES, Member, MemberConfig, MemberOutput, decode_bundle,
+        encode_bundle,
     },
     sign::{SignatureRecord, Validator},
     store::KeyStore,
 };
 use tenure_overlay::{
     Misbehaviour, OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Refusal, Service, Topic,
+    Verdict,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
@@ -239,14 +241,28 @@ pub async fn spawn<V: Validator + Send + 'static>(
     validator: V,
     key_store: Option<KeyStore>,
 ) -> anyhow::Result<FedHandle> {
-    overlay
-        .subscribe(Topic::FederationFrames, tenure_overlay::accept_all())
-        .await?;
-    let peers = directory
+    let peers: BTreeMap<MemberId, PeerId> = directory
         .iter()
         .filter(|k| k.verify())
         .filter_map(|k| Some((k.member, PeerId::from_bytes(&k.overlay_peer).ok()?)))
         .collect();
+    // Relayed frames are accepted only from roster members' peers, and only as
+    // bundles: anything else is rejected, and its publisher penalised.
+    let roster_peers: BTreeSet<PeerId> = peers.values().copied().collect();
+    overlay
+        .subscribe(
+            Topic::FederationFrames,
+            Arc::new(move |source: Option<PeerId>, data: &[u8]| {
+                if !source.is_some_and(|s| roster_peers.contains(&s)) {
+                    Verdict::Reject("federation frames from a non-member".into())
+                } else if let Err(error) = decode_bundle(data) {
+                    Verdict::Reject(error.to_string())
+                } else {
+                    Verdict::Accept
+                }
+            }),
+        )
+        .await?;
     // A key made before a restart: signing is ready at once.
     let me = MemberId::from(keypair.x_only_public_key().0);
     let stored = match &key_store {
@@ -326,6 +342,20 @@ impl<V: Validator + Send + 'static> Driver<V> {
                 service: Service::FederationFrame,
                 body,
             } => {
+                // Frames come only from roster members' peers.
+                if !self.peers.values().any(|p| *p == peer) {
+                    let _ = self
+                        .overlay
+                        .respond(id, Err(Refusal::NotServed(Service::FederationFrame)))
+                        .await;
+                    self.overlay
+                        .report(
+                            peer,
+                            Misbehaviour::Protocol("federation frames from a non-member".into()),
+                        )
+                        .await;
+                    return;
+                }
                 let _ = self.overlay.respond(id, Ok(Vec::new())).await;
                 self.member
                     .handle(&peer.to_bytes(), &body, Instant::now(), &mut OsRng)

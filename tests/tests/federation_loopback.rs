@@ -169,3 +169,27 @@ async fn frames_from_outside_the_roster_are_refused_and_the_federation_signs_on(
     outsider.shutdown().await;
     federation.stop().await;
 }
+
+/// One running federation makes a key per term, and signs with each new one: the
+/// second DKG's messages were dropped as another session's, and signing kept the
+/// first key for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_running_federation_makes_a_new_key_each_term_and_signs_with_it() {
+    let federation = LocalFederation::start(3, "fed-terms-test", None)
+        .await
+        .unwrap();
+    let mut publics = Vec::new();
+    for term in 1..=2u8 {
+        let keys = federation.dkg_for(100, 67, &[b't', term]).await.unwrap();
+        let key = keys[0].clone();
+        assert!(keys.iter().all(|k| k.public == key.public));
+        let record = federation.members[usize::from(term)]
+            .sign(vec![term; 8])
+            .await
+            .unwrap();
+        verify_bip340(&key.public, &record.message, &record.signature).unwrap();
+        publics.push(key.public.clone());
+    }
+    assert_ne!(publics[0], publics[1], "the second term made a new key");
+    federation.stop().await;
+}

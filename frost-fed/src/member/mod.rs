@@ -18,8 +18,11 @@
 //!   broadcast under the tag SHA-256("tenure/federation/dkg-broadcast" ‖ session ‖
 //!   kind): one broadcast per member, session and kind, so two different ones prove
 //!   equivocation. Round-2 shares go point to point.
-//! - **Early messages.** DKG messages that arrive before this member starts the
-//!   session are kept (at most [`MAX_EARLY`]) and replayed when it starts.
+//! - **Early messages.** DKG messages for a session this member has not started yet
+//!   (the first, a retry, the next term's) are kept (at most [`MAX_EARLY`]) and
+//!   replayed when it starts that session.
+//! - **Several keys in one life.** Each completed DKG's key replaces the one signing
+//!   uses; the validator stays.
 //! - **Keys.** A completed DKG is reported ([`MemberOutput::DkgCompleted`]); the caller
 //!   persists the key share and then hands it back with [`Member::use_key`], so a
 //!   member never signs with a key that a crash could lose. A failed DKG is reported
@@ -249,7 +252,12 @@ impl<V: Validator> Member<V> {
         .ok_or(StartError::NotInRoster)?;
         self.dkg = Some(state);
         let mut outputs = self.on_dkg(out, now);
-        let early: Vec<_> = self.early.drain(..).collect();
+        // Early messages of this session are replayed; those of any other (an older
+        // session's stragglers) are dropped, so they cannot crowd out the next.
+        let early: Vec<_> = std::mem::take(&mut self.early)
+            .into_iter()
+            .filter(|(_, msg)| msg.session == session)
+            .collect();
         for (from, msg) in early {
             outputs.extend(self.deliver_dkg(from, msg, now));
         }
@@ -258,7 +266,9 @@ impl<V: Validator> Member<V> {
 
     /// Signs with `key` from now on: a key share the caller has persisted.
     pub fn use_key(&mut self, key: Arc<KeyShare>) {
-        if let Some(validator) = self.validator.take() {
+        if let Some(signing) = self.signing.as_mut() {
+            signing.rekey(key);
+        } else if let Some(validator) = self.validator.take() {
             self.signing = Some(Signing::new(key, validator, self.config.signing.clone()));
         }
     }
@@ -461,8 +471,9 @@ impl<V: Validator> Member<V> {
                 let out = dkg.handle(from, msg, now);
                 self.on_dkg(out, now)
             }
-            Some(_) => Vec::new(),
-            None => {
+            // Another session (a retry, the next term's) this member has not started
+            // yet: kept until it does, within the bound.
+            _ => {
                 if self.early.len() < MAX_EARLY {
                     self.early.push_back((from, msg));
                 }

@@ -246,6 +246,13 @@ impl<V: Validator> Signing<V> {
         }
     }
 
+    /// Signs with `key` from now on (a new term's, or a retried DKG's): requests under
+    /// the old key are dropped; the validator stays.
+    pub fn rekey(&mut self, key: Arc<KeyShare>) {
+        self.key = key;
+        self.requests.clear();
+    }
+
     fn me(&self) -> MemberId {
         self.key.member
     }

@@ -162,11 +162,22 @@ impl LocalFederation {
 
     /// Every member runs the DKG for an equal-weight roster of everyone.
     pub async fn dkg(&self, shares: u16, threshold: u16) -> anyhow::Result<Vec<Arc<KeyShare>>> {
+        self.dkg_for(shares, threshold, b"bench").await
+    }
+
+    /// Every member runs the DKG of `context` (a term, say) for an equal-weight
+    /// roster of everyone.
+    pub async fn dkg_for(
+        &self,
+        shares: u16,
+        threshold: u16,
+        context: &[u8],
+    ) -> anyhow::Result<Vec<Arc<KeyShare>>> {
         let roster = Roster::equal(self.ids.clone(), shares, threshold)?;
         let results = join_all(
             self.members
                 .iter()
-                .map(|m| m.dkg(roster.clone(), b"bench".to_vec(), 0)),
+                .map(|m| m.dkg(roster.clone(), context.to_vec(), 0)),
         )
         .await;
         Ok(results.into_iter().collect::<Result<_, _>>()?)

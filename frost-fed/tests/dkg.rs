@@ -20,7 +20,7 @@ use rand_core::OsRng;
 use serde_bytes::ByteBuf;
 use tenure_frost_fed::{
     KeyShare, MemberId, Roster,
-    dkg::{DkgBody, DkgFailure, DkgMessage, DkgOutput, session_id},
+    dkg::{Delivery, DkgBody, DkgFailure, DkgMessage, DkgOutput, session_id},
 };
 
 mod common;
@@ -90,7 +90,7 @@ fn run(
         let Some(state) = states.get_mut(&to) else {
             continue;
         };
-        let out = state.handle(from, msg, now);
+        let out = state.handle(from, msg.clone(), Delivery::of(&msg), now);
         route(to, out, &mut queue, &mut outcome);
     }
     let later = now + Duration::from_secs(6);
@@ -251,7 +251,7 @@ fn a_false_complaint_blames_the_complainer() {
         match output {
             DkgOutput::Broadcast(msg) if matches!(msg.body, DkgBody::Round1 { .. }) => {
                 for (to, state) in states.iter_mut().filter(|(to, _)| **to != from) {
-                    let out = state.handle(from, msg.clone(), now);
+                    let out = state.handle(from, msg.clone(), Delivery::of(&msg), now);
                     outputs.extend(out.into_iter().map(|o| (*to, o)));
                 }
             }
@@ -270,7 +270,7 @@ fn a_false_complaint_blames_the_complainer() {
     let out = states
         .get_mut(&member(2))
         .unwrap()
-        .handle(liar, complaint, now);
+        .handle(liar, complaint, Delivery::Broadcast, now);
     let failure = out
         .into_iter()
         .find_map(|o| match o {
@@ -317,4 +317,72 @@ fn key_shares_are_reloaded_from_sled_after_a_restart() {
         store.get(&tenure_frost_fed::SessionId([0; 32])).unwrap(),
         None
     );
+}
+
+#[test]
+fn round_one_sent_point_to_point_counts_for_nothing_and_its_sender_alone_is_blamed() {
+    // Member 3 shows member 1 one valid round 1 and member 2 another, each sent
+    // point to point around the echo broadcast. Accepting them, 1 and 2 computed
+    // different transcripts and blamed each other ("certified another transcript").
+    let roster = Roster::equal((1..=3).map(member).collect(), 100, 67).unwrap();
+    let session = session_id(b"equivocate", &roster, 0);
+    let now = Instant::now();
+    let (mut states, first) = common::start_dkg(&roster, &[1, 2], session, now);
+    let round1 = |seed: u8| {
+        let (_, out) = tenure_frost_fed::dkg::Dkg::start(
+            session,
+            roster.clone(),
+            keypair(seed),
+            Duration::from_secs(5),
+            now,
+            &mut OsRng,
+        )
+        .unwrap();
+        out.into_iter()
+            .find_map(|o| match o {
+                DkgOutput::Broadcast(msg) if matches!(msg.body, DkgBody::Round1 { .. }) => {
+                    Some(msg)
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (shown_1, shown_2) = (round1(3), round1(3));
+    assert!(
+        states
+            .get_mut(&member(1))
+            .unwrap()
+            .handle(member(3), shown_1, Delivery::Direct, now)
+            .is_empty()
+    );
+    assert!(
+        states
+            .get_mut(&member(2))
+            .unwrap()
+            .handle(member(3), shown_2, Delivery::Direct, now)
+            .is_empty()
+    );
+    // The honest members' own round 1s, by broadcast.
+    for (from, out) in first {
+        if let DkgOutput::Broadcast(msg) = out {
+            for (_, state) in states.iter_mut().filter(|(to, _)| **to != from) {
+                let _ = state.handle(from, msg.clone(), Delivery::Broadcast, now);
+            }
+        }
+    }
+    // Member 3 never broadcast: both blame it, and only it.
+    let later = now + Duration::from_secs(6);
+    for id in [member(1), member(2)] {
+        let failure = states
+            .get_mut(&id)
+            .unwrap()
+            .on_tick(later)
+            .into_iter()
+            .find_map(|o| match o {
+                DkgOutput::Failed(f) => Some(f),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(failure.blamed, vec![member(3)], "at {id}");
+    }
 }

@@ -178,6 +178,26 @@ pub enum ShareFault {
     Mismatch(u16),
 }
 
+/// How a DKG message reached this member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivered by the echo broadcast (every member got the same).
+    Broadcast,
+    /// Sent to this member alone over its channel.
+    Direct,
+}
+
+impl Delivery {
+    /// The way a message of this kind must travel: round-2 shares point to point,
+    /// everything else by echo broadcast.
+    pub fn of(msg: &DkgMessage) -> Delivery {
+        match msg.body {
+            DkgBody::Round2(_) => Delivery::Direct,
+            _ => Delivery::Broadcast,
+        }
+    }
+}
+
 /// The phases of a DKG session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DkgPhase {
@@ -214,6 +234,8 @@ pub struct Dkg {
     received: BTreeMap<usize, Vec<Scalar>>,
     /// Certificates that came before the transcript was known here.
     early_certificates: BTreeMap<usize, ([u8; 32], Vec<u8>)>,
+    /// Complaints about dealers whose round 1 had not arrived yet.
+    early_complaints: Vec<(MemberId, DealtShares)>,
     certificates: BTreeMap<usize, [u8; 64]>,
     pending: Option<Pending>,
 }
@@ -269,6 +291,7 @@ impl Dkg {
             early: BTreeMap::new(),
             received: BTreeMap::new(),
             early_certificates: BTreeMap::new(),
+            early_complaints: Vec::new(),
             certificates: BTreeMap::new(),
             pending: None,
         };
@@ -289,8 +312,21 @@ impl Dkg {
     }
 
     /// A message from `from` (authenticated by the channel or broadcast layer).
-    pub fn handle(&mut self, from: MemberId, msg: DkgMessage, now: Instant) -> Vec<DkgOutput> {
+    pub fn handle(
+        &mut self,
+        from: MemberId,
+        msg: DkgMessage,
+        delivery: Delivery,
+        now: Instant,
+    ) -> Vec<DkgOutput> {
         if self.phase == DkgPhase::Ended || msg.session != self.session {
+            return Vec::new();
+        }
+        // Round 1, complaints and certificates count only as delivered by the echo
+        // broadcast, so nobody can show members different ones; round-2 shares only
+        // point to point.
+        let by_broadcast = !matches!(msg.body, DkgBody::Round2(_));
+        if by_broadcast != (delivery == Delivery::Broadcast) {
             return Vec::new();
         }
         let Some(sender) = self.roster.index_of(&from) else {
@@ -386,6 +422,17 @@ impl Dkg {
         let mut out = self.after_round1(now);
         if let Some(dealt) = self.early.remove(&sender) {
             out.extend(self.on_round2(sender, dealt, now));
+        }
+        // Complaints about this dealer that came before its round 1 are judged now.
+        let (now_judged, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early_complaints)
+            .into_iter()
+            .partition(|(_, dealt)| dealt.dealer == from);
+        self.early_complaints = waiting;
+        for (complainer, dealt) in now_judged {
+            if self.phase == DkgPhase::Ended {
+                break;
+            }
+            out.extend(self.on_complaint(complainer, dealt));
         }
         out
     }
@@ -511,7 +558,10 @@ impl Dkg {
             return self.fail(vec![from], DkgFault::ComplaintWithoutEvidence);
         }
         if !self.commitments.contains_key(&dealer) {
-            // Cannot judge yet; the round timeout settles it if round 1 never comes.
+            // Judged when the dealer's round 1 arrives (or its silence is blamed).
+            if self.early_complaints.len() < self.roster.len() {
+                self.early_complaints.push((from, dealt));
+            }
             return Vec::new();
         }
         match self.check_dealt(dealer, &dealt) {

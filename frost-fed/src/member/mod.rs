@@ -50,7 +50,7 @@ use crate::{
     KeyShare, MemberId, Roster,
     broadcast::{BroadcastOutput, EchoBroadcast},
     channel::{ChannelConfig, ChannelKey, ChannelOutput, Channels},
-    dkg::{self, Dkg, DkgBody, DkgFailure, DkgMessage, DkgOutput},
+    dkg::{self, Delivery, Dkg, DkgBody, DkgFailure, DkgMessage, DkgOutput},
     sign::{SignOutput, SignatureRecord, Signing, SigningConfig, Validator},
 };
 
@@ -162,7 +162,7 @@ pub struct Member<V> {
     channels: Channels,
     broadcast: EchoBroadcast,
     dkg: Option<Dkg>,
-    early: VecDeque<(MemberId, DkgMessage)>,
+    early: VecDeque<(MemberId, DkgMessage, Delivery)>,
     signing: Option<Signing<V>>,
     validator: Option<V>,
     config: MemberConfig,
@@ -256,10 +256,10 @@ impl<V: Validator> Member<V> {
         // session's stragglers) are dropped, so they cannot crowd out the next.
         let early: Vec<_> = std::mem::take(&mut self.early)
             .into_iter()
-            .filter(|(_, msg)| msg.session == session)
+            .filter(|(_, msg, _)| msg.session == session)
             .collect();
-        for (from, msg) in early {
-            outputs.extend(self.deliver_dkg(from, msg, now));
+        for (from, msg, delivery) in early {
+            outputs.extend(self.deliver_dkg(from, msg, delivery, now));
         }
         Ok(outputs)
     }
@@ -424,7 +424,7 @@ impl<V: Validator> Member<V> {
                 let out = self.broadcast.handle(from, msg);
                 self.on_broadcast(out, now)
             }
-            FedMessage::Dkg(msg) => self.deliver_dkg(from, msg, now),
+            FedMessage::Dkg(msg) => self.deliver_dkg(from, msg, Delivery::Direct, now),
             FedMessage::Sign(msg) => match self.signing.as_mut() {
                 Some(signing) => {
                     let out = signing.handle(from, msg, now, rng);
@@ -448,7 +448,9 @@ impl<V: Validator> Member<V> {
                 BroadcastOutput::Deliver {
                     sender, payload, ..
                 } => match serde_cbor::from_slice::<Broadcasted>(&payload) {
-                    Ok(Broadcasted::Dkg(msg)) => out.extend(self.deliver_dkg(sender, msg, now)),
+                    Ok(Broadcasted::Dkg(msg)) => {
+                        out.extend(self.deliver_dkg(sender, msg, Delivery::Broadcast, now));
+                    }
                     Err(err) => out.push(MemberOutput::Undecodable {
                         from: sender,
                         reason: err.to_string(),
@@ -465,17 +467,23 @@ impl<V: Validator> Member<V> {
         out
     }
 
-    fn deliver_dkg(&mut self, from: MemberId, msg: DkgMessage, now: Instant) -> Vec<MemberOutput> {
+    fn deliver_dkg(
+        &mut self,
+        from: MemberId,
+        msg: DkgMessage,
+        delivery: Delivery,
+        now: Instant,
+    ) -> Vec<MemberOutput> {
         match self.dkg.as_mut() {
             Some(dkg) if dkg.session() == msg.session => {
-                let out = dkg.handle(from, msg, now);
+                let out = dkg.handle(from, msg, delivery, now);
                 self.on_dkg(out, now)
             }
             // Another session (a retry, the next term's) this member has not started
             // yet: kept until it does, within the bound.
             _ => {
                 if self.early.len() < MAX_EARLY {
-                    self.early.push_back((from, msg));
+                    self.early.push_back((from, msg, delivery));
                 }
                 Vec::new()
             }

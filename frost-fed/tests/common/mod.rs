@@ -12,7 +12,7 @@ use bitcoin::secp256k1::{Keypair, SECP256K1, SecretKey};
 use rand_core::OsRng;
 use tenure_frost_fed::{
     KeyShare, MemberId, Roster, SessionId,
-    dkg::{Dkg, DkgOutput, session_id},
+    dkg::{Delivery, Dkg, DkgOutput, session_id},
 };
 
 pub fn keypair(n: u8) -> Keypair {
@@ -43,12 +43,16 @@ pub fn dkg_among(roster: &Roster, seeds: &[u8], context: &[u8]) -> BTreeMap<Memb
         match output {
             DkgOutput::Broadcast(msg) => {
                 for (to, state) in states.iter_mut().filter(|(to, _)| **to != from) {
-                    let out = state.handle(from, msg.clone(), now);
+                    let out = state.handle(from, msg.clone(), Delivery::of(&msg), now);
                     queue.extend(out.into_iter().map(|o| (*to, o)));
                 }
             }
             DkgOutput::Send { to, msg } => {
-                let out = states.get_mut(&to).unwrap().handle(from, msg, now);
+                let out =
+                    states
+                        .get_mut(&to)
+                        .unwrap()
+                        .handle(from, msg.clone(), Delivery::of(&msg), now);
                 queue.extend(out.into_iter().map(|o| (to, o)));
             }
             DkgOutput::Completed(key) => {

@@ -327,3 +327,45 @@ fn garbage_collection_at_a_term_start_never_resurrects_collected_chunks() {
         gc_run(seed);
     }
 }
+
+#[test]
+fn a_peer_flooding_sync_messages_is_cut_off_and_penalised_while_others_sync_on() {
+    let mut sim = Sim::new(9, faults(None));
+    let now = sim.net.now();
+    // Replica 0 holds a chunk, so a digest from an empty replica differs from its own.
+    let chunk = Chunk::sign(NET, &db(), 2, 1, b"held".to_vec(), &writer(2));
+    sim.nodes[0].replica.write(chunk).unwrap();
+    let stale = sim.nodes[1].replica.clock().range_digest();
+    let digest =
+        || message::SyncMessage::new(db(), 0, message::SyncBody::ClockDigest(stale.clone()));
+    // Peer 1 sends ten thousand digests in one instant: each one cost replica 0 a
+    // clock comparison and an answer.
+    let mut answered = 0;
+    let mut penalties = 0;
+    for _ in 0..10_000 {
+        let msg = digest();
+        let node = &mut sim.nodes[0];
+        for output in node.sync.handle(&mut node.replica, 1, msg, now) {
+            match output {
+                SyncOutput::Send { .. } => answered += 1,
+                SyncOutput::Penalise { peer, .. } => {
+                    assert_eq!(peer, 1);
+                    penalties += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    let budget = 2.0 * SyncConfig::default().inbound_work_per_second;
+    assert!(answered as f64 <= budget, "{answered} answered");
+    assert_eq!(penalties, 1, "one penalty per second of flooding");
+    // Another peer's digest is still answered at once.
+    let msg = digest();
+    let node = &mut sim.nodes[0];
+    let out = node.sync.handle(&mut node.replica, 2, msg, now);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, SyncOutput::Send { to: 2, .. })),
+        "{out:?}"
+    );
+}

@@ -61,6 +61,10 @@ pub struct SyncConfig {
     pub pulls_per_second: f64,
     /// Chunk bytes pushed per second to one peer (burst: twice that).
     pub push_bytes_per_second: f64,
+    /// Work a peer's messages may cost us per second (burst: twice that): one unit
+    /// a message, plus one for each chunk (a signature recovery) and for each range
+    /// of [`crate::clock::RANGE_SLOTS`] clock entries (a comparison).
+    pub inbound_work_per_second: f64,
 }
 
 impl Default for SyncConfig {
@@ -74,6 +78,7 @@ impl Default for SyncConfig {
             max_push_bytes: 2 * 1024 * 1024,
             pulls_per_second: 2_000.0,
             push_bytes_per_second: 16.0 * 1024.0 * 1024.0,
+            inbound_work_per_second: 2_000.0,
         }
     }
 }
@@ -117,7 +122,15 @@ struct PeerSync {
     last_clock_at: Option<Instant>,
     pulls_served: TokenBucket,
     bytes_pushed: TokenBucket,
+    /// What the peer's messages may cost us.
+    inbound: TokenBucket,
+    /// When the peer was last penalised for going over it.
+    penalised_at: Option<Instant>,
 }
+
+/// A peer over its inbound budget is penalised at most this often: an honest burst
+/// that just crosses it costs a little, a flood costs its sender steadily.
+pub const OVER_BUDGET_PENALTY_EVERY: Duration = Duration::from_secs(1);
 
 /// The sync of one DB with its neighbours.
 #[derive(Debug)]
@@ -171,6 +184,11 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
                 2.0 * config.push_bytes_per_second,
                 config.push_bytes_per_second,
             ),
+            inbound: TokenBucket::new(
+                2.0 * config.inbound_work_per_second,
+                config.inbound_work_per_second,
+            ),
+            penalised_at: None,
         });
     }
 
@@ -258,6 +276,32 @@ impl<P: Copy + Ord + std::fmt::Debug> DbSync<P> {
             return Vec::new();
         }
         self.add_peer(from);
+        // Inbound budget: every message costs work (a chunk a signature recovery, a
+        // clock its comparison); past the peer's budget it is dropped unread.
+        let cost = 1.0
+            + match &msg.body {
+                SyncBody::Chunks(chunks) => chunks.len() as f64,
+                SyncBody::Clock(clock) => (clock.len() / crate::clock::RANGE_SLOTS) as f64,
+                SyncBody::Pull(slots) => (slots.len() / crate::clock::RANGE_SLOTS) as f64,
+                SyncBody::Announce { .. } | SyncBody::ClockDigest(_) => 0.0,
+            };
+        let Some(peer) = self.peers.get_mut(&from) else {
+            // Past the neighbour limit: not a peer we sync with.
+            return Vec::new();
+        };
+        if !peer.inbound.try_take(cost, now) {
+            let due = peer
+                .penalised_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= OVER_BUDGET_PENALTY_EVERY);
+            if due {
+                peer.penalised_at = Some(now);
+                return vec![SyncOutput::Penalise {
+                    peer: from,
+                    reason: "sync messages over the inbound budget".into(),
+                }];
+            }
+            return Vec::new();
+        }
         self.gc_epoch = replica.gc_epoch();
         if msg.gc_epoch != self.gc_epoch {
             // One of us has not seen the last collecting burn block yet: what it holds

@@ -92,6 +92,8 @@ pub enum MemberOutput {
         request: RequestId,
         /// The signature and its evidence.
         record: SignatureRecord,
+        /// Sessions the signing coordinator opened for it.
+        sessions: u32,
     },
     /// A request could not be signed.
     SignFailed {
@@ -542,8 +544,15 @@ impl<V: Validator> Member<V> {
                 }
                 SignOutput::Send { to, msg } => self.send_sign(to, msg, now),
                 SignOutput::Signed {
-                    request, record, ..
-                } => out.push(MemberOutput::Signed { request, record }),
+                    request,
+                    record,
+                    sessions,
+                    ..
+                } => out.push(MemberOutput::Signed {
+                    request,
+                    record,
+                    sessions,
+                }),
                 SignOutput::Failed { request, reason } => {
                     out.push(MemberOutput::SignFailed { request, reason });
                 }

@@ -8,7 +8,7 @@ use serde_bytes::ByteBuf;
 use crate::roster::MemberId;
 
 /// Message version this build speaks.
-pub const SIGN_VERSION: u16 = 1;
+pub const SIGN_VERSION: u16 = 2;
 
 /// Largest signing message accepted (a package for 100 shares is about 10 KB; a
 /// payload such as a block header or a transaction is bounded by the application).
@@ -63,6 +63,9 @@ pub enum SignBody {
     Done {
         /// The serialized [`super::SignatureRecord`].
         record: ByteBuf,
+        /// Sessions the coordinator opened for the request (a figure for benchmarks;
+        /// nothing depends on it).
+        sessions: u32,
     },
 }
 

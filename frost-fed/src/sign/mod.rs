@@ -148,6 +148,8 @@ pub enum SignOutput {
         record: SignatureRecord,
         /// Who signed.
         signers: SignerSet,
+        /// Sessions the signing coordinator opened for it, as it reported them.
+        sessions: u32,
     },
     /// This member's validator refused a request.
     Refused {
@@ -320,7 +322,7 @@ impl<V: Validator> Signing<V> {
             } if msg.coordinator == self.me() => {
                 self.on_shares(msg.request, from, session, &shares, &next, now)
             }
-            SignBody::Done { record } => self.on_done(msg.request, &record),
+            SignBody::Done { record, sessions } => self.on_done(msg.request, &record, sessions),
             _ => Vec::new(),
         };
         self.deliver_local(out, now, rng)
@@ -847,6 +849,7 @@ impl<V: Validator> Signing<V> {
                         coordinator: key.member,
                         body: SignBody::Done {
                             record: ByteBuf::from(bytes),
+                            sessions: c.next_session,
                         },
                     }));
                 }
@@ -854,6 +857,7 @@ impl<V: Validator> Signing<V> {
                     request: id,
                     record,
                     signers,
+                    sessions: c.next_session,
                 });
                 out
             }
@@ -882,7 +886,7 @@ impl<V: Validator> Signing<V> {
         }
     }
 
-    fn on_done(&mut self, id: RequestId, record: &[u8]) -> Vec<SignOutput> {
+    fn on_done(&mut self, id: RequestId, record: &[u8], sessions: u32) -> Vec<SignOutput> {
         let Some(r) = self.requests.get_mut(&id).filter(|r| !r.done) else {
             return Vec::new();
         };
@@ -901,6 +905,7 @@ impl<V: Validator> Signing<V> {
                     request: id,
                     record,
                     signers,
+                    sessions,
                 }]
             }
             Err(_) => Vec::new(),

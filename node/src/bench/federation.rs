@@ -85,6 +85,9 @@ pub struct SignReport {
     pub fault: String,
     /// Requests signed of those made with every member up (faulty ones included).
     pub signed: usize,
+    /// The most signing sessions one of those requests needed (as its signing
+    /// coordinator reported).
+    pub sessions_max: u32,
 }
 
 /// Which members misbehave in the signing benchmark, and how.
@@ -146,15 +149,17 @@ pub async fn sign(
     let honest = members.saturating_sub(faulty).max(1);
     let mut latencies = Vec::new();
     let mut signed = 0;
+    let mut sessions_max = 0;
     for i in 0..signatures {
         // Honest members ask; faulty ones may coordinate.
         let requester = federation.members.get(i % honest).context("member")?;
         let payload = format!("block {i}").into_bytes();
         let started = Instant::now();
-        let Ok(record) = requester.sign(payload).await else {
+        let Ok((record, sessions)) = requester.sign_counted(payload).await else {
             continue;
         };
         latencies.push(started.elapsed());
+        sessions_max = sessions_max.max(sessions);
         verify_bip340(&key.public, &record.message, &record.signature)?;
         signed += 1;
     }
@@ -204,6 +209,7 @@ pub async fn sign(
             "none".to_owned()
         },
         signed,
+        sessions_max,
     })
 }
 

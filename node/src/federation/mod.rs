@@ -81,6 +81,9 @@ pub enum SignError {
     Stopped,
 }
 
+/// Where a signing request's outcome goes: the record and the sessions it took.
+type SignReply = oneshot::Sender<Result<(SignatureRecord, u32), SignError>>;
+
 /// Commands to a member's task.
 enum FedCommand {
     Dkg {
@@ -91,7 +94,7 @@ enum FedCommand {
     },
     Sign {
         payload: Vec<u8>,
-        reply: oneshot::Sender<Result<SignatureRecord, SignError>>,
+        reply: SignReply,
     },
     /// Behave as crashed (drop everything, no timers) for a while, then resume with
     /// the state kept: a crash and restart with the key on disk.
@@ -132,6 +135,15 @@ impl FedHandle {
 
     /// Asks the federation to sign `payload`; returns the signature record.
     pub async fn sign(&self, payload: Vec<u8>) -> Result<SignatureRecord, SignError> {
+        Ok(self.sign_counted(payload).await?.0)
+    }
+
+    /// As [`FedHandle::sign`], with the number of sessions the signing coordinator
+    /// opened for the request (for benchmarks).
+    pub async fn sign_counted(
+        &self,
+        payload: Vec<u8>,
+    ) -> Result<(SignatureRecord, u32), SignError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(FedCommand::Sign { payload, reply })
@@ -298,7 +310,7 @@ struct Driver<V> {
     overlay: OverlayHandle,
     peers: BTreeMap<MemberId, PeerId>,
     dkg_reply: Option<oneshot::Sender<Result<Arc<KeyShare>, DkgError>>>,
-    sign_replies: BTreeMap<RequestId, oneshot::Sender<Result<SignatureRecord, SignError>>>,
+    sign_replies: BTreeMap<RequestId, SignReply>,
     /// One sender task per member.
     couriers: BTreeMap<MemberId, mpsc::Sender<Vec<u8>>>,
     /// Where key shares are kept across restarts.
@@ -473,9 +485,13 @@ impl<V: Validator + Send + 'static> Driver<V> {
                     let _ = reply.send(Err(DkgError::Failed(failure)));
                 }
             }
-            MemberOutput::Signed { request, record } => {
+            MemberOutput::Signed {
+                request,
+                record,
+                sessions,
+            } => {
                 if let Some(reply) = self.sign_replies.remove(&request) {
-                    let _ = reply.send(Ok(record));
+                    let _ = reply.send(Ok((record, sessions)));
                 }
             }
             MemberOutput::SignFailed { request, reason } => {

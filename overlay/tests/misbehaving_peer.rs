@@ -19,12 +19,12 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::{
     StreamProtocol, Swarm, noise,
     request_response::{self, ProtocolSupport},
-    swarm::{NetworkBehaviour, SwarmEvent},
+    swarm::SwarmEvent,
     tcp, yamux,
 };
 use tenure_overlay::{
-    HELLO_PROTOCOL, Misbehaviour, NetworkId, NodeKey, OverlayConfig, OverlayEvent, OverlayEvents,
-    RPC_PROTOCOL, Service,
+    Misbehaviour, NetworkId, NodeKey, OverlayConfig, OverlayEvent, OverlayEvents, RPC_PROTOCOL,
+    Service,
     rpc::{RpcRequest, RpcResponse},
     wire::{decode_frame, encode_frame},
 };
@@ -228,42 +228,6 @@ async fn oversized_and_garbage_frames_get_the_sender_penalised_then_banned() {
     assert_eq!(victim.status().await.unwrap().banned, 1);
 }
 
-#[derive(NetworkBehaviour)]
-struct Silent {
-    hello: request_response::Behaviour<RawCodec>,
-    rpc: request_response::Behaviour<RawCodec>,
-}
-
-fn silent_attacker() -> Swarm<Silent> {
-    let config = request_response::Config::default().with_request_timeout(Duration::from_secs(5));
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| Silent {
-            hello: request_response::Behaviour::with_codec(
-                RawCodec,
-                [(
-                    StreamProtocol::new(HELLO_PROTOCOL),
-                    ProtocolSupport::Inbound,
-                )],
-                config.clone(),
-            ),
-            rpc: request_response::Behaviour::with_codec(
-                RawCodec,
-                [(StreamProtocol::new(RPC_PROTOCOL), ProtocolSupport::Outbound)],
-                config.clone(),
-            ),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_completes_the_hello_is_served_nothing() {
     let network = NetworkId::new("pre-hello-test").unwrap();
@@ -275,7 +239,7 @@ async fn a_peer_that_never_completes_the_hello_is_served_nothing() {
     .unwrap();
     let victim_addr = victim.listen_addrs()[0].clone();
 
-    let mut attacker = silent_attacker();
+    let mut attacker = attacker();
     attacker.dial(victim_addr.clone()).unwrap();
     // Connected, and no hello sent (the dialer speaks first; the victim waits up to
     // its hello deadline).
@@ -301,18 +265,17 @@ async fn a_peer_that_never_completes_the_hello_is_served_nothing() {
     for _ in 0..3 {
         attacker
             .behaviour_mut()
-            .rpc
             .send_request(&victim.peer_id(), frame.clone());
         let outcome = async {
             loop {
                 match attacker.select_next_some().await {
-                    SwarmEvent::Behaviour(SilentEvent::Rpc(request_response::Event::Message {
+                    SwarmEvent::Behaviour(request_response::Event::Message {
                         message: request_response::Message::Response { response, .. },
                         ..
-                    })) => return Some(response),
-                    SwarmEvent::Behaviour(SilentEvent::Rpc(
-                        request_response::Event::OutboundFailure { .. },
-                    )) => return None,
+                    }) => return Some(response),
+                    SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. }) => {
+                        return None;
+                    }
                     _ => {}
                 }
             }

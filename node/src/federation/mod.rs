@@ -435,21 +435,20 @@ impl<V: Validator + Send + 'static> Driver<V> {
         }
     }
 
+    /// Outputs of an overlay event: junk handed over by a peer is reported to the
+    /// overlay for a penalty.
     async fn on_outputs(&mut self, outputs: Vec<MemberOutput>) {
-        let mut junk = Vec::new();
         for output in outputs {
-            if let MemberOutput::Junk { from, error } = output {
-                junk.push((from, error));
-            } else {
-                self.on_output(output);
-            }
-        }
-        for (from, error) in junk {
-            if let Ok(peer) = PeerId::from_bytes(&from) {
-                debug!(target: logs::FED_COURIER, %peer, %error, "junk frames");
-                self.overlay
-                    .report(peer, Misbehaviour::Protocol(error.to_string()))
-                    .await;
+            match output {
+                MemberOutput::Junk { from, error } => {
+                    if let Ok(peer) = PeerId::from_bytes(&from) {
+                        debug!(target: logs::FED_COURIER, %peer, %error, "junk frames");
+                        self.overlay
+                            .report(peer, Misbehaviour::Protocol(error.to_string()))
+                            .await;
+                    }
+                }
+                other => self.on_output(other),
             }
         }
     }

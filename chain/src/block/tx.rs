@@ -104,7 +104,7 @@ pub enum Tx {
 
 /// A transaction on its own on the wire (the mempool, the HTTP API): its version,
 /// then the transaction. Inside a block, the block's version covers its transactions.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct TxEnvelope {
     version: u16,
     tx: Tx,
@@ -120,9 +120,15 @@ impl Versioned for TxEnvelope {
 impl Tx {
     /// Encodes a transaction on its own, with its version ([`crate::codec`]).
     pub fn to_bytes(&self) -> Result<Vec<u8>, BlockError> {
-        Ok(codec::encode(&TxEnvelope {
+        /// The envelope as written: borrows the transaction rather than copying it.
+        #[derive(Serialize)]
+        struct Outgoing<'a> {
+            version: u16,
+            tx: &'a Tx,
+        }
+        Ok(codec::encode(&Outgoing {
             version: BLOCK_VERSION,
-            tx: self.clone(),
+            tx: self,
         })?)
     }
 
@@ -171,5 +177,44 @@ impl Tx {
             Tx::Transfer(t) => t.fee,
             Tx::Coinbase { .. } | Tx::TenureChange(_) => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_transaction_round_trips_with_its_version_and_another_version_is_refused() {
+        let tx = Tx::Coinbase {
+            term: 3,
+            payouts: vec![(AccountId([7; 32]), 50)],
+        };
+        let bytes = tx.to_bytes().unwrap();
+        assert_eq!(Tx::from_bytes(&bytes).unwrap(), tx);
+        let other = serde_cbor::to_vec(&serde_cbor::Value::Map(
+            [
+                (
+                    serde_cbor::Value::Text("version".into()),
+                    serde_cbor::Value::Integer(9),
+                ),
+                (
+                    serde_cbor::Value::Text("tx".into()),
+                    serde_cbor::value::to_value(&tx).unwrap(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        ))
+        .unwrap();
+        assert_eq!(
+            Tx::from_bytes(&other),
+            Err(BlockError::UnsupportedVersion {
+                found: 9,
+                supported: BLOCK_VERSION
+            })
+        );
     }
 }

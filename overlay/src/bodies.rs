@@ -9,7 +9,9 @@
 //! announcement (which accepted it, so it holds the body), checks it against the digest,
 //! runs the topic's validator and only then accepts the announcement, which forwards it.
 //! Every node downloads each body once. The publisher's signature covers the digest, so
-//! the body is as authenticated as an inline message.
+//! the body is as authenticated as an inline message. If the announcer does not serve
+//! the body, the other peers of the topic are asked and the announcer is penalised
+//! (the rules are in [`crate::body_fetch`]).
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -194,6 +194,10 @@ pub struct GossipParams {
     /// Publish own messages to every connected peer rather than the mesh. Off: with
     /// meshes of 4–12 it multiplies upload and signature checks for little gain.
     pub flood_publish: bool,
+    /// An attack switch for tests and the testnet's fault injection: the node forwards
+    /// announcements without fetching their bodies, announces its own large messages
+    /// without keeping them, and refuses every body request. Never set it otherwise.
+    pub withhold_bodies: bool,
 }
 
 /// The defaults are a smaller mesh than the gossipsub spec's 6/4/12: producer sets are
@@ -216,6 +220,7 @@ impl Default for GossipParams {
             max_message_bytes: MIN_GOSSIP_MESSAGE_BYTES + 64 * 1024,
             large_message_bytes: 32 * 1024,
             flood_publish: false,
+            withhold_bodies: false,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! federation. Those crates are sans-IO and are wired to this one by the node.
 
 pub mod bodies;
+pub mod body_fetch;
 pub mod codec;
 pub mod config;
 pub mod event;

@@ -32,6 +32,7 @@ pub(crate) struct Counters {
     pub gossip_bodies_fetched: Counter,
     pub gossip_bodies_served: Counter,
     pub gossip_body_failures: Counter,
+    pub gossip_bodies_withheld: Counter,
     pub rpc_requests_sent: Counter,
     pub rpc_requests_received: Counter,
     pub rpc_failures: Counter,
@@ -83,6 +84,11 @@ impl Counters {
                 "gossip_ignored",
                 "Gossip messages ignored by validation",
                 &counters.gossip_ignored,
+            ),
+            (
+                "gossip_bodies_withheld",
+                "Bodies an announcing peer failed to serve",
+                &counters.gossip_bodies_withheld,
             ),
             (
                 "rpc_requests_sent",
@@ -166,6 +172,7 @@ impl OverlayMetrics {
             gossip_rejected: c.gossip_rejected.get(),
             gossip_bodies_fetched: c.gossip_bodies_fetched.get(),
             gossip_body_failures: c.gossip_body_failures.get(),
+            gossip_bodies_withheld: c.gossip_bodies_withheld.get(),
             rpc_requests_sent: c.rpc_requests_sent.get(),
             rpc_requests_received: c.rpc_requests_received.get(),
             rpc_failures: c.rpc_failures.get(),
@@ -217,6 +224,8 @@ pub struct MetricsSnapshot {
     pub gossip_bodies_fetched: u64,
     /// Announcements given up.
     pub gossip_body_failures: u64,
+    /// Bodies a peer announced to us and then did not serve.
+    pub gossip_bodies_withheld: u64,
     /// Requests sent.
     pub rpc_requests_sent: u64,
     /// Requests received.

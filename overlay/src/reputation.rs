@@ -34,6 +34,9 @@ pub enum Misbehaviour {
     InvalidHello,
     /// A gossip message the validator rejected.
     InvalidGossip,
+    /// A peer forwarded an announcement (so it accepted the message and must hold the
+    /// body) and then did not serve the body.
+    WithheldBody,
     /// A violation found by a service above the overlay, with its description.
     Protocol(String),
 }
@@ -45,7 +48,7 @@ impl Misbehaviour {
         match self {
             Misbehaviour::OversizedFrame | Misbehaviour::UndecodableFrame => 60.0,
             Misbehaviour::InvalidHello => 100.0,
-            Misbehaviour::InvalidGossip => 20.0,
+            Misbehaviour::InvalidGossip | Misbehaviour::WithheldBody => 20.0,
             Misbehaviour::Protocol(_) => 25.0,
         }
     }
@@ -58,6 +61,7 @@ impl fmt::Display for Misbehaviour {
             Misbehaviour::UndecodableFrame => f.write_str("undecodable frame"),
             Misbehaviour::InvalidHello => f.write_str("invalid hello"),
             Misbehaviour::InvalidGossip => f.write_str("invalid gossip"),
+            Misbehaviour::WithheldBody => f.write_str("announced a body and did not serve it"),
             Misbehaviour::Protocol(what) => write!(f, "protocol violation: {what}"),
         }
     }

@@ -199,3 +199,103 @@ async fn large_messages_reach_every_node_by_announcement_and_pull() {
     }
     assert_eq!(fetched, 2 * (handles.len() as u64 - 1));
 }
+
+/// Item 9 of the review: a peer that forwards announcements it never fetched, and
+/// announces bodies it does not keep, must not keep any large message from an honest
+/// node, nor fill the honest nodes' pending fetches; and it is penalised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withholding_peers_cannot_keep_a_large_message_from_any_honest_node() {
+    const NODES: usize = 8;
+    const WITHHOLDERS: [usize; 2] = [1, 2];
+    let started = std::sync::atomic::AtomicUsize::new(0);
+    let nodes = tenure_overlay::localnet::start(
+        NODES,
+        &tenure_overlay::NetworkId::new("withheld-bodies").unwrap(),
+        |config| {
+            let index = started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            config.gossip.withhold_bodies = WITHHOLDERS.contains(&index);
+        },
+    )
+    .await
+    .unwrap();
+    for node in &nodes {
+        node.handle
+            .subscribe(Topic::Blocks, tenure_overlay::accept_all())
+            .await
+            .unwrap();
+    }
+    let (handles, mut received) = tenure_tests::collect_gossip(nodes);
+    tenure_tests::wait_for_mesh(&handles, Topic::Blocks, 3)
+        .await
+        .unwrap();
+    let honest: Vec<usize> = (0..NODES).filter(|i| !WITHHOLDERS.contains(i)).collect();
+
+    let body = |publisher: usize, k: usize| -> Vec<u8> {
+        let mut data = vec![publisher as u8];
+        data.extend((k as u16).to_le_bytes());
+        data.extend((0..40_000u32).map(|i| (i % 241) as u8 ^ k as u8));
+        data
+    };
+    let mut published = Vec::new();
+    for k in 0..4 {
+        for publisher in [0, 3, 5] {
+            publish_when_ready(&handles[publisher], Topic::Blocks, body(publisher, k))
+                .await
+                .unwrap();
+            published.push((publisher, body(publisher, k)));
+        }
+    }
+    // A withholder announces hundreds of bodies nobody can fetch...
+    for k in 0..300 {
+        publish_when_ready(&handles[WITHHOLDERS[0]], Topic::Blocks, body(100, k))
+            .await
+            .unwrap();
+    }
+    // ...and the honest nodes' messages still get through.
+    for k in 4..8 {
+        for publisher in [4, 6] {
+            publish_when_ready(&handles[publisher], Topic::Blocks, body(publisher, k))
+                .await
+                .unwrap();
+            published.push((publisher, body(publisher, k)));
+        }
+    }
+
+    let mut missing: BTreeSet<(usize, usize)> = BTreeSet::new();
+    for &node in &honest {
+        for (index, (publisher, _)) in published.iter().enumerate() {
+            if *publisher != node {
+                missing.insert((node, index));
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + tenure_tests::DEADLINE;
+    while !missing.is_empty() {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, received.recv()).await else {
+            break;
+        };
+        assert!(
+            !WITHHOLDERS.contains(&message.node),
+            "a withholder fetched nothing, so delivers nothing"
+        );
+        assert_ne!(
+            message.data[0], 100,
+            "a withheld body reached node {}",
+            message.node
+        );
+        if let Some(index) = published.iter().position(|(_, data)| *data == message.data) {
+            missing.remove(&(message.node, index));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "(node, message) never delivered: {missing:?}"
+    );
+
+    // The withholders were named: honest nodes counted bodies announced and not served.
+    let withheld: u64 = honest
+        .iter()
+        .map(|&i| handles[i].metrics().snapshot().gossip_bodies_withheld)
+        .sum();
+    assert!(withheld > 0, "no withholding was noticed");
+}

@@ -2,10 +2,7 @@
 //! and served (see [`crate::bodies`] for why large messages travel that way).
 
 use crate::rpc::Refusal;
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use libp2p::{
     PeerId,
@@ -21,6 +18,7 @@ use crate::{
         BodyDigest, GossipEnvelope, MAX_ANNOUNCE_BYTES, Payload, check_announcement, check_body,
         digest_of,
     },
+    body_fetch::{Announced, BodyFetches},
     event::OverlayEvent,
     gossip::{self, GossipValidator, Verdict},
     handle::OverlayError,
@@ -30,28 +28,18 @@ use crate::{
     wire::{Decoded, decode_body, encode_body},
 };
 
-/// Body fetches in flight at most; announcements beyond this are ignored.
-const MAX_PENDING_BODIES: usize = 256;
-
-/// Peers asked for one body before the announcement is given up.
-const MAX_BODY_TRIES: usize = 3;
-
-/// How long a body may take to arrive, all tries together. Gossipsub keeps an
-/// unvalidated message for its history window (about four seconds by default).
-const BODY_DEADLINE: Duration = Duration::from_secs(3);
-
-/// An announced body being fetched, with what is needed to finish its validation.
+/// A message waiting for its announced body, with what is needed to finish its
+/// validation.
 #[derive(Debug)]
-pub(crate) struct PendingBody {
+pub(crate) struct Waiter {
     message_id: MessageId,
     propagation_source: PeerId,
     source: Option<PeerId>,
     topic_hash: TopicHash,
-    digest: BodyDigest,
-    size: u64,
-    tried: Vec<PeerId>,
-    deadline: Instant,
 }
+
+/// The body fetches of the swarm task (rules in [`crate::body_fetch`]).
+pub(crate) type Fetches = BodyFetches<PeerId, OutboundRequestId, Waiter>;
 
 impl OverlayService {
     /// Publishes `data` on `topic`: inline when small, announced when large.
@@ -59,7 +47,9 @@ impl OverlayService {
         let len = data.len() as u64;
         let envelope = if data.len() > self.config.gossip.large_message_bytes {
             let digest = digest_of(&data);
-            self.bodies.insert(digest, Arc::new(data), Instant::now());
+            if !self.config.gossip.withhold_bodies {
+                self.bodies.insert(digest, Arc::new(data), Instant::now());
+            }
             GossipEnvelope::announce(digest, len as usize)
         } else {
             GossipEnvelope::inline(data)
@@ -125,6 +115,10 @@ impl OverlayService {
                         return;
                     }
                 };
+                if self.config.gossip.withhold_bodies {
+                    self.report(&message_id, &propagation_source, MessageAcceptance::Accept);
+                    return;
+                }
                 if let Some(body) = self.bodies.get(&digest) {
                     let body = body.to_vec();
                     self.finish(
@@ -136,113 +130,154 @@ impl OverlayService {
                     );
                     return;
                 }
-                if self.pending_bodies.len() >= MAX_PENDING_BODIES {
-                    self.report(&message_id, &propagation_source, MessageAcceptance::Ignore);
-                    self.metrics.counters().gossip_body_failures.inc();
-                    return;
-                }
-                let pending = PendingBody {
-                    message_id,
+                let waiter = Waiter {
+                    message_id: message_id.clone(),
                     propagation_source,
                     source: message.source,
                     topic_hash: message.topic,
-                    digest,
-                    size,
-                    tried: Vec::new(),
-                    deadline: Instant::now() + BODY_DEADLINE,
                 };
-                self.fetch_body(pending, propagation_source);
+                let now = Instant::now();
+                match self
+                    .fetches
+                    .announce(digest, size, propagation_source, waiter, now)
+                {
+                    Announced::Ask(peer) => self.ask_for_body(digest, peer, now),
+                    Announced::Joined => {}
+                    Announced::TooMany { flooding } => {
+                        if flooding {
+                            self.withheld(propagation_source);
+                        }
+                        self.report(&message_id, &propagation_source, MessageAcceptance::Ignore);
+                        self.metrics.counters().gossip_body_failures.inc();
+                    }
+                }
             }
         }
     }
 
-    fn fetch_body(&mut self, mut pending: PendingBody, from: PeerId) {
-        pending.tried.push(from);
-        let request = RpcRequest::new(Service::GossipBody, pending.digest.to_vec());
+    fn ask_for_body(&mut self, digest: BodyDigest, peer: PeerId, now: Instant) {
+        let request = RpcRequest::new(Service::GossipBody, digest.to_vec());
         let id = self
             .swarm
             .behaviour_mut()
             .rpc
-            .send_request(&from, Decoded::Valid(request));
-        self.pending_bodies.insert(id, pending);
+            .send_request(&peer, Decoded::Valid(request));
+        self.fetches.asked(digest, peer, id, now);
     }
 
     /// Whether `id` is one of our body fetches (rather than an application request).
     pub(super) fn is_body_fetch(&self, id: &OutboundRequestId) -> bool {
-        self.pending_bodies.contains_key(id)
+        self.fetches.is_fetch(id)
     }
 
-    /// The answer to a body fetch: check it, keep it, validate it; or try another peer.
+    /// The answer to a body fetch: check it, keep it, validate it; or ask another peer.
     pub(super) fn on_body(
         &mut self,
         id: OutboundRequestId,
         from: PeerId,
         outcome: Result<Vec<u8>, Refusal>,
     ) {
-        let Some(pending) = self.pending_bodies.remove(&id) else {
+        let Some((digest, size)) = self.fetches.expected(&id) else {
             return;
         };
         let body = match outcome {
             Ok(body) => body,
             Err(reason) => {
                 debug!(target: logs::GOSSIP, peer = %from, %reason, "peer could not serve a body");
-                self.retry_body(pending);
+                self.on_body_failure(id);
                 return;
             }
         };
-        if let Err(err) = check_body(&body, &pending.digest, pending.size) {
+        if let Err(err) = check_body(&body, &digest, size) {
             self.penalise(from, Misbehaviour::Protocol(format!("gossip body: {err}")));
-            self.retry_body(pending);
+            self.on_body_failure(id);
             return;
         }
         self.metrics.counters().gossip_bodies_fetched.inc();
-        self.bodies
-            .insert(pending.digest, Arc::new(body.clone()), Instant::now());
-        self.finish(
-            &pending.message_id,
-            pending.propagation_source,
-            pending.source,
-            &pending.topic_hash,
-            body,
-        );
-    }
-
-    /// A body fetch failed on the wire: try another peer.
-    pub(super) fn on_body_failure(&mut self, id: OutboundRequestId) {
-        if let Some(pending) = self.pending_bodies.remove(&id) {
-            self.retry_body(pending);
+        let body = Arc::new(body);
+        self.bodies.insert(digest, body.clone(), Instant::now());
+        for waiter in self.fetches.complete(&id, &digest) {
+            self.finish(
+                &waiter.message_id,
+                waiter.propagation_source,
+                waiter.source,
+                &waiter.topic_hash,
+                body.to_vec(),
+            );
         }
     }
 
-    /// Asks another mesh peer of the topic, or gives the announcement up.
-    fn retry_body(&mut self, pending: PendingBody) {
-        let next = (pending.tried.len() < MAX_BODY_TRIES && Instant::now() < pending.deadline)
-            .then(|| {
-                self.swarm
-                    .behaviour()
-                    .gossipsub
-                    .mesh_peers(&pending.topic_hash)
-                    .find(|p| !pending.tried.contains(p) && self.peers.is_ready(p))
-                    .copied()
-            })
-            .flatten();
-        match next {
-            Some(peer) => self.fetch_body(pending, peer),
-            None => {
+    /// A body fetch was refused or failed: blame an announcer, and ask the next peer.
+    pub(super) fn on_body_failure(&mut self, id: OutboundRequestId) {
+        let now = Instant::now();
+        if let Some(refused) = self.fetches.refused(&id, now) {
+            if refused.announcer {
+                self.withheld(refused.peer);
+            }
+            self.ask_next_for_bodies(now);
+        }
+    }
+
+    fn withheld(&mut self, peer: PeerId) {
+        self.metrics.counters().gossip_bodies_withheld.inc();
+        self.penalise(peer, Misbehaviour::WithheldBody);
+    }
+
+    /// Every few hundred milliseconds: hedge slow fetches, give up expired ones.
+    pub(super) fn on_fetch_tick(&mut self, now: Instant) {
+        if self.fetches.is_empty() {
+            return;
+        }
+        for expired in self.fetches.expire(now) {
+            for peer in expired.silent {
+                self.withheld(peer);
+            }
+            for waiter in expired.waiters {
                 self.metrics.counters().gossip_body_failures.inc();
                 self.report(
-                    &pending.message_id,
-                    &pending.propagation_source,
+                    &waiter.message_id,
+                    &waiter.propagation_source,
                     MessageAcceptance::Ignore,
                 );
             }
         }
+        self.ask_next_for_bodies(now);
+    }
+
+    /// Asks the next candidate for every fetch that is due.
+    fn ask_next_for_bodies(&mut self, now: Instant) {
+        for digest in self.fetches.due(now) {
+            let Some(topic) = self.fetches.waiter(&digest).map(|w| w.topic_hash.clone()) else {
+                continue;
+            };
+            let candidates = self.body_candidates(&topic);
+            if let Some(peer) = self.fetches.next_candidate(&digest, &candidates, now) {
+                self.ask_for_body(digest, peer, now);
+            }
+        }
+    }
+
+    /// Peers that may hold a body of `topic`: its mesh peers, then its other peers.
+    fn body_candidates(&self, topic: &TopicHash) -> Vec<PeerId> {
+        let gossipsub = &self.swarm.behaviour().gossipsub;
+        let mut candidates: Vec<PeerId> = gossipsub
+            .mesh_peers(topic)
+            .filter(|p| self.peers.is_ready(p))
+            .copied()
+            .collect();
+        for (peer, topics) in gossipsub.all_peers() {
+            if topics.contains(&topic) && self.peers.is_ready(peer) && !candidates.contains(peer) {
+                candidates.push(*peer);
+            }
+        }
+        candidates
     }
 
     /// Serves a body we hold to a peer that saw its announcement.
     pub(super) fn serve_body(&mut self, digest: &[u8], channel: ResponseChannel<RpcResponse>) {
         let outcome = match BodyDigest::try_from(digest)
             .ok()
+            .filter(|_| !self.config.gossip.withhold_bodies)
             .and_then(|d| self.bodies.get(&d))
         {
             Some(body) => {

@@ -78,6 +78,10 @@ const BODY_STORE_BYTES: usize = 64 * 1024 * 1024;
 /// How long a body is kept for serving.
 const BODY_STORE_AGE: Duration = Duration::from_secs(30);
 
+/// How often body fetches are hedged and expired (a fraction of
+/// [`crate::body_fetch::HEDGE`]).
+const FETCH_TICK: Duration = Duration::from_millis(50);
+
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -120,7 +124,7 @@ pub async fn spawn(
         outbound: HashMap::new(),
         inbound: HashMap::new(),
         bodies: BodyStore::new(BODY_STORE_BYTES, BODY_STORE_AGE),
-        pending_bodies: HashMap::new(),
+        fetches: Default::default(),
         refuse_after_response: HashMap::new(),
         listen_addrs: announced,
         swarm,
@@ -263,7 +267,7 @@ pub(crate) struct OverlayService {
     /// Bodies of large messages this node published or fetched, served on request.
     bodies: BodyStore,
     /// Body fetches in flight.
-    pending_bodies: HashMap<OutboundRequestId, gossip_flow::PendingBody>,
+    fetches: gossip_flow::Fetches,
     /// Peers of another network we answered: they are disconnected once the answer is
     /// out and a grace period has passed, so the answer is not cut off by the close.
     refuse_after_response: HashMap<PeerId, Option<Instant>>,
@@ -276,6 +280,8 @@ impl OverlayService {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut tick = tokio::time::interval(self.config.discovery_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut fetch_tick = tokio::time::interval(FETCH_TICK);
+        fetch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -288,6 +294,7 @@ impl OverlayService {
                 },
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = tick.tick() => self.on_tick(Instant::now()),
+                _ = fetch_tick.tick() => self.on_fetch_tick(Instant::now()),
             }
         }
         info!(target: logs::SERVICE, peer_id = %self.swarm.local_peer_id(), "overlay stopped");

@@ -179,8 +179,88 @@ impl Validator for SignDigests {
     }
 }
 
-/// Frames waiting for one member, at most.
-const COURIER_QUEUE: usize = 4096;
+/// Bytes of frames waiting for one member, at most. A member that stops taking its
+/// frames pins this much of our memory and no more; frames past it are dropped, and
+/// reliable delivery sends them again once the queue drains. Four bundles' worth.
+const COURIER_QUEUE_BYTES: usize = 4 * MAX_BUNDLE_BYTES;
+
+/// Frames waiting for one member, at most (small frames: acknowledgements, echoes).
+const COURIER_QUEUE_FRAMES: usize = 4096;
+
+/// The queue in front of one member's courier, bounded in frames and in bytes.
+#[derive(Clone)]
+struct CourierQueue {
+    sender: mpsc::Sender<Vec<u8>>,
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The courier's end of its queue.
+struct CourierInbox {
+    receiver: mpsc::Receiver<Vec<u8>>,
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CourierQueue {
+    fn new() -> (CourierQueue, CourierInbox) {
+        let (sender, receiver) = mpsc::channel(COURIER_QUEUE_FRAMES);
+        let queued_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        (
+            CourierQueue {
+                sender,
+                queued_bytes: queued_bytes.clone(),
+            },
+            CourierInbox {
+                receiver,
+                queued_bytes,
+            },
+        )
+    }
+
+    /// Queues `frame` unless the queue is full in frames or in bytes.
+    fn try_send(&self, frame: Vec<u8>) -> bool {
+        use std::sync::atomic::Ordering;
+        let len = frame.len();
+        let reserved = self
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                queued
+                    .checked_add(len)
+                    .filter(|total| *total <= COURIER_QUEUE_BYTES)
+            })
+            .is_ok();
+        if !reserved {
+            return false;
+        }
+        if self.sender.try_send(frame).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl CourierInbox {
+    fn taken(&self, frame: &[u8]) {
+        self.queued_bytes
+            .fetch_sub(frame.len(), std::sync::atomic::Ordering::AcqRel);
+    }
+
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        let frame = self.receiver.recv().await?;
+        self.taken(&frame);
+        Some(frame)
+    }
+
+    fn try_recv(&mut self) -> Option<Vec<u8>> {
+        let frame = self.receiver.try_recv().ok()?;
+        self.taken(&frame);
+        Some(frame)
+    }
+}
 
 /// Requests in flight to one member, at most.
 const COURIER_IN_FLIGHT: usize = 4;
@@ -192,8 +272,8 @@ const COURIER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Sends frames to one member's overlay peer, a few requests at a time, each carrying
 /// every frame queued meanwhile: a burst of frames costs one request, not one
 /// substream each. A request that fails or hangs goes out by the gossip relay.
-fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> mpsc::Sender<Vec<u8>> {
-    let (sender, mut queue) = mpsc::channel::<Vec<u8>>(COURIER_QUEUE);
+fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> CourierQueue {
+    let (sender, mut queue) = CourierQueue::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(COURIER_IN_FLIGHT));
     tokio::spawn(async move {
         while let Some(first) = queue.recv().await {
@@ -204,11 +284,11 @@ fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> mpsc
             let mut frames = vec![first];
             while size < MAX_BUNDLE_BYTES && frames.len() < MAX_BUNDLE_FRAMES {
                 match queue.try_recv() {
-                    Ok(frame) => {
+                    Some(frame) => {
                         size += frame.len();
                         frames.push(frame);
                     }
-                    Err(_) => break,
+                    None => break,
                 }
             }
             let bundle = match encode_bundle(frames) {
@@ -312,7 +392,7 @@ struct Driver<V> {
     dkg_reply: Option<oneshot::Sender<Result<Arc<KeyShare>, DkgError>>>,
     sign_replies: BTreeMap<RequestId, SignReply>,
     /// One sender task per member.
-    couriers: BTreeMap<MemberId, mpsc::Sender<Vec<u8>>>,
+    couriers: BTreeMap<MemberId, CourierQueue>,
     /// Where key shares are kept across restarts.
     key_store: Option<KeyStore>,
     /// Every frame goes by gossip relay (tests).
@@ -530,6 +610,34 @@ impl<V: Validator + Send + 'static> Driver<V> {
             .entry(to)
             .or_insert_with(|| spawn_courier(overlay, peer, relay_only));
         // A full queue drops the frame; reliable delivery sends it again.
-        let _ = courier.try_send(frame);
+        if !courier.try_send(frame) {
+            debug!(target: logs::FED_COURIER, member = %to, queued = courier.queued_bytes(), "courier queue full; frame dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Item 7 of the review: a member that stops taking its frames could pin 4,096 frames
+    /// of up to 64 KiB each (256 MiB) in our memory. Now the queue stops at its byte
+    /// bound, and takes frames again as soon as it drains.
+    #[tokio::test]
+    async fn a_member_that_never_takes_its_frames_pins_at_most_the_byte_bound() {
+        let (queue, mut inbox) = CourierQueue::new();
+        let frame = vec![7u8; 64 * 1024];
+        let accepted = (0..COURIER_QUEUE_FRAMES)
+            .filter(|_| queue.try_send(frame.clone()))
+            .count();
+        assert_eq!(accepted, COURIER_QUEUE_BYTES / frame.len());
+        assert!(queue.queued_bytes() <= COURIER_QUEUE_BYTES);
+        // Small frames are refused too while the bytes are used up...
+        assert!(!queue.try_send(vec![1]));
+        // ...and the queue works again once the courier takes a frame.
+        assert_eq!(inbox.recv().await.map(|f| f.len()), Some(frame.len()));
+        assert!(queue.try_send(vec![1; 100]));
+        while inbox.try_recv().is_some() {}
+        assert_eq!(queue.queued_bytes(), 0);
     }
 }

@@ -13,6 +13,8 @@
 //! - [`tenure_change`]: the seed's TenureChange fields (BlockFound, Extend);
 //! - [`mainstake`]: stake tickets weighted by value × remaining lock, a lottery seeded
 //!   by the tip hash, sidechain headers accepted only from the winner;
+//! - [`produce`]: block production by the producer set: leader election and the
+//!   mempool;
 //! - [`store`]: the chain state on sled, with undo records to drop unannounced
 //!   blocks and roll back what a burnchain reorg un-announces.
 //!
@@ -43,6 +45,7 @@ pub mod codec;
 pub mod mainstake;
 pub mod ops;
 pub mod pro_rata;
+pub mod produce;
 pub mod rewards;
 pub mod shares;
 pub mod store;

@@ -1,0 +1,30 @@
+//! Block production by a term's producer set (seed 001 "Producer Set Collaboration",
+//! "Producer Signing Protocol"; DESIGN "Block production"), as sans-IO state machines
+//! fed with messages and time, returning messages to send and events.
+//!
+//! - [`election`]: the leader election: rounds with random timeouts, vote requests,
+//!   BIP340-signed votes, a leader proven by votes of at least 67% of the weight, and
+//!   deposing a leader that stops proposing, proposes invalid blocks or equivocates.
+//! - [`mempool`]: transfers waiting for a block, bounded, admitted against the chain
+//!   state, selected by fee in each sender's nonce order.
+//!
+//! Decisions taken for the parts that follow (the leader's proposal in the
+//! proposed-block slots, pre-commits, the FROST round and the block's signer evidence):
+//!
+//! - **The group signs the header alone.** Robust signing (ROAST) decides which shares
+//!   sign only while signing, so the signed message cannot contain the signer set. A
+//!   block carries the signing package and its signature shares as evidence; every
+//!   validator checks each share against the term key's verifying shares and sums the
+//!   verified shares' weight (at least 67 of 100).
+//! - **Signers are paid one block later.** A block's state root cannot depend on who
+//!   signs it, so the 40% of a block's fees owed to its verified signers is credited by
+//!   the next block (by the next term's first block for a term's last).
+//! - **Pre-commit before signing.** Producers validate the leader's candidate against
+//!   their own chain state and pre-commit to its header hash; each member's signing
+//!   validator approves only the header it pre-committed to.
+
+pub mod election;
+pub mod mempool;
+
+pub use election::{Election, ElectionConfig, ElectionMessage, ElectionOutput, ProducerId, Vote};
+pub use mempool::{Mempool, MempoolRefusal};

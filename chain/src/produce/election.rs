@@ -5,9 +5,18 @@
 //!
 //! - **Rounds.** An election proceeds in numbered rounds until a leader is chosen by at
 //!   least 67% of the set's weight ([`LEADER_THRESHOLD_PERCENT`]). At the start of a
-//!   round each producer waits a random time drawn from `[base, 2·base)`
-//!   ([`ElectionConfig::base_timeout`]). If no vote request reaches it first, it puts
-//!   itself forward: it votes for itself and sends a vote request to every producer.
+//!   round each producer waits a random time. If no vote request reaches it first, it
+//!   puts itself forward: it votes for itself and sends a vote request to every
+//!   producer.
+//! - **Random, but staggered.** The SIP leaves the distribution open. Independent
+//!   timeouts split the vote whenever two producers time out within one network delay
+//!   of each other, and with 67% of the weight needed a split round elects nobody:
+//!   with ten producers and a 150 ms window that is nearly every round. So the
+//!   randomness is shared: every producer ranks the set by a hash of (network, term,
+//!   round, producer), and waits `base + rank · slot` plus a private jitter below
+//!   `base` ([`ElectionConfig`]). The first-ranked producer stands alone unless it is
+//!   down, and the next one stands a slot later; the ranking changes every round, so no
+//!   producer is favoured.
 //! - **One vote per round.** A producer that receives a vote request votes for the
 //!   candidate if it has neither voted nor stood in that round. A request for a later
 //!   round moves the producer to that round, unless it follows a leader it has not
@@ -21,8 +30,18 @@
 //!   [`ElectionConfig::round_timeout`] (split votes, lost messages) is followed by the
 //!   next. All timeouts are relative to a producer's own clock: no wall clock is shared.
 //! - **Deposing.** The producer protocol deposes a leader that stops proposing, proposes
-//!   an invalid block or equivocates ([`Election::depose`]). A producer never votes for a
-//!   leader it deposed in the same term.
+//!   an invalid block or equivocates ([`Election::depose`]). A leader deposed for
+//!   misbehaviour never gets this producer's vote or allegiance again in the term. A
+//!   leader deposed for silence may only have been cut off from this producer (or this
+//!   producer from everyone), so it may be voted for again, and followed again once it
+//!   shows it is alive: its certificate is adopted when the leader itself sends it, not
+//!   when a follower relays it (a crashed leader's followers would otherwise hand it
+//!   back to everyone who deposed it).
+//! - **Catching up.** A producer that follows a leader answers a vote request for a
+//!   later round with the leader's certificate (once per candidate and round), and a
+//!   producer without a leader adopts any valid certificate, whatever its round, for a
+//!   leader it has not deposed for misbehaviour. So a producer that was partitioned
+//!   away, and stood alone in rounds nobody else ran, rejoins the set's leader.
 //!
 //! Every message is checked before it changes anything: the term, the voter's
 //! membership and signature, and that the transport's authenticated sender is the
@@ -207,19 +226,32 @@ pub enum ElectionRefusal {
     NotNow(&'static str),
 }
 
+/// Why a leader is deposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deposed {
+    /// It stopped proposing (or this producer stopped hearing it).
+    Silent,
+    /// It proposed an invalid block or equivocated.
+    Misbehaved,
+}
+
 /// Timing of the election.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ElectionConfig {
-    /// A round starts with a random wait in `[base, 2·base)`.
+    /// The least wait at a round's start, and the bound of the private jitter added.
     pub base_timeout: Duration,
-    /// A round without a leader ends after this long.
+    /// The wait added per rank: more than a one-way network delay, so the first-ranked
+    /// producer's request arrives before the next one's timer.
+    pub slot: Duration,
+    /// A round without a leader ends this long after the producer voted or stood.
     pub round_timeout: Duration,
 }
 
 impl Default for ElectionConfig {
     fn default() -> Self {
         ElectionConfig {
-            base_timeout: Duration::from_millis(150),
+            base_timeout: Duration::from_millis(50),
+            slot: Duration::from_millis(150),
             round_timeout: Duration::from_millis(1000),
         }
     }
@@ -236,8 +268,11 @@ enum Phase {
         until: Instant,
         votes: BTreeMap<ProducerId, Vote>,
     },
-    /// A leader is known.
-    Led { leader: ProducerId },
+    /// A leader is known, with the certificate that proves it.
+    Led {
+        leader: ProducerId,
+        certificate: ElectionMessage,
+    },
 }
 
 /// One producer's view of its term's leader election.
@@ -252,7 +287,12 @@ pub struct Election {
     config: ElectionConfig,
     round: u64,
     phase: Phase,
+    /// Leaders deposed for misbehaviour in this term.
     deposed: BTreeSet<ProducerId>,
+    /// Leaders deposed for silence, until they show they are alive.
+    silent: BTreeSet<ProducerId>,
+    /// Candidates already sent the certificate, with the round they asked in.
+    relayed: BTreeSet<(ProducerId, u64)>,
 }
 
 /// `now + by`, or `now` if that cannot be represented.
@@ -283,8 +323,10 @@ impl Election {
             total,
             config,
             round: 0,
-            phase: Phase::Led { leader: me },
+            phase: Phase::Waiting { until: now },
             deposed: BTreeSet::new(),
+            silent: BTreeSet::new(),
+            relayed: BTreeSet::new(),
         };
         election.next_round(1, now, rng);
         election
@@ -293,7 +335,15 @@ impl Election {
     /// The leader, once known.
     pub fn leader(&self) -> Option<ProducerId> {
         match &self.phase {
-            Phase::Led { leader } => Some(*leader),
+            Phase::Led { leader, .. } => Some(*leader),
+            _ => None,
+        }
+    }
+
+    /// The current leader's certificate, to hand to a producer that lacks it.
+    pub fn certificate(&self) -> Option<&ElectionMessage> {
+        match &self.phase {
+            Phase::Led { certificate, .. } => Some(certificate),
             _ => None,
         }
     }
@@ -315,17 +365,19 @@ impl Election {
             && weight > 0
     }
 
-    /// Drops the current leader (it stopped proposing, proposed an invalid block or
-    /// equivocated) and starts the next round. It will not get this producer's vote
-    /// again in this term.
-    pub fn depose(&mut self, now: Instant, rng: &mut impl RngCore) {
-        if let Phase::Led { leader } = self.phase {
-            self.deposed.insert(leader);
+    /// Drops the current leader and starts the next round. A leader deposed for
+    /// misbehaviour will not get this producer's vote again in this term.
+    pub fn depose(&mut self, why: Deposed, now: Instant, rng: &mut impl RngCore) {
+        if let Some(leader) = self.leader() {
+            match why {
+                Deposed::Misbehaved => self.deposed.insert(leader),
+                Deposed::Silent => self.silent.insert(leader),
+            };
             self.next_round(self.round.saturating_add(1), now, rng);
         }
     }
 
-    /// Producers deposed in this term.
+    /// Producers deposed for misbehaviour in this term.
     pub fn deposed(&self) -> &BTreeSet<ProducerId> {
         &self.deposed
     }
@@ -371,11 +423,32 @@ impl Election {
                 votes,
             } => {
                 self.check_certificate(round, leader, &votes)?;
-                if round < self.round || (round == self.round && self.leader() == Some(leader)) {
+                if self.deposed.contains(&leader) {
+                    return Err(ElectionRefusal::NotNow("leader deposed for misbehaviour"));
+                }
+                if self.silent.contains(&leader) && from != leader {
+                    return Err(ElectionRefusal::NotNow(
+                        "a silent leader's certificate, relayed",
+                    ));
+                }
+                self.silent.remove(&leader);
+                // Following a leader, only a later election replaces it; without one,
+                // any valid certificate is adopted (a producer that was cut off may
+                // have run rounds alone).
+                if let Some(current) = self.leader()
+                    && (round < self.round || (round == self.round && current == leader))
+                {
                     return Err(ElectionRefusal::NotNow("certificate of a past round"));
                 }
                 self.round = round;
-                self.phase = Phase::Led { leader };
+                self.phase = Phase::Led {
+                    leader,
+                    certificate: ElectionMessage::Elected {
+                        round,
+                        leader,
+                        votes,
+                    },
+                };
                 Ok(vec![ElectionOutput::Elected { round, leader }])
             }
         }
@@ -446,8 +519,18 @@ impl Election {
             return Err(ElectionRefusal::NotNow("request for a past round"));
         }
         if request.round > self.round {
-            if matches!(self.phase, Phase::Led { .. }) {
-                return Err(ElectionRefusal::NotNow("following a leader not deposed"));
+            if let Some(certificate) = self.certificate().cloned() {
+                // Following a leader: tell the candidate who it is, once per round.
+                if !self.relayed.insert((request.candidate, request.round)) {
+                    return Err(ElectionRefusal::NotNow("following a leader not deposed"));
+                }
+                if self.relayed.len() > self.weights.len().saturating_mul(4) {
+                    self.relayed.pop_first();
+                }
+                return Ok(vec![ElectionOutput::Send {
+                    to: request.candidate,
+                    msg: certificate,
+                }]);
             }
             self.next_round(request.round, now, rng);
         }
@@ -493,13 +576,17 @@ impl Election {
         }
         let round = self.round;
         let leader = self.me;
-        self.phase = Phase::Led { leader };
+        let certificate = ElectionMessage::Elected {
+            round,
+            leader,
+            votes,
+        };
+        self.phase = Phase::Led {
+            leader,
+            certificate: certificate.clone(),
+        };
         Ok(vec![
-            ElectionOutput::Broadcast(ElectionMessage::Elected {
-                round,
-                leader,
-                votes,
-            }),
+            ElectionOutput::Broadcast(certificate),
             ElectionOutput::Elected { round, leader },
         ])
     }
@@ -531,11 +618,32 @@ impl Election {
     fn next_round(&mut self, round: u64, now: Instant, rng: &mut impl RngCore) {
         self.round = round;
         let base = u64::try_from(self.config.base_timeout.as_millis()).unwrap_or(u64::MAX);
+        let slot = u64::try_from(self.config.slot.as_millis()).unwrap_or(u64::MAX);
         let jitter = rng.next_u64().checked_rem(base.max(1)).unwrap_or(0);
-        let wait = Duration::from_millis(base.saturating_add(jitter));
+        let rank = self.rank(round);
+        let wait = base
+            .saturating_add(rank.saturating_mul(slot))
+            .saturating_add(jitter);
         self.phase = Phase::Waiting {
-            until: later(now, wait),
+            until: later(now, Duration::from_millis(wait)),
         };
+    }
+
+    /// This producer's place in `round`'s order of standing: how many producers hash
+    /// below it.
+    fn rank(&self, round: u64) -> u64 {
+        let ticket = |p: &ProducerId| -> [u8; 32] {
+            let mut h = Sha256::new();
+            h.update(b"tenure/produce/election-rank/v1");
+            h.update((self.network.len() as u64).to_be_bytes());
+            h.update(self.network.as_bytes());
+            h.update(self.term.to_be_bytes());
+            h.update(round.to_be_bytes());
+            h.update(p.0);
+            h.finalize().into()
+        };
+        let mine = ticket(&self.me);
+        self.weights.keys().filter(|p| ticket(p) < mine).count() as u64
     }
 }
 
@@ -579,7 +687,7 @@ mod tests {
         let now = Instant::now();
         let mut all = elections(&[(1, 40), (2, 30), (3, 20), (4, 10)], now);
         // Producer 1 times out first and stands.
-        let later = now + Duration::from_millis(400);
+        let later = now + Duration::from_secs(2);
         let out = all.get_mut(&id(1)).unwrap().on_tick(later, &mut OsRng);
         let [ElectionOutput::Broadcast(request)] = out.as_slice() else {
             panic!("{out:?}")
@@ -670,6 +778,39 @@ mod tests {
     }
 
     #[test]
+    fn a_producer_that_ran_rounds_alone_adopts_the_sets_leader_unless_it_misbehaved() {
+        let now = Instant::now();
+        let mut all = elections(&[(1, 40), (2, 30), (3, 20), (4, 10)], now);
+        let certificate = ElectionMessage::Elected {
+            round: 1,
+            leader: id(1),
+            votes: [1, 2]
+                .map(|n| Vote::sign("net", 7, 1, id(1), &keypair(n)))
+                .to_vec(),
+        };
+        let e = all.get_mut(&id(4)).unwrap();
+        // Cut off, producer 4 times out through rounds 1..=5 by itself.
+        let mut t = now;
+        for _ in 0..10 {
+            t += Duration::from_secs(2);
+            e.on_tick(t, &mut OsRng);
+        }
+        assert!(e.round() > 1);
+        e.handle(id(1), certificate.clone(), t, &mut OsRng).unwrap();
+        assert_eq!(e.leader(), Some(id(1)));
+        // Deposed for silence, it is followed again when it sends its certificate
+        // itself, not when another relays it...
+        e.depose(Deposed::Silent, t, &mut OsRng);
+        assert!(e.handle(id(2), certificate.clone(), t, &mut OsRng).is_err());
+        e.handle(id(1), certificate.clone(), t, &mut OsRng).unwrap();
+        assert_eq!(e.leader(), Some(id(1)));
+        // ...but not once deposed for misbehaviour.
+        e.depose(Deposed::Misbehaved, t, &mut OsRng);
+        assert!(e.handle(id(2), certificate, t, &mut OsRng).is_err());
+        assert_eq!(e.leader(), None);
+    }
+
+    #[test]
     fn one_vote_per_round_and_none_for_a_deposed_leader() {
         let now = Instant::now();
         let mut all = elections(&[(1, 40), (2, 30), (3, 20), (4, 10)], now);
@@ -692,9 +833,18 @@ mod tests {
         };
         e.handle(id(1), certificate, now, &mut OsRng).unwrap();
         assert_eq!(e.leader(), Some(id(1)));
-        // While it follows a leader, a request for a later round is not taken up.
+        // While it follows a leader, a request for a later round gets the certificate
+        // (once), not a vote.
+        let out = e.handle(id(3), ask(3, 2), now, &mut OsRng).unwrap();
+        assert!(matches!(
+            out.as_slice(),
+            [ElectionOutput::Send {
+                msg: ElectionMessage::Elected { .. },
+                ..
+            }]
+        ));
         assert!(e.handle(id(3), ask(3, 2), now, &mut OsRng).is_err());
-        e.depose(now, &mut OsRng);
+        e.depose(Deposed::Misbehaved, now, &mut OsRng);
         assert_eq!((e.leader(), e.round()), (None, 2));
         assert!(e.handle(id(1), ask(1, 2), now, &mut OsRng).is_err());
         assert_eq!(

@@ -19,6 +19,8 @@
 //! - **Signers are paid one block later.** A block's state root cannot depend on who
 //!   signs it, so the 40% of a block's fees owed to its verified signers is credited by
 //!   the next block (by the next term's first block for a term's last).
+//! - **A proposal carries its leader's certificate**, so a producer that missed the
+//!   election (partitioned, restarted) learns the leader from the first proposal.
 //! - **Pre-commit before signing.** Producers validate the leader's candidate against
 //!   their own chain state and pre-commit to its header hash; each member's signing
 //!   validator approves only the header it pre-committed to.
@@ -26,5 +28,7 @@
 pub mod election;
 pub mod mempool;
 
-pub use election::{Election, ElectionConfig, ElectionMessage, ElectionOutput, ProducerId, Vote};
+pub use election::{
+    Deposed, Election, ElectionConfig, ElectionMessage, ElectionOutput, ProducerId, Vote,
+};
 pub use mempool::{Mempool, MempoolRefusal};

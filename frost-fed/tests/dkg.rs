@@ -80,26 +80,32 @@ fn run(
             route(id, vec![out], &mut queue, &mut outcome);
         }
     }
-    while let Some((from, to, msg)) = queue.pop_front() {
-        let Some(msg) = tamper(from, to, msg) else {
-            continue;
-        };
-        if silent.contains(&to) {
-            continue;
+    // Deliver everything, then let time pass in steps past the round timeout (5 s),
+    // delivering what each step sends: the justification round needs a second step.
+    for step in 0..=3u32 {
+        if step > 0 {
+            let later = now + Duration::from_secs(6) * step;
+            for (id, state) in states.iter_mut() {
+                if silent.contains(id) {
+                    continue;
+                }
+                let out = state.on_tick(later);
+                route(*id, out, &mut queue, &mut outcome);
+            }
         }
-        let Some(state) = states.get_mut(&to) else {
-            continue;
-        };
-        let out = state.handle(from, msg.clone(), Delivery::of(&msg), now);
-        route(to, out, &mut queue, &mut outcome);
-    }
-    let later = now + Duration::from_secs(6);
-    for (id, state) in states.iter_mut() {
-        if silent.contains(id) {
-            continue;
+        while let Some((from, to, msg)) = queue.pop_front() {
+            let Some(msg) = tamper(from, to, msg) else {
+                continue;
+            };
+            if silent.contains(&to) {
+                continue;
+            }
+            let Some(state) = states.get_mut(&to) else {
+                continue;
+            };
+            let out = state.handle(from, msg.clone(), Delivery::of(&msg), now);
+            route(to, out, &mut queue, &mut outcome);
         }
-        let out = state.on_tick(later);
-        route(*id, out, &mut queue, &mut outcome);
     }
     outcome
 }
@@ -385,4 +391,66 @@ fn round_one_sent_point_to_point_counts_for_nothing_and_its_sender_alone_is_blam
             .unwrap();
         assert_eq!(failure.blamed, vec![member(3)], "at {id}");
     }
+}
+
+/// Item 5 of the review: a dealer that sends one member round-2 shares under a bad
+/// signature. The victim could prove nothing, dropped them, and blamed the dealer for
+/// silence, while every other member blamed the victim for never certifying. Now the
+/// victim says it lacks them, the dealer must open them to everyone, and a dealer that
+/// does not is blamed by every member alike.
+#[test]
+fn shares_under_a_bad_signature_get_their_dealer_blamed_by_everyone_unless_it_opens_them() {
+    let roster = Roster::equal((1..=4).map(member).collect(), 100, 67).unwrap();
+    let bad_signature = |from: MemberId, to: MemberId, mut msg: DkgMessage| {
+        if from == member(3)
+            && to == member(1)
+            && let DkgBody::Round2(dealt) = &mut msg.body
+        {
+            dealt.signature = ByteBuf::from(vec![7; 64]);
+        }
+        msg
+    };
+    // The dealer does not open what it is asked for.
+    let outcome = run(
+        &[1, 2, 3, 4],
+        &roster,
+        0,
+        &[],
+        &mut Box::new(move |from, to, msg: DkgMessage| {
+            if from == member(3) && matches!(msg.body, DkgBody::Opened(_)) {
+                return None;
+            }
+            Some(bad_signature(from, to, msg))
+        }),
+    );
+    assert!(outcome.completed.is_empty());
+    for id in [1, 2, 4].map(member) {
+        let failure = &outcome.failed[&id];
+        assert_eq!(failure.blamed, vec![member(3)], "at {id}: {failure}");
+    }
+    // The retry without the dealer makes a key.
+    let without = roster.without(&[member(3)]).unwrap();
+    let retry = run(&[1, 2, 4], &without, 1, &[], &mut no_tampering());
+    assert_eq!(retry.completed.len(), 3);
+
+    // A dealer that opens them (the bad signature was a fluke): the key is made.
+    let opened = run(
+        &[1, 2, 3, 4],
+        &roster,
+        2,
+        &[],
+        &mut Box::new(move |from, to, msg| Some(bad_signature(from, to, msg))),
+    );
+    assert!(
+        opened.failed.is_empty(),
+        "{:?}",
+        opened.failed.values().next().map(ToString::to_string)
+    );
+    assert_eq!(opened.completed.len(), 4);
+    let keys: Vec<_> = opened
+        .completed
+        .values()
+        .map(|k| k.public.verifying_key())
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] == w[1]));
 }

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::roster::MemberId;
 
 /// Message version this build speaks.
-pub const DKG_VERSION: u16 = 1;
+pub const DKG_VERSION: u16 = 2;
 
 /// Largest DKG message accepted (a round 1 of 100 coefficients is about 3.5 KB).
 pub const MAX_DKG_MESSAGE_BYTES: usize = 64 * 1024;
@@ -43,6 +43,15 @@ pub enum DkgBody {
     /// A recipient shows every member shares that do not match their dealer's
     /// commitment: the dealer's signed round-2 message, as received.
     Complaint(DealtShares),
+    /// A recipient tells every member it holds no valid shares from `dealer` (none
+    /// came, or they came with a signature that does not verify, which proves nothing
+    /// to others). The dealer must open them.
+    Missing {
+        /// The dealer.
+        dealer: MemberId,
+    },
+    /// A dealer opens, to every member, the signed shares a recipient said it lacked.
+    Opened(DealtShares),
     /// A member's BIP340 signature on the transcript hash: the key counts only with
     /// every member's.
     Certificate {

@@ -12,7 +12,16 @@
 //!    checks each value against the dealer's commitment; a bad one becomes a
 //!    **complaint** carrying the dealer's signed message, so every member can check
 //!    who lied: the dealer if the values are bad, the complainer if they are not.
-//! 3. **Certification**: every member signs the transcript hash (roster, session and
+//! 3. **Justification** (as in Gennaro–Jarecki–Krawczyk–Rabin's DKG): a recipient
+//!    that holds no valid shares from a dealer, because none came within the round's
+//!    timeout or they came with a signature that does not verify (which proves nothing
+//!    to anyone else), broadcasts that it lacks them (`Missing`). The dealer must then
+//!    open those shares to everyone (`Opened`, signed); every member checks them
+//!    against the commitment, and the recipient takes them. Every timeout waits while a
+//!    complaint is less than a round old. A dealer that does not open, or opens bad
+//!    shares, is blamed by every member alike; before this, its victim blamed the
+//!    dealer while every other member blamed the victim for not certifying.
+//! 4. **Certification**: every member signs the transcript hash (roster, session and
 //!    every commitment) with its member key; the key counts only with every
 //!    member's signature (so no two members can end with different keys).
 //!
@@ -142,6 +151,12 @@ pub enum DkgFault {
     /// A complaint about shares that are valid.
     #[error("complained about valid shares")]
     FalseComplaint,
+    /// A dealer did not open the shares a member said it lacked.
+    #[error("did not open the shares of {recipient}")]
+    NotOpened {
+        /// The member that lacked them.
+        recipient: MemberId,
+    },
     /// A certificate of another transcript than this member computed.
     #[error("certified another transcript")]
     AnotherTranscript,
@@ -236,6 +251,13 @@ pub struct Dkg {
     early_certificates: BTreeMap<usize, ([u8; 32], Vec<u8>)>,
     /// Complaints about dealers whose round 1 had not arrived yet.
     early_complaints: Vec<(MemberId, DealtShares)>,
+    /// Shares members said they lack and their dealers have not opened yet:
+    /// (dealer, recipient) by index.
+    missing: std::collections::BTreeSet<(usize, usize)>,
+    /// Shares opened whose dealer's round 1 had not arrived yet.
+    early_openings: Vec<(usize, DealtShares)>,
+    /// Timeouts wait until this passes: a complaint deserves a round to be answered.
+    justify_until: Option<Instant>,
     certificates: BTreeMap<usize, [u8; 64]>,
     pending: Option<Pending>,
 }
@@ -292,6 +314,9 @@ impl Dkg {
             received: BTreeMap::new(),
             early_certificates: BTreeMap::new(),
             early_complaints: Vec::new(),
+            missing: std::collections::BTreeSet::new(),
+            early_openings: Vec::new(),
+            justify_until: None,
             certificates: BTreeMap::new(),
             pending: None,
         };
@@ -322,9 +347,9 @@ impl Dkg {
         if self.phase == DkgPhase::Ended || msg.session != self.session {
             return Vec::new();
         }
-        // Round 1, complaints and certificates count only as delivered by the echo
-        // broadcast, so nobody can show members different ones; round-2 shares only
-        // point to point.
+        // Round 1, complaints, openings and certificates count only as delivered by the
+        // echo broadcast, so nobody can show members different ones; round-2 shares
+        // only point to point.
         let by_broadcast = !matches!(msg.body, DkgBody::Round2(_));
         if by_broadcast != (delivery == Delivery::Broadcast) {
             return Vec::new();
@@ -340,6 +365,8 @@ impl Dkg {
             } => self.on_round1(sender, from, &commitment, &proof_r, &proof_z, now),
             DkgBody::Round2(dealt) => self.on_round2(sender, dealt, now),
             DkgBody::Complaint(dealt) => self.on_complaint(from, dealt),
+            DkgBody::Missing { dealer } => self.on_missing(sender, dealer, now),
+            DkgBody::Opened(dealt) => self.on_opened(sender, dealt, now),
             DkgBody::Certificate {
                 transcript,
                 signature,
@@ -356,12 +383,49 @@ impl Dkg {
         self.fail(vec![member], DkgFault::Equivocation)
     }
 
-    /// Time passed: a round that outlived its timeout fails, blaming the silent.
+    /// Time passed: a round that outlived its timeout fails, blaming the silent; a
+    /// recipient still lacking a dealer's shares says so first and waits a round for
+    /// them to be opened; a dealer that did not open them is blamed.
     pub fn on_tick(&mut self, now: Instant) -> Vec<DkgOutput> {
-        if self.phase == DkgPhase::Ended
-            || now.saturating_duration_since(self.phase_started) < self.round_timeout
-        {
+        if self.phase == DkgPhase::Ended {
             return Vec::new();
+        }
+        if let Some(until) = self.justify_until {
+            if now < until {
+                return Vec::new();
+            }
+            if let Some((_, recipient)) = self.missing.first().copied() {
+                let member = |i: usize| self.roster.members().get(i).map(|(m, _)| *m);
+                let blamed: Vec<MemberId> = self
+                    .missing
+                    .iter()
+                    .filter_map(|(d, _)| member(*d))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let fault = DkgFault::NotOpened {
+                    recipient: member(recipient).unwrap_or(self.member),
+                };
+                return self.fail(blamed, fault);
+            }
+        }
+        if now.saturating_duration_since(self.phase_started) < self.round_timeout {
+            return Vec::new();
+        }
+        if self.phase == DkgPhase::Round2 {
+            let lacking: Vec<usize> = (0..self.roster.len())
+                .filter(|d| {
+                    !self.received.contains_key(d) && !self.missing.contains(&(*d, self.me))
+                })
+                .filter(|d| self.commitments.contains_key(d))
+                .collect();
+            if !lacking.is_empty() {
+                let mut out = Vec::new();
+                for dealer in lacking {
+                    out.extend(self.say_missing(dealer, now));
+                }
+                return out;
+            }
         }
         let heard: Vec<usize> = match self.phase {
             DkgPhase::Round1 => self.commitments.keys().copied().collect(),
@@ -382,6 +446,92 @@ impl Dkg {
             timeout: self.round_timeout,
         };
         self.fail(silent, fault)
+    }
+
+    /// Tells everyone this member lacks `dealer`'s shares.
+    fn say_missing(&mut self, dealer: usize, now: Instant) -> Vec<DkgOutput> {
+        let Some((dealer_id, _)) = self.roster.members().get(dealer).copied() else {
+            return Vec::new();
+        };
+        if !self.missing.insert((dealer, self.me)) {
+            return Vec::new();
+        }
+        self.extend_justification(now);
+        vec![DkgOutput::Broadcast(DkgMessage {
+            version: message::DKG_VERSION,
+            session: self.session,
+            body: DkgBody::Missing { dealer: dealer_id },
+        })]
+    }
+
+    fn extend_justification(&mut self, now: Instant) {
+        let until = now.checked_add(self.round_timeout).unwrap_or(now);
+        self.justify_until = Some(self.justify_until.map_or(until, |u| u.max(until)));
+    }
+
+    /// `recipient` says it lacks `dealer`'s shares: remember it, and open them if they
+    /// are ours.
+    fn on_missing(&mut self, recipient: usize, dealer: MemberId, now: Instant) -> Vec<DkgOutput> {
+        let Some(dealer) = self.roster.index_of(&dealer) else {
+            let from = self.roster.members().get(recipient).map(|(m, _)| *m);
+            return self.fail(
+                from.into_iter().collect(),
+                DkgFault::ComplaintAboutNonMember,
+            );
+        };
+        if dealer == recipient || !self.missing.insert((dealer, recipient)) {
+            return Vec::new();
+        }
+        self.extend_justification(now);
+        if dealer != self.me {
+            return Vec::new();
+        }
+        match self.deal(recipient) {
+            Some(dealt) => vec![DkgOutput::Broadcast(DkgMessage {
+                version: message::DKG_VERSION,
+                session: self.session,
+                body: DkgBody::Opened(dealt),
+            })],
+            None => Vec::new(),
+        }
+    }
+
+    /// A dealer opened shares: check them; the recipient takes them.
+    fn on_opened(&mut self, sender: usize, dealt: DealtShares, now: Instant) -> Vec<DkgOutput> {
+        let Some((dealer_id, _)) = self.roster.members().get(sender).copied() else {
+            return Vec::new();
+        };
+        let Some(recipient) = self.roster.index_of(&dealt.recipient) else {
+            return Vec::new();
+        };
+        if dealt.dealer != dealer_id
+            || !member_verify(&dealt.dealer, dealt.digest(&self.session), &dealt.signature)
+        {
+            return self.fail(vec![dealer_id], DkgFault::ComplaintWithoutEvidence);
+        }
+        if !self.commitments.contains_key(&sender) {
+            if self.early_openings.len() < self.roster.len() {
+                self.early_openings.push((sender, dealt));
+            }
+            return Vec::new();
+        }
+        match self.check_dealt(sender, &dealt) {
+            Err(fault) => self.fail(
+                vec![dealer_id],
+                DkgFault::BadShares {
+                    dealer: dealer_id,
+                    fault,
+                },
+            ),
+            Ok(values) => {
+                self.missing.remove(&(sender, recipient));
+                if recipient == self.me && !self.received.contains_key(&sender) {
+                    self.received.insert(sender, values);
+                    return self.after_round2(now);
+                }
+                Vec::new()
+            }
+        }
     }
 
     fn fail(&mut self, blamed: Vec<MemberId>, fault: DkgFault) -> Vec<DkgOutput> {
@@ -434,6 +584,16 @@ impl Dkg {
             }
             out.extend(self.on_complaint(complainer, dealt));
         }
+        let (openings, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early_openings)
+            .into_iter()
+            .partition(|(dealer, _)| *dealer == sender);
+        self.early_openings = waiting;
+        for (dealer, dealt) in openings {
+            if self.phase == DkgPhase::Ended {
+                break;
+            }
+            out.extend(self.on_opened(dealer, dealt, now));
+        }
         out
     }
 
@@ -445,30 +605,22 @@ impl Dkg {
         self.phase = DkgPhase::Round2;
         self.phase_started = now;
         let mut out = Vec::new();
-        for (index, (recipient, _)) in self.roster.members().iter().enumerate() {
-            let Some(numbers) = self.roster.shares_of(index) else {
-                continue;
-            };
-            let values: Vec<Scalar> = numbers
-                .map(|n| curve::evaluate(&self.polynomial, n))
-                .collect();
+        for index in 0..self.roster.len() {
             if index == self.me {
+                let Some(numbers) = self.roster.shares_of(index) else {
+                    continue;
+                };
+                let values: Vec<Scalar> = numbers
+                    .map(|n| curve::evaluate(&self.polynomial, n))
+                    .collect();
                 self.received.insert(index, values);
                 continue;
             }
-            let mut dealt = DealtShares {
-                dealer: self.member,
-                recipient: *recipient,
-                shares: values
-                    .iter()
-                    .map(|v| ByteBuf::from(curve::scalar_bytes(v).to_vec()))
-                    .collect(),
-                signature: ByteBuf::new(),
+            let Some(dealt) = self.deal(index) else {
+                continue;
             };
-            dealt.signature =
-                ByteBuf::from(member_sign(&self.keypair, dealt.digest(&self.session)).to_vec());
             out.push(DkgOutput::Send {
-                to: *recipient,
+                to: dealt.recipient,
                 msg: DkgMessage {
                     version: message::DKG_VERSION,
                     session: self.session,
@@ -478,6 +630,28 @@ impl Dkg {
         }
         out.extend(self.after_round2(now));
         out
+    }
+
+    /// This member's signed shares for the member at `index`.
+    fn deal(&self, index: usize) -> Option<DealtShares> {
+        let (recipient, _) = self.roster.members().get(index).copied()?;
+        let numbers = self.roster.shares_of(index)?;
+        let mut dealt = DealtShares {
+            dealer: self.member,
+            recipient,
+            shares: numbers
+                .map(|n| {
+                    let mut value = curve::evaluate(&self.polynomial, n);
+                    let bytes = ByteBuf::from(curve::scalar_bytes(&value).to_vec());
+                    value.zeroize();
+                    bytes
+                })
+                .collect(),
+            signature: ByteBuf::new(),
+        };
+        dealt.signature =
+            ByteBuf::from(member_sign(&self.keypair, dealt.digest(&self.session)).to_vec());
+        Some(dealt)
     }
 
     /// Checks `dealt` against its dealer's commitment. `Ok(values)` when every value
@@ -517,11 +691,15 @@ impl Dkg {
         if self.received.contains_key(&sender)
             || dealt.recipient != self.member
             || self.roster.index_of(&dealt.dealer) != Some(sender)
-            || !member_verify(&dealt.dealer, dealt.digest(&self.session), &dealt.signature)
         {
             // Not a message for us from its dealer: the channel authenticated the
-            // sender, so this is a relay's or a bug's doing, not evidence.
+            // sender, so this is a bug's doing, not evidence.
             return Vec::new();
+        }
+        if !member_verify(&dealt.dealer, dealt.digest(&self.session), &dealt.signature) {
+            // The dealer sent it (the channel says so) but it proves nothing to anyone
+            // else: ask for the shares to be opened.
+            return self.say_missing(sender, now);
         }
         if !self.commitments.contains_key(&sender) {
             self.early.insert(sender, dealt);

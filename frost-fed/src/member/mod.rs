@@ -568,17 +568,24 @@ impl<V: Validator> Member<V> {
     }
 }
 
-/// The echo-broadcast tag of a DKG message: one per session and kind.
+/// The echo-broadcast tag of a DKG message: one per session and kind, and per dealer
+/// or recipient for the justification messages (a member may lack shares from several
+/// dealers, and a dealer may be asked to open several recipients' shares).
 pub fn broadcast_tag(msg: &DkgMessage) -> BroadcastTag {
-    let kind: &[u8] = match msg.body {
-        DkgBody::Round1 { .. } => b"round1",
-        DkgBody::Complaint(_) => b"complaint",
-        DkgBody::Certificate { .. } => b"certificate",
-        DkgBody::Round2(_) => b"round2",
+    let (kind, about): (&[u8], Option<&MemberId>) = match &msg.body {
+        DkgBody::Round1 { .. } => (b"round1", None),
+        DkgBody::Complaint(_) => (b"complaint", None),
+        DkgBody::Certificate { .. } => (b"certificate", None),
+        DkgBody::Round2(_) => (b"round2", None),
+        DkgBody::Missing { dealer } => (b"missing", Some(dealer)),
+        DkgBody::Opened(dealt) => (b"opened", Some(&dealt.recipient)),
     };
     let mut h = Sha256::new();
     h.update(b"tenure/federation/dkg-broadcast");
     h.update(msg.session);
     h.update(kind);
+    if let Some(member) = about {
+        h.update(member.0);
+    }
     BroadcastTag(h.finalize().into())
 }

@@ -407,3 +407,36 @@ fn a_payload_the_validators_refuse_is_not_signed() {
     assert!(!sim.failed.is_empty(), "the requester is told it failed");
     let _ = OsRng.next_u32();
 }
+
+/// Members holding the threshold know the group secret between them, so they can split
+/// a valid signature into shares "from" anyone. A record whose shares still sum to the
+/// signature but do not each verify is refused: a signer set cannot be forged.
+#[test]
+fn a_record_whose_shares_are_shifted_between_members_is_refused() {
+    use k256::{
+        Scalar,
+        elliptic_curve::{PrimeField, ff::Field},
+    };
+    let keys = federation(10);
+    let any = keys.values().next().unwrap();
+    let record = common::sign_now(&keys, || OkPayloads, b"ok block");
+    let signers = record.verify(&any.public, &any.roster).unwrap();
+    assert!(signers.weight >= 67);
+
+    let scalar = |bytes: &[u8]| {
+        Option::<Scalar>::from(Scalar::from_repr(*k256::FieldBytes::from_slice(bytes))).unwrap()
+    };
+    let delta = Scalar::random(&mut OsRng);
+    let mut forged = record.clone();
+    let (a, b) = (forged.shares[0].1.clone(), forged.shares[1].1.clone());
+    forged.shares[0].1 = serde_bytes::ByteBuf::from((scalar(&a) + delta).to_repr().to_vec());
+    forged.shares[1].1 = serde_bytes::ByteBuf::from((scalar(&b) - delta).to_repr().to_vec());
+    // The sum, and so the signature, is unchanged...
+    assert_eq!(forged.signature, record.signature);
+    // ...yet the record is refused.
+    assert!(matches!(
+        forged.verify(&any.public, &any.roster),
+        Err(tenure_frost_fed::sign::RecordError::Aggregate(_))
+    ));
+    assert!(record.verify(&any.public, &any.roster).is_ok());
+}

@@ -87,6 +87,26 @@ impl SignatureRecord {
         public: &PublicKeyPackage,
         roster: &Roster,
     ) -> Result<SignerSet, RecordError> {
+        let numbers = self.verify_shares(public)?;
+        let weight = numbers.len() as u16;
+        if weight < roster.threshold() {
+            return Err(RecordError::BelowThreshold {
+                weight,
+                threshold: roster.threshold(),
+            });
+        }
+        Ok(SignerSet::of(numbers, roster))
+    }
+
+    /// Checks the record against the group's public key package alone: every share
+    /// verifies against its verifying share, they aggregate to the signature, and the
+    /// signature verifies as BIP340 under the group's output key. Returns the share
+    /// numbers that signed; the caller judges their weight.
+    ///
+    /// Every share is checked on its own even when the aggregate is valid: members
+    /// holding the threshold know the group secret between them and could otherwise
+    /// split a valid signature into shares "from" members that never signed.
+    pub fn verify_shares(&self, public: &PublicKeyPackage) -> Result<BTreeSet<u16>, RecordError> {
         let malformed = |what: &str| RecordError::Malformed(what.to_owned());
         let package =
             SigningPackage::deserialize(&self.package).map_err(|_| malformed("package"))?;
@@ -117,14 +137,9 @@ impl SignatureRecord {
             return Err(RecordError::Aggregate("another signature".into()));
         }
         verify_bip340(public, &self.message, &self.signature)?;
-        let weight = numbers.len() as u16;
-        if weight < roster.threshold() {
-            return Err(RecordError::BelowThreshold {
-                weight,
-                threshold: roster.threshold(),
-            });
-        }
-        Ok(SignerSet::of(numbers, roster))
+        verify_each_share(&package, &shares, public)
+            .map_err(|e| RecordError::Aggregate(e.to_string()))?;
+        Ok(numbers)
     }
 
     /// Encodes the record.
@@ -136,6 +151,42 @@ impl SignatureRecord {
     pub fn from_bytes(bytes: &[u8]) -> Result<SignatureRecord, RecordError> {
         serde_cbor::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))
     }
+}
+
+/// Checks every share against its member's verifying share, computing the binding
+/// factors, group commitment and challenge once (as frost's cheater detection does).
+fn verify_each_share(
+    package: &SigningPackage,
+    shares: &BTreeMap<frost_secp256k1_tr::Identifier, SignatureShare>,
+    public: &PublicKeyPackage,
+) -> Result<(), frost_secp256k1_tr::Error> {
+    use frost_core::Ciphersuite as _;
+    type Suite = frost_secp256k1_tr::Secp256K1Sha256TR;
+    let (package, shares, public) = Suite::pre_aggregate(package, shares, public)?;
+    let binding = frost_core::compute_binding_factor_list(&package, public.verifying_key(), &[])?;
+    let package = Suite::pre_commitment_aggregate(&package, &binding)?;
+    let commitment = frost_core::compute_group_commitment(&package, &binding)?;
+    let challenge = Suite::challenge(
+        &commitment.clone().to_element(),
+        public.verifying_key(),
+        package.message().as_slice(),
+    )?;
+    for (id, share) in shares.iter() {
+        let verifying_share = public
+            .verifying_shares()
+            .get(id)
+            .ok_or(frost_core::Error::UnknownIdentifier)?;
+        frost_core::verify_signature_share_precomputed(
+            *id,
+            &package,
+            &binding,
+            &commitment,
+            share,
+            verifying_share,
+            challenge,
+        )?;
+    }
+    Ok(())
 }
 
 /// Verifies a 64-byte signature with secp256k1's BIP340 verifier under the group's

@@ -8,8 +8,9 @@
 //!   the smallest producer with ChaCha12 tie-breaking;
 //! - [`rewards`]: coinbase pro rata, fees 40% to a block's signers and 60% to the next
 //!   term's producers, conserving value exactly ([`pro_rata`] splits an amount);
-//! - [`block`]: headers signed by the producer group over the header and signer
-//!   bitmap, accounts, transfers, the coinbase, the term's cost budget, validation;
+//! - [`block`]: headers signed by the producer group, with evidence of which shares
+//!   signed (each share verified), accounts, transfers, the coinbase, the term's cost
+//!   budget, validation;
 //! - [`tenure_change`]: the seed's TenureChange fields (BlockFound, Extend);
 //! - [`mainstake`]: stake tickets weighted by value × remaining lock, a lottery seeded
 //!   by the tip hash, sidechain headers accepted only from the winner;

@@ -2,15 +2,16 @@
 //!
 //! - The term's **coinbase** goes to every producer in proportion to its spend,
 //!   whether it signed or not.
-//! - Each block's **fees**: 40% at once to the producers that signed it, in proportion
-//!   to their spend; 60% to the next term's producers, in proportion to theirs, so a
-//!   set gains nothing by stuffing its own last blocks.
+//! - Each block's **fees**: 40% to the producers that signed it, in proportion to
+//!   their spend, paid by the next block (see `block::fees`); 60% to the next term's
+//!   producers, in proportion to theirs, so a set gains nothing by stuffing its own
+//!   last blocks.
 //!
 //! Amounts are integers and every split conserves value exactly ([`pro_rata`]).
 
 use crate::pro_rata::pro_rata;
 
-/// Percent of a block's fees paid at once to its signers.
+/// Percent of a block's fees paid to its signers (by the next block).
 pub const FEES_NOW_PERCENT: u64 = 40;
 
 /// The coinbase of a term: each producer's part, by the order of `spends`.

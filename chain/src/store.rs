@@ -16,12 +16,13 @@ use std::{collections::BTreeMap, path::Path};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    block::{Account, AccountId, Block, BlockError, ChainState, Hash, TermContext},
+    block::{Account, AccountId, Block, BlockError, ChainChangeset, ChainState, Hash, TermContext},
     ops::announce::Announcements,
 };
 
-/// On-disk format of the chain store.
-pub const CHAIN_STORE_FORMAT: u32 = 1;
+/// On-disk format of the chain store. Format 2: the tip record is a CBOR map with
+/// the signers' fees owed and the tip's verified signers.
+pub const CHAIN_STORE_FORMAT: u32 = 2;
 
 const FORMAT_KEY: &[u8] = b"format";
 const TIP_KEY: &[u8] = b"tip";
@@ -164,7 +165,7 @@ impl ChainStore {
         let height = changes.height.to_be_bytes();
         // What the block changed, as it was: exactly the changeset's accounts.
         let undo = Undo {
-            tip: encode_tip(&self.state.tip, tip_numbers(&self.state)),
+            tip: encode_tip(&TipRecord::of_state(&self.state))?,
             accounts: changes
                 .accounts
                 .keys()
@@ -184,19 +185,7 @@ impl ChainStore {
         for (k, account) in &changes.accounts {
             batch.insert(key(ACCOUNT, k.as_ref()), &encode_account(account));
         }
-        batch.insert(
-            TIP_KEY,
-            encode_tip(
-                &changes.tip,
-                [
-                    changes.height,
-                    changes.term,
-                    changes.term_blocks,
-                    changes.term_cost,
-                    changes.carried_fees,
-                ],
-            ),
-        );
+        batch.insert(TIP_KEY, encode_tip(&TipRecord::of_changes(&changes))?);
         self.chain.apply_batch(batch)?;
         self.db.flush()?;
         self.state.apply(&changes);
@@ -246,7 +235,7 @@ impl ChainStore {
             batch.remove(key(HEIGHT_OF, &block.header.hash()));
             dropped.push(block);
         }
-        batch.insert(TIP_KEY, encode_tip(&state.tip, tip_numbers(&state)));
+        batch.insert(TIP_KEY, encode_tip(&TipRecord::of_state(&state))?);
         self.chain.apply_batch(batch)?;
         self.db.flush()?;
         self.state = state;
@@ -315,42 +304,63 @@ fn decode_u64(bytes: &[u8]) -> Result<u64, StoreError> {
     ))
 }
 
-/// The numbers of a tip record: height, term, term blocks, term cost, carried fees.
-fn tip_numbers(state: &ChainState) -> [u64; 5] {
-    [
-        state.height,
-        state.term,
-        state.term_blocks,
-        state.term_cost,
-        state.carried_fees,
-    ]
+/// The tip record: everything of the state but the accounts.
+#[derive(Serialize, Deserialize)]
+struct TipRecord {
+    tip: Hash,
+    height: u64,
+    term: u64,
+    term_blocks: u64,
+    term_cost: u64,
+    carried_fees: u64,
+    signer_fees: u64,
+    tip_signers: Vec<(AccountId, u64)>,
 }
 
-/// The tip record: tip hash, then [`tip_numbers`].
-fn encode_tip(tip: &Hash, numbers: [u64; 5]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(72);
-    out.extend_from_slice(tip);
-    for n in numbers {
-        out.extend_from_slice(&n.to_be_bytes());
+impl TipRecord {
+    fn of_state(state: &ChainState) -> TipRecord {
+        TipRecord {
+            tip: state.tip,
+            height: state.height,
+            term: state.term,
+            term_blocks: state.term_blocks,
+            term_cost: state.term_cost,
+            carried_fees: state.carried_fees,
+            signer_fees: state.signer_fees,
+            tip_signers: state.tip_signers.clone(),
+        }
     }
-    out
+
+    fn of_changes(changes: &ChainChangeset) -> TipRecord {
+        TipRecord {
+            tip: changes.tip,
+            height: changes.height,
+            term: changes.term,
+            term_blocks: changes.term_blocks,
+            term_cost: changes.term_cost,
+            carried_fees: changes.carried_fees,
+            signer_fees: changes.signer_fees,
+            tip_signers: changes.tip_signers.clone(),
+        }
+    }
+}
+
+fn encode_tip(record: &TipRecord) -> Result<Vec<u8>, StoreError> {
+    serde_cbor::to_vec(record).map_err(|e| corrupt(&format!("tip record: {e}")))
 }
 
 fn decode_tip(bytes: &[u8]) -> Result<ChainState, StoreError> {
-    let (tip, rest) = bytes
-        .split_first_chunk::<32>()
-        .ok_or_else(|| corrupt("tip record"))?;
-    let numbers: Vec<u64> = rest.chunks(8).map(decode_u64).collect::<Result<_, _>>()?;
-    let [height, term, term_blocks, term_cost, carried_fees] = numbers[..] else {
-        return Err(corrupt("tip record"));
-    };
+    let record: TipRecord =
+        serde_cbor::from_slice(bytes).map_err(|e| corrupt(&format!("tip record: {e}")))?;
     Ok(ChainState {
-        tip: *tip,
-        height,
-        term,
-        term_blocks,
-        term_cost,
-        carried_fees,
+        tip: record.tip,
+        height: record.height,
+        term: record.term,
+        term_blocks: record.term_blocks,
+        term_cost: record.term_cost,
+        carried_fees: record.carried_fees,
+        signer_fees: record.signer_fees,
+        tip_signers: record.tip_signers,
         accounts: BTreeMap::new(),
     })
 }

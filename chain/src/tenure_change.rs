@@ -195,6 +195,16 @@ impl TenureChange {
         self.signature = signature;
     }
 
+    /// Sets the signature to a group's BIP340 `signature` (a FROST group signs
+    /// [`Self::digest`] elsewhere), with the sighash byte 0.
+    pub fn set_signature(&mut self, signature: [u8; 64]) {
+        let mut with_sighash = [0; 65];
+        if let Some(head) = with_sighash.get_mut(..64) {
+            head.copy_from_slice(&signature);
+        }
+        self.signature = with_sighash;
+    }
+
     /// Whether the signature is `key`'s BIP340 signature over [`Self::digest`], with
     /// the default sighash byte.
     pub fn signature_valid(&self, network: &str, key: &XOnlyPublicKey) -> bool {

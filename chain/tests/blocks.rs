@@ -13,7 +13,9 @@ use serde_bytes::ByteBuf;
 use tenure_chain::{
     block::{
         AccountId, Block, BlockError, ChainState, TenureChangeError, TermContext, Transfer,
-        TransferError, Tx, build, tx_root,
+        TransferError, Tx,
+        build::{self, ProducerGroup},
+        tx_root,
     },
     tenure_change::{Cause, TenureChange, consensus_hash},
 };
@@ -24,6 +26,17 @@ fn keypair(n: u8) -> Keypair {
     Keypair::from_secret_key(SECP256K1, &SecretKey::from_slice(&[n; 32]).unwrap())
 }
 
+/// The producer group of term 3 (the usual context).
+fn group() -> &'static ProducerGroup {
+    ProducerGroup::shared()
+}
+
+/// Another group: term 4's, and a stranger to term 3.
+fn other_group() -> &'static ProducerGroup {
+    static GROUP: std::sync::OnceLock<ProducerGroup> = std::sync::OnceLock::new();
+    GROUP.get_or_init(|| ProducerGroup::generate(4).unwrap())
+}
+
 fn x(n: u8) -> AccountId {
     AccountId::of(&keypair(n).x_only_public_key().0)
 }
@@ -31,7 +44,8 @@ fn x(n: u8) -> AccountId {
 fn context(coinbase: Vec<(AccountId, u64)>) -> TermContext {
     TermContext {
         term: 3,
-        producer_key: keypair(100).x_only_public_key().0,
+        producer_key: group().key(),
+        producer_shares: group().public.clone(),
         stacker_key: None,
         coinbase,
         cost_limit: 1_000,
@@ -46,15 +60,8 @@ fn context(coinbase: Vec<(AccountId, u64)>) -> TermContext {
 /// A term started: its first block paid the coinbase to accounts 1 and 2.
 fn started() -> (ChainState, TermContext) {
     let ctx = context(vec![(x(1), 1_000), (x(2), 500)]);
-    let (block, built) = build::term_start(
-        &ChainState::default(),
-        &ctx,
-        vec![],
-        &keypair(100),
-        None,
-        NET,
-    )
-    .unwrap();
+    let (block, built) =
+        build::term_start(&ChainState::default(), &ctx, vec![], group(), None, NET).unwrap();
     let state = ChainState::default().after(&block, &ctx, NET).unwrap();
     assert_eq!(state, built);
     assert_eq!(state.accounts[&x(1)].balance, 1_000);
@@ -72,7 +79,7 @@ fn transfers_move_balances_and_nonces() {
         &ctx,
         3,
         vec![Tx::Transfer(t), Tx::Transfer(t2)],
-        &keypair(100),
+        group(),
         None,
     )
     .unwrap();
@@ -92,11 +99,7 @@ fn transfers_move_balances_and_nonces() {
 fn every_invalid_block_is_refused_with_its_reason() {
     let (state, ctx) = started();
     let good = Transfer::sign(NET, &keypair(1), x(3), 300, 10, 0);
-    let make = |txs: Vec<Tx>| {
-        build::block(&state, &ctx, 3, txs, &keypair(100), None)
-            .unwrap()
-            .0
-    };
+    let make = |txs: Vec<Tx>| build::block(&state, &ctx, 3, txs, group(), None).unwrap().0;
     let check = |block: &Block| state.after(block, &ctx, NET);
 
     let mut b = make(vec![Tx::Transfer(good.clone())]);
@@ -118,7 +121,7 @@ fn every_invalid_block_is_refused_with_its_reason() {
         &ctx,
         4,
         vec![Tx::Transfer(good.clone())],
-        &keypair(100),
+        group(),
         None,
     )
     .unwrap()
@@ -131,49 +134,51 @@ fn every_invalid_block_is_refused_with_its_reason() {
         })
     ));
 
-    // Signed by another key, or with the bitmap changed after signing.
+    // Signed by another group's key.
     let b = build::block(
         &state,
         &ctx,
         3,
         vec![Tx::Transfer(good.clone())],
-        &keypair(101),
+        other_group(),
         None,
     )
     .unwrap()
     .0;
     assert_eq!(check(&b), Err(BlockError::ProducerSignature));
-    let mut b = make(vec![Tx::Transfer(good.clone())]);
-    b.signers[0] = 0x7f;
-    assert_eq!(check(&b), Err(BlockError::ProducerSignature));
 
-    // Too few shares (66), with a valid signature over that bitmap.
+    // Signer evidence that does not prove who signed.
+    let evidence_refused = |b: &Block| matches!(check(b), Err(BlockError::SignerEvidence(_)));
+    // A share dropped from the evidence: 66 shares left.
     let mut b = make(vec![Tx::Transfer(good.clone())]);
-    b.signers = ByteBuf::from(vec![
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x03, 0, 0, 0, 0,
-    ]);
-    assert_eq!(check(&b), Err(BlockError::TooFewSigners { got: 66 }));
+    b.signers.shares.pop();
+    assert!(evidence_refused(&b));
+    // Another signing's evidence for the same header (a padded or swapped signer set).
     let mut b = make(vec![Tx::Transfer(good.clone())]);
-    b.signers = ByteBuf::from(vec![0xff; 3]);
-    assert_eq!(check(&b), Err(BlockError::SignerBitmap(3)));
-
-    // 63 real shares and the 4 padding bits set, signed over that bitmap: the
-    // padding counted as 4 signers, so 63 shares passed the 67-share rule.
+    let other = build::block_signed_by(
+        &state,
+        &ctx,
+        3,
+        vec![Tx::Transfer(good.clone())],
+        group(),
+        &(34..=100).collect(),
+        None,
+    )
+    .unwrap()
+    .0;
+    b.signers = other.signers.clone();
+    assert!(evidence_refused(&b));
+    // A share moved to a number the signer does not hold.
     let mut b = make(vec![Tx::Transfer(good.clone())]);
-    b.signers = ByteBuf::from(vec![
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 0xf0,
-    ]);
-    assert_eq!(b.signer_weight(), 63);
-    assert_eq!(check(&resign(b)), Err(BlockError::SignerPadding));
+    b.signers.shares[0].0 = 99;
+    assert!(evidence_refused(&b));
+    // Garbage.
     let mut b = make(vec![Tx::Transfer(good.clone())]);
-    b.signers = ByteBuf::from(vec![
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 0,
-    ]);
-    assert_eq!(
-        check(&resign(b)),
-        Err(BlockError::TooFewSigners { got: 63 })
-    );
-    // The honest block with all 100 shares still passes.
+    b.signers.package = ByteBuf::from(vec![1, 2, 3]);
+    assert!(evidence_refused(&b));
+    // The same block signed by shares 34–100 is as valid as by shares 1–67.
+    assert!(check(&other).is_ok());
+    // The honest block still passes.
     assert!(check(&make(vec![Tx::Transfer(good.clone())])).is_ok());
 
     // A transaction swapped after the header was built.
@@ -269,7 +274,7 @@ fn every_invalid_block_is_refused_with_its_reason() {
         &ctx,
         3,
         vec![Tx::Transfer(good)],
-        &keypair(100),
+        group(),
         Some(&keypair(102)),
     )
     .unwrap()
@@ -285,12 +290,12 @@ fn a_terms_first_block_must_pay_exactly_its_coinbase() {
         term: 3,
         payouts: vec![(x(1), 999)],
     };
-    let (b, _) = build::block(&genesis, &ctx, 3, vec![short], &keypair(100), None).unwrap();
+    let (b, _) = build::block(&genesis, &ctx, 3, vec![short], group(), None).unwrap();
     assert!(matches!(
         genesis.after(&b, &ctx, NET),
         Err(BlockError::Coinbase(_))
     ));
-    let (b, _) = build::block(&genesis, &ctx, 3, vec![], &keypair(100), None).unwrap();
+    let (b, _) = build::block(&genesis, &ctx, 3, vec![], group(), None).unwrap();
     assert!(matches!(
         genesis.after(&b, &ctx, NET),
         Err(BlockError::Coinbase(_))
@@ -300,7 +305,7 @@ fn a_terms_first_block_must_pay_exactly_its_coinbase() {
         term: 3,
         payouts: ctx.coinbase.clone(),
     };
-    let (b, _) = build::block(&genesis, &ctx, 3, vec![coinbase], &keypair(100), None).unwrap();
+    let (b, _) = build::block(&genesis, &ctx, 3, vec![coinbase], group(), None).unwrap();
     assert_eq!(
         genesis.after(&b, &ctx, NET),
         Err(BlockError::TenureChange(
@@ -314,7 +319,8 @@ fn a_terms_first_block_must_pay_exactly_its_coinbase() {
 fn term_four(ctx: &TermContext) -> TermContext {
     TermContext {
         term: 4,
-        producer_key: keypair(104).x_only_public_key().0,
+        producer_key: other_group().key(),
+        producer_shares: other_group().public.clone(),
         stacker_key: None,
         coinbase: vec![(x(4), 700)],
         cost_limit: 1_000,
@@ -336,10 +342,16 @@ fn block_found_refusal(
     resign_tc: bool,
 ) -> BlockError {
     let genesis = ChainState::default();
-    let mut tc = build::tenure_change(&genesis, ctx, Cause::BlockFound, &keypair(100), NET);
+    let mut tc =
+        build::tenure_change(&genesis, ctx, Cause::BlockFound, group(), None, NET).unwrap();
     edit(&mut tc);
     if resign_tc {
-        tc.sign(NET, &keypair(100));
+        tc.set_signature(
+            group()
+                .sign(tc.digest(NET), &build::threshold_shares())
+                .unwrap()
+                .0,
+        );
     }
     let txs = vec![
         Tx::Coinbase {
@@ -348,7 +360,7 @@ fn block_found_refusal(
         },
         Tx::TenureChange(tc),
     ];
-    let (b, _) = build::block(&genesis, ctx, 3, txs, &keypair(100), None).unwrap();
+    let (b, _) = build::block(&genesis, ctx, 3, txs, group(), None).unwrap();
     genesis.after(&b, ctx, NET).unwrap_err()
 }
 
@@ -422,13 +434,14 @@ fn every_wrong_block_found_is_refused_with_its_reason() {
         &genesis,
         &with_stackers,
         vec![],
-        &keypair(100),
+        group(),
         Some(&keypair(102)),
         NET,
     )
     .unwrap();
     assert!(genesis.after(&b, &with_stackers, NET).is_ok());
-    let found = build::tenure_change(&genesis, &ctx, Cause::BlockFound, &keypair(100), NET);
+    let found =
+        build::tenure_change(&genesis, &ctx, Cause::BlockFound, group(), None, NET).unwrap();
     let txs = vec![
         Tx::Coinbase {
             term: 3,
@@ -436,7 +449,7 @@ fn every_wrong_block_found_is_refused_with_its_reason() {
         },
         Tx::TenureChange(found),
     ];
-    let (b, _) = build::block(&genesis, &ctx, 3, txs, &keypair(100), Some(&keypair(102))).unwrap();
+    let (b, _) = build::block(&genesis, &ctx, 3, txs, group(), Some(&keypair(102))).unwrap();
     assert_eq!(
         genesis.after(&b, &with_stackers, NET),
         Err(reason(TenureChangeError::Signature))
@@ -453,7 +466,7 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
         &ctx,
         3,
         vec![transfer(0), transfer(1)],
-        &keypair(100),
+        group(),
         None,
     )
     .unwrap();
@@ -462,13 +475,13 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
     assert_eq!(spent.term_cost, 4);
 
     // The budget is gone ...
-    let (b, _) = build::block(&spent, &ctx, 3, vec![transfer(2)], &keypair(100), None).unwrap();
+    let (b, _) = build::block(&spent, &ctx, 3, vec![transfer(2)], group(), None).unwrap();
     assert_eq!(
         spent.after(&b, &ctx, NET),
         Err(BlockError::CostLimit { cost: 1, left: 0 })
     );
     // ... until a block opens with an Extend, which counts against the new budget.
-    let extend = build::tenure_change(&spent, &ctx, Cause::Extend, &keypair(100), NET);
+    let extend = build::tenure_change(&spent, &ctx, Cause::Extend, group(), None, NET).unwrap();
     assert_eq!(extend.previous_tenure_blocks, 2);
     let (b, built) = build::block(
         &spent,
@@ -480,7 +493,7 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
             transfer(3),
             transfer(4),
         ],
-        &keypair(100),
+        group(),
         None,
     )
     .unwrap();
@@ -496,7 +509,7 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
         &ctx,
         3,
         vec![transfer(2), Tx::TenureChange(extend.clone())],
-        &keypair(100),
+        group(),
         None,
     )
     .unwrap();
@@ -504,13 +517,13 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
         spent.after(&b, &ctx, NET),
         Err(BlockError::TenureChange(TenureChangeError::Misplaced(1)))
     );
-    let found = build::tenure_change(&spent, &ctx, Cause::BlockFound, &keypair(100), NET);
+    let found = build::tenure_change(&spent, &ctx, Cause::BlockFound, group(), None, NET).unwrap();
     let (b, _) = build::block(
         &spent,
         &ctx,
         3,
         vec![Tx::TenureChange(found)],
-        &keypair(100),
+        group(),
         None,
     )
     .unwrap();
@@ -525,7 +538,7 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
         &ctx,
         3,
         vec![Tx::TenureChange(extend), transfer(5)],
-        &keypair(100),
+        group(),
         None,
     )
     .unwrap();
@@ -541,11 +554,11 @@ fn an_extend_renews_the_terms_budget_and_nothing_else_does() {
 fn the_next_term_starts_on_the_last_block_and_counts_the_previous_terms_blocks() {
     let (state, ctx) = started();
     let t = Transfer::sign(NET, &keypair(1), x(3), 300, 10, 0);
-    let (b, _) = build::block(&state, &ctx, 3, vec![Tx::Transfer(t)], &keypair(100), None).unwrap();
+    let (b, _) = build::block(&state, &ctx, 3, vec![Tx::Transfer(t)], group(), None).unwrap();
     let end_of_term_3 = state.after(&b, &ctx, NET).unwrap();
     let next = term_four(&ctx);
     let (b, _) =
-        build::term_start(&end_of_term_3, &next, vec![], &keypair(104), None, NET).unwrap();
+        build::term_start(&end_of_term_3, &next, vec![], other_group(), None, NET).unwrap();
     let Tx::TenureChange(found) = &b.txs[1] else {
         panic!("no BlockFound")
     };
@@ -555,7 +568,7 @@ fn the_next_term_starts_on_the_last_block_and_counts_the_previous_terms_blocks()
     assert_eq!((term_4.term, term_4.term_blocks, term_4.height), (4, 1, 3));
     assert_eq!(term_4.accounts[&x(4)].balance, 700);
     // Term 3's context no longer validates blocks on top of term 4.
-    let (b, _) = build::block(&term_4, &ctx, 3, vec![], &keypair(100), None).unwrap();
+    let (b, _) = build::block(&term_4, &ctx, 3, vec![], group(), None).unwrap();
     assert!(matches!(
         term_4.after(&b, &ctx, NET),
         Err(BlockError::WrongTerm { got: 3, .. })
@@ -573,14 +586,14 @@ fn garbage_does_not_decode_as_a_block() {
 
 /// Re-signs a block after a test edited its header.
 fn resign(mut b: Block) -> Block {
-    let message =
-        bitcoin::secp256k1::Message::from_digest(Block::signing_message(&b.header, &b.signers));
-    b.producer_signature = ByteBuf::from(
-        SECP256K1
-            .sign_schnorr(&message, &keypair(100))
-            .as_ref()
-            .to_vec(),
-    );
+    let (signature, evidence) = group()
+        .sign(
+            Block::signing_message(&b.header),
+            &build::threshold_shares(),
+        )
+        .unwrap();
+    b.producer_signature = ByteBuf::from(signature.to_vec());
+    b.signers = evidence;
     b
 }
 
@@ -590,43 +603,54 @@ fn fees_go_forty_percent_to_the_signers_and_sixty_to_the_next_terms_producers() 
     let minted: u64 = ctx.coinbase.iter().map(|(_, a)| a).sum();
     let t1 = Transfer::sign(NET, &keypair(1), x(3), 100, 30, 0);
     let t2 = Transfer::sign(NET, &keypair(2), x(3), 100, 10, 0);
-    let (b, built) = build::block(
+    // Shares 34–100 sign: both producers (producer 0 holds 1–75).
+    let (b, built) = build::block_signed_by(
         &state,
         &ctx,
         3,
         vec![Tx::Transfer(t1), Tx::Transfer(t2)],
-        &keypair(100),
+        group(),
+        &(34..=100).collect(),
         None,
     )
     .unwrap();
     let after = state.after(&b, &ctx, NET).unwrap();
     assert_eq!(after, built);
-    // Fees 40: 16 now, split 300 : 100 between the two signing producers; 24 carried.
-    assert_eq!(after.accounts[&x(50)].balance, 12);
-    assert_eq!(after.accounts[&x(51)].balance, 4);
-    assert_eq!(after.carried_fees, 24);
-    let total =
-        |s: &ChainState| s.accounts.values().map(|a| a.balance).sum::<u64>() + s.carried_fees;
+    // Fees 40: 16 owed to the verified signers, 24 carried; nobody is paid yet.
+    assert_eq!((after.signer_fees, after.carried_fees), (16, 24));
+    assert_eq!(after.tip_signers, vec![(x(50), 300), (x(51), 100)]);
+    assert!(!after.accounts.contains_key(&x(50)));
+    let total = |s: &ChainState| {
+        s.accounts.values().map(|a| a.balance).sum::<u64>() + s.carried_fees + s.signer_fees
+    };
     assert_eq!(total(&after), minted, "value is conserved");
 
-    // The next term's producers receive what was carried in their first block.
+    // The next block pays them, 300 : 100, whoever signs it (shares 1–67: producer 0).
+    let (b, _) = build::block(&after, &ctx, 3, vec![], group(), None).unwrap();
+    let paid = after.after(&b, &ctx, NET).unwrap();
+    assert_eq!(paid.accounts[&x(50)].balance, 12);
+    assert_eq!(paid.accounts[&x(51)].balance, 4);
+    assert_eq!(paid.tip_signers, vec![(x(50), 300)]);
+    assert_eq!(total(&paid), minted);
+
+    // The next term's first block pays the last block's signers what they are owed,
+    // and the next term's producers what was carried.
     let next = term_four(&ctx);
-    let (b, _) = build::term_start(&after, &next, vec![], &keypair(104), None, NET).unwrap();
+    let (b, _) = build::term_start(&after, &next, vec![], other_group(), None, NET).unwrap();
     let term_4 = after.after(&b, &next, NET).unwrap();
+    assert_eq!(term_4.accounts[&x(50)].balance, 12);
+    assert_eq!(term_4.accounts[&x(51)].balance, 4);
     assert_eq!(term_4.accounts[&x(60)].balance, 8);
     assert_eq!(term_4.accounts[&x(61)].balance, 16);
     assert_eq!(term_4.carried_fees, 0);
     assert_eq!(total(&term_4), minted + 700);
 
-    // A block that pays its signers more than their part fails its state root.
+    // A block that pays the signers more than their part fails its state root.
     let t3 = Transfer::sign(NET, &keypair(1), x(3), 1, 1, 1);
-    let (mut b, _) =
-        build::block(&after, &ctx, 3, vec![Tx::Transfer(t3)], &keypair(100), None).unwrap();
-    b.header.state_root = {
-        let (_, mut s) = build::block(&after, &ctx, 3, b.txs.clone(), &keypair(100), None).unwrap();
-        s.accounts.get_mut(&x(50)).unwrap().balance += 1;
-        s.state_root()
-    };
+    let (mut b, mut s) =
+        build::block(&after, &ctx, 3, vec![Tx::Transfer(t3)], group(), None).unwrap();
+    s.accounts.get_mut(&x(50)).unwrap().balance += 1;
+    b.header.state_root = s.state_root();
     let b = resign(b);
     assert_eq!(after.after(&b, &ctx, NET), Err(BlockError::StateRoot));
 }

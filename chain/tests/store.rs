@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 use bitcoin::secp256k1::{Keypair, SECP256K1, SecretKey};
 use common::{announce, scan, wallet, with_term_utxo};
 use tenure_chain::{
-    block::{AccountId, Block, BlockError, ChainState, TermContext, Transfer, Tx, build},
+    block::{
+        AccountId, Block, BlockError, ChainState, TermContext, Transfer, Tx,
+        build::{self, ProducerGroup},
+    },
     burnchain::regtest::{coinbase, seal, subsidy},
     ops::announce::Announcement,
     store::{ChainStore, StoreError},
@@ -30,15 +33,26 @@ fn keypair(n: u8) -> Keypair {
     Keypair::from_secret_key(SECP256K1, &SecretKey::from_slice(&[n; 32]).unwrap())
 }
 
+/// The producer group of `term` (1 to 3).
+fn producers(term: u64) -> &'static ProducerGroup {
+    static GROUPS: std::sync::OnceLock<Vec<ProducerGroup>> = std::sync::OnceLock::new();
+    &GROUPS.get_or_init(|| {
+        (1..=3)
+            .map(|t| ProducerGroup::generate(t).unwrap())
+            .collect()
+    })[term as usize - 1]
+}
+
 fn x(n: u8) -> AccountId {
     AccountId::of(&keypair(n).x_only_public_key().0)
 }
 
-/// Term `term`'s context; its producer group key is `keypair(100 + term)`.
+/// Term `term`'s context; its producer group is `producers(term)`.
 fn context(term: u64) -> TermContext {
     TermContext {
         term,
-        producer_key: keypair(100 + term as u8).x_only_public_key().0,
+        producer_key: producers(term).key(),
+        producer_shares: producers(term).public.clone(),
         stacker_key: None,
         coinbase: vec![(x(1), 1_000), (x(2), 500)],
         cost_limit: 1_000,
@@ -57,7 +71,7 @@ fn term_one(transfers: u64) -> (Vec<Block>, Vec<ChainState>) {
         &ChainState::default(),
         &ctx,
         vec![],
-        &keypair(101),
+        producers(1),
         None,
         NET,
     )
@@ -71,7 +85,7 @@ fn term_one(transfers: u64) -> (Vec<Block>, Vec<ChainState>) {
             &context(1),
             1,
             vec![Tx::Transfer(t)],
-            &keypair(101),
+            producers(1),
             None,
         )
         .unwrap();
@@ -130,7 +144,7 @@ fn a_restart_resumes_at_the_same_tip() {
         &context(1),
         1,
         vec![Tx::Transfer(t)],
-        &keypair(101),
+        producers(1),
         None,
     )
     .unwrap();
@@ -151,7 +165,7 @@ fn an_invalid_block_changes_nothing_on_disk() {
         &context(1),
         1,
         vec![Tx::Transfer(replayed)],
-        &keypair(101),
+        producers(1),
         None,
     )
     .unwrap();
@@ -231,7 +245,7 @@ fn unannounced_blocks_are_dropped_and_a_burnchain_reorg_rolls_back_the_rest() {
 
     // Term 2 builds on block 3; settling again keeps its blocks.
     let (first, after) =
-        build::term_start(store.state(), &context(2), vec![], &keypair(102), None, NET).unwrap();
+        build::term_start(store.state(), &context(2), vec![], producers(2), None, NET).unwrap();
     store.apply(&first, &context(2), NET).unwrap();
     assert_eq!(store.state(), &after);
     assert!(store.settle(&announced, 2).unwrap().is_empty());

@@ -47,12 +47,10 @@ pub enum BlockError {
     /// The state root does not match the state after the block.
     #[error("state root does not match the state after the block")]
     StateRoot,
-    /// The signer bitmap is malformed.
-    #[error("signer bitmap of {0} bytes")]
-    SignerBitmap(usize),
-    /// A padding bit of the signer bitmap (past share 100) is set.
-    #[error("the signer bitmap sets a padding bit")]
-    SignerPadding,
+    /// The signer evidence does not prove who signed: it does not decode, signs another
+    /// message, or a share does not verify against its verifying share.
+    #[error("signer evidence refused: {0}")]
+    SignerEvidence(String),
     /// Too few shares signed.
     #[error("{got} shares signed; {SIGNING_THRESHOLD} are needed")]
     TooFewSigners {

@@ -1,84 +1,113 @@
-//! Paying a block's fees (seed 000): 40% at once to the producers holding its signing
-//! shares, by BTC spent; 60% carried to the next term's producers, who receive what is
+//! Paying a block's fees (seed 000): 40% to the producers holding its signing shares,
+//! by BTC spent; 60% carried to the next term's producers, who receive what is
 //! carried, by BTC spent, in their term's first block. With no producers known,
 //! everything stays carried: fees are never lost.
+//!
+//! A block's header (its state root) is signed before anyone knows which shares will
+//! sign it, so its signers cannot be paid in it. The state records the 40% owed
+//! ([`super::ChainState::signer_fees`], in the state root) and the block's verified
+//! signers ([`super::ChainState::tip_signers`], from its signer evidence); the next
+//! block pays them, whichever term it belongs to. If a block had no known signers
+//! (no producers in its context), what it owed is carried instead.
 
-use super::{FeeError, SIGNER_SHARES, TermContext, Tx, state::Working};
+use super::{AccountId, FeeError, TermContext, Tx, state::Working};
 use crate::{pro_rata::pro_rata, rewards::block_fees};
 
-/// Pays the fees of `txs`, signed by the shares in the `signers` bitmap, into `working`.
+/// Pays what the previous block owed its signers, opens the term's carried fees to its
+/// producers on its first block, and splits the fees of `txs`: the signers' part owed
+/// to this block's signers, the rest carried.
 pub(crate) fn pay_fees(
     working: &mut Working<'_>,
     context: &TermContext,
-    signers: &[u8],
     txs: &[Tx],
     first_of_term: bool,
 ) -> Result<(), FeeError> {
+    let owed = std::mem::take(&mut working.signer_fees);
+    let previous_signers = working.base_tip_signers().to_vec();
+    if previous_signers.is_empty() {
+        working.carried_fees = working
+            .carried_fees
+            .checked_add(owed)
+            .ok_or(FeeError::CarriedOverflows)?;
+    } else {
+        pay_pro_rata(working, &previous_signers, owed)?;
+    }
     if first_of_term && !context.producers.is_empty() {
         let carried = std::mem::take(&mut working.carried_fees);
-        let spends: Vec<u64> = context.producers.iter().map(|(_, s)| *s).collect();
-        for ((account, _), part) in context.producers.iter().zip(pro_rata(carried, &spends)) {
-            working
-                .credit(*account, part)
-                .ok_or(FeeError::BalanceOverflows)?;
-        }
+        pay_pro_rata(working, &context.producers, carried)?;
     }
     let fees = txs
         .iter()
         .map(Tx::fee)
         .try_fold(0u64, u64::checked_add)
         .ok_or(FeeError::FeesOverflow)?;
-    let mut signing: Vec<usize> = (0..SIGNER_SHARES)
-        .filter(|i| signers.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
-        .filter_map(|i| context.share_owners.get(i).map(|o| usize::from(*o)))
-        .filter(|o| *o < context.producers.len())
-        .collect();
-    signing.sort_unstable();
-    signing.dedup();
-    let spends: Vec<u64> = signing
-        .iter()
-        .filter_map(|i| context.producers.get(*i).map(|(_, s)| *s))
-        .collect();
-    let split = block_fees(fees, &spends);
-    let paid = split
+    let split = block_fees(fees, &[1]);
+    let to_signers = split
         .signers
         .iter()
         .try_fold(0u64, |sum, part| sum.checked_add(*part))
         .ok_or(FeeError::FeesOverflow)?;
-    for (i, part) in signing.iter().zip(split.signers) {
-        if let Some((account, _)) = context.producers.get(*i) {
-            working
-                .credit(*account, part)
-                .ok_or(FeeError::BalanceOverflows)?;
-        }
-    }
-    let kept = fees.checked_sub(paid).ok_or(FeeError::FeesOverflow)?;
+    working.signer_fees = to_signers;
     working.carried_fees = working
         .carried_fees
-        .checked_add(kept)
+        .checked_add(split.next_term)
         .ok_or(FeeError::CarriedOverflows)?;
     Ok(())
+}
+
+/// Credits `amount` to `recipients` in proportion to their spend (a part of zero
+/// touches no account).
+fn pay_pro_rata(
+    working: &mut Working<'_>,
+    recipients: &[(AccountId, u64)],
+    amount: u64,
+) -> Result<(), FeeError> {
+    let spends: Vec<u64> = recipients.iter().map(|(_, s)| *s).collect();
+    let parts = pro_rata(amount, &spends);
+    for ((account, _), part) in recipients.iter().zip(parts).filter(|(_, p)| *p > 0) {
+        working
+            .credit(*account, part)
+            .ok_or(FeeError::BalanceOverflows)?;
+    }
+    Ok(())
+}
+
+/// The producers holding `shares` (numbers 1–100) in `context`, with their spend, in
+/// producer order and each once.
+pub(crate) fn signers_of(
+    context: &TermContext,
+    shares: &std::collections::BTreeSet<u16>,
+) -> Vec<(AccountId, u64)> {
+    let mut producers: Vec<usize> = shares
+        .iter()
+        .filter_map(|n| {
+            let index = usize::from(n.checked_sub(1)?);
+            context.share_owners.get(index).map(|o| usize::from(*o))
+        })
+        .collect();
+    producers.sort_unstable();
+    producers.dedup();
+    producers
+        .iter()
+        .filter_map(|i| context.producers.get(*i).copied())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-    use bitcoin::XOnlyPublicKey;
     use serde_bytes::ByteBuf;
 
     use super::*;
     use crate::block::{AccountId, ChainState, Transfer};
 
     fn context(producers: Vec<(AccountId, u64)>) -> TermContext {
+        let group = crate::block::build::ProducerGroup::shared();
         TermContext {
             term: 1,
-            producer_key: XOnlyPublicKey::from_slice(&[
-                0x79, 0xbe, 0x66, 0x7e, 0xf9, 0xdc, 0xbb, 0xac, 0x55, 0xa0, 0x62, 0x95, 0xce, 0x87,
-                0x0b, 0x07, 0x02, 0x9b, 0xfc, 0xdb, 0x2d, 0xce, 0x28, 0xd9, 0x59, 0xf2, 0x81, 0x5b,
-                0x16, 0xf8, 0x17, 0x98,
-            ])
-            .unwrap(),
+            producer_key: group.key(),
+            producer_shares: group.public.clone(),
             stacker_key: None,
             coinbase: vec![],
             cost_limit: 10,
@@ -101,19 +130,28 @@ mod tests {
     }
 
     #[test]
-    fn only_the_producers_whose_shares_signed_are_paid_now() {
+    fn a_blocks_signers_are_paid_their_part_by_the_next_block() {
         let ctx = context(vec![(AccountId([10; 32]), 3), (AccountId([11; 32]), 1)]);
         // Shares 76–100 signed: producer 1's only.
-        let mut bitmap = vec![0u8; 13];
-        for i in 75..100 {
-            bitmap[i / 8] |= 1 << (i % 8);
-        }
+        let signers = signers_of(&ctx, &(76..=100).collect());
+        assert_eq!(signers, vec![(AccountId([11; 32]), 1)]);
         let state = ChainState::default();
         let mut working = Working::over(&state);
-        pay_fees(&mut working, &ctx, &bitmap, &[fee(100)], false).unwrap();
-        assert_eq!(working.accounts.get(&AccountId([10; 32])), None);
-        assert_eq!(working.accounts[&AccountId([11; 32])].balance, 40);
-        assert_eq!(working.carried_fees, 60);
+        pay_fees(&mut working, &ctx, &[fee(100)], false).unwrap();
+        // Nothing is paid in the block itself: 40 owed, 60 carried.
+        assert!(working.accounts.is_empty());
+        assert_eq!((working.signer_fees, working.carried_fees), (40, 60));
+        let after = ChainState {
+            signer_fees: 40,
+            carried_fees: 60,
+            tip_signers: signers,
+            ..ChainState::default()
+        };
+        let mut next = Working::over(&after);
+        pay_fees(&mut next, &ctx, &[], false).unwrap();
+        assert_eq!(next.accounts.get(&AccountId([10; 32])), None);
+        assert_eq!(next.accounts[&AccountId([11; 32])].balance, 40);
+        assert_eq!((next.signer_fees, next.carried_fees), (0, 60));
     }
 
     #[test]
@@ -121,19 +159,14 @@ mod tests {
         let ctx = context(vec![]);
         let state = ChainState {
             carried_fees: 5,
+            signer_fees: 7,
             ..ChainState::default()
         };
         let mut working = Working::over(&state);
-        pay_fees(&mut working, &ctx, &[0xff; 13], &[fee(100)], true).unwrap();
+        pay_fees(&mut working, &ctx, &[fee(100)], true).unwrap();
         assert!(working.accounts.is_empty());
-        assert_eq!(working.carried_fees, 105);
-        let overflow = pay_fees(
-            &mut working,
-            &ctx,
-            &[0xff; 13],
-            &[fee(u64::MAX), fee(1)],
-            false,
-        );
+        assert_eq!(working.carried_fees + working.signer_fees, 112);
+        let overflow = pay_fees(&mut working, &ctx, &[fee(u64::MAX), fee(1)], false);
         assert_eq!(overflow, Err(FeeError::FeesOverflow));
     }
 }

@@ -6,10 +6,16 @@
 //! - **Header.** A block builds on the tip (parent hash, height + 1) in the current
 //!   term. Its header (parent, term, height, transaction root, state root, time) is
 //!   signed by the term's producer group key (BIP340, 64 bytes) over the header hash
-//!   and the signer bitmap, so the signer set cannot be changed after signing; the
-//!   bitmap's weight must reach [`SIGNING_THRESHOLD`] of the [`SIGNER_SHARES`] shares.
-//!   Where a stacker set is configured, a stacker-group signature over the same
-//!   message is also required.
+//!   alone: robust signing (ROAST) decides which shares sign only while it signs, so
+//!   the signed message cannot name them. Where a stacker set is configured, a
+//!   stacker-group signature over the same message is also required.
+//! - **Signers, verified.** The block carries [`SignerEvidence`]: the FROST signing
+//!   package and every signature share. Each share is checked against its verifying
+//!   share in the term's public key package ([`TermContext::producer_shares`]), the
+//!   shares must aggregate to the block's signature, and the shares that signed must
+//!   number at least [`SIGNING_THRESHOLD`] of the [`SIGNER_SHARES`]. A bitmap claim
+//!   proves nothing; this evidence is bound to the signature (other shares would make
+//!   another signature), so the signer set can be neither padded nor forged.
 //! - **Transactions.** Accounts hold balances and nonces; a transfer is signed by its
 //!   sender, carries the sender's next nonce and pays amount plus fee from its
 //!   balance. Signatures are checked on all cores before any state changes
@@ -23,8 +29,9 @@
 //!   stackers' where a stacker set is configured, else at least 67 producer shares.
 //! - **Cost.** Cost is counted per term (the SIP: 10 × a block's limit), not per
 //!   block. There are no microblocks.
-//! - **Fees** ([`fees`]): 40% to the producers whose shares signed the block, 60% to
-//!   the next term's producers, carried in the state until their first block.
+//! - **Fees** ([`fees`]): 40% to the producers whose shares signed the block, paid by
+//!   the next block (a block's state root cannot depend on who signs it); 60% to the
+//!   next term's producers, carried in the state until their first block.
 //! - **State root.** The header commits to every account after the block, in key
 //!   order, and to the carried fees.
 //!
@@ -64,7 +71,9 @@ pub const SIGNING_THRESHOLD: u32 = 67;
 pub const MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
 
 /// Wire version of blocks, and of transactions on their own ([`Tx::to_bytes`]).
-pub const BLOCK_VERSION: u16 = 1;
+/// Version 2: the signature covers the header alone and the signer bitmap gave way to
+/// [`SignerEvidence`].
+pub const BLOCK_VERSION: u16 = 2;
 
 /// A 32-byte hash.
 pub type Hash = [u8; 32];
@@ -145,12 +154,46 @@ pub struct Block {
     pub header: Header,
     /// The transactions.
     pub txs: Vec<Tx>,
-    /// Which of the 100 shares signed (bit i = share i + 1).
-    pub signers: ByteBuf,
     /// The producer group's BIP340 signature over [`Block::signing_message`].
     pub producer_signature: ByteBuf,
+    /// Which shares made the producer signature, and the proof.
+    pub signers: SignerEvidence,
     /// The stacker group's signature over the same message, where one is required.
     pub stacker_signature: Option<ByteBuf>,
+}
+
+/// The proof of which producer shares made a block's signature: the FROST signing
+/// package (every signer's nonce commitments and the message) and each share.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerEvidence {
+    /// The serialized signing package.
+    pub package: ByteBuf,
+    /// (share number 1–100, serialized signature share) for every share that signed.
+    pub shares: Vec<(u16, ByteBuf)>,
+}
+
+impl SignerEvidence {
+    /// The signature record this evidence and `signature` make over `message`.
+    pub fn record(
+        &self,
+        message: Hash,
+        signature: &[u8],
+    ) -> tenure_frost_fed::sign::SignatureRecord {
+        tenure_frost_fed::sign::SignatureRecord {
+            message,
+            signature: ByteBuf::from(signature.to_vec()),
+            package: self.package.clone(),
+            shares: self.shares.clone(),
+        }
+    }
+
+    /// The evidence in a federation signature record.
+    pub fn of(record: &tenure_frost_fed::sign::SignatureRecord) -> SignerEvidence {
+        SignerEvidence {
+            package: record.package.clone(),
+            shares: record.shares.clone(),
+        }
+    }
 }
 
 /// Merkle root of transaction ids (the last id is paired with itself on odd levels).
@@ -176,35 +219,38 @@ pub fn tx_root(txs: &[Tx]) -> Hash {
 }
 
 impl Block {
-    /// What the producer (and stacker) group signs: the header hash and the signer
-    /// bitmap.
-    pub fn signing_message(header: &Header, signers: &[u8]) -> Hash {
+    /// What the producer (and stacker) group signs: the header hash, under a domain tag.
+    pub fn signing_message(header: &Header) -> Hash {
         let mut h = Sha256::new();
-        h.update(b"tenure/chain/block-signature/v1");
+        h.update(b"tenure/chain/block-signature/v2");
         h.update(header.hash());
-        h.update(signers);
         h.finalize().into()
     }
 
-    /// Shares that signed: the bits of shares 1–100 only. The bitmap's last four
-    /// bits are padding and count for nothing (validation refuses them set).
-    pub fn signer_weight(&self) -> u32 {
-        (0..SIGNER_SHARES)
-            .filter(|i| {
-                self.signers
-                    .get(i / 8)
-                    .is_some_and(|b| b & (1 << (i % 8)) != 0)
-            })
-            .fold(0, |n, _| n.saturating_add(1))
-    }
-
-    /// Whether a padding bit (past share 100) is set.
-    pub fn signer_padding_set(&self) -> bool {
-        (SIGNER_SHARES..self.signers.len().saturating_mul(8)).any(|i| {
-            self.signers
-                .get(i / 8)
-                .is_some_and(|b| b & (1 << (i % 8)) != 0)
-        })
+    /// The share numbers that made the producer signature, each share verified against
+    /// `context`'s verifying shares; refused if the evidence proves nothing.
+    pub fn verified_signers(
+        &self,
+        context: &TermContext,
+    ) -> Result<std::collections::BTreeSet<u16>, BlockError> {
+        let message = Block::signing_message(&self.header);
+        if self.signers.shares.len() > SIGNER_SHARES {
+            return Err(BlockError::SignerEvidence("more shares than exist".into()));
+        }
+        let shares = self
+            .signers
+            .record(message, &self.producer_signature)
+            .verify_shares(&context.producer_shares)
+            .map_err(|e| BlockError::SignerEvidence(e.to_string()))?;
+        if shares
+            .iter()
+            .any(|n| *n == 0 || usize::from(*n) > SIGNER_SHARES)
+        {
+            return Err(BlockError::SignerEvidence(
+                "a share number outside 1–100".into(),
+            ));
+        }
+        Ok(shares)
     }
 
     /// Encodes the block ([`crate::codec`]).

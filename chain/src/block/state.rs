@@ -25,6 +25,10 @@ pub struct TermContext {
     pub term: u64,
     /// The producer group's output key.
     pub producer_key: XOnlyPublicKey,
+    /// The producer group's public key package (taproot-tweaked, as signatures verify
+    /// under it): the verifying share of each of the 100 shares, against which every
+    /// block's signer evidence is checked.
+    pub producer_shares: frost_secp256k1_tr::keys::PublicKeyPackage,
     /// The stacker group's key, where a stacker set is configured.
     pub stacker_key: Option<XOnlyPublicKey>,
     /// The coinbase this term must pay, in order (from [`crate::rewards::coinbase`]).
@@ -58,6 +62,12 @@ pub struct ChainState {
     pub term_cost: u64,
     /// Fees waiting for the next term's producers (60% of every block's).
     pub carried_fees: u64,
+    /// The tip's signers' part of its fees (40%), paid to them by the next block.
+    pub signer_fees: u64,
+    /// The tip's verified signers with their spend, in producer order: who the next
+    /// block pays `signer_fees` to. Derived from the tip's signer evidence (which its
+    /// signature binds), so it is not part of the state root.
+    pub tip_signers: Vec<(AccountId, u64)>,
     /// Accounts by x-only key.
     pub accounts: BTreeMap<AccountId, Account>,
 }
@@ -79,15 +89,20 @@ pub struct ChainChangeset {
     pub term_cost: u64,
     /// Fees waiting for the next term's producers.
     pub carried_fees: u64,
+    /// The block's signers' part of its fees, paid by the next block.
+    pub signer_fees: u64,
+    /// The block's verified signers with their spend.
+    pub tip_signers: Vec<(AccountId, u64)>,
     /// Every account the block touched, after it (an account touched is created, as
     /// a zero balance, if it did not exist).
     pub accounts: BTreeMap<AccountId, Account>,
 }
 
 impl ChainState {
-    /// The state root: a hash of every account in key order, then the carried fees.
+    /// The state root: a hash of every account in key order, then the carried fees
+    /// and the signers' fees owed.
     pub fn state_root(&self) -> Hash {
-        state_root(self.accounts.iter(), self.carried_fees)
+        state_root(self.accounts.iter(), self.carried_fees, self.signer_fees)
     }
 
     /// Merges a block's changeset into this state.
@@ -98,25 +113,29 @@ impl ChainState {
         self.term_blocks = changes.term_blocks;
         self.term_cost = changes.term_cost;
         self.carried_fees = changes.carried_fees;
+        self.signer_fees = changes.signer_fees;
+        self.tip_signers = changes.tip_signers.clone();
         for (key, account) in &changes.accounts {
             self.accounts.insert(*key, *account);
         }
     }
 }
 
-/// The state root of `accounts` (in key order) and `carried_fees`.
+/// The state root of `accounts` (in key order), `carried_fees` and `signer_fees`.
 fn state_root<'a>(
     accounts: impl Iterator<Item = (&'a AccountId, &'a Account)>,
     carried_fees: u64,
+    signer_fees: u64,
 ) -> Hash {
     let mut h = Sha256::new();
-    h.update(b"tenure/chain/state/v1");
+    h.update(b"tenure/chain/state/v2");
     for (key, account) in accounts {
         h.update(key);
         h.update(account.balance.to_be_bytes());
         h.update(account.nonce.to_be_bytes());
     }
     h.update(carried_fees.to_be_bytes());
+    h.update(signer_fees.to_be_bytes());
     h.finalize().into()
 }
 
@@ -129,6 +148,10 @@ pub(crate) struct Working<'a> {
     pub(crate) accounts: BTreeMap<AccountId, Account>,
     /// The carried fees after it.
     pub(crate) carried_fees: u64,
+    /// The block's signers' fees, owed to them by the next block.
+    pub(crate) signer_fees: u64,
+    /// The block's verified signers with their spend.
+    pub(crate) signers: Vec<(AccountId, u64)>,
 }
 
 impl<'a> Working<'a> {
@@ -138,7 +161,14 @@ impl<'a> Working<'a> {
             base,
             accounts: BTreeMap::new(),
             carried_fees: base.carried_fees,
+            signer_fees: base.signer_fees,
+            signers: Vec::new(),
         }
+    }
+
+    /// The verified signers of the block this one builds on.
+    pub(crate) fn base_tip_signers(&self) -> &[(AccountId, u64)] {
+        &self.base.tip_signers
     }
 
     /// The account as the block leaves it so far (empty if it never existed).
@@ -178,7 +208,7 @@ impl<'a> Working<'a> {
             (Some(_), None) => base.next(),
             (None, None) => None,
         });
-        state_root(merged, self.carried_fees)
+        state_root(merged, self.carried_fees, self.signer_fees)
     }
 
     /// The changeset: the tip moved to `header`, with the term's counters.
@@ -195,6 +225,8 @@ impl<'a> Working<'a> {
             term_blocks,
             term_cost,
             carried_fees: self.carried_fees,
+            signer_fees: self.signer_fees,
+            tip_signers: self.signers,
             accounts: self.accounts,
         }
     }

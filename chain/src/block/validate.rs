@@ -6,7 +6,7 @@ use bitcoin::secp256k1::{Message, SECP256K1, schnorr};
 use super::{
     Block, BlockError, ChainChangeset, ChainState, CoinbaseError, Header, SIGNER_SHARES,
     SIGNING_THRESHOLD, TenureChangeError, TermContext, TransferError, Tx, cost,
-    fees::pay_fees,
+    fees::{pay_fees, signers_of},
     signatures::check_transfer_signatures,
     state::{Account, Working},
     tx_root,
@@ -61,17 +61,7 @@ impl ChainState {
                 expected: context.term,
             });
         }
-        if block.signers.len() != SIGNER_SHARES.div_ceil(8) {
-            return Err(BlockError::SignerBitmap(block.signers.len()));
-        }
-        if block.signer_padding_set() {
-            return Err(BlockError::SignerPadding);
-        }
-        let weight = block.signer_weight();
-        if weight < SIGNING_THRESHOLD {
-            return Err(BlockError::TooFewSigners { got: weight });
-        }
-        let message = Message::from_digest(Block::signing_message(header, &block.signers));
+        let message = Message::from_digest(Block::signing_message(header));
         let producer_ok =
             schnorr::Signature::from_slice(&block.producer_signature).is_ok_and(|sig| {
                 SECP256K1
@@ -80,6 +70,12 @@ impl ChainState {
             });
         if !producer_ok {
             return Err(BlockError::ProducerSignature);
+        }
+        // Who signed, share by share; the weight counts verified shares only.
+        let shares = block.verified_signers(context)?;
+        let weight = u32::try_from(shares.len()).unwrap_or(u32::MAX);
+        if weight < SIGNING_THRESHOLD {
+            return Err(BlockError::TooFewSigners { got: weight });
         }
         if let Some(stacker_key) = &context.stacker_key {
             let ok = block.stacker_signature.as_ref().is_some_and(|sig| {
@@ -118,13 +114,8 @@ impl ChainState {
             opening,
             Rules::Enforce,
         )?;
-        pay_fees(
-            &mut working,
-            context,
-            &block.signers,
-            &block.txs,
-            opening.first_of_term,
-        )?;
+        pay_fees(&mut working, context, &block.txs, opening.first_of_term)?;
+        working.signers = signers_of(context, &shares);
         if opening.first_of_term {
             if !matches!(block.txs.first(), Some(Tx::Coinbase { .. })) {
                 return Err(CoinbaseError::Missing.into());

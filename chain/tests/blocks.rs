@@ -654,3 +654,42 @@ fn fees_go_forty_percent_to_the_signers_and_sixty_to_the_next_terms_producers() 
     let b = resign(b);
     assert_eq!(after.after(&b, &ctx, NET), Err(BlockError::StateRoot));
 }
+
+#[test]
+fn a_leaders_assembled_block_passes_the_proposal_check_and_validates_once_signed() {
+    let (state, ctx) = started();
+    let good = Transfer::sign(NET, &keypair(1), x(3), 100, 5, 0);
+    let next = Transfer::sign(NET, &keypair(1), x(3), 100, 5, 1);
+    let gap = Transfer::sign(NET, &keypair(2), x(3), 100, 5, 3);
+    let unfunded = Transfer::sign(NET, &keypair(9), x(3), 100, 5, 0);
+    let mut forged = Transfer::sign(NET, &keypair(2), x(3), 100, 5, 0);
+    forged.amount = 400;
+    let (proposal, left_out) = state
+        .assemble(
+            &ctx,
+            vec![],
+            vec![good, next, gap.clone(), unfunded.clone(), forged.clone()],
+            0,
+            NET,
+        )
+        .unwrap();
+    assert_eq!(proposal.txs.len(), 2);
+    assert_eq!(left_out, vec![gap, unfunded, forged]);
+    assert_eq!(state.check_proposal(&proposal, &ctx, NET), Ok(()));
+    // Unsigned, it is not a block yet.
+    assert_eq!(
+        state.validate(&proposal, &ctx, NET),
+        Err(BlockError::ProducerSignature)
+    );
+    let signed = resign(proposal.clone());
+    let after = state.after(&signed, &ctx, NET).unwrap();
+    assert_eq!(after.accounts[&x(3)].balance, 200);
+    // A proposal whose root does not match its transactions is refused before anyone
+    // pre-commits to it.
+    let mut bad = proposal;
+    bad.header.state_root = [1; 32];
+    assert_eq!(
+        state.check_proposal(&bad, &ctx, NET),
+        Err(BlockError::StateRoot)
+    );
+}

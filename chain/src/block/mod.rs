@@ -219,6 +219,18 @@ pub fn tx_root(txs: &[Tx]) -> Hash {
 }
 
 impl Block {
+    /// A block not signed yet: what a leader proposes.
+    pub fn unsigned(header: Header, txs: Vec<Tx>) -> Block {
+        Block {
+            version: BLOCK_VERSION,
+            header,
+            txs,
+            producer_signature: ByteBuf::new(),
+            signers: SignerEvidence::default(),
+            stacker_signature: None,
+        }
+    }
+
     /// What the producer (and stacker) group signs: the header hash, under a domain tag.
     pub fn signing_message(header: &Header) -> Hash {
         let mut h = Sha256::new();

@@ -5,7 +5,7 @@ use bitcoin::secp256k1::{Message, SECP256K1, schnorr};
 
 use super::{
     Block, BlockError, ChainChangeset, ChainState, CoinbaseError, Header, SIGNER_SHARES,
-    SIGNING_THRESHOLD, TenureChangeError, TermContext, TransferError, Tx, cost,
+    SIGNING_THRESHOLD, TenureChangeError, TermContext, Transfer, TransferError, Tx, cost,
     fees::{pay_fees, signers_of},
     signatures::check_transfer_signatures,
     state::{Account, Working},
@@ -44,23 +44,8 @@ impl ChainState {
         context: &TermContext,
         network: &str,
     ) -> Result<ChainChangeset, BlockError> {
+        self.check_place(&block.header, context)?;
         let header = &block.header;
-        if header.parent != self.tip {
-            return Err(BlockError::WrongParent);
-        }
-        let expected_height = self.height.saturating_add(1);
-        if header.height != expected_height {
-            return Err(BlockError::WrongHeight {
-                got: header.height,
-                expected: expected_height,
-            });
-        }
-        if header.term != context.term || header.term < self.term {
-            return Err(BlockError::WrongTerm {
-                got: header.term,
-                expected: context.term,
-            });
-        }
         let message = Message::from_digest(Block::signing_message(header));
         let producer_ok =
             schnorr::Signature::from_slice(&block.producer_signature).is_ok_and(|sig| {
@@ -89,6 +74,55 @@ impl ChainState {
                 return Err(BlockError::StackerSignature);
             }
         }
+        let (mut working, opening, block_cost) = self.check_contents(block, context, network)?;
+        working.signers = signers_of(context, &shares);
+        Ok(self.changeset(working, header, opening, block_cost))
+    }
+
+    /// Checks a proposed block, not yet signed, as validation will check it once signed:
+    /// its place on this state and every rule of its contents. What producers check
+    /// before they pre-commit to a leader's proposal.
+    pub fn check_proposal(
+        &self,
+        block: &Block,
+        context: &TermContext,
+        network: &str,
+    ) -> Result<(), BlockError> {
+        self.check_place(&block.header, context)?;
+        self.check_contents(block, context, network).map(|_| ())
+    }
+
+    /// The block builds on the tip, at the next height, in the current term.
+    fn check_place(&self, header: &Header, context: &TermContext) -> Result<(), BlockError> {
+        if header.parent != self.tip {
+            return Err(BlockError::WrongParent);
+        }
+        let expected_height = self.height.saturating_add(1);
+        if header.height != expected_height {
+            return Err(BlockError::WrongHeight {
+                got: header.height,
+                expected: expected_height,
+            });
+        }
+        if header.term != context.term || header.term < self.term {
+            return Err(BlockError::WrongTerm {
+                got: header.term,
+                expected: context.term,
+            });
+        }
+        Ok(())
+    }
+
+    /// Every rule of the block's contents: transaction root, cost, transfer signatures,
+    /// the transactions applied, fees, the term's opening, the state root. Returns the
+    /// changes made, how the block opens and its cost.
+    fn check_contents(
+        &self,
+        block: &Block,
+        context: &TermContext,
+        network: &str,
+    ) -> Result<(Working<'_>, Opening, u64), BlockError> {
+        let header = &block.header;
         if tx_root(&block.txs) != header.tx_root {
             return Err(BlockError::TxRoot);
         }
@@ -115,7 +149,6 @@ impl ChainState {
             Rules::Enforce,
         )?;
         pay_fees(&mut working, context, &block.txs, opening.first_of_term)?;
-        working.signers = signers_of(context, &shares);
         if opening.first_of_term {
             if !matches!(block.txs.first(), Some(Tx::Coinbase { .. })) {
                 return Err(CoinbaseError::Missing.into());
@@ -127,7 +160,84 @@ impl ChainState {
         if working.state_root() != header.state_root {
             return Err(BlockError::StateRoot);
         }
-        Ok(self.changeset(working, header, opening, block_cost))
+        Ok((working, opening, block_cost))
+    }
+
+    /// The unsigned block a leader proposes on this state: `txs` (transfers taken in
+    /// order while each is valid on what came before; the others are left out), after
+    /// the term's coinbase and `opening` tenure change on a term's first block (or an
+    /// `Extend`), with the header's roots computed. Returns the block and the
+    /// transfers left out. The caller signs it after the producers pre-committed.
+    pub fn assemble(
+        &self,
+        context: &TermContext,
+        opening_txs: Vec<Tx>,
+        candidates: Vec<Transfer>,
+        time: u64,
+        network: &str,
+    ) -> Result<(Block, Vec<Transfer>), BlockError> {
+        let mut txs = opening_txs;
+        let opening = self.opening(context.term, &txs);
+        let mut room = context
+            .cost_limit
+            .saturating_sub(self.spent_before(opening))
+            .saturating_sub(block_cost(&txs));
+        // Balances and nonces as the block leaves them so far.
+        let mut working = Working::over(self);
+        let mut left_out = Vec::new();
+        for t in candidates {
+            let tx_cost = cost(&Tx::Transfer(t.clone()));
+            let sender = working.account(&t.from);
+            let receiver = working.account(&t.to);
+            let balance = t
+                .amount
+                .checked_add(t.fee)
+                .and_then(|needed| sender.balance.checked_sub(needed));
+            let fits = tx_cost <= room && t.nonce == sender.nonce && t.signature_valid(network);
+            let Some(balance) = balance.filter(|_| fits) else {
+                left_out.push(t);
+                continue;
+            };
+            working.set(
+                t.from,
+                Account {
+                    balance,
+                    nonce: sender.nonce.saturating_add(1),
+                },
+            );
+            if working.credit(t.to, t.amount).is_none() {
+                working.set(t.from, sender);
+                working.set(t.to, receiver);
+                left_out.push(t);
+                continue;
+            }
+            room = room.saturating_sub(tx_cost);
+            txs.push(Tx::Transfer(t));
+        }
+        let mut block = Block::unsigned(
+            Header {
+                parent: self.tip,
+                term: context.term,
+                height: self.height.saturating_add(1),
+                tx_root: tx_root(&txs),
+                state_root: [0; 32],
+                time,
+            },
+            txs,
+        );
+        // The roots come from the rules themselves, so the block validates as built.
+        let mut working = Working::over(self);
+        self.apply_txs(
+            &mut working,
+            &block,
+            context,
+            network,
+            opening,
+            Rules::Enforce,
+        )?;
+        pay_fees(&mut working, context, &block.txs, opening.first_of_term)?;
+        block.header.state_root = working.state_root();
+        Ok((block, left_out))
     }
 
     /// The state after `block`: [`ChainState::validate`], then

@@ -7,6 +7,8 @@
 //!   deposing a leader that stops proposing, proposes invalid blocks or equivocates.
 //! - [`mempool`]: transfers waiting for a block, bounded, admitted against the chain
 //!   state, selected by fee in each sender's nonce order.
+//! - [`producer`]: one producer's side of a term: proposals, checks, pre-commits,
+//!   what the federation may sign, blocks completed, validated and applied.
 //!
 //! Decisions taken for the parts that follow (the leader's proposal in the
 //! proposed-block slots, pre-commits, the FROST round and the block's signer evidence):
@@ -27,8 +29,13 @@
 
 pub mod election;
 pub mod mempool;
+pub mod producer;
 
 pub use election::{
     Deposed, Election, ElectionConfig, ElectionMessage, ElectionOutput, ProducerId, Vote,
 };
 pub use mempool::{Mempool, MempoolRefusal};
+pub use producer::{
+    Approvals, PreCommit, Producer, ProducerBody, ProducerConfig, ProducerMessage, ProducerOutput,
+    ProducerRefusal, SignPayload,
+};

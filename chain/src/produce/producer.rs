@@ -1,0 +1,991 @@
+//! One producer's side of block production within a term (seed 001 "Producer Set
+//! Collaboration", "Producer Signing Protocol"; DESIGN "Block production"), sans-IO:
+//! fed with messages, signatures and time, returning messages to send, signing
+//! requests for the federation, and the blocks it applied.
+//!
+//! The rules:
+//!
+//! 1. **A leader**, elected by [`super::election`], proposes. On the term's first block
+//!    it first has the group sign the term's `BlockFound` tenure change (every producer's
+//!    validator approves exactly the one it would build on its own tip), then proposes
+//!    the coinbase, the tenure change and transfers from its mempool, by fee
+//!    ([`ChainState::assemble`]). It proposes every [`ProducerConfig::block_interval`],
+//!    empty blocks included: a proposal is also the sign that the leader is alive.
+//! 2. **Producers check, then pre-commit.** A producer checks a proposal against its
+//!    own chain state ([`ChainState::check_proposal`]), and pre-commits to its header
+//!    with a signature by its enrollment key, sent to the leader. It pre-commits to one
+//!    header per height and round; only what it pre-committed is approved for signing
+//!    ([`Approvals`]). A proposal that fails the check deposes the leader for
+//!    misbehaviour; two different proposals for one height in one round are
+//!    equivocation and depose it too.
+//! 3. **The group signs what was pre-committed.** Once pre-commits reach 67% of the
+//!    weight, the leader asks the federation to sign the header ([`SignPayload`]); each
+//!    member's validator approves only a header its producer pre-committed, so the FROST
+//!    round signs only the block checked by the signers. Any producer that learns the
+//!    signature and holds the proposal completes the block and publishes it: a leader
+//!    that crashes after signing does not lose the block.
+//! 4. **Blocks are validated before they are applied** ([`ChainState::validate`],
+//!    signer evidence included), the mempool is pruned, and a producer that is behind
+//!    asks the sender for the blocks it lacks.
+//! 5. **Liveness.** A follower that sees no proposal or block from its leader for
+//!    [`ProducerConfig::leader_timeout`] deposes it for silence. A pre-commit is released
+//!    when its leader is deposed, so the next leader's proposal at that height can be
+//!    pre-committed. (A deposed leader that had its block signed and withheld it could
+//!    make two blocks at one height; announcements on the burnchain decide which is
+//!    final.)
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bitcoin::secp256k1::{Keypair, Message, SECP256K1, XOnlyPublicKey, schnorr};
+use rand_core::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+
+use super::{
+    election::{
+        Deposed, Election, ElectionConfig, ElectionMessage, ElectionOutput, ElectionRefusal,
+        ProducerId,
+    },
+    mempool::{Mempool, MempoolRefusal},
+};
+use crate::{
+    block::{
+        Block, BlockError, ChainState, Hash, Header, SIGNER_SHARES, SignerEvidence, TermContext,
+        Transfer, Tx,
+    },
+    codec::{self, Versioned},
+    tenure_change::{Cause, TenureChange, pubkey_hash},
+};
+
+/// Wire version of producer messages.
+pub const PRODUCER_MESSAGE_VERSION: u16 = 1;
+
+/// Largest producer message accepted (a block, with room for its envelope).
+pub const MAX_PRODUCER_MESSAGE_BYTES: usize = crate::block::MAX_BLOCK_BYTES + 64 * 1024;
+
+/// Blocks kept to serve producers that fell behind.
+const RECENT_BLOCKS: usize = 64;
+
+/// Blocks sent in one catch-up answer.
+const CATCH_UP_BATCH: usize = 16;
+
+/// Timing and sizes of block production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerConfig {
+    /// How often the leader proposes.
+    pub block_interval: Duration,
+    /// A leader silent this long is deposed; a proposal unsigned this long is dropped.
+    pub leader_timeout: Duration,
+    /// Transfers in one block at most.
+    pub max_block_transfers: usize,
+    /// Transfers the mempool holds at most.
+    pub mempool_capacity: usize,
+    /// The election's timing.
+    pub election: ElectionConfig,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            block_interval: Duration::from_millis(250),
+            leader_timeout: Duration::from_millis(1_500),
+            max_block_transfers: 2_000,
+            mempool_capacity: 20_000,
+            election: ElectionConfig::default(),
+        }
+    }
+}
+
+/// A producer's signed pre-commit to a proposed header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreCommit {
+    /// The term.
+    pub term: u64,
+    /// The election round whose leader proposed.
+    pub round: u64,
+    /// The header's height.
+    pub height: u64,
+    /// The header's hash.
+    pub header: Hash,
+    /// Who pre-commits.
+    pub producer: ProducerId,
+    /// BIP340 signature by the producer over [`PreCommit::digest`].
+    pub signature: ByteBuf,
+}
+
+impl PreCommit {
+    /// What a pre-commit signs.
+    pub fn digest(network: &str, term: u64, round: u64, height: u64, header: &Hash) -> Hash {
+        let mut h = Sha256::new();
+        h.update(b"tenure/produce/pre-commit/v1");
+        h.update((network.len() as u64).to_be_bytes());
+        h.update(network.as_bytes());
+        h.update(term.to_be_bytes());
+        h.update(round.to_be_bytes());
+        h.update(height.to_be_bytes());
+        h.update(header);
+        h.finalize().into()
+    }
+
+    fn sign(network: &str, term: u64, round: u64, header: &Header, keypair: &Keypair) -> Self {
+        let hash = header.hash();
+        let digest = PreCommit::digest(network, term, round, header.height, &hash);
+        let signature = SECP256K1.sign_schnorr(&Message::from_digest(digest), keypair);
+        PreCommit {
+            term,
+            round,
+            height: header.height,
+            header: hash,
+            producer: ProducerId::of(&keypair.x_only_public_key().0),
+            signature: ByteBuf::from(signature.as_ref().to_vec()),
+        }
+    }
+
+    fn signature_valid(&self, network: &str) -> bool {
+        let digest = PreCommit::digest(network, self.term, self.round, self.height, &self.header);
+        let (Ok(key), Ok(signature)) = (
+            XOnlyPublicKey::from_slice(&self.producer.0),
+            schnorr::Signature::from_slice(&self.signature),
+        ) else {
+            return false;
+        };
+        SECP256K1
+            .verify_schnorr(&signature, &Message::from_digest(digest), &key)
+            .is_ok()
+    }
+}
+
+/// What producers send each other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProducerBody {
+    /// The leader election.
+    Election(ElectionMessage),
+    /// The leader's proposal: an unsigned block, with the certificate that makes its
+    /// sender the leader (so a producer that missed the election learns it here).
+    Proposal {
+        /// The round the leader won.
+        round: u64,
+        /// The block, unsigned.
+        block: Block,
+        /// The leader's certificate.
+        certificate: ElectionMessage,
+    },
+    /// A pre-commit, to the leader.
+    PreCommit(PreCommit),
+    /// A signed block.
+    Block(Block),
+    /// Blocks from this height on, please.
+    GetBlocks {
+        /// The first height wanted.
+        from: u64,
+    },
+}
+
+/// A producer message, versioned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerMessage {
+    /// Wire version ([`PRODUCER_MESSAGE_VERSION`]).
+    pub version: u16,
+    /// The term it belongs to.
+    pub term: u64,
+    /// What it says.
+    pub body: ProducerBody,
+}
+
+impl Versioned for ProducerMessage {
+    const VERSION: u16 = PRODUCER_MESSAGE_VERSION;
+    fn version(&self) -> u16 {
+        self.version
+    }
+}
+
+impl ProducerMessage {
+    /// Encodes the message.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, codec::CodecError> {
+        codec::encode(self)
+    }
+
+    /// Decodes a message of at most [`MAX_PRODUCER_MESSAGE_BYTES`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<ProducerMessage, codec::CodecError> {
+        codec::decode(bytes, MAX_PRODUCER_MESSAGE_BYTES)
+    }
+}
+
+/// What the leader asks the federation to sign: the payload every member's validator
+/// judges ([`Approvals::approve`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignPayload {
+    /// A block header (the group signs [`Block::signing_message`]).
+    Header(Header),
+    /// The term's opening tenure change (the group signs its digest).
+    TenureChange(TenureChange),
+}
+
+impl SignPayload {
+    /// Encodes the payload.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, codec::CodecError> {
+        serde_cbor::to_vec(self).map_err(|e| codec::CodecError::Encode(e.to_string()))
+    }
+
+    /// Decodes a payload (bounded like a block header or tenure change).
+    pub fn from_bytes(bytes: &[u8]) -> Option<SignPayload> {
+        if bytes.len() > 64 * 1024 {
+            return None;
+        }
+        serde_cbor::from_slice(bytes).ok()
+    }
+
+    /// The digest the group signs for it.
+    pub fn digest(&self, network: &str) -> Hash {
+        match self {
+            SignPayload::Header(header) => Block::signing_message(header),
+            SignPayload::TenureChange(tc) => tc.digest(network),
+        }
+    }
+}
+
+/// The digests this producer lets its federation member sign: the headers it
+/// pre-committed and the tenure change it would build itself. Shared with the
+/// federation member's validator.
+#[derive(Clone, Debug, Default)]
+pub struct Approvals {
+    digests: Arc<Mutex<VecDeque<Hash>>>,
+}
+
+/// Why a signing payload is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApprovalRefusal {
+    /// Not a payload.
+    #[error("not a signing payload")]
+    Undecodable,
+    /// Not something this producer pre-committed or would build.
+    #[error("not pre-committed by this producer")]
+    NotPreCommitted,
+}
+
+impl Approvals {
+    /// Digests remembered at most.
+    const KEPT: usize = 256;
+
+    fn allow(&self, digest: Hash) {
+        if let Ok(mut digests) = self.digests.lock() {
+            if !digests.contains(&digest) {
+                digests.push_back(digest);
+            }
+            while digests.len() > Self::KEPT {
+                digests.pop_front();
+            }
+        }
+    }
+
+    fn revoke(&self, digest: &Hash) {
+        if let Ok(mut digests) = self.digests.lock() {
+            digests.retain(|d| d != digest);
+        }
+    }
+
+    /// The digest to sign for `payload`, if this producer approves it.
+    pub fn approve(&self, payload: &[u8], network: &str) -> Result<Hash, ApprovalRefusal> {
+        let payload = SignPayload::from_bytes(payload).ok_or(ApprovalRefusal::Undecodable)?;
+        let digest = payload.digest(network);
+        let approved = self
+            .digests
+            .lock()
+            .map(|d| d.contains(&digest))
+            .unwrap_or(false);
+        if approved {
+            Ok(digest)
+        } else {
+            Err(ApprovalRefusal::NotPreCommitted)
+        }
+    }
+}
+
+/// What the producer asks its driver to do, or reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProducerOutput {
+    /// Send to every other producer.
+    Broadcast(ProducerMessage),
+    /// Send to one producer.
+    Send {
+        /// The receiver.
+        to: ProducerId,
+        /// The message.
+        msg: ProducerMessage,
+    },
+    /// Ask the federation to sign this payload ([`SignPayload`], encoded).
+    Sign {
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// A block was validated and applied.
+    Applied(Box<Block>),
+    /// A leader became known.
+    Leader {
+        /// The round it won.
+        round: u64,
+        /// The leader.
+        leader: ProducerId,
+    },
+    /// The leader was deposed: for silence, or for misbehaviour (an invalid proposal,
+    /// or two proposals for one height in one round) which the driver may penalise.
+    Deposed {
+        /// The leader.
+        leader: ProducerId,
+        /// Why.
+        why: Deposed,
+    },
+}
+
+/// Why a message changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProducerRefusal {
+    /// For another term.
+    #[error("message for term {got}, this is term {expected}")]
+    WrongTerm {
+        /// Its term.
+        got: u64,
+        /// This term.
+        expected: u64,
+    },
+    /// The election refused it.
+    #[error("election: {0}")]
+    Election(#[from] ElectionRefusal),
+    /// A proposal from someone who is not the leader.
+    #[error("{0} is not the leader")]
+    NotLeader(ProducerId),
+    /// A proposal or block that breaks the chain's rules.
+    #[error("invalid block: {0}")]
+    Block(#[from] BlockError),
+    /// A pre-commit that is not a producer's valid signature on the proposal.
+    #[error("invalid pre-commit from {0}")]
+    BadPreCommit(ProducerId),
+    /// Stale or not for this producer now (not misbehaviour).
+    #[error("not acted on: {0}")]
+    NotNow(&'static str),
+}
+
+/// The leader's proposal waiting for pre-commits and the group's signature.
+#[derive(Debug)]
+struct InFlight {
+    block: Block,
+    precommits: BTreeSet<ProducerId>,
+    signing: bool,
+    started: Instant,
+}
+
+/// One producer of a term.
+#[derive(Debug)]
+pub struct Producer {
+    network: String,
+    keypair: Keypair,
+    me: ProducerId,
+    context: TermContext,
+    state: ChainState,
+    election: Election,
+    mempool: Mempool,
+    weights: BTreeMap<ProducerId, u64>,
+    config: ProducerConfig,
+    approvals: Approvals,
+    /// When the leader (or a block) was last heard from.
+    leader_seen: Instant,
+    /// When the leader last proposed (as leader).
+    last_proposal: Option<Instant>,
+    /// Leader: the proposal in flight.
+    in_flight: Option<InFlight>,
+    /// Leader: the term's opening tenure change, once the group signed it.
+    opening: Option<TenureChange>,
+    /// Leader: when the opening tenure change was last sent to be signed.
+    opening_requested: Option<Instant>,
+    /// The proposals this producer pre-committed, by height: (round, block).
+    precommitted: BTreeMap<u64, (u64, Block)>,
+    /// Proposals seen by (round, height), to catch equivocation.
+    seen: BTreeMap<(u64, u64), Hash>,
+    /// Recent blocks, to serve producers that fell behind.
+    recent: VecDeque<Block>,
+    /// Proposals this producer made: a re-proposal after a failed signing differs in
+    /// its header's time, so the federation treats it as a new request.
+    proposals: u64,
+}
+
+impl Producer {
+    /// A producer of `context`'s term holding `keypair` (its enrollment signing key),
+    /// on `state`. Its election starts now.
+    pub fn new(
+        network: &str,
+        keypair: Keypair,
+        context: TermContext,
+        state: ChainState,
+        config: ProducerConfig,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) -> Producer {
+        let mut weights: BTreeMap<ProducerId, u64> = BTreeMap::new();
+        for owner in &context.share_owners {
+            if let Some((account, _)) = context.producers.get(usize::from(*owner)) {
+                let w = weights.entry(ProducerId(account.0)).or_default();
+                *w = w.saturating_add(1);
+            }
+        }
+        let election = Election::start(
+            network,
+            context.term,
+            keypair,
+            weights.clone(),
+            config.election,
+            now,
+            rng,
+        );
+        let producer = Producer {
+            network: network.to_owned(),
+            me: ProducerId::of(&keypair.x_only_public_key().0),
+            keypair,
+            mempool: Mempool::new(network, config.mempool_capacity),
+            context,
+            state,
+            election,
+            weights,
+            config,
+            approvals: Approvals::default(),
+            leader_seen: now,
+            last_proposal: None,
+            in_flight: None,
+            opening: None,
+            opening_requested: None,
+            precommitted: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            recent: VecDeque::new(),
+            proposals: 0,
+        };
+        producer.allow_opening();
+        producer
+    }
+
+    /// This producer.
+    pub fn me(&self) -> ProducerId {
+        self.me
+    }
+
+    /// The chain state at this producer's tip.
+    pub fn state(&self) -> &ChainState {
+        &self.state
+    }
+
+    /// The leader, once known.
+    pub fn leader(&self) -> Option<ProducerId> {
+        self.election.leader()
+    }
+
+    /// What this producer approves for signing: hand it to the federation member's
+    /// validator.
+    pub fn approvals(&self) -> Approvals {
+        self.approvals.clone()
+    }
+
+    /// Transfers waiting.
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    /// A transfer submitted to this producer (by the API or the transactions topic).
+    pub fn submit(&mut self, transfer: Transfer) -> Result<(), MempoolRefusal> {
+        self.mempool.insert(transfer, &self.state)
+    }
+
+    fn message(&self, body: ProducerBody) -> ProducerMessage {
+        ProducerMessage {
+            version: PRODUCER_MESSAGE_VERSION,
+            term: self.context.term,
+            body,
+        }
+    }
+
+    fn is_first_of_term(&self) -> bool {
+        self.state.term != self.context.term || self.state.term_blocks == 0
+    }
+
+    /// The `BlockFound` this producer would build on its tip for the term's first
+    /// block, not signed yet.
+    fn expected_opening(&self) -> TenureChange {
+        TenureChange {
+            tenure_consensus_hash: self.context.consensus_hash,
+            previous_tenure_consensus_hash: self.context.previous_consensus_hash,
+            burn_view_consensus_hash: self.context.consensus_hash,
+            previous_tenure_end: self.state.tip,
+            previous_tenure_blocks: u32::try_from(self.state.term_blocks).unwrap_or(u32::MAX),
+            cause: Cause::BlockFound,
+            pubkey_hash: pubkey_hash(&self.context.producer_key),
+            signature: [0; 65],
+            signers: vec![true; SIGNER_SHARES],
+        }
+    }
+
+    /// On the term's first block, the group may sign the opening this producer would
+    /// build itself.
+    fn allow_opening(&self) {
+        if self.is_first_of_term() {
+            self.approvals
+                .allow(self.expected_opening().digest(&self.network));
+        }
+    }
+
+    /// Runs the timers: the election's, the leader's proposals, deposing a silent
+    /// leader.
+    pub fn on_tick(&mut self, now: Instant, rng: &mut impl RngCore) -> Vec<ProducerOutput> {
+        let outputs = self.election.on_tick(now, rng);
+        let mut out = self.election_outputs(outputs, now);
+        let silent = now.saturating_duration_since(self.leader_seen) >= self.config.leader_timeout;
+        match self.election.leader() {
+            Some(leader) if leader == self.me => out.extend(self.lead(now)),
+            Some(leader) if silent => out.extend(self.depose(leader, Deposed::Silent, now, rng)),
+            Some(_) | None => {}
+        }
+        out
+    }
+
+    /// The leader's work: the opening tenure change, then a proposal per interval.
+    fn lead(&mut self, now: Instant) -> Vec<ProducerOutput> {
+        if let Some(flight) = &self.in_flight {
+            if now.saturating_duration_since(flight.started) < self.config.leader_timeout {
+                return Vec::new();
+            }
+            // Not signed in time: drop it and propose afresh.
+            self.in_flight = None;
+        }
+        if self.is_first_of_term() && self.opening.is_none() {
+            let due = self
+                .opening_requested
+                .is_none_or(|at| now.saturating_duration_since(at) >= self.config.leader_timeout);
+            if !due {
+                return Vec::new();
+            }
+            self.opening_requested = Some(now);
+            return match SignPayload::TenureChange(self.expected_opening()).to_bytes() {
+                Ok(payload) => vec![ProducerOutput::Sign { payload }],
+                Err(_) => Vec::new(),
+            };
+        }
+        let due = self
+            .last_proposal
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.config.block_interval);
+        if !due {
+            return Vec::new();
+        }
+        self.last_proposal = Some(now);
+        let opening_txs = match (&self.opening, self.is_first_of_term()) {
+            (Some(tc), true) => vec![
+                Tx::Coinbase {
+                    term: self.context.term,
+                    payouts: self.context.coinbase.clone(),
+                },
+                Tx::TenureChange(tc.clone()),
+            ],
+            _ => Vec::new(),
+        };
+        let candidates = self
+            .mempool
+            .select(&self.state, self.config.max_block_transfers);
+        self.proposals = self.proposals.saturating_add(1);
+        let Ok((block, _)) = self.state.assemble(
+            &self.context,
+            opening_txs,
+            candidates,
+            self.proposals,
+            &self.network,
+        ) else {
+            return Vec::new();
+        };
+        let round = self.election.round();
+        let Some(certificate) = self.election.certificate().cloned() else {
+            return Vec::new();
+        };
+        let mut out = vec![ProducerOutput::Broadcast(self.message(
+            ProducerBody::Proposal {
+                round,
+                block: block.clone(),
+                certificate,
+            },
+        ))];
+        self.seen
+            .insert((round, block.header.height), block.header.hash());
+        self.precommit(round, block.clone());
+        self.in_flight = Some(InFlight {
+            block,
+            precommits: BTreeSet::from([self.me]),
+            signing: false,
+            started: now,
+        });
+        out.extend(self.maybe_sign());
+        out
+    }
+
+    /// Records this producer's pre-commit to `block` in `round`, replacing one of an
+    /// earlier round at that height.
+    fn precommit(&mut self, round: u64, block: Block) {
+        let height = block.header.height;
+        if let Some((_, old)) = self.precommitted.get(&height) {
+            self.approvals.revoke(&Block::signing_message(&old.header));
+        }
+        self.approvals.allow(Block::signing_message(&block.header));
+        self.precommitted.insert(height, (round, block));
+    }
+
+    fn maybe_sign(&mut self) -> Vec<ProducerOutput> {
+        let Some(flight) = &mut self.in_flight else {
+            return Vec::new();
+        };
+        let weight = flight
+            .precommits
+            .iter()
+            .filter_map(|p| self.weights.get(p))
+            .fold(0u64, |t, w| t.saturating_add(*w));
+        if flight.signing || !self.election.reaches_threshold(weight) {
+            return Vec::new();
+        }
+        flight.signing = true;
+        match SignPayload::Header(flight.block.header.clone()).to_bytes() {
+            Ok(payload) => vec![ProducerOutput::Sign { payload }],
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn depose(
+        &mut self,
+        leader: ProducerId,
+        why: Deposed,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) -> Vec<ProducerOutput> {
+        self.election.depose(why, now, rng);
+        self.leader_seen = now;
+        // Release the pre-commits given to it.
+        let released: Vec<u64> = self
+            .precommitted
+            .keys()
+            .copied()
+            .filter(|h| *h > self.state.height)
+            .collect();
+        for height in released {
+            if let Some((_, block)) = self.precommitted.remove(&height) {
+                self.approvals
+                    .revoke(&Block::signing_message(&block.header));
+            }
+        }
+        vec![ProducerOutput::Deposed { leader, why }]
+    }
+
+    fn election_outputs(
+        &mut self,
+        outputs: Vec<ElectionOutput>,
+        now: Instant,
+    ) -> Vec<ProducerOutput> {
+        let mut out = Vec::new();
+        for output in outputs {
+            match output {
+                ElectionOutput::Broadcast(msg) => out.push(ProducerOutput::Broadcast(
+                    self.message(ProducerBody::Election(msg)),
+                )),
+                ElectionOutput::Send { to, msg } => out.push(ProducerOutput::Send {
+                    to,
+                    msg: self.message(ProducerBody::Election(msg)),
+                }),
+                ElectionOutput::Elected { round, leader } => {
+                    self.leader_seen = now;
+                    self.in_flight = None;
+                    out.push(ProducerOutput::Leader { round, leader });
+                }
+            }
+        }
+        out
+    }
+
+    /// Handles `msg` from the authenticated producer `from` (for blocks, any peer).
+    pub fn handle(
+        &mut self,
+        from: ProducerId,
+        msg: ProducerMessage,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) -> Result<Vec<ProducerOutput>, ProducerRefusal> {
+        if msg.term != self.context.term {
+            return Err(ProducerRefusal::WrongTerm {
+                got: msg.term,
+                expected: self.context.term,
+            });
+        }
+        match msg.body {
+            ProducerBody::Election(m) => {
+                let outputs = self.election.handle(from, m, now, rng)?;
+                Ok(self.election_outputs(outputs, now))
+            }
+            ProducerBody::Proposal {
+                round,
+                block,
+                certificate,
+            } => self.on_proposal(from, round, block, certificate, now, rng),
+            ProducerBody::PreCommit(pc) => self.on_precommit(from, pc),
+            ProducerBody::Block(block) => self.on_block(from, block, now),
+            ProducerBody::GetBlocks { from: height } => Ok(self.serve_blocks(from, height)),
+        }
+    }
+
+    fn on_proposal(
+        &mut self,
+        from: ProducerId,
+        round: u64,
+        block: Block,
+        certificate: ElectionMessage,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) -> Result<Vec<ProducerOutput>, ProducerRefusal> {
+        let mut out = Vec::new();
+        if self.election.leader() != Some(from) {
+            // A producer that missed the election learns it from the proposal.
+            let outputs = self.election.handle(from, certificate, now, rng)?;
+            out.extend(self.election_outputs(outputs, now));
+        }
+        if self.election.leader() != Some(from) || self.election.round() != round {
+            return Err(ProducerRefusal::NotLeader(from));
+        }
+        self.leader_seen = now;
+        let height = block.header.height;
+        let hash = block.header.hash();
+        if let Some(earlier) = self.seen.insert((round, height), hash)
+            && earlier != hash
+        {
+            // Equivocation: reported as the leader deposed for misbehaviour.
+            out.extend(self.depose(from, Deposed::Misbehaved, now, rng));
+            return Ok(out);
+        }
+        if self.seen.len() > 4 * RECENT_BLOCKS {
+            self.seen.pop_first();
+        }
+        if height <= self.state.height {
+            return Ok(out);
+        }
+        if height > self.state.height.saturating_add(1) {
+            out.push(ProducerOutput::Send {
+                to: from,
+                msg: self.message(ProducerBody::GetBlocks {
+                    from: self.state.height.saturating_add(1),
+                }),
+            });
+            return Ok(out);
+        }
+        if self
+            .state
+            .check_proposal(&block, &self.context, &self.network)
+            .is_err()
+        {
+            // An invalid proposal: reported as the leader deposed for misbehaviour.
+            out.extend(self.depose(from, Deposed::Misbehaved, now, rng));
+            return Ok(out);
+        }
+        let pc = PreCommit::sign(
+            &self.network,
+            self.context.term,
+            round,
+            &block.header,
+            &self.keypair,
+        );
+        self.precommit(round, block);
+        out.push(ProducerOutput::Send {
+            to: from,
+            msg: self.message(ProducerBody::PreCommit(pc)),
+        });
+        Ok(out)
+    }
+
+    fn on_precommit(
+        &mut self,
+        from: ProducerId,
+        pc: PreCommit,
+    ) -> Result<Vec<ProducerOutput>, ProducerRefusal> {
+        let Some(flight) = &mut self.in_flight else {
+            return Err(ProducerRefusal::NotNow("no proposal in flight"));
+        };
+        if pc.header != flight.block.header.hash() || pc.round != self.election.round() {
+            return Err(ProducerRefusal::NotNow("pre-commit to another proposal"));
+        }
+        if pc.producer != from
+            || pc.term != self.context.term
+            || pc.height != flight.block.header.height
+            || !self.weights.contains_key(&from)
+            || !pc.signature_valid(&self.network)
+        {
+            return Err(ProducerRefusal::BadPreCommit(from));
+        }
+        flight.precommits.insert(from);
+        Ok(self.maybe_sign())
+    }
+
+    /// The federation signed `digest` with `signature`, and `evidence` shows who
+    /// signed. If it is the term's opening, the leader can propose; if it is a header
+    /// this producer pre-committed, the producer completes the block, applies it and
+    /// publishes it (whoever learns the signature first, so a leader that crashes after
+    /// signing does not lose the block).
+    pub fn on_signed(
+        &mut self,
+        digest: Hash,
+        signature: [u8; 64],
+        evidence: SignerEvidence,
+        now: Instant,
+    ) -> Vec<ProducerOutput> {
+        if self.is_first_of_term() && self.opening.is_none() {
+            let mut tc = self.expected_opening();
+            if tc.digest(&self.network) == digest {
+                tc.set_signature(signature);
+                self.opening = Some(tc);
+                return Vec::new();
+            }
+        }
+        let Some(proposal) = self
+            .precommitted
+            .values()
+            .map(|(_, block)| block)
+            .find(|b| Block::signing_message(&b.header) == digest)
+        else {
+            return Vec::new();
+        };
+        let mut block = proposal.clone();
+        block.producer_signature = ByteBuf::from(signature.to_vec());
+        block.signers = evidence;
+        let Ok(mut out) = self.apply(&block, now) else {
+            return Vec::new();
+        };
+        out.insert(
+            0,
+            ProducerOutput::Broadcast(self.message(ProducerBody::Block(block))),
+        );
+        out
+    }
+
+    fn on_block(
+        &mut self,
+        from: ProducerId,
+        block: Block,
+        now: Instant,
+    ) -> Result<Vec<ProducerOutput>, ProducerRefusal> {
+        let height = block.header.height;
+        if height <= self.state.height {
+            return Ok(Vec::new());
+        }
+        if height > self.state.height.saturating_add(1) {
+            return Ok(vec![ProducerOutput::Send {
+                to: from,
+                msg: self.message(ProducerBody::GetBlocks {
+                    from: self.state.height.saturating_add(1),
+                }),
+            }]);
+        }
+        self.apply(&block, now).map_err(Into::into)
+    }
+
+    /// Validates and applies `block` on the tip.
+    fn apply(&mut self, block: &Block, now: Instant) -> Result<Vec<ProducerOutput>, BlockError> {
+        let changes = self.state.validate(block, &self.context, &self.network)?;
+        self.state.apply(&changes);
+        self.mempool.prune(&self.state);
+        self.leader_seen = now;
+        let height = block.header.height;
+        self.precommitted = self.precommitted.split_off(&height.saturating_add(1));
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.block.header.height <= height)
+        {
+            self.in_flight = None;
+        }
+        self.recent.push_back(block.clone());
+        while self.recent.len() > RECENT_BLOCKS {
+            self.recent.pop_front();
+        }
+        Ok(vec![ProducerOutput::Applied(Box::new(block.clone()))])
+    }
+
+    fn serve_blocks(&self, to: ProducerId, from: u64) -> Vec<ProducerOutput> {
+        self.recent
+            .iter()
+            .filter(|b| b.header.height >= from)
+            .take(CATCH_UP_BATCH)
+            .map(|b| ProducerOutput::Send {
+                to,
+                msg: self.message(ProducerBody::Block(b.clone())),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::secp256k1::SecretKey;
+
+    fn keypair(n: u8) -> Keypair {
+        Keypair::from_secret_key(SECP256K1, &SecretKey::from_slice(&[n; 32]).unwrap())
+    }
+
+    fn header(height: u64) -> Header {
+        Header {
+            parent: [1; 32],
+            term: 2,
+            height,
+            tx_root: [2; 32],
+            state_root: [3; 32],
+            time: 4,
+        }
+    }
+
+    #[test]
+    fn only_what_was_allowed_is_approved_and_revoking_takes_it_back() {
+        let approvals = Approvals::default();
+        let payload = SignPayload::Header(header(7)).to_bytes().unwrap();
+        assert_eq!(
+            approvals.approve(&payload, "net"),
+            Err(ApprovalRefusal::NotPreCommitted)
+        );
+        approvals.allow(Block::signing_message(&header(7)));
+        assert_eq!(
+            approvals.approve(&payload, "net"),
+            Ok(Block::signing_message(&header(7)))
+        );
+        approvals.revoke(&Block::signing_message(&header(7)));
+        assert!(approvals.approve(&payload, "net").is_err());
+        assert_eq!(
+            approvals.approve(b"junk", "net"),
+            Err(ApprovalRefusal::Undecodable)
+        );
+    }
+
+    #[test]
+    fn a_pre_commit_verifies_only_for_its_producer_and_header() {
+        let pc = PreCommit::sign("net", 2, 1, &header(7), &keypair(1));
+        assert!(pc.signature_valid("net"));
+        assert!(!pc.signature_valid("other-net"));
+        let mut moved = pc.clone();
+        moved.height = 8;
+        assert!(!moved.signature_valid("net"));
+        let mut stolen = pc;
+        stolen.producer = ProducerId::of(&keypair(2).x_only_public_key().0);
+        assert!(!stolen.signature_valid("net"));
+    }
+
+    #[test]
+    fn producer_messages_round_trip_and_other_versions_are_refused() {
+        let msg = ProducerMessage {
+            version: PRODUCER_MESSAGE_VERSION,
+            term: 2,
+            body: ProducerBody::GetBlocks { from: 9 },
+        };
+        let bytes = msg.to_bytes().unwrap();
+        assert_eq!(ProducerMessage::from_bytes(&bytes).unwrap(), msg);
+        let other = ProducerMessage { version: 9, ..msg };
+        assert!(ProducerMessage::from_bytes(&other.to_bytes().unwrap()).is_err());
+        assert!(ProducerMessage::from_bytes(&[0xff; 10]).is_err());
+    }
+}

@@ -9,7 +9,8 @@
 //! | Stacker DB replication | `tenure_stackerdb::sync` | [`stackerdb`] |
 //! | burnchain following | `tenure_chain::burnchain::follow` | [`burnchain`] |
 //! | federation channels, broadcast, DKG, signing | `tenure_frost_fed::member` | [`federation`] |
-//! | block validation | `tenure_chain::block` | [`bench::validate`] (not yet wired to a node) |
+//! | block validation | `tenure_chain::block` | [`producer`], [`bench::validate`] |
+//! | block production (election, proposals, pre-commits, mempool) | `tenure_chain::produce` | [`producer`] (in [`testnet`]; not yet in `tenure node`) |
 //!
 //! Cross-crate tests in the workspace's `tests` crate drive these modules over
 //! loopback.
@@ -22,6 +23,7 @@ pub mod http;
 pub mod keys;
 pub mod logs;
 pub mod process_stats;
+pub mod producer;
 pub mod run;
 pub mod stackerdb;
 pub mod testnet;

@@ -16,6 +16,7 @@
 //! | `tenure::fed::courier` | federation frames on the overlay (relays by gossip) |
 //! | `tenure::fed::dkg` | the DKG |
 //! | `tenure::fed::sign` | signing: cheaters named |
+//! | `tenure::produce` | block production: leaders, deposed leaders, refused messages |
 //!
 //! Colour codes are written only when standard error is a terminal, so a log file
 //! holds plain text.
@@ -41,6 +42,8 @@ pub const FED_COURIER: &str = "tenure::fed::courier";
 pub const FED_DKG: &str = "tenure::fed::dkg";
 /// The federation's signing.
 pub const FED_SIGN: &str = "tenure::fed::sign";
+/// Block production.
+pub const PRODUCER: &str = "tenure::produce";
 
 /// Installs the subscriber: `filter` on standard error, colour only on a terminal.
 pub fn init(filter: tracing_subscriber::EnvFilter) {

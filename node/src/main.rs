@@ -323,6 +323,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("error: the testnet did not become fully meshed");
                 return Ok(ExitCode::FAILURE);
             }
+            if summary.blocks == 0 && !summary.interrupted {
+                eprintln!("error: the producer set produced no block");
+                return Ok(ExitCode::FAILURE);
+            }
+            if !summary.tips_agree && !summary.interrupted {
+                eprintln!("error: the producers ended on different tips");
+                return Ok(ExitCode::FAILURE);
+            }
             if summary.burn_tip_nodes < summary.nodes && !summary.interrupted {
                 eprintln!(
                     "error: {} of {} nodes did not reach the burn tip",

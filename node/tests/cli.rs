@@ -97,9 +97,9 @@ fn a_missing_key_file_says_how_to_make_one() {
 }
 
 #[test]
-fn the_testnet_meshes_and_reports_json() {
+fn the_testnet_meshes_produces_blocks_and_reports_json() {
     let out = Command::new(TENURE)
-        .args(["testnet", "--nodes", "4", "--duration", "4", "--json"])
+        .args(["testnet", "--nodes", "4", "--duration", "8", "--json"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -111,7 +111,17 @@ fn the_testnet_meshes_and_reports_json() {
     // The first node mined the regtest burnchain and every node followed it.
     assert!(summary["burn_blocks"].as_u64().unwrap() >= 2, "{summary}");
     assert_eq!(summary["burn_tip_nodes"], 4, "{summary}");
+    // The producer set made its key and produced signed blocks of transfers, and every
+    // producer ended on the same tip.
+    assert!(summary["blocks"].as_u64().unwrap() >= 2, "{summary}");
+    assert!(summary["transactions"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(summary["tips_agree"], true, "{summary}");
+    assert!(summary["last_block_signer_shares"].as_u64().unwrap() >= 67);
     assert!(stderr.contains("hear all"), "no live progress: {stderr}");
+    assert!(
+        stderr.contains("term 1 height"),
+        "no production progress: {stderr}"
+    );
     assert!(
         stderr.contains("burn tip"),
         "no burnchain progress: {stderr}"

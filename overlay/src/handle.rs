@@ -306,4 +306,29 @@ impl OverlayEvents {
     pub async fn next(&mut self) -> Option<OverlayEvent> {
         self.0.recv().await
     }
+
+    /// Splits the stream for two consumers of one node (the federation member and the
+    /// producer, say): events for which `first` holds go to the first stream, the rest
+    /// to the second. A task forwards them; a consumer that lags loses its events (the
+    /// queue holds `capacity`), never the other's. Both end when the overlay shuts down.
+    pub fn split(
+        mut self,
+        capacity: usize,
+        first: impl Fn(&OverlayEvent) -> bool + Send + 'static,
+    ) -> (OverlayEvents, OverlayEvents) {
+        let (a_tx, a_rx) = mpsc::channel(capacity.max(1));
+        let (b_tx, b_rx) = mpsc::channel(capacity.max(1));
+        tokio::spawn(async move {
+            while let Some(event) = self.next().await {
+                let to = if first(&event) { &a_tx } else { &b_tx };
+                if let Err(mpsc::error::TrySendError::Closed(_)) = to.try_send(event)
+                    && a_tx.is_closed()
+                    && b_tx.is_closed()
+                {
+                    return;
+                }
+            }
+        });
+        (OverlayEvents(a_rx), OverlayEvents(b_rx))
+    }
 }

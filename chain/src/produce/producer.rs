@@ -16,8 +16,11 @@
 //!    with a signature by its enrollment key, sent to the leader. It pre-commits to one
 //!    header per height and round; only what it pre-committed is approved for signing
 //!    ([`Approvals`]). A proposal that fails the check deposes the leader for
-//!    misbehaviour; two different proposals for one height in one round are
-//!    equivocation and depose it too.
+//!    misbehaviour. A leader whose proposal was not signed in time proposes again at
+//!    that height with a higher sequence number (the header's `time` field, for now);
+//!    the new proposal replaces the old one, whose approval is withdrawn. Two different
+//!    proposals under one (round, height, sequence) are equivocation and depose the
+//!    leader too.
 //! 3. **The group signs what was pre-committed.** Once pre-commits reach 67% of the
 //!    weight, the leader asks the federation to sign the header ([`SignPayload`]); each
 //!    member's validator approves only a header its producer pre-committed, so the FROST
@@ -28,7 +31,10 @@
 //!    signer evidence included), the mempool is pruned, and a producer that is behind
 //!    asks the sender for the blocks it lacks.
 //! 5. **Liveness.** A follower that sees no proposal or block from its leader for
-//!    [`ProducerConfig::leader_timeout`] deposes it for silence. A pre-commit is released
+//!    [`ProducerConfig::leader_timeout`] deposes it for silence, and so does one that
+//!    has not heard it for half that long when another producer asks for votes in a
+//!    later round (producers depose at slightly different times; without this, the
+//!    first to stand finds the others still following and its round fails). A pre-commit is released
 //!    when its leader is deposed, so the next leader's proposal at that height can be
 //!    pre-committed. (A deposed leader that had its block signed and withheld it could
 //!    make two blocks at one height; announcements on the burnchain decide which is
@@ -74,6 +80,12 @@ const RECENT_BLOCKS: usize = 64;
 /// Blocks sent in one catch-up answer.
 const CATCH_UP_BATCH: usize = 16;
 
+/// Once pre-commits reach the threshold, how long the leader waits for more before
+/// asking for the signature (unless all are in): signing needs 67 shares of members
+/// whose validators approve, so a few more pre-committed members make it robust to
+/// one that is slow.
+const SIGN_GRACE: Duration = Duration::from_millis(100);
+
 /// Timing and sizes of block production.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProducerConfig {
@@ -93,7 +105,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             block_interval: Duration::from_millis(250),
-            leader_timeout: Duration::from_millis(1_500),
+            leader_timeout: Duration::from_millis(3_000),
             max_block_transfers: 2_000,
             mempool_capacity: 20_000,
             election: ElectionConfig::default(),
@@ -377,6 +389,8 @@ struct InFlight {
     precommits: BTreeSet<ProducerId>,
     signing: bool,
     started: Instant,
+    /// When the pre-commits reached the threshold.
+    threshold_at: Option<Instant>,
 }
 
 /// One producer of a term.
@@ -404,10 +418,15 @@ pub struct Producer {
     opening_requested: Option<Instant>,
     /// The proposals this producer pre-committed, by height: (round, block).
     precommitted: BTreeMap<u64, (u64, Block)>,
-    /// Proposals seen by (round, height), to catch equivocation.
-    seen: BTreeMap<(u64, u64), Hash>,
+    /// The latest proposal seen by (round, height): its sequence and hash, to tell a
+    /// replacement from equivocation.
+    seen: BTreeMap<(u64, u64), (u64, Hash)>,
     /// Recent blocks, to serve producers that fell behind.
     recent: VecDeque<Block>,
+    /// A proposal for a height above the next, kept until the blocks below it arrive
+    /// (a leader proposes as soon as it has its own block; its followers may not have
+    /// that block yet).
+    waiting: Option<(ProducerId, u64, Block, ElectionMessage)>,
     /// Proposals this producer made: a re-proposal after a failed signing differs in
     /// its header's time, so the federation treats it as a new request.
     proposals: u64,
@@ -415,13 +434,16 @@ pub struct Producer {
 
 impl Producer {
     /// A producer of `context`'s term holding `keypair` (its enrollment signing key),
-    /// on `state`. Its election starts now.
+    /// on `state`; `approvals` is shared with its federation member's validator (which
+    /// may exist before the term). Its election starts now.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         network: &str,
         keypair: Keypair,
         context: TermContext,
         state: ChainState,
         config: ProducerConfig,
+        approvals: Approvals,
         now: Instant,
         rng: &mut impl RngCore,
     ) -> Producer {
@@ -451,7 +473,7 @@ impl Producer {
             election,
             weights,
             config,
-            approvals: Approvals::default(),
+            approvals,
             leader_seen: now,
             last_proposal: None,
             in_flight: None,
@@ -460,6 +482,7 @@ impl Producer {
             precommitted: BTreeMap::new(),
             seen: BTreeMap::new(),
             recent: VecDeque::new(),
+            waiting: None,
             proposals: 0,
         };
         producer.allow_opening();
@@ -552,7 +575,7 @@ impl Producer {
     fn lead(&mut self, now: Instant) -> Vec<ProducerOutput> {
         if let Some(flight) = &self.in_flight {
             if now.saturating_duration_since(flight.started) < self.config.leader_timeout {
-                return Vec::new();
+                return self.maybe_sign(now);
             }
             // Not signed in time: drop it and propose afresh.
             self.in_flight = None;
@@ -611,16 +634,19 @@ impl Producer {
                 certificate,
             },
         ))];
-        self.seen
-            .insert((round, block.header.height), block.header.hash());
+        self.seen.insert(
+            (round, block.header.height),
+            (block.header.time, block.header.hash()),
+        );
         self.precommit(round, block.clone());
         self.in_flight = Some(InFlight {
             block,
             precommits: BTreeSet::from([self.me]),
             signing: false,
             started: now,
+            threshold_at: None,
         });
-        out.extend(self.maybe_sign());
+        out.extend(self.maybe_sign(now));
         out
     }
 
@@ -635,7 +661,7 @@ impl Producer {
         self.precommitted.insert(height, (round, block));
     }
 
-    fn maybe_sign(&mut self) -> Vec<ProducerOutput> {
+    fn maybe_sign(&mut self, now: Instant) -> Vec<ProducerOutput> {
         let Some(flight) = &mut self.in_flight else {
             return Vec::new();
         };
@@ -645,6 +671,11 @@ impl Producer {
             .filter_map(|p| self.weights.get(p))
             .fold(0u64, |t, w| t.saturating_add(*w));
         if flight.signing || !self.election.reaches_threshold(weight) {
+            return Vec::new();
+        }
+        let reached = *flight.threshold_at.get_or_insert(now);
+        let all = flight.precommits.len() >= self.weights.len();
+        if !all && now.saturating_duration_since(reached) < SIGN_GRACE {
             return Vec::new();
         }
         flight.signing = true;
@@ -720,16 +751,34 @@ impl Producer {
         }
         match msg.body {
             ProducerBody::Election(m) => {
+                let mut out = Vec::new();
+                // A vote request for a later round while the leader has been quiet for
+                // half the timeout: the requester has likely lost the leader too, so
+                // this producer deposes it now rather than hold the new round back.
+                if let (ElectionMessage::RequestVote(vote), Some(leader)) =
+                    (&m, self.election.leader())
+                {
+                    let quiet = now.saturating_duration_since(self.leader_seen)
+                        >= self
+                            .config
+                            .leader_timeout
+                            .checked_div(2)
+                            .unwrap_or_default();
+                    if vote.round > self.election.round() && leader != self.me && quiet {
+                        out.extend(self.depose(leader, Deposed::Silent, now, rng));
+                    }
+                }
                 let outputs = self.election.handle(from, m, now, rng)?;
-                Ok(self.election_outputs(outputs, now))
+                out.extend(self.election_outputs(outputs, now));
+                Ok(out)
             }
             ProducerBody::Proposal {
                 round,
                 block,
                 certificate,
             } => self.on_proposal(from, round, block, certificate, now, rng),
-            ProducerBody::PreCommit(pc) => self.on_precommit(from, pc),
-            ProducerBody::Block(block) => self.on_block(from, block, now),
+            ProducerBody::PreCommit(pc) => self.on_precommit(from, pc, now),
+            ProducerBody::Block(block) => self.on_block(from, block, now, rng),
             ProducerBody::GetBlocks { from: height } => Ok(self.serve_blocks(from, height)),
         }
     }
@@ -746,7 +795,7 @@ impl Producer {
         let mut out = Vec::new();
         if self.election.leader() != Some(from) {
             // A producer that missed the election learns it from the proposal.
-            let outputs = self.election.handle(from, certificate, now, rng)?;
+            let outputs = self.election.handle(from, certificate.clone(), now, rng)?;
             out.extend(self.election_outputs(outputs, now));
         }
         if self.election.leader() != Some(from) || self.election.round() != round {
@@ -755,20 +804,33 @@ impl Producer {
         self.leader_seen = now;
         let height = block.header.height;
         let hash = block.header.hash();
-        if let Some(earlier) = self.seen.insert((round, height), hash)
-            && earlier != hash
-        {
-            // Equivocation: reported as the leader deposed for misbehaviour.
-            out.extend(self.depose(from, Deposed::Misbehaved, now, rng));
-            return Ok(out);
+        let sequence = block.header.time;
+        match self.seen.get(&(round, height)) {
+            Some((seen, earlier)) if *seen == sequence && *earlier != hash => {
+                // Two blocks under one sequence number: equivocation, reported as the
+                // leader deposed for misbehaviour.
+                out.extend(self.depose(from, Deposed::Misbehaved, now, rng));
+                return Ok(out);
+            }
+            Some((seen, _)) if *seen > sequence => {
+                return Err(ProducerRefusal::NotNow("a proposal older than one seen"));
+            }
+            _ => {}
         }
+        self.seen.insert((round, height), (sequence, hash));
         if self.seen.len() > 4 * RECENT_BLOCKS {
             self.seen.pop_first();
         }
         if height <= self.state.height {
+            // The leader is behind (it missed a block another producer completed):
+            // send it the blocks it lacks.
+            out.extend(self.serve_blocks(from, height));
             return Ok(out);
         }
         if height > self.state.height.saturating_add(1) {
+            // Behind: keep the proposal for when the blocks below it are in, and ask.
+            self.seen.remove(&(round, height));
+            self.waiting = Some((from, round, block, certificate));
             out.push(ProducerOutput::Send {
                 to: from,
                 msg: self.message(ProducerBody::GetBlocks {
@@ -805,6 +867,7 @@ impl Producer {
         &mut self,
         from: ProducerId,
         pc: PreCommit,
+        now: Instant,
     ) -> Result<Vec<ProducerOutput>, ProducerRefusal> {
         let Some(flight) = &mut self.in_flight else {
             return Err(ProducerRefusal::NotNow("no proposal in flight"));
@@ -821,7 +884,7 @@ impl Producer {
             return Err(ProducerRefusal::BadPreCommit(from));
         }
         flight.precommits.insert(from);
-        Ok(self.maybe_sign())
+        Ok(self.maybe_sign(now))
     }
 
     /// The federation signed `digest` with `signature`, and `evidence` shows who
@@ -835,6 +898,7 @@ impl Producer {
         signature: [u8; 64],
         evidence: SignerEvidence,
         now: Instant,
+        rng: &mut impl RngCore,
     ) -> Vec<ProducerOutput> {
         if self.is_first_of_term() && self.opening.is_none() {
             let mut tc = self.expected_opening();
@@ -855,7 +919,7 @@ impl Producer {
         let mut block = proposal.clone();
         block.producer_signature = ByteBuf::from(signature.to_vec());
         block.signers = evidence;
-        let Ok(mut out) = self.apply(&block, now) else {
+        let Ok(mut out) = self.apply(&block, now, rng) else {
             return Vec::new();
         };
         out.insert(
@@ -870,6 +934,7 @@ impl Producer {
         from: ProducerId,
         block: Block,
         now: Instant,
+        rng: &mut impl RngCore,
     ) -> Result<Vec<ProducerOutput>, ProducerRefusal> {
         let height = block.header.height;
         if height <= self.state.height {
@@ -883,11 +948,37 @@ impl Producer {
                 }),
             }]);
         }
-        self.apply(&block, now).map_err(Into::into)
+        self.apply(&block, now, rng).map_err(Into::into)
     }
 
-    /// Validates and applies `block` on the tip.
-    fn apply(&mut self, block: &Block, now: Instant) -> Result<Vec<ProducerOutput>, BlockError> {
+    /// Validates and applies `block` on the tip; then takes up a proposal that was
+    /// waiting for it.
+    fn apply(
+        &mut self,
+        block: &Block,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) -> Result<Vec<ProducerOutput>, BlockError> {
+        let mut out = self.apply_one(block, now)?;
+        let next = self.state.height.saturating_add(1);
+        if let Some((from, round, proposal, certificate)) = self.waiting.take() {
+            if proposal.header.height == next {
+                // The proposal is checked as if it had just arrived.
+                if let Ok(more) = self.on_proposal(from, round, proposal, certificate, now, rng) {
+                    out.extend(more);
+                }
+            } else if proposal.header.height > next {
+                self.waiting = Some((from, round, proposal, certificate));
+            }
+        }
+        Ok(out)
+    }
+
+    fn apply_one(
+        &mut self,
+        block: &Block,
+        now: Instant,
+    ) -> Result<Vec<ProducerOutput>, BlockError> {
         let changes = self.state.validate(block, &self.context, &self.network)?;
         self.state.apply(&changes);
         self.mempool.prune(&self.state);

@@ -1,7 +1,8 @@
 //! `tenure testnet`: a local mesh of nodes on loopback that find each other from one
-//! bootstrap address, form a gossip mesh and exchange heartbeats, and follow the
-//! embedded regtest burnchain that the first node mines, with live progress and a
-//! summary.
+//! bootstrap address, form a gossip mesh and exchange heartbeats, follow the embedded
+//! regtest burnchain that the first node mines, and, as a producer set, make their
+//! term's key and produce signed blocks of transfers ([`producers`]), with live
+//! progress and a summary.
 //!
 //! "Fully meshed" means every node has reached its gossip mesh degree on the heartbeat
 //! topic and has heard a heartbeat from every other node. At the end the miner stops
@@ -27,6 +28,13 @@ use crate::{
     burnchain::{self, BurnNode, TipChange},
     process_stats::{mib, rss},
 };
+
+pub mod producers;
+
+use producers::ProducerSet;
+
+/// How long producers get, once the load stops, to reach one tip.
+const PRODUCER_SETTLE: Duration = Duration::from_secs(3);
 
 /// How often each node publishes a heartbeat.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
@@ -96,6 +104,27 @@ pub struct TestnetSummary {
     pub burn_tip_nodes: usize,
     /// Burnchain reorganisations seen by all nodes.
     pub burn_reorgs: u64,
+    /// Terms completed (the testnet runs one term for now; it counts once blocks
+    /// were produced in it).
+    pub terms_completed: u64,
+    /// How long the term's DKG took.
+    pub dkg_ms: u64,
+    /// Each producer's shares of the 100, in node order.
+    pub producer_weights: Vec<u16>,
+    /// Blocks produced (the highest tip).
+    pub blocks: u64,
+    /// Transfers in the blocks produced.
+    pub transactions: u64,
+    /// Transfers per second of the run, from the first block on.
+    pub transactions_per_s: f64,
+    /// Verified signer shares of the last block.
+    pub last_block_signer_shares: usize,
+    /// Leaders deposed, counted by every producer that deposed one.
+    pub leaders_deposed: u64,
+    /// Whether every producer ended on the same tip.
+    pub tips_agree: bool,
+    /// Announcements confirmed on the burnchain (not produced yet: 0).
+    pub announcements_confirmed: u64,
 }
 
 /// Runs the testnet until `duration` passes or Ctrl-C.
@@ -108,6 +137,20 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     let wanted_mesh =
         localnet::reachable_mesh(options.nodes, &OverlayConfig::loopback(network.clone()));
     let handles: Vec<OverlayHandle> = nodes.iter().map(|n| n.handle.clone()).collect();
+    // Each node's federation frames and blocks go to its producer; the rest to its
+    // own loop below.
+    let mut producer_events = Vec::with_capacity(nodes.len());
+    let nodes: Vec<LocalNode> = nodes
+        .into_iter()
+        .map(|node| {
+            let (ours, rest) = producers::split_events(node.events);
+            producer_events.push(ours);
+            LocalNode {
+                handle: node.handle,
+                events: rest,
+            }
+        })
+        .collect();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (mining_tx, mining_rx) = watch::channel(true);
     let mut progress = Vec::with_capacity(nodes.len());
@@ -137,6 +180,16 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
             .unwrap_or_default()
     );
 
+    let set = ProducerSet::start(&handles, producer_events).await?;
+    eprintln!(
+        "testnet: term {} key made by {} producers in {} ms (shares {:?})",
+        1,
+        options.nodes,
+        set.dkg.as_millis(),
+        set.weights
+    );
+    let mut first_block_at: Option<Instant> = None;
+
     let mut meshed_at = None;
     let mut interrupted = false;
     let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
@@ -153,7 +206,15 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
                 if meshed && meshed_at.is_none() {
                     meshed_at = Some(started.elapsed());
                 }
-                eprintln!("{}", view.progress_line(started.elapsed(), wanted_mesh, meshed_at));
+                let production = Production::of(&set);
+                if production.height > 0 && first_block_at.is_none() {
+                    first_block_at = Some(Instant::now());
+                }
+                eprintln!(
+                    "{} | {}",
+                    view.progress_line(started.elapsed(), wanted_mesh, meshed_at),
+                    production.line(&set)
+                );
             }
             _ = &mut end => break,
             _ = &mut ctrl_c => {
@@ -162,6 +223,16 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
                 break;
             }
         }
+    }
+
+    // The load stops; producers get a moment to reach one tip.
+    set.stop_load();
+    let producing_until = Instant::now();
+    let settle_until = Instant::now() + PRODUCER_SETTLE;
+    let mut production = Production::of(&set);
+    while !interrupted && Instant::now() < settle_until && !production.tips_agree {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        production = Production::of(&set);
     }
 
     // The miner stops; every node gets a moment to reach its tip.
@@ -203,7 +274,72 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         burn_blocks: view.burn.first().map_or(0, |(h, _)| *h),
         burn_tip_nodes: view.burn_tip_nodes(),
         burn_reorgs: view.reorgs,
+        terms_completed: u64::from(production.height > 0),
+        dkg_ms: set.dkg.as_millis() as u64,
+        producer_weights: set.weights.clone(),
+        blocks: production.height,
+        transactions: production.transfers,
+        transactions_per_s: first_block_at.map_or(0.0, |at| {
+            production.transfers as f64
+                / producing_until
+                    .saturating_duration_since(at)
+                    .as_secs_f64()
+                    .max(1e-3)
+        }),
+        last_block_signer_shares: production.last_signer_shares,
+        leaders_deposed: production.deposed,
+        tips_agree: production.tips_agree,
+        announcements_confirmed: 0,
     })
+}
+
+/// The producer set as seen at one moment.
+struct Production {
+    height: u64,
+    transfers: u64,
+    last_signer_shares: usize,
+    deposed: u64,
+    tips_agree: bool,
+    mempool_max: usize,
+    leader: Option<usize>,
+}
+
+impl Production {
+    fn of(set: &ProducerSet) -> Production {
+        let statuses = set.statuses();
+        let best = statuses.iter().max_by_key(|s| s.height);
+        Production {
+            height: best.map_or(0, |s| s.height),
+            transfers: best.map_or(0, |s| s.transfers),
+            last_signer_shares: best.map_or(0, |s| s.last_signer_shares),
+            deposed: statuses.iter().map(|s| s.deposed).sum(),
+            tips_agree: statuses
+                .first()
+                .is_some_and(|first| statuses.iter().all(|s| s.tip == first.tip)),
+            mempool_max: statuses.iter().map(|s| s.mempool).max().unwrap_or(0),
+            leader: best
+                .and_then(|s| s.leader)
+                .and_then(|l| set.ids.iter().position(|id| *id == l)),
+        }
+    }
+
+    fn line(&self, set: &ProducerSet) -> String {
+        let at_tip = set
+            .statuses()
+            .iter()
+            .filter(|s| s.height == self.height)
+            .count();
+        format!(
+            "term 1 height {} on {at_tip}/{} | leader {} | signers {} shares | transfers {} | mempool {}",
+            self.height,
+            set.producers.len(),
+            self.leader
+                .map_or("none".to_owned(), |l| format!("node {l}")),
+            self.last_signer_shares,
+            self.transfers,
+            self.mempool_max,
+        )
+    }
 }
 
 /// One node's loop: publish heartbeats, record the ones heard, follow the burnchain
@@ -390,7 +526,7 @@ impl TestnetSummary {
             None => "NOT fully meshed".to_owned(),
         };
         format!(
-            "testnet summary\n  nodes              {}\n  ran                {:.1} s{}\n  mesh               {mesh}\n  peers per node     min {} avg {:.1}\n  heartbeat mesh     min {}\n  heartbeats         {} sent, {} received\n  burnchain          {} blocks mined, {} of {} nodes at the tip, {} reorgs\n  memory             {:.1} MiB total, {:.2} MiB per node\n  bytes sent / node  {}",
+            "testnet summary\n  nodes              {}\n  ran                {:.1} s{}\n  mesh               {mesh}\n  peers per node     min {} avg {:.1}\n  heartbeat mesh     min {}\n  heartbeats         {} sent, {} received\n  burnchain          {} blocks mined, {} of {} nodes at the tip, {} reorgs\n  memory             {:.1} MiB total, {:.2} MiB per node\n  bytes sent / node  {}\n  term 1             key in {} ms, shares {:?}\n  blocks             {} ({} transfers, {:.0} per second), last signed by {} shares\n  leaders deposed    {}\n  tips agree         {}",
             self.nodes,
             self.duration_s,
             if self.interrupted {
@@ -410,6 +546,14 @@ impl TestnetSummary {
             self.rss_total_mib,
             self.rss_per_node_mib,
             self.bytes_sent_per_node,
+            self.dkg_ms,
+            self.producer_weights,
+            self.blocks,
+            self.transactions,
+            self.transactions_per_s,
+            self.last_block_signer_shares,
+            self.leaders_deposed,
+            self.tips_agree,
         )
     }
 }

@@ -1,0 +1,268 @@
+//! The producer's driver: wires [`tenure_chain::produce::Producer`] (the protocol,
+//! sans-IO) to the overlay, the node's federation member and time. No protocol rule
+//! lives here.
+//!
+//! - **Transport.** Every producer message is published on the blocks topic. Messages
+//!   meant for one producer (votes, pre-commits, catch-up) travel the same way and the
+//!   others' producers ignore them; point-to-point delivery is a later step. A message
+//!   counts only from an overlay peer in the producer directory, which names its
+//!   producer (gossipsub signs every message with its publisher's peer key); anything
+//!   else is rejected and its sender penalised by the overlay.
+//! - **Signing.** A `Sign` output goes to the federation member
+//!   ([`crate::federation::FedHandle::sign`]) on a task of its own; the signature and
+//!   its evidence come back into the producer's loop.
+//! - **Time.** The producer's timers run every [`TICK`].
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rand_core::OsRng;
+use sha2::{Digest, Sha256};
+use tenure_chain::{
+    block::{ChainState, Hash, SignerEvidence, Transfer, Tx},
+    produce::{Producer, ProducerId, ProducerMessage, ProducerOutput},
+};
+use tenure_overlay::{OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Topic, Verdict};
+use tokio::sync::{mpsc, watch};
+use tracing::debug;
+
+use crate::{federation::FedHandle, logs};
+
+/// How often the producer's timers run.
+pub const TICK: Duration = Duration::from_millis(20);
+
+/// What a running producer reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProducerStatus {
+    /// Height of its tip.
+    pub height: u64,
+    /// Its tip.
+    pub tip: Hash,
+    /// The leader it follows.
+    pub leader: Option<ProducerId>,
+    /// Blocks it applied.
+    pub blocks: u64,
+    /// Transfers in the blocks it applied.
+    pub transfers: u64,
+    /// Verified signer shares of the last block it applied.
+    pub last_signer_shares: usize,
+    /// Leaders it deposed.
+    pub deposed: u64,
+    /// Transfers waiting in its mempool.
+    pub mempool: usize,
+}
+
+/// A handle to a running producer.
+#[derive(Clone)]
+pub struct ProducerHandle {
+    submit: mpsc::Sender<Transfer>,
+    status: watch::Receiver<ProducerStatus>,
+    state: watch::Receiver<Arc<ChainState>>,
+}
+
+impl ProducerHandle {
+    /// Submits a transfer to the producer's mempool (dropped if the queue is full).
+    pub fn submit(&self, transfer: Transfer) -> bool {
+        self.submit.try_send(transfer).is_ok()
+    }
+
+    /// The producer's latest status.
+    pub fn status(&self) -> ProducerStatus {
+        self.status.borrow().clone()
+    }
+
+    /// The chain state at the producer's tip (accounts and nonces, for clients).
+    pub fn state(&self) -> Arc<ChainState> {
+        self.state.borrow().clone()
+    }
+}
+
+/// Starts `producer` on `overlay`: `events` are the node's blocks-topic events,
+/// `directory` maps overlay peers to producers.
+pub async fn spawn(
+    overlay: OverlayHandle,
+    events: OverlayEvents,
+    federation: FedHandle,
+    producer: Producer,
+    directory: BTreeMap<PeerId, ProducerId>,
+) -> anyhow::Result<ProducerHandle> {
+    let members: Vec<PeerId> = directory.keys().copied().collect();
+    overlay
+        .subscribe(
+            Topic::Blocks,
+            Arc::new(move |source: Option<PeerId>, data: &[u8]| {
+                if !source.is_some_and(|s| members.contains(&s)) {
+                    Verdict::Reject("producer message from a non-producer".into())
+                } else if let Err(e) = ProducerMessage::from_bytes(data) {
+                    Verdict::Reject(e.to_string())
+                } else {
+                    Verdict::Accept
+                }
+            }),
+        )
+        .await?;
+    let (submit, submitted) = mpsc::channel(4096);
+    let (status_tx, status) = watch::channel(ProducerStatus::default());
+    let (state_tx, state) = watch::channel(Arc::new(producer.state().clone()));
+    let driver = Driver {
+        producer,
+        overlay,
+        federation,
+        directory,
+        status: status_tx,
+        state: state_tx,
+        report: ProducerStatus::default(),
+        published: VecDeque::new(),
+    };
+    tokio::spawn(driver.run(events, submitted));
+    Ok(ProducerHandle {
+        submit,
+        status,
+        state,
+    })
+}
+
+struct Driver {
+    producer: Producer,
+    overlay: OverlayHandle,
+    federation: FedHandle,
+    directory: BTreeMap<PeerId, ProducerId>,
+    status: watch::Sender<ProducerStatus>,
+    state: watch::Sender<Arc<ChainState>>,
+    report: ProducerStatus,
+    /// Digests of messages published lately: gossip refuses to publish the same bytes
+    /// twice (a vote or certificate answered again), so they are not sent again.
+    published: VecDeque<Hash>,
+}
+
+/// Recently published messages remembered.
+const PUBLISHED_KEPT: usize = 512;
+
+/// A signature the federation made, back into the loop.
+type Signed = ([u8; 32], [u8; 64], SignerEvidence);
+
+impl Driver {
+    async fn run(mut self, mut events: OverlayEvents, mut submitted: mpsc::Receiver<Transfer>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (signed_tx, mut signed) = mpsc::channel::<Signed>(16);
+        loop {
+            let outputs = tokio::select! {
+                _ = tick.tick() => self.producer.on_tick(Instant::now(), &mut OsRng),
+                event = events.next() => match event {
+                    Some(OverlayEvent::Gossip { topic: Topic::Blocks, source, data }) => {
+                        self.on_message(source, &data)
+                    }
+                    Some(_) => Vec::new(),
+                    None => return,
+                },
+                Some(transfer) = submitted.recv() => {
+                    if let Err(e) = self.producer.submit(transfer) {
+                        debug!(target: logs::PRODUCER, %e, "transfer refused");
+                    }
+                    Vec::new()
+                }
+                Some((digest, signature, evidence)) = signed.recv() => {
+                    self.producer.on_signed(digest, signature, evidence, Instant::now(), &mut OsRng)
+                }
+            };
+            self.on_outputs(outputs, &signed_tx).await;
+            self.report.mempool = self.producer.mempool_len();
+            self.report.leader = self.producer.leader();
+            self.report.height = self.producer.state().height;
+            self.report.tip = self.producer.state().tip;
+            self.status.send_if_modified(|s| {
+                let changed = *s != self.report;
+                if changed {
+                    *s = self.report.clone();
+                }
+                changed
+            });
+        }
+    }
+
+    fn on_message(&mut self, source: Option<PeerId>, data: &[u8]) -> Vec<ProducerOutput> {
+        let Some(from) = source.and_then(|s| self.directory.get(&s).copied()) else {
+            return Vec::new();
+        };
+        let Ok(msg) = ProducerMessage::from_bytes(data) else {
+            return Vec::new();
+        };
+        match self.producer.handle(from, msg, Instant::now(), &mut OsRng) {
+            Ok(out) => out,
+            Err(e) => {
+                debug!(target: logs::PRODUCER, %from, %e, "producer message not taken");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn on_outputs(&mut self, outputs: Vec<ProducerOutput>, signed: &mpsc::Sender<Signed>) {
+        for output in outputs {
+            match output {
+                ProducerOutput::Broadcast(msg) | ProducerOutput::Send { msg, .. } => {
+                    match msg.to_bytes() {
+                        Ok(bytes) => {
+                            let digest: Hash = Sha256::digest(&bytes).into();
+                            if self.published.contains(&digest) {
+                                continue;
+                            }
+                            self.published.push_back(digest);
+                            if self.published.len() > PUBLISHED_KEPT {
+                                self.published.pop_front();
+                            }
+                            if let Err(e) = self.overlay.publish(Topic::Blocks, bytes).await {
+                                debug!(target: logs::PRODUCER, %e, "producer message not published");
+                            }
+                        }
+                        Err(e) => {
+                            debug!(target: logs::PRODUCER, %e, "producer message not encoded")
+                        }
+                    }
+                }
+                ProducerOutput::Sign { payload } => {
+                    debug!(target: logs::PRODUCER, bytes = payload.len(), "asking the federation to sign");
+                    let federation = self.federation.clone();
+                    let signed = signed.clone();
+                    tokio::spawn(async move {
+                        match federation.sign(payload).await {
+                            Ok(record) => {
+                                let Ok(signature) =
+                                    <[u8; 64]>::try_from(record.signature.as_slice())
+                                else {
+                                    return;
+                                };
+                                let evidence = SignerEvidence::of(&record);
+                                let _ = signed.send((record.message, signature, evidence)).await;
+                            }
+                            Err(e) => debug!(target: logs::PRODUCER, %e, "signing failed"),
+                        }
+                    });
+                }
+                ProducerOutput::Applied(block) => {
+                    debug!(target: logs::PRODUCER, height = block.header.height, txs = block.txs.len(), "block applied");
+                    self.report.blocks = self.report.blocks.saturating_add(1);
+                    let transfers = block
+                        .txs
+                        .iter()
+                        .filter(|t| matches!(t, Tx::Transfer(_)))
+                        .count();
+                    self.report.transfers = self.report.transfers.saturating_add(transfers as u64);
+                    self.report.last_signer_shares = block.signers.shares.len();
+                    self.state
+                        .send_replace(Arc::new(self.producer.state().clone()));
+                }
+                ProducerOutput::Leader { leader, round } => {
+                    debug!(target: logs::PRODUCER, %leader, round, "leader");
+                }
+                ProducerOutput::Deposed { leader, why } => {
+                    self.report.deposed = self.report.deposed.saturating_add(1);
+                    debug!(target: logs::PRODUCER, %leader, ?why, "leader deposed");
+                }
+            }
+        }
+    }
+}

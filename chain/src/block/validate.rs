@@ -139,16 +139,7 @@ impl ChainState {
         }
         check_transfer_signatures(&block.txs, network)?;
 
-        let mut working = Working::over(self);
-        self.apply_txs(
-            &mut working,
-            block,
-            context,
-            network,
-            opening,
-            Rules::Enforce,
-        )?;
-        pay_fees(&mut working, context, &block.txs, opening.first_of_term)?;
+        let working = self.transition(block, context, network, opening)?;
         if opening.first_of_term {
             if !matches!(block.txs.first(), Some(Tx::Coinbase { .. })) {
                 return Err(CoinbaseError::Missing.into());
@@ -226,18 +217,31 @@ impl ChainState {
             txs,
         );
         // The roots come from the rules themselves, so the block validates as built.
+        block.header.state_root = self
+            .transition(&block, context, network, opening)?
+            .state_root();
+        Ok((block, left_out))
+    }
+
+    /// The block's transactions applied under every rule, and its fees paid.
+    fn transition(
+        &self,
+        block: &Block,
+        context: &TermContext,
+        network: &str,
+        opening: Opening,
+    ) -> Result<Working<'_>, BlockError> {
         let mut working = Working::over(self);
         self.apply_txs(
             &mut working,
-            &block,
+            block,
             context,
             network,
             opening,
             Rules::Enforce,
         )?;
         pay_fees(&mut working, context, &block.txs, opening.first_of_term)?;
-        block.header.state_root = working.state_root();
-        Ok((block, left_out))
+        Ok(working)
     }
 
     /// The state after `block`: [`ChainState::validate`], then

@@ -675,7 +675,12 @@ fn a_leaders_assembled_block_passes_the_proposal_check_and_validates_once_signed
         .unwrap();
     assert_eq!(proposal.txs.len(), 2);
     assert_eq!(left_out, vec![gap, unfunded, forged]);
-    assert_eq!(state.check_proposal(&proposal, &ctx, NET), Ok(()));
+    assert_eq!(
+        state
+            .check_proposal(&proposal, &ctx, NET, &|_| false)
+            .map(|_| ()),
+        Ok(())
+    );
     // Unsigned, it is not a block yet.
     assert_eq!(
         state.validate(&proposal, &ctx, NET),
@@ -689,7 +694,30 @@ fn a_leaders_assembled_block_passes_the_proposal_check_and_validates_once_signed
     let mut bad = proposal;
     bad.header.state_root = [1; 32];
     assert_eq!(
-        state.check_proposal(&bad, &ctx, NET),
+        state
+            .check_proposal(&bad, &ctx, NET, &|_| false)
+            .map(|_| ()),
         Err(BlockError::StateRoot)
+    );
+}
+
+#[test]
+fn a_checked_proposal_once_signed_validates_as_in_full_and_binds_its_header() {
+    let (state, ctx) = started();
+    let t = Transfer::sign(NET, &keypair(1), x(3), 100, 5, 0);
+    let (proposal, _) = state.assemble(&ctx, vec![], vec![t], 0, NET).unwrap();
+    let checked = state.check_proposal(&proposal, &ctx, NET, &|_| false).unwrap();
+    let signed = resign(proposal.clone());
+    assert_eq!(
+        state.validate_checked(&signed, &ctx, &checked),
+        state.validate(&signed, &ctx, NET)
+    );
+    // Another block does not ride on this check.
+    let (other, _) = state.assemble(&ctx, vec![], vec![], 1, NET).unwrap();
+    assert!(state.validate_checked(&resign(other), &ctx, &checked).is_err());
+    // Nor the same header with its signature stripped.
+    assert_eq!(
+        state.validate_checked(&proposal, &ctx, &checked),
+        Err(BlockError::ProducerSignature)
     );
 }

@@ -130,6 +130,21 @@ struct FederationShape {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Block production by a producer set over loopback: latency, throughput, failover.
+    Produce {
+        /// Producers.
+        #[arg(long, default_value_t = 10)]
+        producers: usize,
+        /// Transfers submitted per second.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validation time of a block of transfers.
     Validate {
         /// Transfers in the block.
@@ -341,6 +356,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Stackerdb { command } => stackerdb_command(command)?,
+        Command::Bench {
+            bench:
+                BenchCommand::Produce {
+                    producers,
+                    rate,
+                    seconds,
+                    json,
+                },
+        } => {
+            let report = bench::produce::run(producers, rate, seconds).await?;
+            print_report(json, &report, report.to_text())?;
+        }
         Command::Bench {
             bench:
                 BenchCommand::Validate {

@@ -55,12 +55,24 @@ pub struct ProducerStatus {
     pub mempool: usize,
 }
 
+/// A block a producer applied, as its driver saw it.
+#[derive(Clone, Debug)]
+pub struct AppliedBlock {
+    /// When it was applied.
+    pub at: Instant,
+    /// Its height.
+    pub height: u64,
+    /// The ids of its transactions.
+    pub txs: Vec<Hash>,
+}
+
 /// A handle to a running producer.
 #[derive(Clone)]
 pub struct ProducerHandle {
     submit: mpsc::Sender<Transfer>,
     status: watch::Receiver<ProducerStatus>,
     state: watch::Receiver<Arc<ChainState>>,
+    applied: tokio::sync::broadcast::Sender<AppliedBlock>,
 }
 
 impl ProducerHandle {
@@ -72,6 +84,12 @@ impl ProducerHandle {
     /// The producer's latest status.
     pub fn status(&self) -> ProducerStatus {
         self.status.borrow().clone()
+    }
+
+    /// Every block the producer applies from now on (a lagging receiver loses the
+    /// oldest).
+    pub fn applied(&self) -> tokio::sync::broadcast::Receiver<AppliedBlock> {
+        self.applied.subscribe()
     }
 
     /// The chain state at the producer's tip (accounts and nonces, for clients).
@@ -107,7 +125,9 @@ pub async fn spawn(
     let (submit, submitted) = mpsc::channel(4096);
     let (status_tx, status) = watch::channel(ProducerStatus::default());
     let (state_tx, state) = watch::channel(Arc::new(producer.state().clone()));
+    let (applied, _) = tokio::sync::broadcast::channel(1024);
     let driver = Driver {
+        applied: applied.clone(),
         producer,
         overlay,
         federation,
@@ -122,6 +142,7 @@ pub async fn spawn(
         submit,
         status,
         state,
+        applied,
     })
 }
 
@@ -132,6 +153,7 @@ struct Driver {
     directory: BTreeMap<PeerId, ProducerId>,
     status: watch::Sender<ProducerStatus>,
     state: watch::Sender<Arc<ChainState>>,
+    applied: tokio::sync::broadcast::Sender<AppliedBlock>,
     report: ProducerStatus,
     /// Digests of messages published lately: gossip refuses to publish the same bytes
     /// twice (a vote or certificate answered again), so they are not sent again.
@@ -254,6 +276,11 @@ impl Driver {
                     self.report.last_signer_shares = block.signers.shares.len();
                     self.state
                         .send_replace(Arc::new(self.producer.state().clone()));
+                    let _ = self.applied.send(AppliedBlock {
+                        at: Instant::now(),
+                        height: block.header.height,
+                        txs: block.txs.iter().map(Tx::id).collect(),
+                    });
                 }
                 ProducerOutput::Leader { leader, round } => {
                     debug!(target: logs::PRODUCER, %leader, round, "leader");

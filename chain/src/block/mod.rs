@@ -54,6 +54,7 @@ pub mod build;
 pub use error::{BlockError, CoinbaseError, FeeError, TenureChangeError, TransferError};
 pub use state::{Account, ChainChangeset, ChainState, TermContext};
 pub use tx::{MAX_TX_BYTES, Transfer, Tx};
+pub use validate::CheckedProposal;
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;

@@ -6,10 +6,16 @@
 use super::{BlockError, TransferError, Tx};
 
 /// Checks every transfer's signature in `txs` on all available cores; refuses the
-/// block at the first transfer whose signature does not verify.
-pub(crate) fn check_transfer_signatures(txs: &[Tx], network: &str) -> Result<(), BlockError> {
+/// block at the first transfer whose signature does not verify. `verified` names the
+/// transactions whose signatures the caller has already checked itself (a producer's
+/// mempool): they are not checked again.
+pub(crate) fn check_transfer_signatures(
+    txs: &[Tx],
+    network: &str,
+    verified: &(dyn Fn(&Tx) -> bool + Sync),
+) -> Result<(), BlockError> {
     check_in_parallel(txs, |tx| match tx {
-        Tx::Transfer(t) => t.signature_valid(network),
+        Tx::Transfer(t) => verified(tx) || t.signature_valid(network),
         Tx::Coinbase { .. } | Tx::TenureChange(_) => true,
     })
 }
@@ -113,7 +119,7 @@ mod tests {
     #[test]
     fn unsigned_transfers_are_refused() {
         assert_eq!(
-            check_transfer_signatures(&transfers(3), "net"),
+            check_transfer_signatures(&transfers(3), "net", &|_| false),
             Err(BlockError::Transfer {
                 index: 0,
                 error: TransferError::Signature

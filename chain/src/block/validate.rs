@@ -34,6 +34,17 @@ pub(crate) struct Opening {
     pub(crate) extends: bool,
 }
 
+/// A proposal's contents checked on a state: what its signed block will change there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedProposal {
+    /// The checked header's hash.
+    pub header: super::Hash,
+    /// The tip it was checked on.
+    pub parent: super::Hash,
+    /// What the block changes (its signers not yet known).
+    pub changes: ChainChangeset,
+}
+
 impl ChainState {
     /// Validates `block` on top of this state and returns what it changes. Nothing
     /// changes here: [`ChainState::apply`] merges the changeset, and `chain::store`
@@ -46,7 +57,45 @@ impl ChainState {
     ) -> Result<ChainChangeset, BlockError> {
         self.check_place(&block.header, context)?;
         let header = &block.header;
-        let message = Message::from_digest(Block::signing_message(header));
+        let shares = self.check_signatures(block, context)?;
+        let (mut working, opening, block_cost) =
+            self.check_contents(block, context, network, &|_| false)?;
+        working.signers = signers_of(context, &shares);
+        Ok(self.changeset(working, header, opening, block_cost))
+    }
+
+    /// Validates a signed `block` whose contents this state already checked as a
+    /// proposal (`checked`, from [`ChainState::check_proposal`] on this same state):
+    /// its place, its signatures and signer evidence are checked; its contents, bound
+    /// to the checked header by its hash, are not checked again.
+    pub fn validate_checked(
+        &self,
+        block: &Block,
+        context: &TermContext,
+        checked: &CheckedProposal,
+    ) -> Result<ChainChangeset, BlockError> {
+        if block.header.hash() != checked.header || checked.parent != self.tip {
+            return Err(BlockError::WrongParent);
+        }
+        if tx_root(&block.txs) != block.header.tx_root {
+            return Err(BlockError::TxRoot);
+        }
+        self.check_place(&block.header, context)?;
+        let shares = self.check_signatures(block, context)?;
+        let mut changes = checked.changes.clone();
+        changes.tip_signers = signers_of(context, &shares);
+        Ok(changes)
+    }
+
+    /// The producer signature, the signer evidence (each share verified) and its
+    /// weight, and the stacker signature where one is required. Returns the shares
+    /// that signed.
+    fn check_signatures(
+        &self,
+        block: &Block,
+        context: &TermContext,
+    ) -> Result<std::collections::BTreeSet<u16>, BlockError> {
+        let message = Message::from_digest(Block::signing_message(&block.header));
         let producer_ok =
             schnorr::Signature::from_slice(&block.producer_signature).is_ok_and(|sig| {
                 SECP256K1
@@ -74,22 +123,30 @@ impl ChainState {
                 return Err(BlockError::StackerSignature);
             }
         }
-        let (mut working, opening, block_cost) = self.check_contents(block, context, network)?;
-        working.signers = signers_of(context, &shares);
-        Ok(self.changeset(working, header, opening, block_cost))
+        Ok(shares)
     }
 
     /// Checks a proposed block, not yet signed, as validation will check it once signed:
     /// its place on this state and every rule of its contents. What producers check
-    /// before they pre-commit to a leader's proposal.
+    /// before they pre-commit to a leader's proposal. `verified` names transactions
+    /// whose signatures the caller checked already (its mempool's). The result lets
+    /// [`ChainState::validate_checked`] validate the signed block without checking its
+    /// contents again.
     pub fn check_proposal(
         &self,
         block: &Block,
         context: &TermContext,
         network: &str,
-    ) -> Result<(), BlockError> {
+        verified: &(dyn Fn(&Tx) -> bool + Sync),
+    ) -> Result<CheckedProposal, BlockError> {
         self.check_place(&block.header, context)?;
-        self.check_contents(block, context, network).map(|_| ())
+        let (working, opening, block_cost) =
+            self.check_contents(block, context, network, verified)?;
+        Ok(CheckedProposal {
+            header: block.header.hash(),
+            parent: self.tip,
+            changes: self.changeset(working, &block.header, opening, block_cost),
+        })
     }
 
     /// The block builds on the tip, at the next height, in the current term.
@@ -121,6 +178,7 @@ impl ChainState {
         block: &Block,
         context: &TermContext,
         network: &str,
+        verified: &(dyn Fn(&Tx) -> bool + Sync),
     ) -> Result<(Working<'_>, Opening, u64), BlockError> {
         let header = &block.header;
         if tx_root(&block.txs) != header.tx_root {
@@ -137,7 +195,7 @@ impl ChainState {
                 left,
             });
         }
-        check_transfer_signatures(&block.txs, network)?;
+        check_transfer_signatures(&block.txs, network, verified)?;
 
         let working = self.transition(block, context, network, opening)?;
         if opening.first_of_term {

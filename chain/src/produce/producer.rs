@@ -61,8 +61,8 @@ use super::{
 };
 use crate::{
     block::{
-        Block, BlockError, ChainState, Hash, Header, SIGNER_SHARES, SignerEvidence, TermContext,
-        Transfer, Tx,
+        Block, BlockError, ChainState, CheckedProposal, Hash, Header, SIGNER_SHARES,
+        SignerEvidence, TermContext, Transfer, Tx,
     },
     codec::{self, Versioned},
     tenure_change::{Cause, TenureChange, pubkey_hash},
@@ -76,6 +76,9 @@ pub const MAX_PRODUCER_MESSAGE_BYTES: usize = crate::block::MAX_BLOCK_BYTES + 64
 
 /// Blocks kept to serve producers that fell behind.
 const RECENT_BLOCKS: usize = 64;
+
+/// Transfer ids remembered as checked by the mempool.
+const VERIFIED_KEPT: usize = 200_000;
 
 /// Blocks sent in one catch-up answer.
 const CATCH_UP_BATCH: usize = 16;
@@ -417,7 +420,11 @@ pub struct Producer {
     /// Leader: when the opening tenure change was last sent to be signed.
     opening_requested: Option<Instant>,
     /// The proposals this producer pre-committed, by height: (round, block).
-    precommitted: BTreeMap<u64, (u64, Block)>,
+    precommitted: BTreeMap<u64, (u64, Block, CheckedProposal)>,
+    /// Ids of transfers whose signatures the mempool checked (bounded): a proposal
+    /// holding them is not checked for them again.
+    verified: std::collections::HashSet<Hash>,
+    verified_order: VecDeque<Hash>,
     /// The latest proposal seen by (round, height): its sequence and hash, to tell a
     /// replacement from equivocation.
     seen: BTreeMap<(u64, u64), (u64, Hash)>,
@@ -480,6 +487,8 @@ impl Producer {
             opening: None,
             opening_requested: None,
             precommitted: BTreeMap::new(),
+            verified: std::collections::HashSet::new(),
+            verified_order: VecDeque::new(),
             seen: BTreeMap::new(),
             recent: VecDeque::new(),
             waiting: None,
@@ -517,7 +526,27 @@ impl Producer {
 
     /// A transfer submitted to this producer (by the API or the transactions topic).
     pub fn submit(&mut self, transfer: Transfer) -> Result<(), MempoolRefusal> {
-        self.mempool.insert(transfer, &self.state)
+        let id = Tx::Transfer(transfer.clone()).id();
+        self.mempool.insert(transfer, &self.state)?;
+        if self.verified.insert(id) {
+            self.verified_order.push_back(id);
+            while self.verified_order.len() > VERIFIED_KEPT {
+                if let Some(old) = self.verified_order.pop_front() {
+                    self.verified.remove(&old);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `block` as a proposal on this producer's tip, skipping the signatures
+    /// its mempool already checked.
+    fn check(&self, block: &Block) -> Result<CheckedProposal, BlockError> {
+        let verified = &self.verified;
+        self.state
+            .check_proposal(block, &self.context, &self.network, &|tx: &Tx| {
+                verified.contains(&tx.id())
+            })
     }
 
     fn message(&self, body: ProducerBody) -> ProducerMessage {
@@ -627,6 +656,9 @@ impl Producer {
         let Some(certificate) = self.election.certificate().cloned() else {
             return Vec::new();
         };
+        let Ok(checked) = self.check(&block) else {
+            return Vec::new();
+        };
         let mut out = vec![ProducerOutput::Broadcast(self.message(
             ProducerBody::Proposal {
                 round,
@@ -638,7 +670,7 @@ impl Producer {
             (round, block.header.height),
             (block.header.time, block.header.hash()),
         );
-        self.precommit(round, block.clone());
+        self.precommit(round, block.clone(), checked);
         self.in_flight = Some(InFlight {
             block,
             precommits: BTreeSet::from([self.me]),
@@ -652,13 +684,13 @@ impl Producer {
 
     /// Records this producer's pre-commit to `block` in `round`, replacing one of an
     /// earlier round at that height.
-    fn precommit(&mut self, round: u64, block: Block) {
+    fn precommit(&mut self, round: u64, block: Block, checked: CheckedProposal) {
         let height = block.header.height;
-        if let Some((_, old)) = self.precommitted.get(&height) {
+        if let Some((_, old, _)) = self.precommitted.get(&height) {
             self.approvals.revoke(&Block::signing_message(&old.header));
         }
         self.approvals.allow(Block::signing_message(&block.header));
-        self.precommitted.insert(height, (round, block));
+        self.precommitted.insert(height, (round, block, checked));
     }
 
     fn maybe_sign(&mut self, now: Instant) -> Vec<ProducerOutput> {
@@ -702,7 +734,7 @@ impl Producer {
             .filter(|h| *h > self.state.height)
             .collect();
         for height in released {
-            if let Some((_, block)) = self.precommitted.remove(&height) {
+            if let Some((_, block, _)) = self.precommitted.remove(&height) {
                 self.approvals
                     .revoke(&Block::signing_message(&block.header));
             }
@@ -839,15 +871,11 @@ impl Producer {
             });
             return Ok(out);
         }
-        if self
-            .state
-            .check_proposal(&block, &self.context, &self.network)
-            .is_err()
-        {
+        let Ok(checked) = self.check(&block) else {
             // An invalid proposal: reported as the leader deposed for misbehaviour.
             out.extend(self.depose(from, Deposed::Misbehaved, now, rng));
             return Ok(out);
-        }
+        };
         let pc = PreCommit::sign(
             &self.network,
             self.context.term,
@@ -855,7 +883,7 @@ impl Producer {
             &block.header,
             &self.keypair,
         );
-        self.precommit(round, block);
+        self.precommit(round, block, checked);
         out.push(ProducerOutput::Send {
             to: from,
             msg: self.message(ProducerBody::PreCommit(pc)),
@@ -911,7 +939,7 @@ impl Producer {
         let Some(proposal) = self
             .precommitted
             .values()
-            .map(|(_, block)| block)
+            .map(|(_, block, _)| block)
             .find(|b| Block::signing_message(&b.header) == digest)
         else {
             return Vec::new();
@@ -979,7 +1007,17 @@ impl Producer {
         block: &Block,
         now: Instant,
     ) -> Result<Vec<ProducerOutput>, BlockError> {
-        let changes = self.state.validate(block, &self.context, &self.network)?;
+        // A block whose proposal this producer checked needs only its signatures
+        // checked; any other is validated in full.
+        let hash = block.header.hash();
+        let changes = match self
+            .precommitted
+            .get(&block.header.height)
+            .filter(|(_, _, checked)| checked.header == hash)
+        {
+            Some((_, _, checked)) => self.state.validate_checked(block, &self.context, checked)?,
+            None => self.state.validate(block, &self.context, &self.network)?,
+        };
         self.state.apply(&changes);
         self.mempool.prune(&self.state);
         self.leader_seen = now;

@@ -3,6 +3,7 @@
 
 pub mod federation;
 pub mod gossip;
+pub mod produce;
 pub mod stackerdb;
 pub mod validate;
 

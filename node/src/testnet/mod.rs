@@ -181,6 +181,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     );
 
     let set = ProducerSet::start(&handles, producer_events).await?;
+    set.start_load();
     eprintln!(
         "testnet: term {} key made by {} producers in {} ms (shares {:?})",
         1,

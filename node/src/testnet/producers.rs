@@ -93,6 +93,8 @@ pub struct ProducerSet {
     pub weights: Vec<u16>,
     /// How long the term's DKG took.
     pub dkg: Duration,
+    /// Each producer's key (its account's, too).
+    pub keys: Vec<Keypair>,
     load_on: Arc<AtomicBool>,
 }
 
@@ -115,7 +117,7 @@ fn weights_of(spends: &[u64]) -> Vec<u16> {
 
 impl ProducerSet {
     /// Starts a producer on every node: federation members, the term's DKG, then the
-    /// producers and the load generator.
+    /// producers ([`ProducerSet::start_load`] starts the load generator).
     pub async fn start(
         overlays: &[OverlayHandle],
         events: Vec<ProducerEvents>,
@@ -258,20 +260,29 @@ impl ProducerSet {
                 .await?,
             );
         }
-        let load_on = Arc::new(AtomicBool::new(true));
-        tokio::spawn(load(producers.clone(), keypairs, load_on.clone()));
         Ok(ProducerSet {
             producers,
             ids: producer_ids,
             weights,
             dkg,
-            load_on,
+            keys: keypairs,
+            load_on: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// Every producer's status, in node order.
     pub fn statuses(&self) -> Vec<ProducerStatus> {
         self.producers.iter().map(ProducerHandle::status).collect()
+    }
+
+    /// Starts the load generator.
+    pub fn start_load(&self) {
+        self.load_on.store(true, Ordering::Relaxed);
+        tokio::spawn(load(
+            self.producers.clone(),
+            self.keys.clone(),
+            self.load_on.clone(),
+        ));
     }
 
     /// Stops the load generator.

@@ -706,7 +706,9 @@ fn a_checked_proposal_once_signed_validates_as_in_full_and_binds_its_header() {
     let (state, ctx) = started();
     let t = Transfer::sign(NET, &keypair(1), x(3), 100, 5, 0);
     let (proposal, _) = state.assemble(&ctx, vec![], vec![t], 0, NET).unwrap();
-    let checked = state.check_proposal(&proposal, &ctx, NET, &|_| false).unwrap();
+    let checked = state
+        .check_proposal(&proposal, &ctx, NET, &|_| false)
+        .unwrap();
     let signed = resign(proposal.clone());
     assert_eq!(
         state.validate_checked(&signed, &ctx, &checked),
@@ -714,7 +716,11 @@ fn a_checked_proposal_once_signed_validates_as_in_full_and_binds_its_header() {
     );
     // Another block does not ride on this check.
     let (other, _) = state.assemble(&ctx, vec![], vec![], 1, NET).unwrap();
-    assert!(state.validate_checked(&resign(other), &ctx, &checked).is_err());
+    assert!(
+        state
+            .validate_checked(&resign(other), &ctx, &checked)
+            .is_err()
+    );
     // Nor the same header with its signature stripped.
     assert_eq!(
         state.validate_checked(&proposal, &ctx, &checked),

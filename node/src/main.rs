@@ -49,6 +49,9 @@ enum Command {
         /// Milliseconds between the burn blocks the first node mines.
         #[arg(long, default_value_t = 1000)]
         burn_interval_ms: u64,
+        /// Kill the leader's node halfway through and show its replacement.
+        #[arg(long)]
+        kill_leader: bool,
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -317,6 +320,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             nodes,
             duration,
             burn_interval_ms,
+            kill_leader,
             json,
         } => {
             anyhow::ensure!(
@@ -327,6 +331,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 nodes,
                 duration: Duration::from_secs(duration),
                 burn_interval: Duration::from_millis(burn_interval_ms),
+                kill_leader,
             })
             .await?;
             if json {
@@ -346,7 +351,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("error: the producers ended on different tips");
                 return Ok(ExitCode::FAILURE);
             }
-            if summary.burn_tip_nodes < summary.nodes && !summary.interrupted {
+            if summary.leader_killed.is_some()
+                && summary.failover_ms.is_none()
+                && !summary.interrupted
+            {
+                eprintln!("error: no block after the leader was killed");
+                return Ok(ExitCode::FAILURE);
+            }
+            if summary.burn_tip_nodes + summary.nodes_killed < summary.nodes && !summary.interrupted
+            {
                 eprintln!(
                     "error: {} of {} nodes did not reach the burn tip",
                     summary.nodes - summary.burn_tip_nodes,

@@ -174,3 +174,29 @@ fn sigterm_stops_a_node_cleanly() {
     assert!(status.success(), "{status}");
     assert!(!node.data_dir.join("node.json").exists());
 }
+
+#[test]
+fn the_testnet_replaces_a_killed_leader_and_production_goes_on() {
+    let out = Command::new(TENURE)
+        .args([
+            "testnet",
+            "--nodes",
+            "8",
+            "--duration",
+            "14",
+            "--kill-leader",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "testnet failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["leader_killed"].is_u64(), "{summary}");
+    assert!(
+        summary["failover_ms"].is_u64(),
+        "no block after the kill: {summary}"
+    );
+    assert_eq!(summary["tips_agree"], true, "{summary}");
+    assert!(stderr.contains("killing the leader"), "{stderr}");
+}

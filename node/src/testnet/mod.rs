@@ -57,6 +57,8 @@ pub struct TestnetOptions {
     pub duration: Duration,
     /// How often the first node mines a burn block.
     pub burn_interval: Duration,
+    /// Kill the leader's node halfway through and show its replacement.
+    pub kill_leader: bool,
 }
 
 #[derive(Default)]
@@ -125,6 +127,12 @@ pub struct TestnetSummary {
     pub tips_agree: bool,
     /// Announcements confirmed on the burnchain (not produced yet: 0).
     pub announcements_confirmed: u64,
+    /// The node killed as leader (`--kill-leader`), if one was.
+    pub leader_killed: Option<usize>,
+    /// Nodes killed during the run.
+    pub nodes_killed: usize,
+    /// From killing the leader to the next block at another producer.
+    pub failover_ms: Option<u64>,
 }
 
 /// Runs the testnet until `duration` passes or Ctrl-C.
@@ -190,6 +198,9 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         set.weights
     );
     let mut first_block_at: Option<Instant> = None;
+    // (node, when, height then) of the leader killed, and when the next block came.
+    let mut killed: Option<(usize, Instant, u64)> = None;
+    let mut failover: Option<Duration> = None;
 
     let mut meshed_at = None;
     let mut interrupted = false;
@@ -207,14 +218,42 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
                 if meshed && meshed_at.is_none() {
                     meshed_at = Some(started.elapsed());
                 }
-                let production = Production::of(&set);
+                let dead = killed.map(|(node, _, _)| node);
+                let production = Production::of(&set, dead);
+                let live = options.nodes - usize::from(dead.is_some());
                 if production.height > 0 && first_block_at.is_none() {
                     first_block_at = Some(Instant::now());
+                }
+                if let Some((_, at, height)) = killed
+                    && failover.is_none()
+                    && production.height > height
+                {
+                    failover = Some(at.elapsed());
+                    eprintln!(
+                        "testnet: block {} by a new leader, {:.1} s after the kill",
+                        production.height,
+                        at.elapsed().as_secs_f64()
+                    );
+                }
+                let halfway = started.elapsed() >= options.duration / 2;
+                if options.kill_leader
+                    && killed.is_none()
+                    && halfway
+                    && production.height > 0
+                    && let Some(leader) = production.leader
+                    && let Some(handle) = handles.get(leader)
+                {
+                    eprintln!(
+                        "testnet: killing the leader, node {leader}, at height {}",
+                        production.height
+                    );
+                    handle.shutdown().await;
+                    killed = Some((leader, Instant::now(), production.height));
                 }
                 eprintln!(
                     "{} | {}",
                     view.progress_line(started.elapsed(), wanted_mesh, meshed_at),
-                    production.line(&set)
+                    production.line(live)
                 );
             }
             _ = &mut end => break,
@@ -230,10 +269,17 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     set.stop_load();
     let producing_until = Instant::now();
     let settle_until = Instant::now() + PRODUCER_SETTLE;
-    let mut production = Production::of(&set);
+    let dead = killed.map(|(node, _, _)| node);
+    let mut production = Production::of(&set, dead);
     while !interrupted && Instant::now() < settle_until && !production.tips_agree {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        production = Production::of(&set);
+        production = Production::of(&set, dead);
+    }
+    if let Some((_, at, height)) = killed
+        && failover.is_none()
+        && production.height > height
+    {
+        failover = Some(at.elapsed());
     }
 
     // The miner stops; every node gets a moment to reach its tip.
@@ -291,6 +337,9 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         leaders_deposed: production.deposed,
         tips_agree: production.tips_agree,
         announcements_confirmed: 0,
+        leader_killed: dead,
+        nodes_killed: usize::from(dead.is_some()),
+        failover_ms: failover.map(|d| d.as_millis() as u64),
     })
 }
 
@@ -303,11 +352,19 @@ struct Production {
     tips_agree: bool,
     mempool_max: usize,
     leader: Option<usize>,
+    at_tip: usize,
 }
 
 impl Production {
-    fn of(set: &ProducerSet) -> Production {
-        let statuses = set.statuses();
+    /// The producers' view, leaving out the node killed (if any).
+    fn of(set: &ProducerSet, dead: Option<usize>) -> Production {
+        let statuses: Vec<_> = set
+            .statuses()
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != dead)
+            .map(|(_, s)| s)
+            .collect();
         let best = statuses.iter().max_by_key(|s| s.height);
         Production {
             height: best.map_or(0, |s| s.height),
@@ -321,19 +378,18 @@ impl Production {
             leader: best
                 .and_then(|s| s.leader)
                 .and_then(|l| set.ids.iter().position(|id| *id == l)),
+            at_tip: statuses
+                .iter()
+                .filter(|s| Some(s.height) == best.map(|b| b.height))
+                .count(),
         }
     }
 
-    fn line(&self, set: &ProducerSet) -> String {
-        let at_tip = set
-            .statuses()
-            .iter()
-            .filter(|s| s.height == self.height)
-            .count();
+    fn line(&self, live: usize) -> String {
         format!(
-            "term 1 height {} on {at_tip}/{} | leader {} | signers {} shares | transfers {} | mempool {}",
+            "term 1 height {} on {}/{live} | leader {} | signers {} shares | transfers {} | mempool {}",
             self.height,
-            set.producers.len(),
+            self.at_tip,
             self.leader
                 .map_or("none".to_owned(), |l| format!("node {l}")),
             self.last_signer_shares,
@@ -527,7 +583,7 @@ impl TestnetSummary {
             None => "NOT fully meshed".to_owned(),
         };
         format!(
-            "testnet summary\n  nodes              {}\n  ran                {:.1} s{}\n  mesh               {mesh}\n  peers per node     min {} avg {:.1}\n  heartbeat mesh     min {}\n  heartbeats         {} sent, {} received\n  burnchain          {} blocks mined, {} of {} nodes at the tip, {} reorgs\n  memory             {:.1} MiB total, {:.2} MiB per node\n  bytes sent / node  {}\n  term 1             key in {} ms, shares {:?}\n  blocks             {} ({} transfers, {:.0} per second), last signed by {} shares\n  leaders deposed    {}\n  tips agree         {}",
+            "testnet summary\n  nodes              {}\n  ran                {:.1} s{}\n  mesh               {mesh}\n  peers per node     min {} avg {:.1}\n  heartbeat mesh     min {}\n  heartbeats         {} sent, {} received\n  burnchain          {} blocks mined, {} of {} nodes at the tip, {} reorgs\n  memory             {:.1} MiB total, {:.2} MiB per node\n  bytes sent / node  {}\n  term 1             key in {} ms, shares {:?}\n  blocks             {} ({} transfers, {:.0} per second), last signed by {} shares\n  leaders deposed    {}{}\n  tips agree         {}",
             self.nodes,
             self.duration_s,
             if self.interrupted {
@@ -554,6 +610,12 @@ impl TestnetSummary {
             self.transactions_per_s,
             self.last_block_signer_shares,
             self.leaders_deposed,
+            match (self.leader_killed, self.failover_ms) {
+                (Some(node), Some(ms)) =>
+                    format!(" (leader node {node} killed; next block {ms} ms later)"),
+                (Some(node), None) => format!(" (leader node {node} killed; no block after it)"),
+                _ => String::new(),
+            },
             self.tips_agree,
         )
     }

@@ -232,9 +232,11 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // gossipsub warns when a node publishes a message it already received (two
+    // producers completing the same block both publish it): expected, so quiet.
     let default_level = match cli.command {
-        Command::Node { .. } => "info",
-        _ => "warn",
+        Command::Node { .. } => "info,libp2p_gossipsub=error",
+        _ => "warn,libp2p_gossipsub=error",
     };
     let filter = cli
         .log

@@ -137,6 +137,9 @@ pub struct RegtestChain {
     /// Height of every block of `blocks`, by hash.
     heights: HashMap<BlockHash, u64>,
     utxos: BTreeMap<OutPoint, (TxOut, Coin)>,
+    /// Every output of the best chain, spent or not (what bitcoind's transaction
+    /// index answers).
+    outputs: HashMap<OutPoint, TxOut>,
     mempool: Vec<Transaction>,
 }
 
@@ -153,6 +156,7 @@ impl RegtestChain {
             blocks: Vec::new(),
             heights: HashMap::new(),
             utxos: BTreeMap::new(),
+            outputs: HashMap::new(),
             mempool: Vec::new(),
         };
         chain.connect(genesis_block(Network::Regtest));
@@ -186,6 +190,11 @@ impl RegtestChain {
         self.utxos.get(outpoint).map(|(out, _)| out)
     }
 
+    /// The output at `outpoint` on the best chain, spent or not.
+    pub fn output(&self, outpoint: &OutPoint) -> Option<&TxOut> {
+        self.outputs.get(outpoint)
+    }
+
     /// Every output paying `script` that the next block may spend (a coinbase once
     /// it has [`COINBASE_MATURITY`] confirmations, as `check_tx` rules).
     pub fn utxos_of(&self, script: &ScriptBuf) -> Vec<(OutPoint, TxOut)> {
@@ -209,6 +218,8 @@ impl RegtestChain {
             }
             let txid = tx.compute_txid();
             for (out_index, out) in tx.output.iter().enumerate() {
+                self.outputs
+                    .insert(OutPoint::new(txid, out_index as u32), out.clone());
                 if out.script_pubkey.is_op_return() {
                     continue;
                 }
@@ -434,6 +445,7 @@ impl RegtestChain {
             blocks: Vec::new(),
             heights: HashMap::new(),
             utxos: BTreeMap::new(),
+            outputs: HashMap::new(),
             mempool: Vec::new(),
         };
         let keep = usize::try_from(height)

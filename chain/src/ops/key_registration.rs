@@ -145,6 +145,15 @@ impl KeyRegistrations {
         self.by_position.retain(|(h, _), _| *h < height);
     }
 
+    /// The position `(block, txoff)` of the latest registration owned by `owner`.
+    pub fn find_owner(&self, owner: &ScriptBuf) -> Option<(u32, u16)> {
+        self.by_position
+            .iter()
+            .rev()
+            .find(|(_, r)| r.owner == *owner)
+            .map(|(position, _)| *position)
+    }
+
     /// The registration at `(block, txoff)`.
     pub fn get(&self, block: u32, txoff: u16) -> Option<&KeyRegistration> {
         self.by_position.get(&(block, txoff))

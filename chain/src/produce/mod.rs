@@ -2,6 +2,10 @@
 //! "Producer Signing Protocol"; DESIGN "Block production"), as sans-IO state machines
 //! fed with messages and time, returning messages to send and events.
 //!
+//! - [`burn_scan`]: what every node reads from the burnchain: registrations,
+//!   enrollments, each term's producers and shares, term UTXOs and announcements.
+//! - [`enroller`]: a producer registering its key and enrolling, term after term, on
+//!   the embedded regtest burnchain.
 //! - [`election`]: the leader election: rounds with random timeouts, vote requests,
 //!   BIP340-signed votes, a leader proven by votes of at least 67% of the weight, and
 //!   deposing a leader that stops proposing, proposes invalid blocks or equivocates.
@@ -27,13 +31,17 @@
 //!   their own chain state and pre-commit to its header hash; each member's signing
 //!   validator approves only the header it pre-committed to.
 
+pub mod burn_scan;
 pub mod election;
+pub mod enroller;
 pub mod mempool;
 pub mod producer;
 
+pub use burn_scan::{BurnScan, TermPlan};
 pub use election::{
     Deposed, Election, ElectionConfig, ElectionMessage, ElectionOutput, ProducerId, Vote,
 };
+pub use enroller::Enroller;
 pub use mempool::{Mempool, MempoolRefusal};
 pub use producer::{
     Approvals, PreCommit, Producer, ProducerBody, ProducerConfig, ProducerMessage, ProducerOutput,

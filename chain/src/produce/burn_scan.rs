@@ -135,10 +135,12 @@ struct Scanned {
     enrollments: Vec<Candidate>,
     /// (term, outpoint, output) of outputs paying an expected term script.
     term_outputs: Vec<(u64, OutPoint, TxOut)>,
-    /// (announcement, the UTXO it spent, the UTXO it made, if it pays the group
-    /// again).
-    announcements: Vec<(Announcement, OutPoint, Option<(OutPoint, TxOut)>)>,
+    announcements: Vec<ScannedAnnouncement>,
 }
+
+/// An announcement, the UTXO it spent, and the UTXO it made if it pays the group
+/// again.
+type ScannedAnnouncement = (Announcement, OutPoint, Option<(OutPoint, TxOut)>);
 
 impl Scanned {
     fn new(hash: BlockHash) -> Scanned {

@@ -73,6 +73,14 @@ impl BurnNode {
         &self.sync
     }
 
+    /// Adds `tx` to the mempool of the blocks this node mines.
+    pub fn submit(
+        &mut self,
+        tx: bitcoin::Transaction,
+    ) -> Result<(), tenure_chain::burnchain::regtest::RegtestError> {
+        self.sync.submit(tx)
+    }
+
     /// Mines a block paying `reward` and publishes it.
     pub async fn mine(&mut self, reward: &ScriptBuf) -> TipChange {
         let time = std::time::SystemTime::now()

@@ -43,8 +43,12 @@ enum Command {
         /// Number of nodes.
         #[arg(long, default_value_t = 10)]
         nodes: usize,
-        /// How long to run, in seconds.
-        #[arg(long, default_value_t = 15)]
+        /// Producing terms to run (each 10 burn blocks, after three terms of
+        /// registration, enrollment and the first key).
+        #[arg(long, default_value_t = 3)]
+        terms: u64,
+        /// The most the run may take, in seconds.
+        #[arg(long, default_value_t = 300)]
         duration: u64,
         /// Milliseconds between the burn blocks the first node mines.
         #[arg(long, default_value_t = 1000)]
@@ -320,6 +324,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Testnet {
             nodes,
+            terms,
             duration,
             burn_interval_ms,
             kill_leader,
@@ -331,6 +336,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             let summary = testnet::run(testnet::TestnetOptions {
                 nodes,
+                terms,
                 duration: Duration::from_secs(duration),
                 burn_interval: Duration::from_millis(burn_interval_ms),
                 kill_leader,
@@ -351,6 +357,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             if !summary.tips_agree && !summary.interrupted {
                 eprintln!("error: the producers ended on different tips");
+                return Ok(ExitCode::FAILURE);
+            }
+            if summary.terms_completed < terms && !summary.interrupted {
+                eprintln!(
+                    "error: {} of {terms} terms completed with blocks",
+                    summary.terms_completed
+                );
                 return Ok(ExitCode::FAILURE);
             }
             if summary.leader_killed.is_some()

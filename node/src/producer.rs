@@ -22,7 +22,7 @@ use std::{
 use rand_core::OsRng;
 use sha2::{Digest, Sha256};
 use tenure_chain::{
-    block::{ChainState, Hash, SignerEvidence, Transfer, Tx},
+    block::{ChainState, Hash, SignerEvidence, TermContext, Transfer, Tx},
     produce::{Producer, ProducerId, ProducerMessage, ProducerOutput},
 };
 use tenure_overlay::{OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Topic, Verdict};
@@ -37,6 +37,8 @@ pub const TICK: Duration = Duration::from_millis(20);
 /// What a running producer reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerStatus {
+    /// The term it produces (or follows).
+    pub term: u64,
     /// Height of its tip.
     pub height: u64,
     /// Its tip.
@@ -53,6 +55,19 @@ pub struct ProducerStatus {
     pub deposed: u64,
     /// Transfers waiting in its mempool.
     pub mempool: usize,
+    /// Blocks and transfers it applied, by the blocks' term.
+    pub by_term: BTreeMap<u64, TermBlocks>,
+}
+
+/// Blocks of one term a producer applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TermBlocks {
+    /// Blocks.
+    pub blocks: u64,
+    /// Transfers in them.
+    pub transfers: u64,
+    /// Verified signer shares of the term's last block applied.
+    pub last_signer_shares: usize,
 }
 
 /// A block a producer applied, as its driver saw it.
@@ -70,6 +85,7 @@ pub struct AppliedBlock {
 #[derive(Clone)]
 pub struct ProducerHandle {
     submit: mpsc::Sender<Transfer>,
+    terms: mpsc::Sender<TermContext>,
     status: watch::Receiver<ProducerStatus>,
     state: watch::Receiver<Arc<ChainState>>,
     applied: tokio::sync::broadcast::Sender<AppliedBlock>,
@@ -79,6 +95,11 @@ impl ProducerHandle {
     /// Submits a transfer to the producer's mempool (dropped if the queue is full).
     pub fn submit(&self, transfer: Transfer) -> bool {
         self.submit.try_send(transfer).is_ok()
+    }
+
+    /// Moves the producer to the next term (see [`Producer::begin_term`]).
+    pub async fn begin_term(&self, context: TermContext) {
+        let _ = self.terms.send(context).await;
     }
 
     /// The producer's latest status.
@@ -123,6 +144,7 @@ pub async fn spawn(
         )
         .await?;
     let (submit, submitted) = mpsc::channel(4096);
+    let (terms, term_changes) = mpsc::channel(4);
     let (status_tx, status) = watch::channel(ProducerStatus::default());
     let (state_tx, state) = watch::channel(Arc::new(producer.state().clone()));
     let (applied, _) = tokio::sync::broadcast::channel(1024);
@@ -137,9 +159,10 @@ pub async fn spawn(
         report: ProducerStatus::default(),
         published: VecDeque::new(),
     };
-    tokio::spawn(driver.run(events, submitted));
+    tokio::spawn(driver.run(events, submitted, term_changes));
     Ok(ProducerHandle {
         submit,
+        terms,
         status,
         state,
         applied,
@@ -167,7 +190,12 @@ const PUBLISHED_KEPT: usize = 512;
 type Signed = ([u8; 32], [u8; 64], SignerEvidence);
 
 impl Driver {
-    async fn run(mut self, mut events: OverlayEvents, mut submitted: mpsc::Receiver<Transfer>) {
+    async fn run(
+        mut self,
+        mut events: OverlayEvents,
+        mut submitted: mpsc::Receiver<Transfer>,
+        mut terms: mpsc::Receiver<TermContext>,
+    ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (signed_tx, mut signed) = mpsc::channel::<Signed>(16);
@@ -187,6 +215,11 @@ impl Driver {
                     }
                     Vec::new()
                 }
+                Some(context) = terms.recv() => {
+                    debug!(target: logs::PRODUCER, term = context.term, "term begins");
+                    self.producer.begin_term(context, Instant::now(), &mut OsRng);
+                    Vec::new()
+                }
                 Some((digest, signature, evidence)) = signed.recv() => {
                     self.producer.on_signed(digest, signature, evidence, Instant::now(), &mut OsRng)
                 }
@@ -194,6 +227,7 @@ impl Driver {
             self.on_outputs(outputs, &signed_tx).await;
             self.report.mempool = self.producer.mempool_len();
             self.report.leader = self.producer.leader();
+            self.report.term = self.producer.term();
             self.report.height = self.producer.state().height;
             self.report.tip = self.producer.state().tip;
             self.status.send_if_modified(|s| {
@@ -274,6 +308,10 @@ impl Driver {
                         .count();
                     self.report.transfers = self.report.transfers.saturating_add(transfers as u64);
                     self.report.last_signer_shares = block.signers.shares.len();
+                    let term = self.report.by_term.entry(block.header.term).or_default();
+                    term.blocks = term.blocks.saturating_add(1);
+                    term.transfers = term.transfers.saturating_add(transfers as u64);
+                    term.last_signer_shares = block.signers.shares.len();
                     self.state
                         .send_replace(Arc::new(self.producer.state().clone()));
                     let _ = self.applied.send(AppliedBlock {

@@ -101,10 +101,19 @@ fn a_missing_key_file_says_how_to_make_one() {
 static TESTNET: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
-fn the_testnet_meshes_produces_blocks_and_reports_json() {
+fn the_testnet_enrolls_on_the_burnchain_and_produces_blocks_term_after_term() {
     let _one = TESTNET.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(TENURE)
-        .args(["testnet", "--nodes", "5", "--duration", "12", "--json"])
+        .args([
+            "testnet",
+            "--nodes",
+            "5",
+            "--terms",
+            "2",
+            "--burn-interval-ms",
+            "800",
+            "--json",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -116,20 +125,38 @@ fn the_testnet_meshes_produces_blocks_and_reports_json() {
     // The first node mined the regtest burnchain and every node followed it.
     assert!(summary["burn_blocks"].as_u64().unwrap() >= 2, "{summary}");
     assert_eq!(summary["burn_tip_nodes"], 5, "{summary}");
-    // The producer set made its key and produced signed blocks of transfers, and every
-    // producer ended on the same tip.
+    // Both terms were chosen from enrollments on the burnchain, made their key and
+    // produced signed blocks of transfers, and every producer ended on the same tip.
+    assert_eq!(summary["terms_completed"], 2, "{summary}");
+    let terms = summary["terms"].as_array().unwrap();
+    for term in terms {
+        assert!(term["blocks"].as_u64().unwrap() >= 1, "{summary}");
+        assert!(term["dkg_ms"].is_u64(), "{summary}");
+        let shares: u64 = term["shares"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_u64().unwrap())
+            .sum();
+        assert_eq!(shares, 100, "{summary}");
+    }
+    // The producers' spends change from term to term, and so do their shares.
+    assert_ne!(terms[0]["shares"], terms[1]["shares"], "{summary}");
     assert!(summary["blocks"].as_u64().unwrap() >= 2, "{summary}");
     assert!(summary["transactions"].as_u64().unwrap() > 0, "{summary}");
     assert_eq!(summary["tips_agree"], true, "{summary}");
     assert!(summary["last_block_signer_shares"].as_u64().unwrap() >= 67);
-    assert!(stderr.contains("hear all"), "no live progress: {stderr}");
     assert!(
-        stderr.contains("term 1 height"),
+        stderr.contains("term 3 height") && stderr.contains("term 4 height"),
         "no production progress: {stderr}"
     );
     assert!(
-        stderr.contains("burn tip"),
+        stderr.contains("(term 1) on"),
         "no burnchain progress: {stderr}"
+    );
+    assert!(
+        stderr.contains("term 4 key made"),
+        "no key progress: {stderr}"
     );
 }
 
@@ -189,8 +216,10 @@ fn the_testnet_replaces_a_killed_leader_and_production_goes_on() {
             "testnet",
             "--nodes",
             "8",
-            "--duration",
-            "14",
+            "--terms",
+            "2",
+            "--burn-interval-ms",
+            "800",
             "--kill-leader",
             "--json",
         ])

@@ -222,6 +222,11 @@ impl BurnSync {
         &self.chain
     }
 
+    /// Adds `tx` to the mempool of the next block this node mines.
+    pub fn submit(&mut self, tx: bitcoin::Transaction) -> Result<(), RegtestError> {
+        self.chain.submit(tx)
+    }
+
     /// Mines the next block paying `reward`; returns what to publish and the change.
     pub fn mine(&mut self, reward: &ScriptBuf, time: u32) -> (Vec<u8>, TipChange) {
         let tip = self.chain.mine(reward, time);

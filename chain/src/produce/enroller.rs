@@ -37,7 +37,7 @@ pub const DUST: Amount = Amount::from_sat(1_000);
 pub struct Enroller {
     keypair: Keypair,
     wallet: Wallet,
-    spend: Amount,
+    spend: Box<dyn Fn(u64) -> Amount + Send + Sync>,
     magic: Magic,
     /// (what, burn height it was submitted at) of the transaction outstanding.
     outstanding: Option<(Pending, u64)>,
@@ -53,10 +53,19 @@ impl Enroller {
     /// A producer with `keypair` (its signing key and its wallet's) spending `spend`
     /// on each enrollment.
     pub fn new(keypair: Keypair, spend: Amount, magic: Magic) -> Enroller {
+        Enroller::with_spends(keypair, move |_| spend, magic)
+    }
+
+    /// A producer whose enrollment in term E spends `spend(E)`.
+    pub fn with_spends(
+        keypair: Keypair,
+        spend: impl Fn(u64) -> Amount + Send + Sync + 'static,
+        magic: Magic,
+    ) -> Enroller {
         Enroller {
             keypair,
             wallet: Wallet::new(keypair),
-            spend,
+            spend: Box::new(spend),
             magic,
             outstanding: None,
         }
@@ -105,7 +114,7 @@ impl Enroller {
                     signing_pubkey: self.keypair.public_key(),
                     state_root: [0; 32],
                 };
-                vec![data.op_return(self.magic), burn_output(self.spend)]
+                vec![data.op_return(self.magic), burn_output((self.spend)(term))]
             }
             (Pending::Enrollment(_), None) => return None,
         };

@@ -403,6 +403,8 @@ pub struct Producer {
     keypair: Keypair,
     me: ProducerId,
     context: TermContext,
+    /// The term before this one: its late blocks are still validated and applied.
+    previous: Option<TermContext>,
     state: ChainState,
     election: Election,
     mempool: Mempool,
@@ -454,13 +456,7 @@ impl Producer {
         now: Instant,
         rng: &mut impl RngCore,
     ) -> Producer {
-        let mut weights: BTreeMap<ProducerId, u64> = BTreeMap::new();
-        for owner in &context.share_owners {
-            if let Some((account, _)) = context.producers.get(usize::from(*owner)) {
-                let w = weights.entry(ProducerId(account.0)).or_default();
-                *w = w.saturating_add(1);
-            }
-        }
+        let weights = weights_of(&context);
         let election = Election::start(
             network,
             context.term,
@@ -476,6 +472,7 @@ impl Producer {
             keypair,
             mempool: Mempool::new(network, config.mempool_capacity),
             context,
+            previous: None,
             state,
             election,
             weights,
@@ -496,6 +493,51 @@ impl Producer {
         };
         producer.allow_opening();
         producer
+    }
+
+    /// Moves to the next term, `context`, as the burnchain starts it: a new election
+    /// among the new term's producers (weighted by their shares), on the same chain
+    /// state and mempool. Whatever was under way in the old term is dropped; blocks of
+    /// the old term that arrive late are still applied, under the old term's context.
+    /// A producer not among the new term's producers follows: it validates and applies
+    /// blocks but has no vote.
+    pub fn begin_term(&mut self, context: TermContext, now: Instant, rng: &mut impl RngCore) {
+        if context.term <= self.context.term {
+            return;
+        }
+        self.weights = weights_of(&context);
+        self.election = Election::start(
+            &self.network,
+            context.term,
+            self.keypair,
+            self.weights.clone(),
+            self.config.election,
+            now,
+            rng,
+        );
+        self.previous = Some(std::mem::replace(&mut self.context, context));
+        self.leader_seen = now;
+        self.last_proposal = None;
+        self.in_flight = None;
+        self.opening = None;
+        self.opening_requested = None;
+        self.precommitted.clear();
+        self.seen.clear();
+        self.waiting = None;
+        self.allow_opening();
+    }
+
+    /// The term this producer is in.
+    pub fn term(&self) -> u64 {
+        self.context.term
+    }
+
+    /// The context of `term`, if it is this producer's term or the one before.
+    fn context_for(&self, term: u64) -> &TermContext {
+        match &self.previous {
+            Some(previous) if previous.term == term => previous,
+            _ => &self.context,
+        }
     }
 
     /// This producer.
@@ -775,7 +817,13 @@ impl Producer {
         now: Instant,
         rng: &mut impl RngCore,
     ) -> Result<Vec<ProducerOutput>, ProducerRefusal> {
-        if msg.term != self.context.term {
+        // Blocks and catch-up requests cross a term change: a producer that moved on
+        // still serves and takes the blocks of the term before.
+        let crosses = matches!(
+            msg.body,
+            ProducerBody::Block(_) | ProducerBody::GetBlocks { .. }
+        ) && msg.term.abs_diff(self.context.term) <= 1;
+        if msg.term != self.context.term && !crosses {
             return Err(ProducerRefusal::WrongTerm {
                 got: msg.term,
                 expected: self.context.term,
@@ -1016,7 +1064,10 @@ impl Producer {
             .filter(|(_, _, checked)| checked.header == hash)
         {
             Some((_, _, checked)) => self.state.validate_checked(block, &self.context, checked)?,
-            None => self.state.validate(block, &self.context, &self.network)?,
+            None => {
+                let context = self.context_for(block.header.term);
+                self.state.validate(block, context, &self.network)?
+            }
         };
         self.state.apply(&changes);
         self.mempool.prune(&self.state);
@@ -1048,6 +1099,18 @@ impl Producer {
             })
             .collect()
     }
+}
+
+/// Each producer's shares in `context`: its weight in the election.
+fn weights_of(context: &TermContext) -> BTreeMap<ProducerId, u64> {
+    let mut weights: BTreeMap<ProducerId, u64> = BTreeMap::new();
+    for owner in &context.share_owners {
+        if let Some((account, _)) = context.producers.get(usize::from(*owner)) {
+            let w = weights.entry(ProducerId(account.0)).or_default();
+            *w = w.saturating_add(1);
+        }
+    }
+    weights
 }
 
 #[cfg(test)]

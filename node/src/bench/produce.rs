@@ -108,7 +108,7 @@ pub async fn run(producers: usize, rate: u64, seconds: u64) -> anyhow::Result<Pr
         .map(|k| AccountId::of(&k.x_only_public_key().0))
         .collect();
     wait_for("the senders' funding", Duration::from_secs(60), || {
-        set.producers.iter().all(|p| {
+        set.running().iter().all(|p| {
             let state = p.state();
             accounts.iter().all(|a| state.accounts.contains_key(a))
         })
@@ -116,7 +116,7 @@ pub async fn run(producers: usize, rate: u64, seconds: u64) -> anyhow::Result<Pr
     .await?;
 
     // The measured load.
-    let mut receivers: Vec<_> = set.producers.iter().map(|p| p.applied()).collect();
+    let mut receivers: Vec<_> = set.running().iter().map(|p| p.applied()).collect();
     let height_before = set.statuses().iter().map(|s| s.height).max().unwrap_or(0);
     let mut submitted: HashMap<Hash, Instant> = HashMap::new();
     let mut nonces = vec![0u64; senders.len()];
@@ -227,7 +227,7 @@ async fn failover(set: &ProducerSet, handles: &[OverlayHandle]) -> Option<f64> {
 }
 
 fn submit(set: &ProducerSet, transfer: Transfer) {
-    for producer in &set.producers {
+    for producer in &set.running() {
         producer.submit(transfer.clone());
     }
 }

@@ -90,8 +90,12 @@ enum FedCommand {
         roster: Roster,
         context: Vec<u8>,
         attempt: u32,
+        /// Sign with the new key as soon as it is made (else: on [`FedCommand::UseKey`]).
+        activate: bool,
         reply: oneshot::Sender<Result<Arc<KeyShare>, DkgError>>,
     },
+    /// Sign with this key from now on.
+    UseKey(Arc<KeyShare>),
     Sign {
         payload: Vec<u8>,
         reply: SignReply,
@@ -120,17 +124,45 @@ impl FedHandle {
         context: Vec<u8>,
         attempt: u32,
     ) -> Result<Arc<KeyShare>, DkgError> {
+        self.run_dkg(roster, context, attempt, true).await
+    }
+
+    /// As [`FedHandle::dkg`], but the member keeps signing with its current key until
+    /// told to switch ([`FedHandle::use_key`]): the next term's key is made while the
+    /// current term still signs.
+    pub async fn dkg_next(
+        &self,
+        roster: Roster,
+        context: Vec<u8>,
+        attempt: u32,
+    ) -> Result<Arc<KeyShare>, DkgError> {
+        self.run_dkg(roster, context, attempt, false).await
+    }
+
+    async fn run_dkg(
+        &self,
+        roster: Roster,
+        context: Vec<u8>,
+        attempt: u32,
+        activate: bool,
+    ) -> Result<Arc<KeyShare>, DkgError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(FedCommand::Dkg {
                 roster,
                 context,
                 attempt,
+                activate,
                 reply,
             })
             .await
             .map_err(|_| DkgError::Stopped)?;
         answer.await.unwrap_or(Err(DkgError::Stopped))
+    }
+
+    /// Signs with `key` from now on (a term's key made by [`FedHandle::dkg_next`]).
+    pub async fn use_key(&self, key: Arc<KeyShare>) {
+        let _ = self.commands.send(FedCommand::UseKey(key)).await;
     }
 
     /// Asks the federation to sign `payload`; returns the signature record.
@@ -374,6 +406,7 @@ pub async fn spawn<V: Validator + Send + 'static>(
         overlay,
         peers,
         dkg_reply: None,
+        dkg_activate: true,
         sign_replies: BTreeMap::new(),
         couriers: BTreeMap::new(),
         key_store,
@@ -390,6 +423,8 @@ struct Driver<V> {
     overlay: OverlayHandle,
     peers: BTreeMap<MemberId, PeerId>,
     dkg_reply: Option<oneshot::Sender<Result<Arc<KeyShare>, DkgError>>>,
+    /// Whether the DKG under way signs as soon as it completes.
+    dkg_activate: bool,
     sign_replies: BTreeMap<RequestId, SignReply>,
     /// One sender task per member.
     couriers: BTreeMap<MemberId, CourierQueue>,
@@ -478,8 +513,10 @@ impl<V: Validator + Send + 'static> Driver<V> {
                 roster,
                 context,
                 attempt,
+                activate,
                 reply,
             } => {
+                self.dkg_activate = activate;
                 match self
                     .member
                     .start_dkg(roster, &context, attempt, Instant::now(), &mut OsRng)
@@ -496,6 +533,7 @@ impl<V: Validator + Send + 'static> Driver<V> {
                 }
             }
             FedCommand::Crash(_) => {}
+            FedCommand::UseKey(key) => self.member.use_key(key),
             FedCommand::Misbehave(fault) => self.member.set_fault(fault),
             FedCommand::RelayOnly(on) => {
                 self.relay_only = on;
@@ -553,7 +591,9 @@ impl<V: Validator + Send + 'static> Driver<V> {
                     return;
                 }
                 let key = Arc::new(*key);
-                self.member.use_key(key.clone());
+                if self.dkg_activate {
+                    self.member.use_key(key.clone());
+                }
                 if let Some(reply) = self.dkg_reply.take() {
                     let _ = reply.send(Ok(key));
                 }

@@ -1,35 +1,48 @@
 //! `tenure testnet`: a local mesh of nodes on loopback that find each other from one
 //! bootstrap address, form a gossip mesh and exchange heartbeats, follow the embedded
-//! regtest burnchain that the first node mines, and, as a producer set, make their
-//! term's key and produce signed blocks of transfers ([`producers`]), with live
-//! progress and a summary.
+//! regtest burnchain that the first node mines, enroll their producers on it, and
+//! produce signed blocks of transfers term after term, each term's producers and key
+//! decided by the burnchain ([`terms`], [`producers`]), with live progress and a
+//! summary.
 //!
 //! "Fully meshed" means every node has reached its gossip mesh degree on the heartbeat
-//! topic and has heard a heartbeat from every other node. At the end the miner stops
-//! and every node is given a moment to reach its burn tip; the summary says how many
-//! did.
+//! topic and has heard a heartbeat from every other node. The run ends when the
+//! burnchain passes the last producing term; then the miner stops and every node is
+//! given a moment to reach its burn tip; the summary says how many did.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use bitcoin::{BlockHash, ScriptBuf, secp256k1::SECP256K1};
+use bitcoin::{
+    Amount, BlockHash, ScriptBuf, Transaction,
+    secp256k1::{Keypair, SECP256K1},
+};
 use serde::Serialize;
+use tenure_chain::{
+    ops::enrollment::Magic,
+    produce::{BurnScan, Enroller},
+    terms::Terms,
+};
 use tenure_overlay::{
     NetworkId, OverlayConfig, OverlayEvent, OverlayHandle, PeerId, Topic,
     heartbeat::Heartbeat,
     localnet::{self, LocalNode},
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tracing::debug;
 
 use crate::{
     burnchain::{self, BurnNode, TipChange},
+    logs,
     process_stats::{mib, rss},
+    producer::TermBlocks,
 };
 
 pub mod producers;
+pub mod terms;
 
 use producers::ProducerSet;
 
@@ -53,7 +66,9 @@ const BURN_SETTLE: Duration = Duration::from_secs(5);
 pub struct TestnetOptions {
     /// Number of nodes.
     pub nodes: usize,
-    /// How long to run.
+    /// Producing terms to run (from term 3, the first with producers).
+    pub terms: u64,
+    /// The most the whole run may take.
     pub duration: Duration,
     /// How often the first node mines a burn block.
     pub burn_interval: Duration,
@@ -71,6 +86,29 @@ struct Progress {
     reorgs: u64,
 }
 
+/// One producing term in the summary.
+#[derive(Debug, Serialize)]
+pub struct TermSummary {
+    /// The term.
+    pub term: u64,
+    /// Whether the burnchain passed its end with blocks produced in it.
+    pub completed: bool,
+    /// Each node's shares of the 100 (0: not a producer of the term).
+    pub shares: Vec<u16>,
+    /// How long its DKG took, all attempts.
+    pub dkg_ms: Option<u64>,
+    /// DKG attempts.
+    pub dkg_attempts: u32,
+    /// Nodes left out of its key after a failed attempt.
+    pub excluded: Vec<usize>,
+    /// Blocks of the term.
+    pub blocks: u64,
+    /// Transfers in them.
+    pub transactions: u64,
+    /// Verified signer shares of its last block.
+    pub last_block_signer_shares: usize,
+}
+
 /// The summary printed at the end.
 #[derive(Debug, Serialize)]
 pub struct TestnetSummary {
@@ -80,6 +118,8 @@ pub struct TestnetSummary {
     pub duration_s: f64,
     /// Whether Ctrl-C cut the run short.
     pub interrupted: bool,
+    /// Whether the time limit ended the run before its last term ended.
+    pub timed_out: bool,
     /// Whether every node reached its mesh degree and heard every other node.
     pub fully_meshed: bool,
     /// Time from start until fully meshed.
@@ -106,13 +146,10 @@ pub struct TestnetSummary {
     pub burn_tip_nodes: usize,
     /// Burnchain reorganisations seen by all nodes.
     pub burn_reorgs: u64,
-    /// Terms completed (the testnet runs one term for now; it counts once blocks
-    /// were produced in it).
+    /// Producing terms completed: the burnchain passed their end and they had blocks.
     pub terms_completed: u64,
-    /// How long the term's DKG took.
-    pub dkg_ms: u64,
-    /// Each producer's shares of the 100, in node order.
-    pub producer_weights: Vec<u16>,
+    /// Each producing term.
+    pub terms: Vec<TermSummary>,
     /// Blocks produced (the highest tip).
     pub blocks: u64,
     /// Transfers in the blocks produced.
@@ -135,9 +172,11 @@ pub struct TestnetSummary {
     pub failover_ms: Option<u64>,
 }
 
-/// Runs the testnet until `duration` passes or Ctrl-C.
+/// Runs the testnet until `terms` producing terms are complete, the time limit, or
+/// Ctrl-C.
 pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     anyhow::ensure!(options.nodes >= 2, "a testnet needs at least 2 nodes");
+    anyhow::ensure!(options.terms >= 1, "a testnet runs at least one term");
     let baseline = rss();
     let started = Instant::now();
     let network = NetworkId::new("testnet")?;
@@ -159,11 +198,25 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
             }
         })
         .collect();
+    let keys: Vec<Keypair> = (0..options.nodes)
+        .map(|_| Keypair::new(SECP256K1, &mut bitcoin::secp256k1::rand::thread_rng()))
+        .collect();
+    let schedule = Schedule {
+        terms: terms::testnet_terms(options.nodes),
+        premine: terms::premine(options.nodes),
+        interval: options.burn_interval,
+        rewards: terms::wallet_scripts(&keys),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let (mining_tx, mining_rx) = watch::channel(true);
+    let (to_miner, from_nodes) = mpsc::channel(1024);
+    let mut from_nodes = Some(from_nodes);
     let mut progress = Vec::with_capacity(nodes.len());
     let mut tasks = Vec::with_capacity(nodes.len());
-    for (index, node) in nodes.into_iter().enumerate() {
+    let mut scans = Vec::with_capacity(nodes.len());
+    let node_count = options.nodes;
+    for (index, (node, key)) in nodes.into_iter().zip(&keys).enumerate() {
+        let nodes = node_count;
         node.handle
             .subscribe(
                 Topic::Heartbeat,
@@ -175,35 +228,62 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
             .await?;
         let state = Arc::new(Mutex::new(Progress::default()));
         progress.push(state.clone());
-        let mining = (index == 0).then(|| (options.burn_interval, mining_rx.clone()));
-        tasks.push(tokio::spawn(run_node(node, state, mining, stop_rx.clone())));
+        let scan = BurnScan::new(
+            Magic::Regtest,
+            schedule.terms,
+            schedule.terms.first_burn_height,
+        );
+        let (scan_tx, scan_rx) = watch::channel(Arc::new(scan.clone()));
+        scans.push(scan_rx);
+        let burn = NodeBurn {
+            scan,
+            scans: scan_tx,
+            enroller: Enroller::with_spends(
+                *key,
+                move |term| Amount::from_sat(producers::spend_of(index, nodes, term)),
+                Magic::Regtest,
+            ),
+            to_miner: to_miner.clone(),
+            mining: (index == 0)
+                .then(|| from_nodes.take())
+                .flatten()
+                .map(|txs| Mining {
+                    schedule: schedule.clone(),
+                    on: mining_rx.clone(),
+                    txs,
+                }),
+        };
+        tasks.push(tokio::spawn(run_node(node, state, burn, stop_rx.clone())));
     }
+    drop(to_miner);
     eprintln!(
-        "testnet: {} nodes on loopback, bootstrap {}",
+        "testnet: {} nodes on loopback, bootstrap {}; premine of {} burn blocks, then terms of {} (term 0 registers, enrollments from term 1, blocks from term {})",
         options.nodes,
         handles
             .first()
             .and_then(|h| h.listen_addrs().first())
             .map(ToString::to_string)
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        schedule.premine,
+        schedule.terms.length,
+        terms::FIRST_TERM,
     );
 
-    let set = ProducerSet::start(&handles, producer_events).await?;
+    let set = ProducerSet::start_terms(&handles, producer_events, keys, scans.clone()).await?;
     set.start_load();
-    eprintln!(
-        "testnet: term {} key made by {} producers in {} ms (shares {:?})",
-        1,
-        options.nodes,
-        set.dkg.as_millis(),
-        set.weights
-    );
+    let last_term = terms::FIRST_TERM + options.terms - 1;
+    let done_at = schedule.terms.heights(last_term).end;
+    let kill_at =
+        schedule.terms.heights(terms::FIRST_TERM).start + options.terms * schedule.terms.length / 2;
     let mut first_block_at: Option<Instant> = None;
     // (node, when, height then) of the leader killed, and when the next block came.
     let mut killed: Option<(usize, Instant, u64)> = None;
     let mut failover: Option<Duration> = None;
+    let mut reported_terms = 0usize;
 
     let mut meshed_at = None;
     let mut interrupted = false;
+    let mut timed_out = false;
     let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let ctrl_c = tokio::signal::ctrl_c();
@@ -217,6 +297,19 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
                 let meshed = view.fully_meshed(options.nodes, wanted_mesh);
                 if meshed && meshed_at.is_none() {
                     meshed_at = Some(started.elapsed());
+                }
+                if let Ok(reports) = set.reports.lock() {
+                    for report in reports.values().skip(reported_terms) {
+                        eprintln!(
+                            "testnet: term {} key made in {} ms ({} attempt{}), shares {:?}",
+                            report.term,
+                            report.dkg.as_millis(),
+                            report.attempts,
+                            if report.attempts == 1 { "" } else { "s" },
+                            report.shares
+                        );
+                    }
+                    reported_terms = reports.len();
                 }
                 let dead = killed.map(|(node, _, _)| node);
                 let production = Production::of(&set, dead);
@@ -235,10 +328,10 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
                         at.elapsed().as_secs_f64()
                     );
                 }
-                let halfway = started.elapsed() >= options.duration / 2;
+                let burn_height = view.burn.first().map_or(0, |(h, _)| *h);
                 if options.kill_leader
                     && killed.is_none()
-                    && halfway
+                    && burn_height >= kill_at
                     && production.height > 0
                     && let Some(leader) = production.leader
                     && let Some(handle) = handles.get(leader)
@@ -252,11 +345,18 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
                 }
                 eprintln!(
                     "{} | {}",
-                    view.progress_line(started.elapsed(), wanted_mesh, meshed_at),
+                    view.progress_line(started.elapsed(), wanted_mesh, meshed_at, &schedule.terms),
                     production.line(live)
                 );
+                if burn_height >= done_at {
+                    break;
+                }
             }
-            _ = &mut end => break,
+            _ = &mut end => {
+                timed_out = true;
+                eprintln!("testnet: time limit reached before term {last_term} ended");
+                break;
+            }
             _ = &mut ctrl_c => {
                 interrupted = true;
                 eprintln!("testnet: interrupted, shutting down");
@@ -303,11 +403,31 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     }
     localnet::shutdown(&handles).await;
 
+    let burn_height = view.burn.first().map_or(0, |(h, _)| *h);
+    let reports = set.reports.lock().map(|r| r.clone()).unwrap_or_default();
+    let terms: Vec<TermSummary> = (terms::FIRST_TERM..=last_term)
+        .map(|term| {
+            let report = reports.get(&term);
+            let blocks = production.by_term.get(&term).copied().unwrap_or_default();
+            TermSummary {
+                term,
+                completed: burn_height >= schedule.terms.heights(term).end && blocks.blocks > 0,
+                shares: report.map(|r| r.shares.clone()).unwrap_or_default(),
+                dkg_ms: report.map(|r| r.dkg.as_millis() as u64),
+                dkg_attempts: report.map_or(0, |r| r.attempts),
+                excluded: report.map(|r| r.excluded.clone()).unwrap_or_default(),
+                blocks: blocks.blocks,
+                transactions: blocks.transfers,
+                last_block_signer_shares: blocks.last_signer_shares,
+            }
+        })
+        .collect();
     let n = options.nodes;
     Ok(TestnetSummary {
         nodes: n,
         duration_s: started.elapsed().as_secs_f64(),
         interrupted,
+        timed_out,
         fully_meshed: meshed_at.is_some(),
         time_to_full_mesh_ms: meshed_at.map(|d| d.as_millis() as u64),
         heartbeats_sent: view.sent,
@@ -318,12 +438,11 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         rss_total_mib: mib(end_rss.current),
         rss_per_node_mib: mib(end_rss.current.saturating_sub(baseline.current)) / n as f64,
         bytes_sent_per_node: bytes_out / n as u64,
-        burn_blocks: view.burn.first().map_or(0, |(h, _)| *h),
+        burn_blocks: burn_height,
         burn_tip_nodes: view.burn_tip_nodes(),
         burn_reorgs: view.reorgs,
-        terms_completed: u64::from(production.height > 0),
-        dkg_ms: set.dkg.as_millis() as u64,
-        producer_weights: set.weights.clone(),
+        terms_completed: terms.iter().filter(|t| t.completed).count() as u64,
+        terms,
         blocks: production.height,
         transactions: production.transfers,
         transactions_per_s: first_block_at.map_or(0.0, |at| {
@@ -345,6 +464,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
 
 /// The producer set as seen at one moment.
 struct Production {
+    term: u64,
     height: u64,
     transfers: u64,
     last_signer_shares: usize,
@@ -353,6 +473,7 @@ struct Production {
     mempool_max: usize,
     leader: Option<usize>,
     at_tip: usize,
+    by_term: BTreeMap<u64, TermBlocks>,
 }
 
 impl Production {
@@ -367,6 +488,7 @@ impl Production {
             .collect();
         let best = statuses.iter().max_by_key(|s| s.height);
         Production {
+            term: best.map_or(0, |s| s.term),
             height: best.map_or(0, |s| s.height),
             transfers: best.map_or(0, |s| s.transfers),
             last_signer_shares: best.map_or(0, |s| s.last_signer_shares),
@@ -382,12 +504,17 @@ impl Production {
                 .iter()
                 .filter(|s| Some(s.height) == best.map(|b| b.height))
                 .count(),
+            by_term: best.map(|s| s.by_term.clone()).unwrap_or_default(),
         }
     }
 
     fn line(&self, live: usize) -> String {
+        if self.term == 0 {
+            return "no term yet".to_owned();
+        }
         format!(
-            "term 1 height {} on {}/{live} | leader {} | signers {} shares | transfers {} | mempool {}",
+            "term {} height {} on {}/{live} | leader {} | signers {} shares | transfers {} | mempool {}",
+            self.term,
             self.height,
             self.at_tip,
             self.leader
@@ -399,12 +526,94 @@ impl Production {
     }
 }
 
-/// One node's loop: publish heartbeats, record the ones heard, follow the burnchain
-/// (and mine it every interval while `mining` says so).
+/// When the first node mines.
+#[derive(Clone)]
+struct Schedule {
+    terms: Terms,
+    /// Burn blocks before term 0, mined at once.
+    premine: u64,
+    /// The interval between burn blocks from term 2 on (terms 0 and 1, which only
+    /// register and enroll, go five times faster).
+    interval: Duration,
+    /// The premine's rewards, paid in turn.
+    rewards: Vec<ScriptBuf>,
+}
+
+impl Schedule {
+    /// How long to wait before mining on top of `height`, and whom to pay.
+    fn next(&self, height: u64, default_reward: &ScriptBuf) -> (Duration, ScriptBuf) {
+        if height < self.premine {
+            let reward = self
+                .rewards
+                .get(height as usize % self.rewards.len().max(1))
+                .unwrap_or(default_reward);
+            return (Duration::from_millis(5), reward.clone());
+        }
+        let wait = if height.saturating_add(1) < self.terms.heights(2).start {
+            self.interval / 5
+        } else {
+            self.interval
+        };
+        (wait, default_reward.clone())
+    }
+}
+
+/// The first node's mining.
+struct Mining {
+    schedule: Schedule,
+    on: watch::Receiver<bool>,
+    /// Burn transactions from every node.
+    txs: mpsc::Receiver<Transaction>,
+}
+
+/// A node's part in the burnchain beyond following it: scanning, enrolling, mining.
+struct NodeBurn {
+    scan: BurnScan,
+    scans: watch::Sender<Arc<BurnScan>>,
+    enroller: Enroller,
+    to_miner: mpsc::Sender<Transaction>,
+    mining: Option<Mining>,
+}
+
+impl NodeBurn {
+    /// Scans what `burn` holds past the scan (rewinding first on a reorg), enrolls,
+    /// and publishes the scan.
+    fn follow(&mut self, change: &TipChange, burn: &BurnNode) {
+        if let TipChange::Reorganised { fork_height, .. } = change {
+            self.scan.rewind(fork_height.saturating_add(1));
+        }
+        let chain = burn.sync().chain();
+        while self.scan.next_height() <= chain.height() {
+            let height = self.scan.next_height();
+            let Some(block) = chain.block_at(height) else {
+                break;
+            };
+            let prevout = |op: &bitcoin::OutPoint| chain.output(op).cloned();
+            match self.scan.scan_block(height, block, &prevout) {
+                Ok(ignored) => {
+                    for i in ignored {
+                        debug!(target: logs::BURNCHAIN, height = i.height, offset = i.offset, reason = %i.reason, "burn operation ignored");
+                    }
+                }
+                Err(e) => {
+                    debug!(target: logs::BURNCHAIN, %e, "burn scan stopped");
+                    break;
+                }
+            }
+        }
+        if let Some(tx) = self.enroller.on_burn_block(chain, &self.scan) {
+            let _ = self.to_miner.try_send(tx);
+        }
+        self.scans.send_replace(Arc::new(self.scan.clone()));
+    }
+}
+
+/// One node's loop: publish heartbeats, record the ones heard, follow and scan the
+/// burnchain, enroll (and, on the first node, mine as the schedule says).
 async fn run_node(
     mut node: LocalNode,
     progress: Arc<Mutex<Progress>>,
-    mining: Option<(Duration, watch::Receiver<bool>)>,
+    mut burn_part: NodeBurn,
     mut stop: watch::Receiver<bool>,
 ) {
     let me = node.handle.peer_id();
@@ -412,22 +621,21 @@ async fn run_node(
     let beat = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(beat);
     let (mut burn, mut fetched) = BurnNode::new(node.handle.clone());
-    let (interval, mining_on) = match mining {
-        Some((interval, on)) => (interval, Some(on)),
-        None => (Duration::from_secs(3600), None),
-    };
+    let mut mining = burn_part.mining.take();
     let mut anti_entropy = tokio::time::interval(burnchain::ANTI_ENTROPY_INTERVAL);
-    let mut mine_tick = tokio::time::interval(interval);
-    mine_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mine_at = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(mine_at);
     let reward = ScriptBuf::new_p2tr(
         SECP256K1,
-        bitcoin::key::Keypair::new(SECP256K1, &mut bitcoin::secp256k1::rand::thread_rng())
+        Keypair::new(SECP256K1, &mut bitcoin::secp256k1::rand::thread_rng())
             .x_only_public_key()
             .0,
         None,
     );
-    let record = |change: Option<TipChange>, burn: &BurnNode| {
-        if let (Some(change), Ok(mut p)) = (change, progress.lock()) {
+    let record = |change: Option<TipChange>, burn: &BurnNode, part: &mut NodeBurn| {
+        let Some(change) = change else { return };
+        part.follow(&change, burn);
+        if let Ok(mut p) = progress.lock() {
             p.burn_height = burn.sync().chain().height();
             p.burn_tip = Some(burn.sync().chain().tip());
             if matches!(change, TipChange::Reorganised { .. }) {
@@ -436,16 +644,33 @@ async fn run_node(
         }
     };
     loop {
+        let mining_on = mining.as_ref().is_some_and(|m| *m.on.borrow());
         tokio::select! {
-            _ = mine_tick.tick(), if mining_on.as_ref().is_some_and(|on| *on.borrow()) => {
-                let change = burn.mine(&reward).await;
-                record(Some(change), &burn);
+            _ = &mut mine_at, if mining_on => {
+                let height = burn.sync().chain().height();
+                let (wait, pay) = match &mining {
+                    Some(m) => m.schedule.next(height, &reward),
+                    None => (Duration::from_secs(1), reward.clone()),
+                };
+                let change = burn.mine(&pay).await;
+                record(Some(change), &burn, &mut burn_part);
+                let height = burn.sync().chain().height();
+                let wait = match &mining {
+                    Some(m) => m.schedule.next(height, &reward).0,
+                    None => wait,
+                };
+                mine_at.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
+            Some(tx) = async { match mining.as_mut() { Some(m) => m.txs.recv().await, None => None } }, if mining.is_some() => {
+                if let Err(e) = burn.submit(tx) {
+                    debug!(target: logs::BURNCHAIN, %e, "burn transaction refused");
+                }
             }
             Some(answer) = fetched.recv() => {
                 let change = burn.on_fetched(answer).await;
-                record(change, &burn);
+                record(change, &burn, &mut burn_part);
             }
-            _ = anti_entropy.tick(), if mining_on.is_none() => burn.on_tick(),
+            _ = anti_entropy.tick(), if mining.is_none() => burn.on_tick(),
             _ = &mut beat => {
                 // Until subscriptions are exchanged there is nobody to publish to: try
                 // again shortly rather than a whole interval later.
@@ -473,7 +698,7 @@ async fn run_node(
                         | OverlayEvent::PeerDisconnected { .. }
                 ) => {
                     let change = burn.on_event(&event).await;
-                    record(change, &burn);
+                    record(change, &burn, &mut burn_part);
                 }
                 Some(OverlayEvent::Gossip { topic: Topic::Heartbeat, data, .. }) => {
                     if let (Some(sender), Ok(mut p)) =
@@ -554,6 +779,7 @@ impl NetView {
         elapsed: Duration,
         wanted_mesh: usize,
         meshed_at: Option<Duration>,
+        terms: &Terms,
     ) -> String {
         let n = self.peers.len().max(1);
         let hearing_all = self.heard.iter().filter(|h| **h + 1 >= n).count();
@@ -562,14 +788,24 @@ impl NetView {
             Some(at) => format!("fully meshed at {:.1}s", at.as_secs_f64()),
             None => "forming".to_owned(),
         };
+        let burn_height = self.burn.first().map_or(0, |(h, _)| *h);
+        let burn_term = terms
+            .term_of(burn_height)
+            .map_or("premine".to_owned(), |t| format!("term {t}"));
+        if meshed_at.is_some() {
+            return format!(
+                "[{:>5.1}s] meshed | burn {burn_height} ({burn_term}) on {}/{n}",
+                elapsed.as_secs_f64(),
+                self.burn_tip_nodes(),
+            );
+        }
         format!(
-            "[{:>5.1}s] peers avg {:.1} min {} | mesh ok {meshed}/{n} | hear all {hearing_all}/{n} | heartbeats {} sent {} received | burn tip {} on {}/{n} | {state}",
+            "[{:>5.1}s] peers avg {:.1} min {} | mesh ok {meshed}/{n} | hear all {hearing_all}/{n} | heartbeats {} sent {} received | burn {burn_height} ({burn_term}) on {}/{n} | {state}",
             elapsed.as_secs_f64(),
             self.peers.iter().sum::<usize>() as f64 / n as f64,
             self.peers.iter().copied().min().unwrap_or(0),
             self.sent,
             self.received,
-            self.burn.first().map_or(0, |(h, _)| *h),
             self.burn_tip_nodes(),
         )
     }
@@ -582,12 +818,14 @@ impl TestnetSummary {
             Some(ms) => format!("fully meshed after {:.2} s", ms as f64 / 1000.0),
             None => "NOT fully meshed".to_owned(),
         };
-        format!(
-            "testnet summary\n  nodes              {}\n  ran                {:.1} s{}\n  mesh               {mesh}\n  peers per node     min {} avg {:.1}\n  heartbeat mesh     min {}\n  heartbeats         {} sent, {} received\n  burnchain          {} blocks mined, {} of {} nodes at the tip, {} reorgs\n  memory             {:.1} MiB total, {:.2} MiB per node\n  bytes sent / node  {}\n  term 1             key in {} ms, shares {:?}\n  blocks             {} ({} transfers, {:.0} per second), last signed by {} shares\n  leaders deposed    {}{}\n  tips agree         {}",
+        let mut text = format!(
+            "testnet summary\n  nodes              {}\n  ran                {:.1} s{}\n  mesh               {mesh}\n  peers per node     min {} avg {:.1}\n  heartbeat mesh     min {}\n  heartbeats         {} sent, {} received\n  burnchain          {} blocks mined, {} of {} nodes at the tip, {} reorgs\n  memory             {:.1} MiB total, {:.2} MiB per node\n  bytes sent / node  {}\n",
             self.nodes,
             self.duration_s,
             if self.interrupted {
                 " (interrupted)"
+            } else if self.timed_out {
+                " (time limit)"
             } else {
                 ""
             },
@@ -603,8 +841,32 @@ impl TestnetSummary {
             self.rss_total_mib,
             self.rss_per_node_mib,
             self.bytes_sent_per_node,
-            self.dkg_ms,
-            self.producer_weights,
+        );
+        text.push_str(
+            "  term  done  key (ms)  attempts  blocks  transfers  signer shares  shares by node\n",
+        );
+        for t in &self.terms {
+            text.push_str(&format!(
+                "  {:>4}  {:>4}  {:>8}  {:>8}  {:>6}  {:>9}  {:>13}  {:?}{}\n",
+                t.term,
+                if t.completed { "yes" } else { "no" },
+                t.dkg_ms.map_or("-".to_owned(), |ms| ms.to_string()),
+                t.dkg_attempts,
+                t.blocks,
+                t.transactions,
+                t.last_block_signer_shares,
+                t.shares,
+                if t.excluded.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (left out: nodes {:?})", t.excluded)
+                },
+            ));
+        }
+        text.push_str(&format!(
+            "  terms completed    {} of {}\n  blocks             {} ({} transfers, {:.0} per second), last signed by {} shares\n  leaders deposed    {}{}\n  tips agree         {}",
+            self.terms_completed,
+            self.terms.len(),
             self.blocks,
             self.transactions,
             self.transactions_per_s,
@@ -617,6 +879,7 @@ impl TestnetSummary {
                 _ => String::new(),
             },
             self.tips_agree,
-        )
+        ));
+        text
     }
 }

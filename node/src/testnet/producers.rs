@@ -1,19 +1,19 @@
 //! The testnet's producer set: every testnet node is a producer with a federation
-//! member. They make the term's key with the weighted DKG over the overlay, then
-//! elect a leader and produce blocks of transfers from a load generator.
+//! member. With the burnchain ([`ProducerSet::start_terms`], the testnet's), each
+//! node enrolls with its own spend and its producer follows the terms the burnchain
+//! starts ([`super::terms`]). Without it ([`ProducerSet::start`], the benchmark's),
+//! the producers make one term's key at once and produce that term.
 //!
-//! What the testnet decides for now (the burnchain scan of enrollments and terms is
-//! a later step): one term; each producer's spend is set here (node `i` of `n`
-//! spends `n - i` units), its weight is its share of the 100 FROST shares in
-//! proportion (largest remainders), and the shares are numbered in roster order,
-//! which the term context's share owners follow. The term's coinbase pays every
+//! Node `i` of `n` spends `2n - i` units in the benchmark's term; in the testnet's
+//! terms the spends rotate, so each term has its own weights ([`spend_of`]). Every
+//! producer stays above selection's lower bound of 1% of the total. The term's coinbase pays every
 //! producer pro rata by spend; the load generator sends transfers among the
 //! producers' accounts, submitted to every producer as a transactions topic would.
 
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -23,9 +23,8 @@ use anyhow::Context;
 use bitcoin::secp256k1::{Keypair, SECP256K1};
 use futures::future::join_all;
 use tenure_chain::{
-    block::{AccountId, ChainState, TermContext, Transfer},
-    produce::{Approvals, Producer, ProducerConfig, ProducerId},
-    rewards,
+    block::{AccountId, ChainState, Transfer},
+    produce::{Approvals, BurnScan, Producer, ProducerConfig, ProducerId},
     tenure_change::consensus_hash,
 };
 use tenure_frost_fed::{
@@ -35,7 +34,9 @@ use tenure_frost_fed::{
 use tenure_overlay::{
     OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Service, Topic, localnet,
 };
+use tokio::sync::watch;
 
+use super::terms::{TermDriver, TermReports, term_context};
 use crate::{
     federation::{self, FedHandle},
     producer::{self, ProducerHandle, ProducerStatus},
@@ -44,11 +45,19 @@ use crate::{
 /// The network name producers sign under.
 pub const NETWORK: &str = "testnet";
 
-/// The term the testnet produces.
+/// The term the benchmark's producer set produces.
 const TERM: u64 = 1;
 
-/// The term's coinbase, in all.
-const COINBASE: u64 = 100_000_000;
+/// Each term's coinbase, in all.
+pub const COINBASE: u64 = 100_000_000;
+
+/// What node `index` of `nodes` spends on its enrollment in term `term`, in
+/// satoshis: `2n - i` units, rotated by the term so weights change from term to term.
+pub fn spend_of(index: usize, nodes: usize, term: u64) -> u64 {
+    let nodes = nodes.max(1);
+    let rank = (index + term as usize) % nodes;
+    100_000 * (2 * nodes - rank) as u64
+}
 
 /// The events of one node a producer set needs, split from the node's stream.
 pub struct ProducerEvents {
@@ -85,14 +94,16 @@ pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
 
 /// A running producer set.
 pub struct ProducerSet {
-    /// Each producer.
-    pub producers: Vec<ProducerHandle>,
+    /// Each node's producer, once it produces.
+    pub producers: Vec<Arc<OnceLock<ProducerHandle>>>,
     /// Each producer's id, in node order.
     pub ids: Vec<ProducerId>,
-    /// Each producer's shares of the 100.
+    /// Each producer's shares of the 100 (the benchmark's single term).
     pub weights: Vec<u16>,
-    /// How long the term's DKG took.
+    /// How long the single term's DKG took.
     pub dkg: Duration,
+    /// Every term's report (the testnet's terms).
+    pub reports: TermReports,
     /// Each producer's key (its account's, too).
     pub keys: Vec<Keypair>,
     load_on: Arc<AtomicBool>,
@@ -127,7 +138,7 @@ impl ProducerSet {
             (2..=100).contains(&n),
             "a producer set has 2 to 100 producers"
         );
-        let spends: Vec<u64> = (0..n).map(|i| (n - i) as u64).collect();
+        let spends: Vec<u64> = (0..n).map(|i| spend_of(i, n, 0)).collect();
         let weights = weights_of(&spends);
         anyhow::ensure!(
             weights.iter().all(|w| *w > 0),
@@ -136,43 +147,12 @@ impl ProducerSet {
         let keypairs: Vec<Keypair> = (0..n)
             .map(|_| Keypair::new(SECP256K1, &mut bitcoin::secp256k1::rand::thread_rng()))
             .collect();
-        let mut noise = Vec::with_capacity(n);
-        let mut directory = Vec::with_capacity(n);
-        for (overlay, keypair) in overlays.iter().zip(&keypairs) {
-            let (private, public) = noise_keypair().context("noise key")?;
-            directory.push(ChannelKey::bind(
-                keypair,
-                public,
-                overlay.peer_id().to_bytes(),
-            ));
-            noise.push(private);
-        }
-        let approvals: Vec<Approvals> = (0..n).map(|_| Approvals::default()).collect();
-        let mut members: Vec<FedHandle> = Vec::with_capacity(n);
-        let mut blocks_events = Vec::with_capacity(n);
-        for (((overlay, events), keypair), (private, approvals)) in overlays
-            .iter()
-            .zip(events)
-            .zip(&keypairs)
-            .zip(noise.into_iter().zip(approvals.iter().cloned()))
-        {
-            let validator = move |payload: &[u8]| approvals.approve(payload, NETWORK);
-            members.push(
-                federation::spawn(
-                    overlay.clone(),
-                    events.federation,
-                    *keypair,
-                    private,
-                    directory.clone(),
-                    validator,
-                    None,
-                )
-                .await?,
-            );
-            blocks_events.push(events.blocks);
-        }
-        // Members send frames directly once everyone is connected to everyone.
-        localnet::wait_for_peers(overlays, n - 1, Duration::from_secs(30)).await?;
+        let Members {
+            directory,
+            approvals,
+            members,
+            blocks: blocks_events,
+        } = Members::start(overlays, events, &keypairs).await?;
 
         let ids: Vec<MemberId> = directory.iter().map(|k| k.member).collect();
         let roster = Roster::new(
@@ -198,35 +178,16 @@ impl ProducerSet {
             .map(|k| ProducerId::of(&k.x_only_public_key().0))
             .collect();
         let accounts: Vec<AccountId> = producer_ids.iter().map(|p| AccountId(p.0)).collect();
-        let share_owners = (1..=100u16)
-            .map(|s| {
-                roster
-                    .holder_of(s)
-                    .and_then(|holder| ids.iter().position(|m| *m == holder))
-                    .map(|i| i as u16)
-                    .context("a share without a holder")
-            })
-            .collect::<anyhow::Result<Vec<u16>>>()?;
-        let context = TermContext {
-            term: TERM,
-            producer_key: key.output_key()?,
-            producer_shares: key.public.clone(),
-            stacker_key: None,
-            coinbase: accounts
-                .iter()
-                .copied()
-                .zip(rewards::coinbase(COINBASE, &spends))
-                .collect(),
-            cost_limit: 10_000_000,
-            consensus_hash: consensus_hash(TERM, &[1; 32]),
-            previous_consensus_hash: consensus_hash(TERM - 1, &[0; 32]),
-            producers: accounts
-                .iter()
-                .copied()
-                .zip(spends.iter().copied())
-                .collect(),
-            share_owners,
-        };
+        let context = term_context(
+            TERM,
+            key,
+            &roster,
+            &ids,
+            &accounts,
+            &spends,
+            consensus_hash(TERM, &[1; 32]),
+            consensus_hash(TERM - 1, &[0; 32]),
+        )?;
         let by_peer: BTreeMap<PeerId, ProducerId> = overlays
             .iter()
             .map(|o| o.peer_id())
@@ -249,30 +210,108 @@ impl ProducerSet {
                 std::time::Instant::now(),
                 &mut rand_core::OsRng,
             );
-            producers.push(
-                producer::spawn(
-                    overlay.clone(),
-                    events,
-                    federation,
-                    producer,
-                    by_peer.clone(),
-                )
-                .await?,
-            );
+            let handle = producer::spawn(
+                overlay.clone(),
+                events,
+                federation,
+                producer,
+                by_peer.clone(),
+            )
+            .await?;
+            producers.push(Arc::new(OnceLock::from(handle)));
         }
         Ok(ProducerSet {
             producers,
             ids: producer_ids,
             weights,
             dkg,
+            reports: TermReports::default(),
             keys: keypairs,
             load_on: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    /// Every producer's status, in node order.
+    /// Starts a producer on every node that follows the terms its node's burn scans
+    /// (`scans`) start; `keypairs` are the nodes' producer keys, whose wallets the
+    /// nodes enroll from.
+    pub async fn start_terms(
+        overlays: &[OverlayHandle],
+        events: Vec<ProducerEvents>,
+        keypairs: Vec<Keypair>,
+        scans: Vec<watch::Receiver<Arc<BurnScan>>>,
+    ) -> anyhow::Result<ProducerSet> {
+        let n = overlays.len();
+        anyhow::ensure!(
+            (2..=100).contains(&n) && keypairs.len() == n && scans.len() == n,
+            "a producer set has 2 to 100 producers, each with a key and a burn scan"
+        );
+        let Members {
+            directory: _,
+            approvals,
+            members,
+            blocks,
+        } = Members::start(overlays, events, &keypairs).await?;
+        let producer_ids: Vec<ProducerId> = keypairs
+            .iter()
+            .map(|k| ProducerId::of(&k.x_only_public_key().0))
+            .collect();
+        let by_peer: BTreeMap<PeerId, ProducerId> = overlays
+            .iter()
+            .map(|o| o.peer_id())
+            .zip(producer_ids.iter().copied())
+            .collect();
+        let reports = TermReports::default();
+        let mut producers = Vec::with_capacity(n);
+        for (index, (((overlay, blocks), federation), (approvals, scans))) in overlays
+            .iter()
+            .zip(blocks)
+            .zip(members)
+            .zip(approvals.into_iter().zip(scans))
+            .enumerate()
+        {
+            let slot = Arc::new(OnceLock::new());
+            producers.push(slot.clone());
+            let keypair = *keypairs.get(index).context("a key per node")?;
+            let driver = TermDriver {
+                index,
+                keypair,
+                overlay: overlay.clone(),
+                blocks,
+                federation,
+                approvals,
+                directory: by_peer.clone(),
+                keys: keypairs.clone(),
+                slot,
+                reports: reports.clone(),
+            };
+            tokio::spawn(driver.run(scans));
+        }
+        Ok(ProducerSet {
+            producers,
+            ids: producer_ids,
+            weights: Vec::new(),
+            dkg: Duration::ZERO,
+            reports,
+            keys: keypairs,
+            load_on: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The running producers.
+    pub fn running(&self) -> Vec<ProducerHandle> {
+        self.producers
+            .iter()
+            .filter_map(|slot| slot.get().cloned())
+            .collect()
+    }
+
+    /// Every producer's status, in node order (a default status for a producer not
+    /// started yet).
     pub fn statuses(&self) -> Vec<ProducerStatus> {
-        self.producers.iter().map(ProducerHandle::status).collect()
+        self.producers
+            .iter()
+            .map(|slot| slot.get().map(ProducerHandle::status).unwrap_or_default())
+            .collect()
     }
 
     /// Starts the load generator.
@@ -295,7 +334,7 @@ impl ProducerSet {
 /// block funded them, each submitted to every producer. A sender whose transfers the
 /// chain has not taken within 32 nonces starts again from its nonce on chain (a
 /// transfer lost on the way would otherwise hold back all its later ones).
-async fn load(producers: Vec<ProducerHandle>, keys: Vec<Keypair>, on: Arc<AtomicBool>) {
+async fn load(slots: Vec<Arc<OnceLock<ProducerHandle>>>, keys: Vec<Keypair>, on: Arc<AtomicBool>) {
     // (key, account, next nonce) of every sender, and where it sends.
     let mut senders: Vec<(Keypair, AccountId, u64)> = keys
         .iter()
@@ -312,6 +351,8 @@ async fn load(producers: Vec<ProducerHandle>, keys: Vec<Keypair>, on: Arc<Atomic
     let mut sent = 0u64;
     while on.load(Ordering::Relaxed) {
         tick.tick().await;
+        let producers: Vec<ProducerHandle> =
+            slots.iter().filter_map(|s| s.get().cloned()).collect();
         let Some(state) = producers
             .iter()
             .map(ProducerHandle::state)
@@ -339,5 +380,72 @@ async fn load(producers: Vec<ProducerHandle>, keys: Vec<Keypair>, on: Arc<Atomic
                 producer.submit(transfer.clone());
             }
         }
+    }
+}
+
+/// Every node's federation member, started.
+struct Members {
+    /// Every member's channel key.
+    directory: Vec<ChannelKey>,
+    /// What each member's validator approves.
+    approvals: Vec<Approvals>,
+    /// Each node's member.
+    members: Vec<FedHandle>,
+    /// Each node's blocks-topic events.
+    blocks: Vec<OverlayEvents>,
+}
+
+impl Members {
+    /// Starts a member on every node, each approving what its producer allows, and
+    /// waits until every node is connected to every other (members send frames
+    /// directly).
+    async fn start(
+        overlays: &[OverlayHandle],
+        events: Vec<ProducerEvents>,
+        keypairs: &[Keypair],
+    ) -> anyhow::Result<Members> {
+        let n = overlays.len();
+        let mut noise = Vec::with_capacity(n);
+        let mut directory = Vec::with_capacity(n);
+        for (overlay, keypair) in overlays.iter().zip(keypairs) {
+            let (private, public) = noise_keypair().context("noise key")?;
+            directory.push(ChannelKey::bind(
+                keypair,
+                public,
+                overlay.peer_id().to_bytes(),
+            ));
+            noise.push(private);
+        }
+        let approvals: Vec<Approvals> = (0..n).map(|_| Approvals::default()).collect();
+        let mut members: Vec<FedHandle> = Vec::with_capacity(n);
+        let mut blocks_events = Vec::with_capacity(n);
+        for (((overlay, events), keypair), (private, approvals)) in overlays
+            .iter()
+            .zip(events)
+            .zip(keypairs)
+            .zip(noise.into_iter().zip(approvals.iter().cloned()))
+        {
+            let validator = move |payload: &[u8]| approvals.approve(payload, NETWORK);
+            members.push(
+                federation::spawn(
+                    overlay.clone(),
+                    events.federation,
+                    *keypair,
+                    private,
+                    directory.clone(),
+                    validator,
+                    None,
+                )
+                .await?,
+            );
+            blocks_events.push(events.blocks);
+        }
+        localnet::wait_for_peers(overlays, n - 1, Duration::from_secs(30)).await?;
+        Ok(Members {
+            directory,
+            approvals,
+            members,
+            blocks: blocks_events,
+        })
     }
 }

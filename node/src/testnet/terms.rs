@@ -1,0 +1,392 @@
+//! The testnet's terms, driven by the burnchain: each node enrolls its producer on the
+//! embedded regtest chain, reads every burn block with
+//! [`tenure_chain::produce::BurnScan`], makes the next term's key with the weighted
+//! DKG once the burnchain says who produces it, and moves its producer to each term
+//! as the burnchain starts it. No rule lives here; this module wires.
+//!
+//! The schedule, in burn blocks (terms of [`tenure_chain::terms::TERM_LENGTH`]):
+//!
+//! - The first node mines a **premine** of `100 + nodes` blocks paying each node's
+//!   wallet in turn, so every wallet holds a mature coinbase when term 0 starts
+//!   ([`premine`]).
+//! - **Term 0**: every producer registers its key. **Terms E ≥ 1**: every producer
+//!   enrolls for term E + 2 ([`tenure_chain::produce::Enroller`]).
+//! - **During term N − 1** (N ≥ [`FIRST_TERM`]): once term N − 2 has ended, the scan
+//!   gives term N's producers and shares; they run the DKG for term N's key while
+//!   term N − 1 still signs with its own ([`crate::federation::FedHandle::dkg_next`]).
+//!   A failed DKG is retried without the members it blamed (at most
+//!   [`DKG_ATTEMPTS`] attempts), shares reassigned among the rest with the same seed.
+//! - **At term N's first burn block** each node switches its member to term N's key
+//!   and its producer to term N ([`tenure_chain::produce::Producer::begin_term`]);
+//!   term N's first block carries its `BlockFound`.
+//!
+//! Decisions of the testnet: transactions reach the miner in-process (the nodes share
+//! one process; a burn-transactions topic is a later step); the term key is known to
+//! the producers that made it, and every testnet node is a producer (publishing the
+//! key with its certificates for followers is a later step); the DKG context names
+//! the term and its plan's seed, so a key cannot be replayed into another term.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use bitcoin::{ScriptBuf, secp256k1::Keypair};
+use tenure_chain::{
+    block::{AccountId, ChainState, TermContext},
+    produce::{Approvals, BurnScan, Producer, ProducerConfig, ProducerId, TermPlan},
+    rewards, shares,
+    tenure_change::consensus_hash,
+    terms::{self, Terms},
+};
+use tenure_frost_fed::{KeyShare, MemberId, Roster};
+use tenure_overlay::{OverlayEvents, OverlayHandle, PeerId};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info};
+
+use crate::{
+    federation::{DkgError, FedHandle},
+    logs,
+    producer::{self, ProducerHandle},
+};
+
+use super::producers::{COINBASE, NETWORK};
+
+/// The first term with producers: enrollments start in term 1 and choose term 3.
+pub const FIRST_TERM: u64 = 3;
+
+/// DKG attempts per term before the term is given up.
+pub const DKG_ATTEMPTS: u32 = 3;
+
+/// Burn blocks mined before term 0: enough for every wallet's coinbase to mature.
+pub fn premine(nodes: usize) -> u64 {
+    tenure_chain::burnchain::regtest::COINBASE_MATURITY + nodes as u64
+}
+
+/// The testnet's terms: term 0 starts right after the premine.
+pub fn testnet_terms(nodes: usize) -> Terms {
+    Terms::new(premine(nodes) + 1)
+}
+
+/// What one term was, as one node saw it.
+#[derive(Clone, Debug, Default)]
+pub struct TermReport {
+    /// The term.
+    pub term: u64,
+    /// Shares of each node, in node order (0: not a producer of the term).
+    pub shares: Vec<u16>,
+    /// How long its DKG took, all attempts.
+    pub dkg: Duration,
+    /// DKG attempts made.
+    pub attempts: u32,
+    /// Members left out after a failed attempt (node indices).
+    pub excluded: Vec<usize>,
+}
+
+/// The reports of every term, shared by the nodes' drivers (the first to finish a
+/// term's DKG writes it).
+pub type TermReports = Arc<Mutex<BTreeMap<u64, TermReport>>>;
+
+/// What a node's term driver needs.
+pub struct TermDriver {
+    /// The node's index.
+    pub index: usize,
+    /// The producer's key (enrollment signing key, federation member, account).
+    pub keypair: Keypair,
+    /// The node's overlay.
+    pub overlay: OverlayHandle,
+    /// Its blocks-topic events, for its producer.
+    pub blocks: OverlayEvents,
+    /// Its federation member.
+    pub federation: FedHandle,
+    /// Shared with the member's validator.
+    pub approvals: Approvals,
+    /// Overlay peers to producers, for every node.
+    pub directory: BTreeMap<PeerId, ProducerId>,
+    /// Every node's producer key, in node order.
+    pub keys: Vec<Keypair>,
+    /// Where the node's producer is published once it starts.
+    pub slot: Arc<OnceLock<ProducerHandle>>,
+    /// Term reports.
+    pub reports: TermReports,
+}
+
+/// A term key made: the term's context and this member's share.
+struct Made {
+    context: TermContext,
+    key: Arc<KeyShare>,
+}
+
+impl TermDriver {
+    /// Runs until the node's burn scans stop.
+    pub async fn run(self, mut scans: watch::Receiver<Arc<BurnScan>>) {
+        let (made_tx, mut made_rx) = mpsc::channel::<(u64, Option<Made>)>(4);
+        let mut asked: BTreeSet<u64> = BTreeSet::new();
+        let mut ready: BTreeMap<u64, Made> = BTreeMap::new();
+        let mut current: Option<u64> = None;
+        let mut events = Some(self.blocks);
+        loop {
+            tokio::select! {
+                changed = scans.changed() => if changed.is_err() { return },
+                Some((term, made)) = made_rx.recv() => {
+                    if let Some(made) = made {
+                        ready.insert(term, made);
+                    }
+                }
+            }
+            let scan = scans.borrow_and_update().clone();
+            let Some(now) = scan.term() else { continue };
+            // The next term's key, once the burnchain names its producers.
+            let next = now.saturating_add(1);
+            if next >= FIRST_TERM
+                && !asked.contains(&next)
+                && let Some(plan) = scan.plan(next)
+            {
+                asked.insert(next);
+                let job = KeyJob {
+                    index: self.index,
+                    federation: self.federation.clone(),
+                    keys: self.keys.clone(),
+                    me: self.keypair,
+                    reports: self.reports.clone(),
+                    previous_consensus: scan.consensus_block(next.saturating_sub(1)),
+                    consensus: scan.consensus_block(next),
+                };
+                let made_tx = made_tx.clone();
+                tokio::spawn(async move {
+                    let made = job.make(plan).await;
+                    let _ = made_tx.send((next, made)).await;
+                });
+            }
+            // The term the burnchain is in, once its key is made.
+            if current.is_none_or(|c| c < now)
+                && let Some(made) = ready.remove(&now)
+            {
+                self.federation.use_key(made.key).await;
+                match self.slot.get() {
+                    Some(handle) => handle.begin_term(made.context).await,
+                    None => {
+                        let Some(blocks) = events.take() else { return };
+                        let producer = Producer::new(
+                            NETWORK,
+                            self.keypair,
+                            made.context,
+                            ChainState::default(),
+                            ProducerConfig::default(),
+                            self.approvals.clone(),
+                            Instant::now(),
+                            &mut rand_core::OsRng,
+                        );
+                        match producer::spawn(
+                            self.overlay.clone(),
+                            blocks,
+                            self.federation.clone(),
+                            producer,
+                            self.directory.clone(),
+                        )
+                        .await
+                        {
+                            Ok(handle) => {
+                                let _ = self.slot.set(handle);
+                            }
+                            Err(e) => {
+                                tracing::warn!(target: logs::PRODUCER, %e, "producer not started");
+                                return;
+                            }
+                        }
+                    }
+                }
+                info!(target: logs::PRODUCER, node = self.index, term = now, "term begins");
+                current = Some(now);
+                ready.retain(|t, _| *t > now);
+            }
+        }
+    }
+}
+
+/// Making one term's key.
+struct KeyJob {
+    index: usize,
+    federation: FedHandle,
+    keys: Vec<Keypair>,
+    me: Keypair,
+    reports: TermReports,
+    consensus: Option<[u8; 32]>,
+    previous_consensus: Option<[u8; 32]>,
+}
+
+impl KeyJob {
+    /// Runs the term's DKG, retried without blamed members; `None` if this node is
+    /// not a producer of the term or no attempt succeeded.
+    async fn make(self, plan: TermPlan) -> Option<Made> {
+        let started = Instant::now();
+        let mut excluded: BTreeSet<MemberId> = BTreeSet::new();
+        let me = MemberId::from(self.me.x_only_public_key().0);
+        let mut context_bytes = format!("testnet term {}", plan.term).into_bytes();
+        context_bytes.extend_from_slice(&plan.seed);
+        for attempt in 0..DKG_ATTEMPTS {
+            let producers: Vec<terms::Producer> = plan
+                .producers
+                .iter()
+                .filter(|p| !excluded.contains(&member_of(p)))
+                .cloned()
+                .collect();
+            let assignment = shares::assign(&producers, plan.seed);
+            let chosen: Vec<(terms::Producer, u16)> = producers
+                .into_iter()
+                .zip(assignment.shares.iter().copied())
+                .filter(|(_, shares)| *shares > 0)
+                .collect();
+            if !chosen.iter().any(|(p, _)| member_of(p) == me) {
+                return None;
+            }
+            let roster = Roster::new(
+                chosen.iter().map(|(p, s)| (member_of(p), *s)).collect(),
+                100,
+                67,
+            )
+            .ok()?;
+            match self
+                .federation
+                .dkg_next(roster.clone(), context_bytes.clone(), attempt)
+                .await
+            {
+                Ok(key) => {
+                    let context = self.context(plan.term, &key, &roster, &chosen).ok()?;
+                    self.report(plan.term, &roster, started.elapsed(), attempt, &excluded);
+                    return Some(Made { context, key });
+                }
+                Err(DkgError::Failed(failure)) => {
+                    info!(target: logs::FED_DKG, term = plan.term, attempt, %failure, "term DKG failed; retrying without the blamed");
+                    if failure.blamed.is_empty() {
+                        return None;
+                    }
+                    excluded.extend(failure.blamed);
+                }
+                Err(e) => {
+                    debug!(target: logs::FED_DKG, term = plan.term, %e, "term DKG stopped");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// Term `term`'s context for the producers `chosen` (with their shares) and the
+    /// key they made.
+    fn context(
+        &self,
+        term: u64,
+        key: &KeyShare,
+        roster: &Roster,
+        chosen: &[(terms::Producer, u16)],
+    ) -> anyhow::Result<TermContext> {
+        let members: Vec<MemberId> = chosen.iter().map(|(p, _)| member_of(p)).collect();
+        let spends: Vec<u64> = chosen.iter().map(|(p, _)| p.weight.to_sat()).collect();
+        let accounts: Vec<AccountId> = chosen
+            .iter()
+            .map(|(p, _)| AccountId(ProducerId::of(&p.producer.x_only_public_key().0).0))
+            .collect();
+        let consensus = self.consensus.context("the term's burn block")?;
+        let previous = self.previous_consensus.unwrap_or([0; 32]);
+        term_context(
+            term,
+            key,
+            roster,
+            &members,
+            &accounts,
+            &spends,
+            consensus_hash(term, &consensus),
+            consensus_hash(term.saturating_sub(1), &previous),
+        )
+    }
+
+    fn report(
+        &self,
+        term: u64,
+        roster: &Roster,
+        dkg: Duration,
+        attempt: u32,
+        excluded: &BTreeSet<MemberId>,
+    ) {
+        let node_of = |m: &MemberId| {
+            self.keys
+                .iter()
+                .position(|k| MemberId::from(k.x_only_public_key().0) == *m)
+        };
+        let mut shares = vec![0u16; self.keys.len()];
+        for (member, weight) in roster.members() {
+            if let Some(slot) = node_of(member).and_then(|i| shares.get_mut(i)) {
+                *slot = *weight;
+            }
+        }
+        if let Ok(mut reports) = self.reports.lock() {
+            reports.entry(term).or_insert_with(|| TermReport {
+                term,
+                shares,
+                dkg,
+                attempts: attempt.saturating_add(1),
+                excluded: excluded.iter().filter_map(node_of).collect(),
+            });
+        }
+        debug!(target: logs::FED_DKG, node = self.index, term, ms = dkg.as_millis() as u64, "term key made");
+    }
+}
+
+fn member_of(p: &terms::Producer) -> MemberId {
+    MemberId::from(p.producer.x_only_public_key().0)
+}
+
+/// A term's context: `members` (with `accounts` and `spends`, in roster order) made
+/// `key`. The coinbase pays them pro rata by spend; each share's owner is the member
+/// the roster numbers it to.
+#[allow(clippy::too_many_arguments)]
+pub fn term_context(
+    term: u64,
+    key: &KeyShare,
+    roster: &Roster,
+    members: &[MemberId],
+    accounts: &[AccountId],
+    spends: &[u64],
+    consensus_hash: [u8; 20],
+    previous_consensus_hash: [u8; 20],
+) -> anyhow::Result<TermContext> {
+    let share_owners = (1..=100u16)
+        .map(|s| {
+            roster
+                .holder_of(s)
+                .and_then(|holder| members.iter().position(|m| *m == holder))
+                .and_then(|i| u16::try_from(i).ok())
+                .context("a share without a holder")
+        })
+        .collect::<anyhow::Result<Vec<u16>>>()?;
+    Ok(TermContext {
+        term,
+        producer_key: key.output_key()?,
+        producer_shares: key.public.clone(),
+        stacker_key: None,
+        coinbase: accounts
+            .iter()
+            .copied()
+            .zip(rewards::coinbase(COINBASE, spends))
+            .collect(),
+        cost_limit: 10_000_000,
+        consensus_hash,
+        previous_consensus_hash,
+        producers: accounts
+            .iter()
+            .copied()
+            .zip(spends.iter().copied())
+            .collect(),
+        share_owners,
+    })
+}
+
+/// The wallet script of each node's producer: where the premine pays.
+pub fn wallet_scripts(keys: &[Keypair]) -> Vec<ScriptBuf> {
+    keys.iter()
+        .map(|k| tenure_chain::burnchain::regtest::Wallet::new(*k).script())
+        .collect()
+}

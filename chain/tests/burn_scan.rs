@@ -268,3 +268,65 @@ fn a_term_utxo_is_followed_through_its_announcements_and_a_reorg_rolls_them_back
         "the term UTXO is unspent again"
     );
 }
+
+/// The group's announcement, signed by a FROST threshold of the term key, is a valid
+/// key-path spend for Bitcoin Core and the regtest chain, and the scan follows it.
+#[test]
+fn a_frost_signed_announcement_is_accepted_by_bitcoin_core_and_followed_by_the_scan() {
+    use tenure_chain::{
+        block::build::{ProducerGroup, threshold_shares},
+        produce::announce,
+    };
+    let group = ProducerGroup::shared();
+    let script = announce::term_script(&group.key());
+    let (mut chain, mut scan, mut enrollers) = setup(2);
+    catch_up(&chain, &mut scan);
+    scan.expect_term_key(3, script.clone());
+    // A producer funds the term UTXO between its enrollments, before the term.
+    enrollers[0].fund_term(3, script.clone(), announce::TERM_UTXO_VALUE);
+    while scan.height().unwrap() < FIRST + 30 {
+        step(&mut chain, &mut scan, &mut enrollers);
+    }
+    for height in [4u64, 6] {
+        let (utxo, prevout) = scan.term_utxo(3).expect("the term UTXO");
+        let announcement = Announcement {
+            term: 3,
+            height,
+            block: [height as u8; 32],
+        };
+        let tx = announce::unsigned(&announcement, utxo, &prevout, Magic::Regtest).unwrap();
+        let digest = announce::check(&tx, &prevout, 3, &script, Magic::Regtest, |h, b| {
+            h == height && *b == [height as u8; 32]
+        })
+        .expect("a member approves it");
+        let (signature, _) = group.sign(digest, &threshold_shares()).unwrap();
+        let tx = announce::with_signature(tx, &signature);
+        core_accepts(&tx, std::slice::from_ref(&prevout)).expect("Bitcoin Core accepts it");
+        chain.submit(tx).expect("the regtest chain accepts it");
+        step(&mut chain, &mut scan, &mut enrollers);
+        assert_eq!(scan.latest_announcement(3), Some(announcement));
+        assert_eq!(
+            scan.term_utxo(3).unwrap().1.value,
+            prevout.value - announce::FEE
+        );
+    }
+    // A signature by another group (the key a thief would hold) is no valid spend.
+    let (utxo, prevout) = scan.term_utxo(3).unwrap();
+    let tx = announce::unsigned(
+        &Announcement {
+            term: 3,
+            height: 8,
+            block: [8; 32],
+        },
+        utxo,
+        &prevout,
+        Magic::Regtest,
+    )
+    .unwrap();
+    let digest = announce::sighash(&tx, &prevout).unwrap();
+    let thief = ProducerGroup::generate(2).unwrap();
+    let (signature, _) = thief.sign(digest, &threshold_shares()).unwrap();
+    let tx = announce::with_signature(tx, &signature);
+    assert!(core_accepts(&tx, std::slice::from_ref(&prevout)).is_err());
+    assert!(chain.submit(tx).is_err());
+}

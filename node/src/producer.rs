@@ -19,6 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bitcoin::{OutPoint, Transaction, TxOut};
 use rand_core::OsRng;
 use sha2::{Digest, Sha256};
 use tenure_chain::{
@@ -55,6 +56,9 @@ pub struct ProducerStatus {
     pub deposed: u64,
     /// Transfers waiting in its mempool.
     pub mempool: usize,
+    /// Announcements the group signed at this producer's request, submitted to the
+    /// burnchain.
+    pub announcements_sent: u64,
     /// Blocks and transfers it applied, by the blocks' term.
     pub by_term: BTreeMap<u64, TermBlocks>,
 }
@@ -86,6 +90,7 @@ pub struct AppliedBlock {
 pub struct ProducerHandle {
     submit: mpsc::Sender<Transfer>,
     terms: mpsc::Sender<TermContext>,
+    burn: mpsc::Sender<Option<(OutPoint, TxOut)>>,
     status: watch::Receiver<ProducerStatus>,
     state: watch::Receiver<Arc<ChainState>>,
     applied: tokio::sync::broadcast::Sender<AppliedBlock>,
@@ -100,6 +105,12 @@ impl ProducerHandle {
     /// Moves the producer to the next term (see [`Producer::begin_term`]).
     pub async fn begin_term(&self, context: TermContext) {
         let _ = self.terms.send(context).await;
+    }
+
+    /// A burn block arrived; `term_utxo` is the producer's term's UTXO now (see
+    /// [`Producer::on_burn_block`]). Dropped if the producer is behind.
+    pub fn burn_block(&self, term_utxo: Option<(OutPoint, TxOut)>) {
+        let _ = self.burn.try_send(term_utxo);
     }
 
     /// The producer's latest status.
@@ -120,13 +131,15 @@ impl ProducerHandle {
 }
 
 /// Starts `producer` on `overlay`: `events` are the node's blocks-topic events,
-/// `directory` maps overlay peers to producers.
+/// `directory` maps overlay peers to producers; announcements the group signs go to
+/// `burn_txs` (dropped without one).
 pub async fn spawn(
     overlay: OverlayHandle,
     events: OverlayEvents,
     federation: FedHandle,
     producer: Producer,
     directory: BTreeMap<PeerId, ProducerId>,
+    burn_txs: Option<mpsc::Sender<Transaction>>,
 ) -> anyhow::Result<ProducerHandle> {
     let members: Vec<PeerId> = directory.keys().copied().collect();
     overlay
@@ -145,6 +158,7 @@ pub async fn spawn(
         .await?;
     let (submit, submitted) = mpsc::channel(4096);
     let (terms, term_changes) = mpsc::channel(4);
+    let (burn, burn_blocks) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(ProducerStatus::default());
     let (state_tx, state) = watch::channel(Arc::new(producer.state().clone()));
     let (applied, _) = tokio::sync::broadcast::channel(1024);
@@ -158,11 +172,13 @@ pub async fn spawn(
         state: state_tx,
         report: ProducerStatus::default(),
         published: VecDeque::new(),
+        burn_txs,
     };
-    tokio::spawn(driver.run(events, submitted, term_changes));
+    tokio::spawn(driver.run(events, submitted, term_changes, burn_blocks));
     Ok(ProducerHandle {
         submit,
         terms,
+        burn,
         status,
         state,
         applied,
@@ -181,6 +197,7 @@ struct Driver {
     /// Digests of messages published lately: gossip refuses to publish the same bytes
     /// twice (a vote or certificate answered again), so they are not sent again.
     published: VecDeque<Hash>,
+    burn_txs: Option<mpsc::Sender<Transaction>>,
 }
 
 /// Recently published messages remembered.
@@ -195,6 +212,7 @@ impl Driver {
         mut events: OverlayEvents,
         mut submitted: mpsc::Receiver<Transfer>,
         mut terms: mpsc::Receiver<TermContext>,
+        mut burn_blocks: mpsc::Receiver<Option<(OutPoint, TxOut)>>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -220,6 +238,7 @@ impl Driver {
                     self.producer.begin_term(context, Instant::now(), &mut OsRng);
                     Vec::new()
                 }
+                Some(term_utxo) = burn_blocks.recv() => self.producer.on_burn_block(term_utxo),
                 Some((digest, signature, evidence)) = signed.recv() => {
                     self.producer.on_signed(digest, signature, evidence, Instant::now(), &mut OsRng)
                 }
@@ -319,6 +338,14 @@ impl Driver {
                         height: block.header.height,
                         txs: block.txs.iter().map(Tx::id).collect(),
                     });
+                }
+                ProducerOutput::Announce(tx) => {
+                    debug!(target: logs::PRODUCER, txid = %tx.compute_txid(), "announcement signed");
+                    self.report.announcements_sent =
+                        self.report.announcements_sent.saturating_add(1);
+                    if let Some(burn_txs) = &self.burn_txs {
+                        let _ = burn_txs.try_send(*tx);
+                    }
                 }
                 ProducerOutput::Leader { leader, round } => {
                     debug!(target: logs::PRODUCER, %leader, round, "leader");

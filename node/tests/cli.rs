@@ -140,6 +140,12 @@ fn the_testnet_enrolls_on_the_burnchain_and_produces_blocks_term_after_term() {
             .sum();
         assert_eq!(shares, 100, "{summary}");
     }
+    // The group announced its blocks on the burnchain, spending each term's UTXO.
+    assert!(
+        summary["announcements_confirmed"].as_u64().unwrap() >= 2,
+        "{summary}"
+    );
+    assert!(summary["final_height"].as_u64().unwrap() >= 1, "{summary}");
     // The producers' spends change from term to term, and so do their shares.
     assert_ne!(terms[0]["shares"], terms[1]["shares"], "{summary}");
     assert!(summary["blocks"].as_u64().unwrap() >= 2, "{summary}");

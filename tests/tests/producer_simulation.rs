@@ -255,7 +255,7 @@ impl Sim {
                             .count();
                     }
                 }
-                ProducerOutput::Leader { .. } => {}
+                ProducerOutput::Leader { .. } | ProducerOutput::Announce(_) => {}
                 ProducerOutput::Deposed { leader, .. } => {
                     if index_of(leader) == BYZANTINE {
                         self.byzantine_deposed = true;

@@ -9,11 +9,18 @@
 //!    (the term rule of [`crate::ops::enrollment::check_term`]), and enrolls again if
 //!    the scan has not found the enrollment [`RESUBMIT_AFTER`] blocks later.
 //!
+//! 3. Asked to fund a term's UTXO ([`Enroller::fund_term`]; anyone may, seed 000),
+//!    it pays the term's script before the term starts, again if the scan has not
+//!    found the output [`RESUBMIT_AFTER`] blocks later, and never once the term
+//!    started.
+//!
 //! One transaction is outstanding at a time, so the wallet never spends an output
 //! twice. Decision: `state_root` is zero until announcements carry state roots
 //! the scan can compare it with.
 
-use bitcoin::{Amount, Transaction, secp256k1::Keypair};
+use std::collections::BTreeMap;
+
+use bitcoin::{Amount, ScriptBuf, Transaction, TxOut, secp256k1::Keypair};
 
 use super::burn_scan::BurnScan;
 use crate::{
@@ -41,12 +48,15 @@ pub struct Enroller {
     magic: Magic,
     /// (what, burn height it was submitted at) of the transaction outstanding.
     outstanding: Option<(Pending, u64)>,
+    /// Term UTXOs to fund: the term, its script and value.
+    funding: BTreeMap<u64, TxOut>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pending {
     Registration,
     Enrollment(u64),
+    Funding(u64),
 }
 
 impl Enroller {
@@ -68,7 +78,19 @@ impl Enroller {
             spend: Box::new(spend),
             magic,
             outstanding: None,
+            funding: BTreeMap::new(),
         }
+    }
+
+    /// Pays `value` to `script`, term `term`'s UTXO, before the term starts.
+    pub fn fund_term(&mut self, term: u64, script: ScriptBuf, value: Amount) {
+        self.funding.insert(
+            term,
+            TxOut {
+                value,
+                script_pubkey: script,
+            },
+        );
     }
 
     /// The wallet's script: where its funds must be paid.
@@ -80,14 +102,20 @@ impl Enroller {
     pub fn on_burn_block(&mut self, chain: &RegtestChain, scan: &BurnScan) -> Option<Transaction> {
         let height = scan.height()?;
         let registered = scan.registrations().find_owner(&self.wallet.script());
-        let wanted = match (registered, scan.term()) {
+        let now = scan.term();
+        self.funding
+            .retain(|term, _| !scan.term_funded(*term) && now.is_none_or(|now| now < *term));
+        let wanted = match (registered, now) {
             (None, _) => Pending::Registration,
             (Some(_), Some(term))
                 if term >= 1 && !scan.enrolled(term, &self.keypair.public_key()) =>
             {
                 Pending::Enrollment(term)
             }
-            (Some(_), _) => return None,
+            (Some(_), _) => match self.funding.keys().next() {
+                Some(term) => Pending::Funding(*term),
+                None => return None,
+            },
         };
         if let Some((pending, at)) = self.outstanding
             && pending == wanted
@@ -117,6 +145,7 @@ impl Enroller {
                 vec![data.op_return(self.magic), burn_output((self.spend)(term))]
             }
             (Pending::Enrollment(_), None) => return None,
+            (Pending::Funding(term), _) => vec![self.funding.get(&term)?.clone()],
         };
         let tx = self.wallet.pay(chain, outputs, FEE)?;
         self.outstanding = Some((wanted, height));

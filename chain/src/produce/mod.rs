@@ -2,6 +2,8 @@
 //! "Producer Signing Protocol"; DESIGN "Block production"), as sans-IO state machines
 //! fed with messages and time, returning messages to send and events.
 //!
+//! - [`announce`]: announcements on Bitcoin: the term UTXO's script, the
+//!   transaction, the digest the group signs, what a member checks before signing.
 //! - [`burn_scan`]: what every node reads from the burnchain: registrations,
 //!   enrollments, each term's producers and shares, term UTXOs and announcements.
 //! - [`enroller`]: a producer registering its key and enrolling, term after term, on
@@ -31,6 +33,7 @@
 //!   their own chain state and pre-commit to its header hash; each member's signing
 //!   validator approves only the header it pre-committed to.
 
+pub mod announce;
 pub mod burn_scan;
 pub mod election;
 pub mod enroller;

@@ -52,7 +52,10 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
+use bitcoin::{OutPoint, ScriptBuf, Transaction, TxOut, consensus};
+
 use super::{
+    announce::{self, AnnouncementRefusal},
     election::{
         Deposed, Election, ElectionConfig, ElectionMessage, ElectionOutput, ElectionRefusal,
         ProducerId,
@@ -65,6 +68,7 @@ use crate::{
         SignerEvidence, TermContext, Transfer, Tx,
     },
     codec::{self, Versioned},
+    ops::{announce::Announcement, enrollment::Magic},
     tenure_change::{Cause, TenureChange, pubkey_hash},
 };
 
@@ -102,6 +106,8 @@ pub struct ProducerConfig {
     pub mempool_capacity: usize,
     /// The election's timing.
     pub election: ElectionConfig,
+    /// The magic of the burnchain announcements are made on.
+    pub magic: Magic,
 }
 
 impl Default for ProducerConfig {
@@ -112,6 +118,7 @@ impl Default for ProducerConfig {
             max_block_transfers: 2_000,
             mempool_capacity: 20_000,
             election: ElectionConfig::default(),
+            magic: Magic::Regtest,
         }
     }
 }
@@ -239,6 +246,14 @@ pub enum SignPayload {
     Header(Header),
     /// The term's opening tenure change (the group signs its digest).
     TenureChange(TenureChange),
+    /// An announcement spending the term UTXO (the group signs its key-path sighash;
+    /// [`announce`]): the transaction and the output it spends, consensus-encoded.
+    Announcement {
+        /// The unsigned transaction.
+        tx: ByteBuf,
+        /// The term UTXO it spends.
+        prevout: ByteBuf,
+    },
 }
 
 impl SignPayload {
@@ -255,11 +270,16 @@ impl SignPayload {
         serde_cbor::from_slice(bytes).ok()
     }
 
-    /// The digest the group signs for it.
-    pub fn digest(&self, network: &str) -> Hash {
+    /// The digest the group signs for it (`None`: an announcement that does not
+    /// decode).
+    pub fn digest(&self, network: &str) -> Option<Hash> {
         match self {
-            SignPayload::Header(header) => Block::signing_message(header),
-            SignPayload::TenureChange(tc) => tc.digest(network),
+            SignPayload::Header(header) => Some(Block::signing_message(header)),
+            SignPayload::TenureChange(tc) => Some(tc.digest(network)),
+            SignPayload::Announcement { tx, prevout } => {
+                let (tx, prevout) = announce::decode(tx, prevout).ok()?;
+                announce::sighash(&tx, &prevout)
+            }
         }
     }
 }
@@ -267,9 +287,22 @@ impl SignPayload {
 /// The digests this producer lets its federation member sign: the headers it
 /// pre-committed and the tenure change it would build itself. Shared with the
 /// federation member's validator.
+///
+/// Announcements are checked by their rules instead ([`announce::check`]), against
+/// the producer's term and the blocks it holds, which the producer records here.
 #[derive(Clone, Debug, Default)]
 pub struct Approvals {
     digests: Arc<Mutex<VecDeque<Hash>>>,
+    announcing: Arc<Mutex<AnnouncingView>>,
+}
+
+/// What a member checks announcements against.
+#[derive(Debug, Default)]
+struct AnnouncingView {
+    /// The term, its UTXO's script, the burnchain's magic.
+    term: Option<(u64, ScriptBuf, Magic)>,
+    /// Blocks this producer applied lately, by height.
+    held: BTreeMap<u64, Hash>,
 }
 
 /// Why a signing payload is refused.
@@ -281,6 +314,9 @@ pub enum ApprovalRefusal {
     /// Not something this producer pre-committed or would build.
     #[error("not pre-committed by this producer")]
     NotPreCommitted,
+    /// An announcement this producer does not approve.
+    #[error("announcement: {0}")]
+    Announcement(#[from] AnnouncementRefusal),
 }
 
 impl Approvals {
@@ -304,10 +340,44 @@ impl Approvals {
         }
     }
 
+    /// Blocks held for announcements, at most.
+    const HELD: usize = 1_024;
+
+    /// Announcements from now on are for `term`, whose UTXO pays `script`.
+    fn set_term(&self, term: u64, script: ScriptBuf, magic: Magic) {
+        if let Ok(mut view) = self.announcing.lock() {
+            view.term = Some((term, script, magic));
+        }
+    }
+
+    /// This producer holds block `hash` at `height`.
+    fn hold(&self, height: u64, hash: Hash) {
+        if let Ok(mut view) = self.announcing.lock() {
+            view.held.insert(height, hash);
+            while view.held.len() > Self::HELD {
+                view.held.pop_first();
+            }
+        }
+    }
+
     /// The digest to sign for `payload`, if this producer approves it.
     pub fn approve(&self, payload: &[u8], network: &str) -> Result<Hash, ApprovalRefusal> {
         let payload = SignPayload::from_bytes(payload).ok_or(ApprovalRefusal::Undecodable)?;
-        let digest = payload.digest(network);
+        if let SignPayload::Announcement { tx, prevout } = &payload {
+            let (tx, prevout) = announce::decode(tx, prevout)?;
+            let view = self
+                .announcing
+                .lock()
+                .map_err(|_| AnnouncementRefusal::NoTerm)?;
+            let (term, script, magic) = view.term.as_ref().ok_or(AnnouncementRefusal::NoTerm)?;
+            let digest = announce::check(&tx, &prevout, *term, script, *magic, |height, hash| {
+                view.held.get(&height) == Some(hash)
+            })?;
+            return Ok(digest);
+        }
+        let digest = payload
+            .digest(network)
+            .ok_or(ApprovalRefusal::Undecodable)?;
         let approved = self
             .digests
             .lock()
@@ -340,6 +410,8 @@ pub enum ProducerOutput {
     },
     /// A block was validated and applied.
     Applied(Box<Block>),
+    /// An announcement the group signed: submit it to the burnchain.
+    Announce(Box<Transaction>),
     /// A leader became known.
     Leader {
         /// The round it won.
@@ -405,6 +477,10 @@ pub struct Producer {
     context: TermContext,
     /// The term before this one: its late blocks are still validated and applied.
     previous: Option<TermContext>,
+    /// The announcement being signed: its digest and unsigned transaction.
+    announcing: Option<(Hash, Transaction)>,
+    /// The highest block this producer announced (or asked the group to).
+    announced: u64,
     state: ChainState,
     election: Election,
     mempool: Mempool,
@@ -473,6 +549,8 @@ impl Producer {
             mempool: Mempool::new(network, config.mempool_capacity),
             context,
             previous: None,
+            announcing: None,
+            announced: 0,
             state,
             election,
             weights,
@@ -492,7 +570,52 @@ impl Producer {
             proposals: 0,
         };
         producer.allow_opening();
+        producer.allow_announcing();
         producer
+    }
+
+    /// Announcements from now on are for this term's UTXO.
+    fn allow_announcing(&self) {
+        self.approvals.set_term(
+            self.context.term,
+            announce::term_script(&self.context.producer_key),
+            self.config.magic,
+        );
+    }
+
+    /// A burn block arrived; `term_utxo` is this term's UTXO as the burnchain now
+    /// says (`None`: not funded, or spent away). The leader asks the group to announce
+    /// its tip if it is higher than the last it announced.
+    pub fn on_burn_block(&mut self, term_utxo: Option<(OutPoint, TxOut)>) -> Vec<ProducerOutput> {
+        let (Some((utxo, prevout)), Some(leader)) = (term_utxo, self.election.leader()) else {
+            return Vec::new();
+        };
+        if leader != self.me || self.state.height <= self.announced || self.state.height == 0 {
+            return Vec::new();
+        }
+        let announcement = Announcement {
+            term: self.context.term,
+            height: self.state.height,
+            block: self.state.tip,
+        };
+        let Some(tx) = announce::unsigned(&announcement, utxo, &prevout, self.config.magic) else {
+            return Vec::new();
+        };
+        let Some(digest) = announce::sighash(&tx, &prevout) else {
+            return Vec::new();
+        };
+        let payload = SignPayload::Announcement {
+            tx: ByteBuf::from(consensus::serialize(&tx)),
+            prevout: ByteBuf::from(consensus::serialize(&prevout)),
+        };
+        match payload.to_bytes() {
+            Ok(payload) => {
+                self.announced = self.state.height;
+                self.announcing = Some((digest, tx));
+                vec![ProducerOutput::Sign { payload }]
+            }
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Moves to the next term, `context`, as the burnchain starts it: a new election
@@ -524,7 +647,9 @@ impl Producer {
         self.precommitted.clear();
         self.seen.clear();
         self.waiting = None;
+        self.announcing = None;
         self.allow_opening();
+        self.allow_announcing();
     }
 
     /// The term this producer is in.
@@ -976,6 +1101,12 @@ impl Producer {
         now: Instant,
         rng: &mut impl RngCore,
     ) -> Vec<ProducerOutput> {
+        if self.announcing.as_ref().is_some_and(|(d, _)| *d == digest)
+            && let Some((_, tx)) = self.announcing.take()
+        {
+            let tx = announce::with_signature(tx, &signature);
+            return vec![ProducerOutput::Announce(Box::new(tx))];
+        }
         if self.is_first_of_term() && self.opening.is_none() {
             let mut tc = self.expected_opening();
             if tc.digest(&self.network) == digest {
@@ -1070,6 +1201,7 @@ impl Producer {
             }
         };
         self.state.apply(&changes);
+        self.approvals.hold(block.header.height, hash);
         self.mempool.prune(&self.state);
         self.leader_seen = now;
         let height = block.header.height;

@@ -23,7 +23,7 @@ use bitcoin::{
 use serde::Serialize;
 use tenure_chain::{
     ops::enrollment::Magic,
-    produce::{BurnScan, Enroller},
+    produce::{BurnScan, Enroller, announce},
     terms::Terms,
 };
 use tenure_overlay::{
@@ -45,6 +45,7 @@ pub mod producers;
 pub mod terms;
 
 use producers::ProducerSet;
+use terms::TermKey;
 
 /// How long producers get, once the load stops, to reach one tip.
 const PRODUCER_SETTLE: Duration = Duration::from_secs(3);
@@ -107,6 +108,10 @@ pub struct TermSummary {
     pub transactions: u64,
     /// Verified signer shares of its last block.
     pub last_block_signer_shares: usize,
+    /// Its announcements confirmed on the burnchain.
+    pub announcements: u64,
+    /// The highest block it announced.
+    pub announced_height: Option<u64>,
 }
 
 /// The summary printed at the end.
@@ -162,8 +167,10 @@ pub struct TestnetSummary {
     pub leaders_deposed: u64,
     /// Whether every producer ended on the same tip.
     pub tips_agree: bool,
-    /// Announcements confirmed on the burnchain (not produced yet: 0).
+    /// Announcements confirmed on the burnchain (as the first node's scan found them).
     pub announcements_confirmed: u64,
+    /// The highest block an announcement confirmed: it and its ancestors are final.
+    pub final_height: Option<u64>,
     /// The node killed as leader (`--kill-leader`), if one was.
     pub leader_killed: Option<usize>,
     /// Nodes killed during the run.
@@ -214,6 +221,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     let mut progress = Vec::with_capacity(nodes.len());
     let mut tasks = Vec::with_capacity(nodes.len());
     let mut scans = Vec::with_capacity(nodes.len());
+    let mut term_keys = Vec::with_capacity(nodes.len());
     let node_count = options.nodes;
     for (index, (node, key)) in nodes.into_iter().zip(&keys).enumerate() {
         let nodes = node_count;
@@ -235,8 +243,11 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         );
         let (scan_tx, scan_rx) = watch::channel(Arc::new(scan.clone()));
         scans.push(scan_rx);
+        let (keys_tx, keys_rx) = mpsc::channel(8);
+        term_keys.push(keys_tx);
         let burn = NodeBurn {
             scan,
+            term_keys: keys_rx,
             scans: scan_tx,
             enroller: Enroller::with_spends(
                 *key,
@@ -255,7 +266,6 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         };
         tasks.push(tokio::spawn(run_node(node, state, burn, stop_rx.clone())));
     }
-    drop(to_miner);
     eprintln!(
         "testnet: {} nodes on loopback, bootstrap {}; premine of {} burn blocks, then terms of {} (term 0 registers, enrollments from term 1, blocks from term {})",
         options.nodes,
@@ -269,7 +279,15 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         terms::FIRST_TERM,
     );
 
-    let set = ProducerSet::start_terms(&handles, producer_events, keys, scans.clone()).await?;
+    let set = ProducerSet::start_terms(
+        &handles,
+        producer_events,
+        keys,
+        scans.clone(),
+        to_miner,
+        term_keys,
+    )
+    .await?;
     set.start_load();
     let last_term = terms::FIRST_TERM + options.terms - 1;
     let done_at = schedule.terms.heights(last_term).end;
@@ -404,6 +422,10 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     localnet::shutdown(&handles).await;
 
     let burn_height = view.burn.first().map_or(0, |(h, _)| *h);
+    let announcements = scans
+        .first()
+        .map(|scan| scan.borrow().announcements())
+        .unwrap_or_default();
     let reports = set.reports.lock().map(|r| r.clone()).unwrap_or_default();
     let terms: Vec<TermSummary> = (terms::FIRST_TERM..=last_term)
         .map(|term| {
@@ -419,6 +441,12 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
                 blocks: blocks.blocks,
                 transactions: blocks.transfers,
                 last_block_signer_shares: blocks.last_signer_shares,
+                announcements: announcements.iter().filter(|(_, a)| a.term == term).count() as u64,
+                announced_height: announcements
+                    .iter()
+                    .filter(|(_, a)| a.term == term)
+                    .map(|(_, a)| a.height)
+                    .max(),
             }
         })
         .collect();
@@ -455,7 +483,8 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         last_block_signer_shares: production.last_signer_shares,
         leaders_deposed: production.deposed,
         tips_agree: production.tips_agree,
-        announcements_confirmed: 0,
+        announcements_confirmed: announcements.len() as u64,
+        final_height: announcements.iter().map(|(_, a)| a.height).max(),
         leader_killed: dead,
         nodes_killed: usize::from(dead.is_some()),
         failover_ms: failover.map(|d| d.as_millis() as u64),
@@ -569,6 +598,8 @@ struct Mining {
 /// A node's part in the burnchain beyond following it: scanning, enrolling, mining.
 struct NodeBurn {
     scan: BurnScan,
+    /// Term keys from the node's term driver.
+    term_keys: mpsc::Receiver<TermKey>,
     scans: watch::Sender<Arc<BurnScan>>,
     enroller: Enroller,
     to_miner: mpsc::Sender<Transaction>,
@@ -576,12 +607,32 @@ struct NodeBurn {
 }
 
 impl NodeBurn {
+    /// A term's key is known: scan for its UTXO from the start of the term before
+    /// (the payment may already be mined), and pay it if this node funds it.
+    fn on_term_key(&mut self, key: TermKey, burn: &BurnNode) {
+        let terms = self.scan.terms();
+        self.scan.expect_term_key(key.term, key.script.clone());
+        let from = terms.heights(key.term.saturating_sub(1)).start;
+        if self.scan.next_height() > from {
+            self.scan.rewind(from.max(terms.first_burn_height));
+        }
+        if key.fund {
+            self.enroller
+                .fund_term(key.term, key.script, announce::TERM_UTXO_VALUE);
+        }
+        self.scan_and_enroll(burn);
+    }
+
     /// Scans what `burn` holds past the scan (rewinding first on a reorg), enrolls,
     /// and publishes the scan.
     fn follow(&mut self, change: &TipChange, burn: &BurnNode) {
         if let TipChange::Reorganised { fork_height, .. } = change {
             self.scan.rewind(fork_height.saturating_add(1));
         }
+        self.scan_and_enroll(burn);
+    }
+
+    fn scan_and_enroll(&mut self, burn: &BurnNode) {
         let chain = burn.sync().chain();
         while self.scan.next_height() <= chain.height() {
             let height = self.scan.next_height();
@@ -670,6 +721,7 @@ async fn run_node(
                 let change = burn.on_fetched(answer).await;
                 record(change, &burn, &mut burn_part);
             }
+            Some(key) = burn_part.term_keys.recv() => burn_part.on_term_key(key, &burn),
             _ = anti_entropy.tick(), if mining.is_none() => burn.on_tick(),
             _ = &mut beat => {
                 // Until subscriptions are exchanged there is nobody to publish to: try
@@ -843,11 +895,11 @@ impl TestnetSummary {
             self.bytes_sent_per_node,
         );
         text.push_str(
-            "  term  done  key (ms)  attempts  blocks  transfers  signer shares  shares by node\n",
+            "  term  done  key ms  attempts  blocks  transfers  signer shares  announced  up to  shares by node\n",
         );
         for t in &self.terms {
             text.push_str(&format!(
-                "  {:>4}  {:>4}  {:>8}  {:>8}  {:>6}  {:>9}  {:>13}  {:?}{}\n",
+                "  {:>4}  {:>4}  {:>6}  {:>8}  {:>6}  {:>9}  {:>13}  {:>9}  {:>5}  {:?}{}\n",
                 t.term,
                 if t.completed { "yes" } else { "no" },
                 t.dkg_ms.map_or("-".to_owned(), |ms| ms.to_string()),
@@ -855,6 +907,8 @@ impl TestnetSummary {
                 t.blocks,
                 t.transactions,
                 t.last_block_signer_shares,
+                t.announcements,
+                t.announced_height.map_or("-".to_owned(), |h| h.to_string()),
                 t.shares,
                 if t.excluded.is_empty() {
                     String::new()
@@ -864,9 +918,11 @@ impl TestnetSummary {
             ));
         }
         text.push_str(&format!(
-            "  terms completed    {} of {}\n  blocks             {} ({} transfers, {:.0} per second), last signed by {} shares\n  leaders deposed    {}{}\n  tips agree         {}",
+            "  terms completed    {} of {}\n  announcements      {} confirmed, final up to height {}\n  blocks             {} ({} transfers, {:.0} per second), last signed by {} shares\n  leaders deposed    {}{}\n  tips agree         {}",
             self.terms_completed,
             self.terms.len(),
+            self.announcements_confirmed,
+            self.final_height.map_or("-".to_owned(), |h| h.to_string()),
             self.blocks,
             self.transactions,
             self.transactions_per_s,

@@ -20,7 +20,10 @@ use std::{
 };
 
 use anyhow::Context;
-use bitcoin::secp256k1::{Keypair, SECP256K1};
+use bitcoin::{
+    Transaction,
+    secp256k1::{Keypair, SECP256K1},
+};
 use futures::future::join_all;
 use tenure_chain::{
     block::{AccountId, ChainState, Transfer},
@@ -34,9 +37,9 @@ use tenure_frost_fed::{
 use tenure_overlay::{
     OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Service, Topic, localnet,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use super::terms::{TermDriver, TermReports, term_context};
+use super::terms::{TermDriver, TermKey, TermReports, term_context};
 use crate::{
     federation::{self, FedHandle},
     producer::{self, ProducerHandle, ProducerStatus},
@@ -216,6 +219,7 @@ impl ProducerSet {
                 federation,
                 producer,
                 by_peer.clone(),
+                None,
             )
             .await?;
             producers.push(Arc::new(OnceLock::from(handle)));
@@ -239,10 +243,15 @@ impl ProducerSet {
         events: Vec<ProducerEvents>,
         keypairs: Vec<Keypair>,
         scans: Vec<watch::Receiver<Arc<BurnScan>>>,
+        burn_txs: mpsc::Sender<Transaction>,
+        term_keys: Vec<mpsc::Sender<TermKey>>,
     ) -> anyhow::Result<ProducerSet> {
         let n = overlays.len();
         anyhow::ensure!(
-            (2..=100).contains(&n) && keypairs.len() == n && scans.len() == n,
+            (2..=100).contains(&n)
+                && keypairs.len() == n
+                && scans.len() == n
+                && term_keys.len() == n,
             "a producer set has 2 to 100 producers, each with a key and a burn scan"
         );
         let Members {
@@ -262,11 +271,12 @@ impl ProducerSet {
             .collect();
         let reports = TermReports::default();
         let mut producers = Vec::with_capacity(n);
-        for (index, (((overlay, blocks), federation), (approvals, scans))) in overlays
+        for (index, ((((overlay, blocks), federation), (approvals, scans)), term_keys)) in overlays
             .iter()
             .zip(blocks)
             .zip(members)
             .zip(approvals.into_iter().zip(scans))
+            .zip(term_keys)
             .enumerate()
         {
             let slot = Arc::new(OnceLock::new());
@@ -283,6 +293,8 @@ impl ProducerSet {
                 keys: keypairs.clone(),
                 slot,
                 reports: reports.clone(),
+                burn_txs: burn_txs.clone(),
+                term_keys,
             };
             tokio::spawn(driver.run(scans));
         }

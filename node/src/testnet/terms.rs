@@ -16,6 +16,13 @@
 //!   term N − 1 still signs with its own ([`crate::federation::FedHandle::dkg_next`]).
 //!   A failed DKG is retried without the members it blamed (at most
 //!   [`DKG_ATTEMPTS`] attempts), shares reassigned among the rest with the same seed.
+//! - **The term UTXO.** Once term N's key is made, the first member of its roster pays
+//!   the key's taproot output from its wallet before term N starts, and every node's
+//!   scan looks for it ([`TermKey`]; the scan rewinds to term N − 1 and scans again,
+//!   in case the payment was mined before the node knew the key).
+//! - **Announcements.** At every burn block the term's leader asks the group to sign
+//!   an announcement of its tip spending the term UTXO
+//!   ([`tenure_chain::produce::announce`]); the signed transaction goes to the miner.
 //! - **At term N's first burn block** each node switches its member to term N's key
 //!   and its producer to term N ([`tenure_chain::produce::Producer::begin_term`]);
 //!   term N's first block carries its `BlockFound`.
@@ -33,10 +40,10 @@ use std::{
 };
 
 use anyhow::Context;
-use bitcoin::{ScriptBuf, secp256k1::Keypair};
+use bitcoin::{ScriptBuf, Transaction, secp256k1::Keypair};
 use tenure_chain::{
     block::{AccountId, ChainState, TermContext},
-    produce::{Approvals, BurnScan, Producer, ProducerConfig, ProducerId, TermPlan},
+    produce::{Approvals, BurnScan, Producer, ProducerConfig, ProducerId, TermPlan, announce},
     rewards, shares,
     tenure_change::consensus_hash,
     terms::{self, Terms},
@@ -111,12 +118,29 @@ pub struct TermDriver {
     pub slot: Arc<OnceLock<ProducerHandle>>,
     /// Term reports.
     pub reports: TermReports,
+    /// Burn transactions (announcements) to the miner.
+    pub burn_txs: mpsc::Sender<Transaction>,
+    /// Term keys to the node's burnchain loop, which scans for their UTXOs.
+    pub term_keys: mpsc::Sender<TermKey>,
+}
+
+/// A term's key, for the node's burnchain loop: it scans for the term's UTXO, and
+/// the node that `fund`s pays it.
+#[derive(Clone, Debug)]
+pub struct TermKey {
+    /// The term.
+    pub term: u64,
+    /// Its UTXO's script.
+    pub script: ScriptBuf,
+    /// Whether this node pays the term UTXO: the first member of the term's roster.
+    pub fund: bool,
 }
 
 /// A term key made: the term's context and this member's share.
 struct Made {
     context: TermContext,
     key: Arc<KeyShare>,
+    fund: bool,
 }
 
 impl TermDriver {
@@ -132,12 +156,20 @@ impl TermDriver {
                 changed = scans.changed() => if changed.is_err() { return },
                 Some((term, made)) = made_rx.recv() => {
                     if let Some(made) = made {
+                        let _ = self.term_keys.send(TermKey {
+                            term,
+                            script: announce::term_script(&made.context.producer_key),
+                            fund: made.fund,
+                        }).await;
                         ready.insert(term, made);
                     }
                 }
             }
             let scan = scans.borrow_and_update().clone();
             let Some(now) = scan.term() else { continue };
+            if let (Some(handle), Some(term)) = (self.slot.get(), current) {
+                handle.burn_block(scan.term_utxo(term));
+            }
             // The next term's key, once the burnchain names its producers.
             let next = now.saturating_add(1);
             if next >= FIRST_TERM
@@ -185,6 +217,7 @@ impl TermDriver {
                             self.federation.clone(),
                             producer,
                             self.directory.clone(),
+                            Some(self.burn_txs.clone()),
                         )
                         .await
                         {
@@ -256,7 +289,8 @@ impl KeyJob {
                 Ok(key) => {
                     let context = self.context(plan.term, &key, &roster, &chosen).ok()?;
                     self.report(plan.term, &roster, started.elapsed(), attempt, &excluded);
-                    return Some(Made { context, key });
+                    let fund = roster.members().first().is_some_and(|(m, _)| *m == me);
+                    return Some(Made { context, key, fund });
                 }
                 Err(DkgError::Failed(failure)) => {
                     info!(target: logs::FED_DKG, term = plan.term, attempt, %failure, "term DKG failed; retrying without the blamed");

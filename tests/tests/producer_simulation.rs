@@ -273,7 +273,9 @@ impl Sim {
                     let to = (0..SPENDS.len()).find(|m| member(*m) == to).unwrap();
                     self.send(n, to, Msg::Sign(msg));
                 }
-                SignOutput::Signed { record, .. } => {
+                // Any producer that learns the signature completes the block; its
+                // evidence is checked when the block is validated.
+                SignOutput::Signed { record, .. } | SignOutput::Seen { record, .. } => {
                     let now = self.net.now();
                     let signature: [u8; 64] = record.signature.as_slice().try_into().unwrap();
                     let out = self.nodes[n].producer.on_signed(

@@ -553,6 +553,8 @@ impl<V: Validator> Member<V> {
                     record,
                     sessions,
                 }),
+                // Another member's signature: nothing here waits for it.
+                SignOutput::Seen { .. } => {}
                 SignOutput::Failed { request, reason } => {
                     out.push(MemberOutput::SignFailed { request, reason });
                 }

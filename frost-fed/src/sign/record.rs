@@ -123,22 +123,15 @@ impl SignatureRecord {
             }
             numbers.insert(*n);
         }
-        let signature = frost_core::aggregate_custom(
-            &package,
-            &shares,
-            public,
-            frost_core::CheaterDetection::FirstCheater,
-        )
-        .map_err(|e| RecordError::Aggregate(e.to_string()))?;
-        let bytes = signature
-            .serialize()
+        // Every share checked in one batch; they must add up to the recorded
+        // signature, which must verify as BIP340.
+        let verified = super::batch::verify_all(&package, &shares, public)
             .map_err(|e| RecordError::Aggregate(e.to_string()))?;
-        if bytes != self.signature.as_slice() {
+        let (r_x, z) = self.signature.split_at_checked(32).unwrap_or_default();
+        if r_x != verified.r_x || z != verified.z {
             return Err(RecordError::Aggregate("another signature".into()));
         }
         verify_bip340(public, &self.message, &self.signature)?;
-        verify_each_share(&package, &shares, public)
-            .map_err(|e| RecordError::Aggregate(e.to_string()))?;
         Ok(numbers)
     }
 
@@ -151,42 +144,6 @@ impl SignatureRecord {
     pub fn from_bytes(bytes: &[u8]) -> Result<SignatureRecord, RecordError> {
         serde_cbor::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))
     }
-}
-
-/// Checks every share against its member's verifying share, computing the binding
-/// factors, group commitment and challenge once (as frost's cheater detection does).
-fn verify_each_share(
-    package: &SigningPackage,
-    shares: &BTreeMap<frost_secp256k1_tr::Identifier, SignatureShare>,
-    public: &PublicKeyPackage,
-) -> Result<(), frost_secp256k1_tr::Error> {
-    use frost_core::Ciphersuite as _;
-    type Suite = frost_secp256k1_tr::Secp256K1Sha256TR;
-    let (package, shares, public) = Suite::pre_aggregate(package, shares, public)?;
-    let binding = frost_core::compute_binding_factor_list(&package, public.verifying_key(), &[])?;
-    let package = Suite::pre_commitment_aggregate(&package, &binding)?;
-    let commitment = frost_core::compute_group_commitment(&package, &binding)?;
-    let challenge = Suite::challenge(
-        &commitment.clone().to_element(),
-        public.verifying_key(),
-        package.message().as_slice(),
-    )?;
-    for (id, share) in shares.iter() {
-        let verifying_share = public
-            .verifying_shares()
-            .get(id)
-            .ok_or(frost_core::Error::UnknownIdentifier)?;
-        frost_core::verify_signature_share_precomputed(
-            *id,
-            &package,
-            &binding,
-            &commitment,
-            share,
-            verifying_share,
-            challenge,
-        )?;
-    }
-    Ok(())
 }
 
 /// Verifies a 64-byte signature with secp256k1's BIP340 verifier under the group's

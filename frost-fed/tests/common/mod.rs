@@ -141,6 +141,7 @@ where
                     queue.extend(out.into_iter().map(|o| (to, o)));
                 }
                 SignOutput::Signed { record, .. } => result = Some(record),
+                SignOutput::Seen { .. } => {}
                 SignOutput::Refused { reason, .. } => panic!("{from} refused: {reason}"),
                 other => panic!("unexpected {other:?}"),
             }

@@ -235,8 +235,7 @@ impl Driver {
                 }
                 Some(context) = terms.recv() => {
                     debug!(target: logs::PRODUCER, term = context.term, "term begins");
-                    self.producer.begin_term(context, Instant::now(), &mut OsRng);
-                    Vec::new()
+                    self.producer.begin_term(context, Instant::now(), &mut OsRng)
                 }
                 Some(term_utxo) = burn_blocks.recv() => self.producer.on_burn_block(term_utxo),
                 Some((digest, signature, evidence)) = signed.recv() => {

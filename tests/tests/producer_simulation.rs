@@ -10,8 +10,10 @@
 //! block it proposes has a wrong state root.
 //!
 //! For every seed: blocks are produced before and after the crash, transfers are
-//! included, nothing the byzantine producer proposed is ever signed, and at the end
-//! every producer holds the same tip.
+//! included, nothing the byzantine producer proposed is ever signed, and every
+//! producer holds the same tip. Then the next term starts, with other weights and a
+//! new key from another DKG, each producer switching a little after the one before:
+//! the new term produces blocks and every producer ends on one tip again.
 
 #![allow(
     clippy::unwrap_used,
@@ -367,33 +369,45 @@ impl Sim {
     }
 }
 
-#[test]
-fn a_producer_set_produces_signed_blocks_through_a_crashed_leader_and_a_byzantine_one() {
-    let weights: Vec<(MemberId, u16)> = (0..SPENDS.len()).map(|n| (member(n), SPENDS[n])).collect();
+/// Term `term`'s keys (by the weighted DKG) and context, for producers spending
+/// `spends` (in producer order).
+fn term(term: u64, spends: &[u16; 6]) -> (Vec<KeyShare>, TermContext) {
+    let weights: Vec<(MemberId, u16)> = (0..spends.len()).map(|n| (member(n), spends[n])).collect();
     let roster = Roster::new(weights, 100, 67).unwrap();
     let keys = term_keys(&roster);
     let context = TermContext {
-        term: TERM,
+        term,
         producer_key: keys[0].output_key().unwrap(),
         producer_shares: keys[0].public.clone(),
         stacker_key: None,
-        coinbase: (0..SPENDS.len())
+        coinbase: (0..spends.len())
             .map(|n| (AccountId(id(n).0), 1_000_000))
             .collect(),
         cost_limit: 100_000,
-        consensus_hash: consensus_hash(TERM, &[5; 32]),
-        previous_consensus_hash: consensus_hash(TERM - 1, &[4; 32]),
-        producers: (0..SPENDS.len())
-            .map(|n| (AccountId(id(n).0), u64::from(SPENDS[n])))
+        consensus_hash: consensus_hash(term, &[term as u8; 32]),
+        previous_consensus_hash: consensus_hash(term - 1, &[term as u8 - 1; 32]),
+        producers: (0..spends.len())
+            .map(|n| (AccountId(id(n).0), u64::from(spends[n])))
             .collect(),
         // The federation's roster decides who holds each share.
         share_owners: (1..=100u16)
             .map(|s| {
                 let holder = roster.holder_of(s).unwrap();
-                (0..SPENDS.len()).find(|n| member(*n) == holder).unwrap() as u16
+                (0..spends.len()).find(|n| member(*n) == holder).unwrap() as u16
             })
             .collect(),
     };
+    (keys, context)
+}
+
+#[test]
+fn a_producer_set_produces_signed_blocks_through_a_crashed_leader_a_byzantine_one_and_a_term_change()
+ {
+    let (keys, context) = term(TERM, &SPENDS);
+    // The next term's producers spend in reverse: other weights, another key.
+    let mut next_spends = SPENDS;
+    next_spends.reverse();
+    let (next_keys, next_context) = term(TERM + 1, &next_spends);
 
     for seed in 1..=2u64 {
         let mut sim = Sim::new(seed, &keys, &context);
@@ -462,10 +476,54 @@ fn a_producer_set_produces_signed_blocks_through_a_crashed_leader_and_a_byzantin
             sim.byzantine_proposals.is_empty() || sim.byzantine_deposed,
             "seed {seed}: the byzantine leader was not deposed"
         );
+        // The next term starts: each producer learns of it a little later than the
+        // one before (the burn block travels), switches its member to the new key and
+        // its producer to the new term, with the old term's last blocks in flight.
+        let term_height = sim.height(0);
+        let change_at = sim.net.now_ms();
+        sim.net.faults.loss = 0.02;
+        sim.net.faults.duplicate = 0.02;
+        for n in 0..SPENDS.len() {
+            sim.run_until(change_at + 40 * n as u64);
+            let now = sim.net.now();
+            sim.nodes[n].signing.rekey(Arc::new(next_keys[n].clone()));
+            let out = sim.nodes[n]
+                .producer
+                .begin_term(next_context.clone(), now, &mut sim.net.rng);
+            sim.producer_outputs(n, out);
+        }
+        sim.run_until(change_at + 5_000);
+        sim.net.faults.loss = 0.0;
+        sim.net.faults.duplicate = 0.0;
+        sim.run_until(change_at + 6_000);
+        let mut agreed = agree(&sim);
+        while !agreed && sim.net.now_ms() < change_at + 7_000 {
+            let step = sim.net.now_ms() + 10;
+            sim.run_until(step);
+            agreed = agree(&sim);
+        }
+        assert!(
+            agreed,
+            "seed {seed}: after the term change, producers end on different tips (heights {:?})",
+            (0..SPENDS.len()).map(|n| sim.height(n)).collect::<Vec<_>>()
+        );
+        for n in 0..SPENDS.len() {
+            let state = sim.nodes[n].producer.state();
+            assert_eq!(
+                state.term,
+                TERM + 1,
+                "seed {seed}: producer {n} is not in the new term"
+            );
+            assert!(
+                state.height > term_height + 1,
+                "seed {seed}: producer {n} has no block of the new term"
+            );
+        }
         eprintln!(
-            "seed {seed}: height {} ({} before the crash), {} transfers, {} byzantine proposals",
+            "seed {seed}: height {} ({} before the crash, {} at the term change), {} transfers, {} byzantine proposals",
             sim.height(0),
             before,
+            term_height,
             sim.transfers_included,
             sim.byzantine_proposals.len()
         );

@@ -78,6 +78,9 @@ pub const PRODUCER_MESSAGE_VERSION: u16 = 1;
 /// Largest producer message accepted (a block, with room for its envelope).
 pub const MAX_PRODUCER_MESSAGE_BYTES: usize = crate::block::MAX_BLOCK_BYTES + 64 * 1024;
 
+/// Messages of the next term kept until it begins.
+const EARLY_KEPT: usize = 256;
+
 /// Blocks kept to serve producers that fell behind.
 const RECENT_BLOCKS: usize = 64;
 
@@ -114,7 +117,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             block_interval: Duration::from_millis(250),
-            leader_timeout: Duration::from_millis(3_000),
+            leader_timeout: Duration::from_millis(1_200),
             max_block_transfers: 2_000,
             mempool_capacity: 20_000,
             election: ElectionConfig::default(),
@@ -479,6 +482,10 @@ pub struct Producer {
     previous: Option<TermContext>,
     /// The announcement being signed: its digest and unsigned transaction.
     announcing: Option<(Hash, Transaction)>,
+    /// Messages of the next term that came before this producer moved to it
+    /// (producers learn of a burn block at slightly different times), at most
+    /// [`EARLY_KEPT`]; handled when the term begins.
+    early: VecDeque<(ProducerId, ProducerMessage)>,
     /// The highest block this producer announced (or asked the group to).
     announced: u64,
     state: ChainState,
@@ -551,6 +558,7 @@ impl Producer {
             previous: None,
             announcing: None,
             announced: 0,
+            early: VecDeque::new(),
             state,
             election,
             weights,
@@ -620,13 +628,19 @@ impl Producer {
 
     /// Moves to the next term, `context`, as the burnchain starts it: a new election
     /// among the new term's producers (weighted by their shares), on the same chain
-    /// state and mempool. Whatever was under way in the old term is dropped; blocks of
+    /// state and mempool. Messages of the new term that arrived before are handled
+    /// now (their outputs returned). Whatever was under way in the old term is dropped; blocks of
     /// the old term that arrive late are still applied, under the old term's context.
     /// A producer not among the new term's producers follows: it validates and applies
     /// blocks but has no vote.
-    pub fn begin_term(&mut self, context: TermContext, now: Instant, rng: &mut impl RngCore) {
+    pub fn begin_term(
+        &mut self,
+        context: TermContext,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) -> Vec<ProducerOutput> {
         if context.term <= self.context.term {
-            return;
+            return Vec::new();
         }
         self.weights = weights_of(&context);
         self.election = Election::start(
@@ -650,6 +664,16 @@ impl Producer {
         self.announcing = None;
         self.allow_opening();
         self.allow_announcing();
+        // What the new term's producers sent before this one moved.
+        let mut out = Vec::new();
+        for (from, msg) in std::mem::take(&mut self.early) {
+            if msg.term == self.context.term
+                && let Ok(more) = self.handle(from, msg, now, rng)
+            {
+                out.extend(more);
+            }
+        }
+        out
     }
 
     /// The term this producer is in.
@@ -948,6 +972,13 @@ impl Producer {
             msg.body,
             ProducerBody::Block(_) | ProducerBody::GetBlocks { .. }
         ) && msg.term.abs_diff(self.context.term) <= 1;
+        if msg.term == self.context.term.saturating_add(1) && !crosses {
+            self.early.push_back((from, msg));
+            while self.early.len() > EARLY_KEPT {
+                self.early.pop_front();
+            }
+            return Ok(Vec::new());
+        }
         if msg.term != self.context.term && !crosses {
             return Err(ProducerRefusal::WrongTerm {
                 got: msg.term,
@@ -1202,6 +1233,13 @@ impl Producer {
         };
         self.state.apply(&changes);
         self.approvals.hold(block.header.height, hash);
+        // A late block of the term before moved the tip under the next term's
+        // opening: the opening to approve, and to ask for, is the one on the new tip.
+        if block.header.term < self.context.term {
+            self.opening = None;
+            self.opening_requested = None;
+            self.allow_opening();
+        }
         self.mempool.prune(&self.state);
         self.leader_seen = now;
         let height = block.header.height;
@@ -1297,6 +1335,82 @@ mod tests {
         let mut stolen = pc;
         stolen.producer = ProducerId::of(&keypair(2).x_only_public_key().0);
         assert!(!stolen.signature_valid("net"));
+    }
+
+    #[test]
+    fn a_late_block_of_the_term_before_moves_the_opening_a_producer_approves() {
+        use crate::block::{AccountId, build};
+        use rand_chacha::{ChaCha12Rng, rand_core::SeedableRng};
+        let mut rng = ChaCha12Rng::seed_from_u64(7);
+        let group = build::ProducerGroup::shared();
+        let me = keypair(1);
+        let account = AccountId(ProducerId::of(&me.x_only_public_key().0).0);
+        let context = |term: u64| TermContext {
+            term,
+            producer_key: group.key(),
+            producer_shares: group.public.clone(),
+            stacker_key: None,
+            coinbase: vec![(account, 1_000)],
+            cost_limit: 1_000,
+            consensus_hash: crate::tenure_change::consensus_hash(term, &[term as u8; 32]),
+            previous_consensus_hash: crate::tenure_change::consensus_hash(
+                term - 1,
+                &[term as u8 - 1; 32],
+            ),
+            producers: vec![(account, 1)],
+            share_owners: vec![0; SIGNER_SHARES],
+        };
+        // Term 3's first block exists; this producer has not received it when term 4
+        // begins.
+        let (late, _) = build::term_start(
+            &ChainState::default(),
+            &context(3),
+            vec![],
+            group,
+            None,
+            "net",
+        )
+        .unwrap();
+        let approvals = Approvals::default();
+        let now = Instant::now();
+        let mut producer = Producer::new(
+            "net",
+            me,
+            context(3),
+            ChainState::default(),
+            ProducerConfig::default(),
+            approvals.clone(),
+            now,
+            &mut rng,
+        );
+        let _ = producer.begin_term(context(4), now, &mut rng);
+        let stale = SignPayload::TenureChange(producer.expected_opening())
+            .to_bytes()
+            .unwrap();
+        assert!(approvals.approve(&stale, "net").is_ok());
+
+        let msg = ProducerMessage {
+            version: PRODUCER_MESSAGE_VERSION,
+            term: 3,
+            body: ProducerBody::Block(late),
+        };
+        producer
+            .handle(
+                ProducerId::of(&keypair(2).x_only_public_key().0),
+                msg,
+                now,
+                &mut rng,
+            )
+            .unwrap();
+        assert_eq!((producer.state().term, producer.state().height), (3, 1));
+        let fresh = SignPayload::TenureChange(producer.expected_opening())
+            .to_bytes()
+            .unwrap();
+        assert_ne!(stale, fresh);
+        assert!(
+            approvals.approve(&fresh, "net").is_ok(),
+            "the opening on the new tip is approved"
+        );
     }
 
     #[test]

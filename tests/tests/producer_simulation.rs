@@ -483,10 +483,10 @@ fn a_producer_set_produces_signed_blocks_through_a_crashed_leader_a_byzantine_on
         let change_at = sim.net.now_ms();
         sim.net.faults.loss = 0.02;
         sim.net.faults.duplicate = 0.02;
-        for n in 0..SPENDS.len() {
+        for (n, key) in next_keys.iter().enumerate() {
             sim.run_until(change_at + 40 * n as u64);
             let now = sim.net.now();
-            sim.nodes[n].signing.rekey(Arc::new(next_keys[n].clone()));
+            sim.nodes[n].signing.rekey(Arc::new(key.clone()));
             let out = sim.nodes[n]
                 .producer
                 .begin_term(next_context.clone(), now, &mut sim.net.rng);

@@ -31,7 +31,8 @@
 //!    signer evidence included), the mempool is pruned, and a producer that is behind
 //!    asks the sender for the blocks it lacks.
 //! 5. **Liveness.** A follower that sees no proposal or block from its leader for
-//!    [`ProducerConfig::leader_timeout`] deposes it for silence, and so does one that
+//!    [`ProducerConfig::leader_timeout`] (twice that for a term's first block, which
+//!    takes two signatures) deposes it for silence, and so does one that
 //!    has not heard it for half that long when another producer asks for votes in a
 //!    later round (producers depose at slightly different times; without this, the
 //!    first to stand finds the others still following and its round fails). A pre-commit is released
@@ -782,7 +783,15 @@ impl Producer {
     pub fn on_tick(&mut self, now: Instant, rng: &mut impl RngCore) -> Vec<ProducerOutput> {
         let outputs = self.election.on_tick(now, rng);
         let mut out = self.election_outputs(outputs, now);
-        let silent = now.saturating_duration_since(self.leader_seen) >= self.config.leader_timeout;
+        // A term's first block takes two signatures (its opening, then the block), and
+        // the producers move to the term one after another: its leader gets twice
+        // as long.
+        let timeout = if self.is_first_of_term() {
+            self.config.leader_timeout.saturating_mul(2)
+        } else {
+            self.config.leader_timeout
+        };
+        let silent = now.saturating_duration_since(self.leader_seen) >= timeout;
         match self.election.leader() {
             Some(leader) if leader == self.me => out.extend(self.lead(now)),
             Some(leader) if silent => out.extend(self.depose(leader, Deposed::Silent, now, rng)),

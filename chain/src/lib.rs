@@ -14,8 +14,10 @@
 //! - [`tenure_change`]: the seed's TenureChange fields (BlockFound, Extend);
 //! - [`mainstake`]: stake tickets weighted by value × remaining lock, a lottery seeded
 //!   by the tip hash, sidechain headers accepted only from the winner;
-//! - [`produce`]: block production by the producer set: leader election and the
-//!   mempool;
+//! - [`produce`]: block production by the producer set: the burnchain scan (who
+//!   produces each term, term UTXOs, announcements), enrolling, leader election, the
+//!   mempool, one producer's protocol across term changes, and announcements on
+//!   Bitcoin;
 //! - [`store`]: the chain state on sled, with undo records to drop unannounced
 //!   blocks and roll back what a burnchain reorg un-announces.
 //!

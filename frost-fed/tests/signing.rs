@@ -442,3 +442,24 @@ fn a_record_whose_shares_are_shifted_between_members_is_refused() {
     ));
     assert!(record.verify(&any.public, &any.roster).is_ok());
 }
+
+#[test]
+fn a_member_asking_for_what_the_group_already_signed_gets_the_signature_at_once() {
+    // A new leader re-asks for a payload its predecessor had signed: the others
+    // treat the request as done and would never answer it again.
+    let keys = federation(10);
+    let mut sim = Sim::new(&keys, 3, 0.0, 0.0);
+    sim.request(member(1), b"ok block 7");
+    sim.run_until(2_000);
+    sim.check_signed(b"ok block 7");
+    let first = sim.signed[&member(1)].clone();
+    sim.signed.clear();
+    sim.request(member(4), b"ok block 7");
+    let record = sim
+        .signed
+        .get(&member(4))
+        .expect("the signature, without another round");
+    assert_eq!(record, &first);
+    let any = keys.values().next().unwrap();
+    assert!(record.verify(&any.public, &any.roster).is_ok());
+}

@@ -10,7 +10,8 @@
 //! | burnchain following | `tenure_chain::burnchain::follow` | [`burnchain`] |
 //! | federation channels, broadcast, DKG, signing | `tenure_frost_fed::member` | [`federation`] |
 //! | block validation | `tenure_chain::block` | [`producer`], [`bench::validate`] |
-//! | block production (election, proposals, pre-commits, mempool) | `tenure_chain::produce` | [`producer`] (in [`testnet`]; not yet in `tenure node`) |
+//! | block production (election, proposals, pre-commits, mempool, announcements) | `tenure_chain::produce` | [`producer`] (in [`testnet`]; not yet in `tenure node`) |
+//! | terms from the burnchain (registration, enrollment, selection, term keys, term UTXOs) | `tenure_chain::produce::{burn_scan, enroller}` | [`testnet::terms`] |
 //!
 //! Cross-crate tests in the workspace's `tests` crate drive these modules over
 //! loopback.

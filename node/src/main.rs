@@ -50,7 +50,7 @@ enum Command {
         /// The most the run may take, in seconds.
         #[arg(long, default_value_t = 300)]
         duration: u64,
-        /// Milliseconds between the burn blocks the first node mines.
+        /// Milliseconds between the burn blocks the miner node mines.
         #[arg(long, default_value_t = 1000)]
         burn_interval_ms: u64,
         /// Kill the leader's node halfway through and show its replacement.

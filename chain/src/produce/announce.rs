@@ -258,31 +258,27 @@ mod tests {
         extra.output.push(prevout());
         assert_eq!(checked(&extra, &prevout()), Err(AnnouncementRefusal::Shape));
 
-        let unheld = unsigned(
-            &Announcement {
-                block: [8; 32],
-                ..announcement()
-            },
-            OutPoint::new(Txid::all_zeros(), 0),
-            &prevout(),
-            Magic::Regtest,
-        )
-        .unwrap();
+        let announcing = |announcement: Announcement| {
+            unsigned(
+                &announcement,
+                OutPoint::new(Txid::all_zeros(), 0),
+                &prevout(),
+                Magic::Regtest,
+            )
+            .unwrap()
+        };
+        let unheld = announcing(Announcement {
+            block: [8; 32],
+            ..announcement()
+        });
         assert_eq!(
             checked(&unheld, &prevout()),
             Err(AnnouncementRefusal::NotHeld { height: 9 })
         );
-
-        let other_term = unsigned(
-            &Announcement {
-                term: 5,
-                ..announcement()
-            },
-            OutPoint::new(Txid::all_zeros(), 0),
-            &prevout(),
-            Magic::Regtest,
-        )
-        .unwrap();
+        let other_term = announcing(Announcement {
+            term: 5,
+            ..announcement()
+        });
         assert_eq!(
             checked(&other_term, &prevout()),
             Err(AnnouncementRefusal::WrongTerm(4))

@@ -257,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_with_one_bad_share_fails_and_names_it() {
+    fn a_batch_with_two_swapped_shares_fails_and_names_both() {
         let (keys, public, nonces, package) = setup();
         let signers: Vec<(&SigningNonces, &KeyPackage)> =
             keys.iter().map(|(id, k)| (&nonces[id], k)).collect();

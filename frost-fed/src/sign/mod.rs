@@ -215,6 +215,10 @@ struct Request {
     coordinating: Option<Coordination>,
     asked_here: bool,
     done: bool,
+    /// The signature, once made: a member asking again for a payload the group
+    /// already signed (a new leader re-asking for what its predecessor had signed)
+    /// gets it at once; the other members would ignore a second request.
+    record: Option<SignatureRecord>,
 }
 
 /// One member's signing: its member side and its coordinator side.
@@ -291,6 +295,26 @@ impl<V: Validator> Signing<V> {
         rng: &mut R,
     ) -> (RequestId, Vec<SignOutput>) {
         let id = request_id(&self.key, payload);
+        if let Some(r) = self.requests.get_mut(&id)
+            && r.done
+            && let Some(record) = r.record.clone()
+        {
+            r.asked_here = true;
+            // Asked here now: checked in full, as the asker's record always is.
+            let out = match record.verify(&self.key.public, &self.key.roster) {
+                Ok(signers) => SignOutput::Signed {
+                    request: id,
+                    record,
+                    signers,
+                    sessions: 0,
+                },
+                Err(e) => SignOutput::Failed {
+                    request: id,
+                    reason: format!("the signature made earlier does not verify: {e}"),
+                },
+            };
+            return (id, vec![out]);
+        }
         let mut out = vec![SignOutput::Broadcast(self.message(
             id,
             self.me(),
@@ -454,6 +478,7 @@ impl<V: Validator> Signing<V> {
                 nonces: BTreeMap::new(),
                 coordinating: None,
                 asked_here: false,
+                record: None,
                 done: false,
             },
         );
@@ -783,8 +808,12 @@ impl<V: Validator> Signing<V> {
         } else if complete {
             out.extend(Self::finish_session(&key, id, c, session));
         }
-        if out.iter().any(|o| matches!(o, SignOutput::Signed { .. })) {
+        if let Some(record) = out.iter().find_map(|o| match o {
+            SignOutput::Signed { record, .. } => Some(record.clone()),
+            _ => None,
+        }) {
             r.done = true;
+            r.record = Some(record);
             return out;
         }
         out.extend(self.after_exclusion(id, now));
@@ -928,6 +957,7 @@ impl<V: Validator> Signing<V> {
             r.done = true;
             r.coordinating = None;
             r.nonces.clear();
+            r.record = Some(record.clone());
             return vec![SignOutput::Seen {
                 request: id,
                 record,
@@ -938,6 +968,7 @@ impl<V: Validator> Signing<V> {
                 r.done = true;
                 r.coordinating = None;
                 r.nonces.clear();
+                r.record = Some(record.clone());
                 vec![SignOutput::Signed {
                     request: id,
                     record,

@@ -1,6 +1,8 @@
 //! `tenure testnet`: a local mesh of nodes on loopback that find each other from one
 //! bootstrap address, form a gossip mesh and exchange heartbeats, follow the embedded
-//! regtest burnchain that the first node mines, enroll their producers on it, and
+//! regtest burnchain that one more node mines (standing in for Bitcoin's miners: it
+//! produces nothing else, so a killed producer never stops the burnchain), enroll
+//! their producers on it, and
 //! produce signed blocks of transfers term after term, each term's producers and key
 //! decided by the burnchain ([`terms`], [`producers`]), with live progress and a
 //! summary.
@@ -71,7 +73,7 @@ pub struct TestnetOptions {
     pub terms: u64,
     /// The most the whole run may take.
     pub duration: Duration,
-    /// How often the first node mines a burn block.
+    /// How often the miner node mines a burn block.
     pub burn_interval: Duration,
     /// Kill the leader's node halfway through and show its replacement.
     pub kill_leader: bool,
@@ -145,7 +147,7 @@ pub struct TestnetSummary {
     pub rss_per_node_mib: f64,
     /// Transport bytes sent per node over the run.
     pub bytes_sent_per_node: u64,
-    /// Burn blocks the first node mined.
+    /// Burn blocks the miner node mined.
     pub burn_blocks: u64,
     /// Nodes at the miner's burn tip at the end.
     pub burn_tip_nodes: usize,
@@ -167,7 +169,8 @@ pub struct TestnetSummary {
     pub leaders_deposed: u64,
     /// Whether every producer ended on the same tip.
     pub tips_agree: bool,
-    /// Announcements confirmed on the burnchain (as the first node's scan found them).
+    /// Announcements confirmed on the burnchain (as the first producer's scan found
+    /// them).
     pub announcements_confirmed: u64,
     /// The highest block an announcement confirmed: it and its ancestors are final.
     pub final_height: Option<u64>,
@@ -187,16 +190,25 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     let baseline = rss();
     let started = Instant::now();
     let network = NetworkId::new("testnet")?;
-    let nodes = localnet::start(options.nodes, &network, |_| {}).await?;
-    let wanted_mesh =
-        localnet::reachable_mesh(options.nodes, &OverlayConfig::loopback(network.clone()));
+    // The producers' nodes, then one more: the burnchain's miner, which stands in
+    // for Bitcoin's miners and produces nothing else (so killing a producer never
+    // stops the burnchain).
+    let all = options.nodes + 1;
+    let nodes = localnet::start(all, &network, |_| {}).await?;
+    let wanted_mesh = localnet::reachable_mesh(all, &OverlayConfig::loopback(network.clone()));
     let handles: Vec<OverlayHandle> = nodes.iter().map(|n| n.handle.clone()).collect();
-    // Each node's federation frames and blocks go to its producer; the rest to its
-    // own loop below.
-    let mut producer_events = Vec::with_capacity(nodes.len());
+    let producer_handles: Vec<OverlayHandle> =
+        handles.iter().take(options.nodes).cloned().collect();
+    // Each producer node's federation frames and blocks go to its producer; the rest
+    // to its own loop below.
+    let mut producer_events = Vec::with_capacity(options.nodes);
     let nodes: Vec<LocalNode> = nodes
         .into_iter()
-        .map(|node| {
+        .enumerate()
+        .map(|(index, node)| {
+            if index == options.nodes {
+                return node;
+            }
             let (ours, rest) = producers::split_events(node.events);
             producer_events.push(ours);
             LocalNode {
@@ -218,13 +230,13 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     let (mining_tx, mining_rx) = watch::channel(true);
     let (to_miner, from_nodes) = mpsc::channel(1024);
     let mut from_nodes = Some(from_nodes);
-    let mut progress = Vec::with_capacity(nodes.len());
-    let mut tasks = Vec::with_capacity(nodes.len());
-    let mut scans = Vec::with_capacity(nodes.len());
-    let mut term_keys = Vec::with_capacity(nodes.len());
-    let node_count = options.nodes;
-    for (index, (node, key)) in nodes.into_iter().zip(&keys).enumerate() {
-        let nodes = node_count;
+    // Progress is kept miner first.
+    let mut progress: Vec<Arc<Mutex<Progress>>> = Vec::with_capacity(all);
+    let mut tasks = Vec::with_capacity(all);
+    let mut scans = Vec::with_capacity(options.nodes);
+    let mut term_keys = Vec::with_capacity(options.nodes);
+    let producer_count = options.nodes;
+    for (index, node) in nodes.into_iter().enumerate() {
         node.handle
             .subscribe(
                 Topic::Heartbeat,
@@ -235,27 +247,36 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
             .subscribe(Topic::BurnBlocks, Arc::new(burnchain::validate_gossip))
             .await?;
         let state = Arc::new(Mutex::new(Progress::default()));
-        progress.push(state.clone());
+        let miner = index == producer_count;
+        if miner {
+            progress.insert(0, state.clone());
+        } else {
+            progress.push(state.clone());
+        }
         let scan = BurnScan::new(
             Magic::Regtest,
             schedule.terms,
             schedule.terms.first_burn_height,
         );
         let (scan_tx, scan_rx) = watch::channel(Arc::new(scan.clone()));
-        scans.push(scan_rx);
         let (keys_tx, keys_rx) = mpsc::channel(8);
-        term_keys.push(keys_tx);
+        if !miner {
+            scans.push(scan_rx);
+            term_keys.push(keys_tx);
+        }
         let burn = NodeBurn {
             scan,
             term_keys: keys_rx,
             scans: scan_tx,
-            enroller: Enroller::with_spends(
-                *key,
-                move |term| Amount::from_sat(producers::spend_of(index, nodes, term)),
-                Magic::Regtest,
-            ),
+            enroller: keys.get(index).map(|key| {
+                Enroller::with_spends(
+                    *key,
+                    move |term| Amount::from_sat(producers::spend_of(index, producer_count, term)),
+                    Magic::Regtest,
+                )
+            }),
             to_miner: to_miner.clone(),
-            mining: (index == 0)
+            mining: miner
                 .then(|| from_nodes.take())
                 .flatten()
                 .map(|txs| Mining {
@@ -266,6 +287,13 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         };
         tasks.push(tokio::spawn(run_node(node, state, burn, stop_rx.clone())));
     }
+    // The views gather nodes in progress order: the miner first.
+    let view_handles: Vec<OverlayHandle> = handles
+        .last()
+        .into_iter()
+        .chain(producer_handles.iter())
+        .cloned()
+        .collect();
     eprintln!(
         "testnet: {} nodes on loopback, bootstrap {}; premine of {} burn blocks, then terms of {} (term 0 registers, enrollments from term 1, blocks from term {})",
         options.nodes,
@@ -280,7 +308,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     );
 
     let set = ProducerSet::start_terms(
-        &handles,
+        &producer_handles,
         producer_events,
         keys,
         scans.clone(),
@@ -291,8 +319,12 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     set.start_load();
     let last_term = terms::FIRST_TERM + options.terms - 1;
     let done_at = schedule.terms.heights(last_term).end;
-    let kill_at =
-        schedule.terms.heights(terms::FIRST_TERM).start + options.terms * schedule.terms.length / 2;
+    // Halfway through the middle producing term: not at a term change.
+    let kill_at = schedule
+        .terms
+        .heights(terms::FIRST_TERM + options.terms / 2)
+        .start
+        + schedule.terms.length / 2;
     let mut first_block_at: Option<Instant> = None;
     // (node, when, height then) of the leader killed, and when the next block came.
     let mut killed: Option<(usize, Instant, u64)> = None;
@@ -311,8 +343,8 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let view = NetView::gather(&handles, &progress).await;
-                let meshed = view.fully_meshed(options.nodes, wanted_mesh);
+                let view = NetView::gather(&view_handles, &progress).await;
+                let meshed = view.fully_meshed(all, wanted_mesh);
                 if meshed && meshed_at.is_none() {
                     meshed_at = Some(started.elapsed());
                 }
@@ -405,10 +437,10 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     // The summary reports the view that ended the wait: gathering again could catch a
     // block the miner finished as it stopped, before anyone could follow it.
     let settle_until = Instant::now() + BURN_SETTLE;
-    let mut view = NetView::gather(&handles, &progress).await;
+    let mut view = NetView::gather(&view_handles, &progress).await;
     while !interrupted && Instant::now() < settle_until && view.burn_tip_nodes() != options.nodes {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        view = NetView::gather(&handles, &progress).await;
+        view = NetView::gather(&view_handles, &progress).await;
     }
     let end_rss = rss();
     let bytes_out: u64 = handles
@@ -555,7 +587,7 @@ impl Production {
     }
 }
 
-/// When the first node mines.
+/// When the miner node mines.
 #[derive(Clone)]
 struct Schedule {
     terms: Terms,
@@ -587,7 +619,7 @@ impl Schedule {
     }
 }
 
-/// The first node's mining.
+/// The miner node's mining.
 struct Mining {
     schedule: Schedule,
     on: watch::Receiver<bool>,
@@ -601,7 +633,8 @@ struct NodeBurn {
     /// Term keys from the node's term driver.
     term_keys: mpsc::Receiver<TermKey>,
     scans: watch::Sender<Arc<BurnScan>>,
-    enroller: Enroller,
+    /// The producer's enrolling (none on the miner).
+    enroller: Option<Enroller>,
     to_miner: mpsc::Sender<Transaction>,
     mining: Option<Mining>,
 }
@@ -616,9 +649,10 @@ impl NodeBurn {
         if self.scan.next_height() > from {
             self.scan.rewind(from.max(terms.first_burn_height));
         }
-        if key.fund {
-            self.enroller
-                .fund_term(key.term, key.script, announce::TERM_UTXO_VALUE);
+        if key.fund
+            && let Some(enroller) = &mut self.enroller
+        {
+            enroller.fund_term(key.term, key.script, announce::TERM_UTXO_VALUE);
         }
         self.scan_and_enroll(burn);
     }
@@ -652,7 +686,11 @@ impl NodeBurn {
                 }
             }
         }
-        if let Some(tx) = self.enroller.on_burn_block(chain, &self.scan) {
+        if let Some(tx) = self
+            .enroller
+            .as_mut()
+            .and_then(|e| e.on_burn_block(chain, &self.scan))
+        {
             let _ = self.to_miner.try_send(tx);
         }
         self.scans.send_replace(Arc::new(self.scan.clone()));
@@ -660,7 +698,7 @@ impl NodeBurn {
 }
 
 /// One node's loop: publish heartbeats, record the ones heard, follow and scan the
-/// burnchain, enroll (and, on the first node, mine as the schedule says).
+/// burnchain, enroll (and, on the miner node, mine as the schedule says).
 async fn run_node(
     mut node: LocalNode,
     progress: Arc<Mutex<Progress>>,
@@ -812,10 +850,10 @@ impl NetView {
         view
     }
 
-    /// Nodes whose burn tip is the miner's.
+    /// Producer nodes whose burn tip is the miner's.
     fn burn_tip_nodes(&self) -> usize {
-        match self.burn.first() {
-            Some((_, tip)) => self.burn.iter().filter(|(_, t)| t == tip).count(),
+        match self.burn.split_first() {
+            Some(((_, tip), producers)) => producers.iter().filter(|(_, t)| t == tip).count(),
             None => 0,
         }
     }

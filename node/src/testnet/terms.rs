@@ -6,7 +6,7 @@
 //!
 //! The schedule, in burn blocks (terms of [`tenure_chain::terms::TERM_LENGTH`]):
 //!
-//! - The first node mines a **premine** of `100 + nodes` blocks paying each node's
+//! - The miner node mines a **premine** of `100 + nodes` blocks paying each node's
 //!   wallet in turn, so every wallet holds a mature coinbase when term 0 starts
 //!   ([`premine`]).
 //! - **Term 0**: every producer registers its key. **Terms E ≥ 1**: every producer

@@ -225,7 +225,7 @@ fn the_testnet_replaces_a_killed_leader_and_production_goes_on() {
             "--terms",
             "2",
             "--burn-interval-ms",
-            "800",
+            "1200",
             "--kill-leader",
             "--json",
         ])

@@ -246,6 +246,9 @@ impl BurnScan {
             });
         let mut scanned = Scanned::new(block.block_hash());
         let term_now = self.terms.term_of(height);
+        // Each term's UTXO as of the blocks before this one, kept current through
+        // this block's transactions (computed once per block, not per transaction).
+        let mut current = self.current_term_utxos(&Scanned::new(BlockHash::all_zeros()));
         for (offset, tx) in block.txdata.iter().enumerate().skip(1) {
             let offset = u16::try_from(offset).unwrap_or(u16::MAX);
             let txid = tx.compute_txid();
@@ -271,7 +274,7 @@ impl BurnScan {
                 }
             }
             // Announcements spending a term's current UTXO.
-            for (term, (utxo, _)) in self.current_term_utxos(&scanned) {
+            for (term, (utxo, _)) in current.clone() {
                 let Some((announcement, next)) = Announcement::parse(tx, &utxo, self.magic) else {
                     continue;
                 };
@@ -284,6 +287,10 @@ impl BurnScan {
                     .get(1)
                     .filter(|o| Some(&o.script_pubkey) == script)
                     .map(|o| (next, o.clone()));
+                match &next {
+                    Some(next) => current.insert(term, next.clone()),
+                    None => current.remove(&term),
+                };
                 scanned.announcements.push((announcement, utxo, next));
             }
             // Outputs paying a term's script before the term starts.
@@ -292,6 +299,11 @@ impl BurnScan {
                     let before_start = term_now.is_some_and(|now| now < *term);
                     if out.script_pubkey == *script && before_start {
                         let vout = u32::try_from(vout).unwrap_or(u32::MAX);
+                        let first = !self.term_funded(*term)
+                            && !scanned.term_outputs.iter().any(|(t, _, _)| t == term);
+                        if first {
+                            current.insert(*term, (OutPoint::new(txid, vout), out.clone()));
+                        }
                         scanned
                             .term_outputs
                             .push((*term, OutPoint::new(txid, vout), out.clone()));

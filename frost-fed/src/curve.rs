@@ -52,10 +52,13 @@ pub fn commit(coefficients: &[Scalar]) -> Vec<ProjectivePoint> {
         .collect()
 }
 
-/// `point * n` for a small `n`, by doubling and adding.
+/// `point * n` for a small `n`, by doubling and adding from `n`'s highest set bit
+/// (share numbers are public, so the loop may depend on them: seven doublings for
+/// share 100, not sixteen).
 pub fn mul_small(point: &ProjectivePoint, n: u16) -> ProjectivePoint {
     let mut acc = ProjectivePoint::IDENTITY;
-    for bit in (0..16).rev() {
+    let bits = u16::BITS - n.leading_zeros();
+    for bit in (0..bits).rev() {
         acc = acc.double();
         if (n >> bit) & 1 == 1 {
             acc += point;

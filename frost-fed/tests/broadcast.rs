@@ -201,3 +201,63 @@ fn a_member_broadcasting_without_end_cannot_evict_anothers_broadcast_in_flight()
         );
     }
 }
+
+/// Issue 13: an echo identical to a signed digest already checked is not checked
+/// again (n² signature checks a round, not n³). The shortcut must not let an echo that
+/// copies the digest under another signature through: such echoes are still checked,
+/// count for nothing, and honest echoes still deliver.
+#[test]
+fn an_echo_copying_a_checked_digest_under_a_forged_signature_counts_for_nothing() {
+    let mut nodes = nodes(4);
+    assert_eq!(nodes[&member(2)].quorum(), 3);
+    let sender = member(1);
+    let out = nodes
+        .get_mut(&sender)
+        .unwrap()
+        .broadcast(BroadcastTag([3; 32]), b"commitments".to_vec());
+    let send_to_2 = out
+        .iter()
+        .find_map(|o| match o {
+            BroadcastOutput::Send { to, msg } if *to == member(2) => Some(msg.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let BroadcastMessage::Send { tag, payload, .. } = &send_to_2 else {
+        panic!("not a send");
+    };
+    let genuine = SignedDigest {
+        sender,
+        tag: *tag,
+        digest: Sha256::digest(payload).into(),
+        signature: ByteBuf::new(),
+    };
+    let node = nodes.get_mut(&member(2)).unwrap();
+    let delivered = |outs: &[BroadcastOutput]| {
+        outs.iter()
+            .any(|o| matches!(o, BroadcastOutput::Deliver { .. }))
+    };
+    // Member 2 checks the sender's signature and echoes: one agreeing echo (its own).
+    let outs = node.handle(sender, send_to_2.clone());
+    assert!(!delivered(&outs));
+    // Members 3 and 4 "echo" the same digest under signatures the sender never made.
+    for (forger, junk) in [(3u8, [0u8; 64]), (4, [7u8; 64])] {
+        let forged = SignedDigest {
+            signature: ByteBuf::from(junk.to_vec()),
+            ..genuine.clone()
+        };
+        let outs = node.handle(member(forger), BroadcastMessage::Echo(forged));
+        assert!(!delivered(&outs), "a forged echo counted toward the quorum");
+    }
+    // Honest echoes of the sender's real signature (already checked) deliver.
+    let real = match &send_to_2 {
+        BroadcastMessage::Send { signature, .. } => SignedDigest {
+            signature: signature.clone(),
+            ..genuine
+        },
+        BroadcastMessage::Echo(_) => unreachable!(),
+    };
+    let outs = node.handle(member(3), BroadcastMessage::Echo(real.clone()));
+    assert!(!delivered(&outs));
+    let outs = node.handle(sender, BroadcastMessage::Echo(real));
+    assert!(delivered(&outs), "honest echoes no longer deliver");
+}

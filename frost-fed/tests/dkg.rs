@@ -20,7 +20,7 @@ use rand_core::OsRng;
 use serde_bytes::ByteBuf;
 use tenure_frost_fed::{
     KeyShare, MemberId, Roster,
-    dkg::{Delivery, DkgBody, DkgFailure, DkgMessage, DkgOutput, session_id},
+    dkg::{Delivery, Dkg, DkgBody, DkgFailure, DkgMessage, DkgOutput, session_id},
 };
 
 mod common;
@@ -453,4 +453,106 @@ fn shares_under_a_bad_signature_get_their_dealer_blamed_by_everyone_unless_it_op
         .map(|k| k.public.verifying_key())
         .collect();
     assert!(keys.windows(2).all(|w| w[0] == w[1]));
+}
+
+/// Issue 13: a round that is still receiving valid messages does not time out, however
+/// long it takes in all; a member that stays silent is still blamed one timeout (5 s
+/// here) after the last progress. Round-1 packages arrive one every 2 s, so round 1
+/// takes 12 s: a clock-based timeout would blame honest, slow members.
+#[test]
+fn a_round_still_receiving_does_not_time_out_and_the_silent_are_still_blamed() {
+    for silent_last in [false, true] {
+        let seeds: Vec<u8> = (1..=6).collect();
+        let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
+        let session = session_id(b"slow", &roster, 0);
+        let start = Instant::now();
+        let ids: Vec<MemberId> = roster.members().iter().map(|(m, _)| *m).collect();
+        let (mut states, first) = common::start_dkg(&roster, &seeds, session, start);
+        let mut outcome = Outcome {
+            completed: BTreeMap::new(),
+            failed: BTreeMap::new(),
+        };
+        // Every member's round-1 broadcast, held back and released one by one.
+        let mut held: Vec<(MemberId, DkgMessage)> = first
+            .into_iter()
+            .filter_map(|(from, out)| match out {
+                DkgOutput::Broadcast(msg) => Some((from, msg)),
+                _ => None,
+            })
+            .collect();
+        if silent_last {
+            held.pop();
+        }
+        let deliver = |states: &mut BTreeMap<MemberId, Dkg>,
+                       outcome: &mut Outcome,
+                       first: Vec<(MemberId, DkgOutput)>,
+                       at: Instant| {
+            let mut queue: VecDeque<(MemberId, MemberId, DkgMessage)> = VecDeque::new();
+            let mut route = |from: MemberId, out: DkgOutput, queue: &mut VecDeque<_>| match out {
+                DkgOutput::Broadcast(msg) => {
+                    for to in ids.iter().filter(|to| **to != from) {
+                        queue.push_back((from, *to, msg.clone()));
+                    }
+                }
+                DkgOutput::Send { to, msg } => queue.push_back((from, to, msg)),
+                DkgOutput::Completed(key) => {
+                    outcome.completed.insert(from, *key);
+                }
+                DkgOutput::Failed(f) => {
+                    outcome.failed.insert(from, f);
+                }
+            };
+            for (from, out) in first {
+                route(from, out, &mut queue);
+            }
+            while let Some((from, to, msg)) = queue.pop_front() {
+                let Some(state) = states.get_mut(&to) else {
+                    continue;
+                };
+                for out in state.handle(from, msg.clone(), Delivery::of(&msg), at) {
+                    route(to, out, &mut queue);
+                }
+            }
+        };
+        let mut at = start;
+        for (from, msg) in held {
+            at += Duration::from_secs(2);
+            let ticked: Vec<(MemberId, DkgOutput)> = states
+                .iter_mut()
+                .flat_map(|(id, state)| state.on_tick(at).into_iter().map(|out| (*id, out)))
+                .collect();
+            deliver(&mut states, &mut outcome, ticked, at);
+            assert!(outcome.failed.is_empty(), "a slow round was timed out");
+            deliver(
+                &mut states,
+                &mut outcome,
+                vec![(from, DkgOutput::Broadcast(msg))],
+                at,
+            );
+        }
+        if !silent_last {
+            assert_eq!(outcome.completed.len(), 6, "the slow round completes");
+            assert!(at.duration_since(start) >= Duration::from_secs(12));
+            continue;
+        }
+        // Three seconds later the silent member is not blamed yet; a timeout after the
+        // last progress it is, by every other member.
+        for (step, blamed) in [(3u64, false), (6, true)] {
+            let later = at + Duration::from_secs(step);
+            // Member 6 itself heard everyone and moved on; the others wait for it.
+            for (_, state) in states.iter_mut().filter(|(id, _)| **id != member(6)) {
+                for out in state.on_tick(later) {
+                    if let DkgOutput::Failed(f) = out {
+                        assert!(blamed, "blamed before a timeout without progress");
+                        assert_eq!(f.blamed, vec![member(6)]);
+                        outcome.failed.insert(member(1), f);
+                    }
+                }
+            }
+        }
+        assert!(
+            !outcome.failed.is_empty(),
+            "the silent member was never blamed"
+        );
+    }
 }

@@ -11,7 +11,8 @@
 //!
 //! Reliable delivery: every message gets a sequence number, the receiver acks what
 //! arrived (cumulative plus the ones above), the sender retransmits with exponential
-//! backoff until acked or out of tries, and the receiver delivers each sequence
+//! backoff until acked or out of tries (the first delay follows the peer's measured
+//! round trip, as TCP's does: RFC 6298, Karn's rule), and the receiver delivers each sequence
 //! number once. Buffers are bounded: a full send buffer refuses new messages.
 //!
 //! Who may change a session (the rules that keep a peer without keys, or a replayer,
@@ -119,8 +120,15 @@ pub struct ChannelConfig {
     pub max_message_bytes: usize,
     /// Messages sent and not yet acked, per peer; more are refused.
     pub max_unacked: usize,
-    /// First retransmission delay.
+    /// First retransmission delay before the peer's round trip is known.
     pub retransmit_initial: Duration,
+    /// Shortest first retransmission delay once it is.
+    pub retransmit_min: Duration,
+    /// How long a handshake step 1 waits for its answer before a new one is sent
+    /// (doubling each time, up to `retransmit_max`). A federation lengthens it with its
+    /// size (`member::HANDSHAKE_WAIT_PER_MEMBER`): a new step 1 costs both sides
+    /// Diffie-Hellman work that an answer merely late does not need.
+    pub handshake_timeout: Duration,
     /// Longest retransmission delay.
     pub retransmit_max: Duration,
     /// Transmissions of one message before it is reported undeliverable.
@@ -135,6 +143,8 @@ impl Default for ChannelConfig {
             max_message_bytes: 4 * 1024 * 1024,
             max_unacked: 1024,
             retransmit_initial: Duration::from_millis(300),
+            retransmit_min: Duration::from_millis(100),
+            handshake_timeout: Duration::from_millis(300),
             retransmit_max: Duration::from_secs(4),
             max_tries: 12,
             max_partial: 16,
@@ -176,6 +186,41 @@ struct Pending {
     tries: u32,
     /// Transmissions over the current session.
     in_session: u32,
+    /// When it was first transmitted, and whether it was transmitted again since:
+    /// only a message sent once gives a round-trip sample (Karn's rule).
+    sent_at: Option<Instant>,
+    resent: bool,
+}
+
+/// A peer's smoothed round trip (RFC 6298): retransmissions wait for what the path
+/// and the peer's load really take, so a busy machine is not flooded with copies of
+/// messages that are merely slow.
+#[derive(Clone, Copy, Debug, Default)]
+struct RoundTrip {
+    /// Smoothed round trip and its variation, once a sample arrived.
+    estimate: Option<(Duration, Duration)>,
+}
+
+impl RoundTrip {
+    fn sample(&mut self, rtt: Duration) {
+        self.estimate = Some(match self.estimate {
+            None => (rtt, rtt / 2),
+            Some((srtt, var)) => {
+                let delta = if srtt > rtt { srtt - rtt } else { rtt - srtt };
+                (srtt * 7 / 8 + rtt / 8, var * 3 / 4 + delta / 4)
+            }
+        });
+    }
+
+    /// The first retransmission delay: the configured initial one until a sample
+    /// arrives, then srtt + 4·var, within the configured bounds.
+    fn rto(&self, config: &ChannelConfig) -> Duration {
+        match self.estimate {
+            None => config.retransmit_initial,
+            Some((srtt, var)) => (srtt + (var * 4).max(Duration::from_millis(10)))
+                .clamp(config.retransmit_min, config.retransmit_max),
+        }
+    }
 }
 
 enum Session {
@@ -213,6 +258,7 @@ struct Peer {
     handshakes: u32,
     /// Data arrived since the last ack.
     ack_due: bool,
+    round_trip: RoundTrip,
     partial: BTreeMap<u64, (u16, BTreeMap<u16, Vec<u8>>)>,
 }
 
@@ -286,6 +332,7 @@ impl Channels {
                         incarnation: None,
                         handshakes: 0,
                         ack_due: false,
+                        round_trip: RoundTrip::default(),
                         partial: BTreeMap::new(),
                     },
                 )
@@ -306,10 +353,11 @@ impl Channels {
         if payload.len() > self.config.max_message_bytes {
             return undeliverable(format!("message of {} bytes is too large", payload.len()));
         }
-        let (max_unacked, rto) = (self.config.max_unacked, self.config.retransmit_initial);
+        let max_unacked = self.config.max_unacked;
         let Some(peer) = self.peers.get_mut(&to) else {
             return undeliverable("no channel key for this member".into());
         };
+        let rto = peer.round_trip.rto(&self.config);
         if peer.unacked.len() >= max_unacked {
             return undeliverable("send buffer full".into());
         }
@@ -323,6 +371,8 @@ impl Channels {
                 rto,
                 tries: 0,
                 in_session: 0,
+                sent_at: None,
+                resent: false,
             },
         );
         self.flush(to, now)
@@ -363,7 +413,7 @@ impl Channels {
             Session::None => true,
             Session::Initiating { sent, .. } => {
                 // Handshakes back off like retransmissions.
-                let wait = (config.retransmit_initial
+                let wait = (config.handshake_timeout
                     * 2u32.saturating_pow(peer.handshakes.min(16)))
                 .min(config.retransmit_max);
                 if now.saturating_duration_since(*sent) < wait {
@@ -413,6 +463,11 @@ impl Channels {
             }
             pending.tries += 1;
             pending.in_session += 1;
+            if pending.sent_at.is_some() {
+                pending.resent = true;
+            } else {
+                pending.sent_at = Some(now);
+            }
             pending.due = now + pending.rto;
             pending.rto = (pending.rto * 2).min(config.retransmit_max);
             packets.push(Packet::Data {
@@ -749,8 +804,17 @@ impl Channels {
         };
         match packet {
             Packet::Ack { upto, also } => {
-                peer.unacked
-                    .retain(|seq, _| *seq > upto && !also.contains(seq));
+                let round_trip = &mut peer.round_trip;
+                peer.unacked.retain(|seq, pending| {
+                    let acked = *seq <= upto || also.contains(seq);
+                    if acked
+                        && !pending.resent
+                        && let Some(sent_at) = pending.sent_at
+                    {
+                        round_trip.sample(now.saturating_duration_since(sent_at));
+                    }
+                    !acked
+                });
                 Vec::new()
             }
             Packet::Data { seq, payload } => {
@@ -814,5 +878,33 @@ fn transmit_frame(from: MemberId, to: MemberId, body: FrameBody) -> ChannelOutpu
             to,
             reason: error.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first retransmission waits for the round trip the peer really shows: a
+    /// loaded peer answering in about a second is not sent copies every 300 ms, and a
+    /// quick one is not kept waiting the initial 300 ms.
+    #[test]
+    fn the_retransmission_delay_follows_the_measured_round_trip_within_bounds() {
+        let config = ChannelConfig::default();
+        let mut slow = RoundTrip::default();
+        assert_eq!(slow.rto(&config), config.retransmit_initial);
+        for _ in 0..20 {
+            slow.sample(Duration::from_millis(1000));
+        }
+        let rto = slow.rto(&config);
+        assert!(rto >= Duration::from_millis(1000) && rto < Duration::from_millis(1100));
+        let mut quick = RoundTrip::default();
+        for _ in 0..20 {
+            quick.sample(Duration::from_millis(5));
+        }
+        assert_eq!(quick.rto(&config), config.retransmit_min);
+        let mut stalled = RoundTrip::default();
+        stalled.sample(Duration::from_secs(60));
+        assert_eq!(stalled.rto(&config), config.retransmit_max);
     }
 }

@@ -34,6 +34,13 @@
 //! member checks `members × its weight` evaluations, each a Horner evaluation with
 //! small share numbers ([`crate::curve`]), instead of `100 × 100` full checks.
 //!
+//! **Timeouts follow progress, not the clock.** A phase blames the members it has not
+//! heard from only after `round_timeout` passes with no valid message of that phase
+//! arriving (plus [`TIMEOUT_PER_MEMBER`] per roster member), so a large roster on a
+//! loaded machine, still delivering, is never blamed for being slow. Each member can
+//! make a phase progress once, so a really silent member is still blamed in bounded
+//! time: at most one timeout per member of the roster.
+//!
 //! A failure ends the session with the members to blame (a bad proof or bad shares,
 //! a false complaint, a wrong certificate, silence past the round timeout); the
 //! caller retries with [`crate::Roster::without`] them and the next attempt number.
@@ -61,8 +68,12 @@ use crate::{
 };
 pub use message::{DealtShares, DkgBody, DkgMessage};
 
-/// How long each round may take before the silent members are blamed.
+/// How long a round may go without progress before the silent members are blamed.
 pub const DEFAULT_ROUND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Added to the round timeout for each roster member: a larger roster's rounds carry
+/// more messages.
+pub const TIMEOUT_PER_MEMBER: Duration = Duration::from_millis(20);
 
 /// The session id for `attempt` at making a key for `roster` in `context` (for
 /// instance the term it is for). Every member derives it alone.
@@ -241,7 +252,9 @@ pub struct Dkg {
     polynomial: Vec<Scalar>,
     round_timeout: Duration,
     phase: DkgPhase,
-    phase_started: Instant,
+    /// When the current phase last made progress: it began, or a valid message of it
+    /// arrived. Silence is blamed only `round_timeout` after this.
+    progress_at: Instant,
     commitments: BTreeMap<usize, Vec<ProjectivePoint>>,
     /// Round-2 messages that came before their dealer's round 1.
     early: BTreeMap<usize, DealtShares>,
@@ -275,6 +288,9 @@ impl Dkg {
     ) -> Option<(Dkg, Vec<DkgOutput>)> {
         let member = MemberId::from(keypair.x_only_public_key().0);
         let me = roster.index_of(&member)?;
+        let members = u32::try_from(roster.len()).unwrap_or(u32::MAX);
+        let round_timeout =
+            round_timeout.saturating_add(TIMEOUT_PER_MEMBER.saturating_mul(members));
         let polynomial = curve::random_polynomial(roster.threshold(), rng);
         let commitment = curve::commit(&polynomial);
         let constant = polynomial.first().copied().unwrap_or(Scalar::ZERO);
@@ -308,7 +324,7 @@ impl Dkg {
             polynomial,
             round_timeout,
             phase: DkgPhase::Round1,
-            phase_started: now,
+            progress_at: now,
             commitments: BTreeMap::new(),
             early: BTreeMap::new(),
             received: BTreeMap::new(),
@@ -370,7 +386,7 @@ impl Dkg {
             DkgBody::Certificate {
                 transcript,
                 signature,
-            } => self.on_certificate(sender, transcript, signature.into_vec()),
+            } => self.on_certificate(sender, transcript, signature.into_vec(), now),
         }
     }
 
@@ -409,7 +425,7 @@ impl Dkg {
                 return self.fail(blamed, fault);
             }
         }
-        if now.saturating_duration_since(self.phase_started) < self.round_timeout {
+        if now.saturating_duration_since(self.progress_at) < self.round_timeout {
             return Vec::new();
         }
         if self.phase == DkgPhase::Round2 {
@@ -569,6 +585,7 @@ impl Dkg {
             return self.fail(vec![from], DkgFault::BadProofOfKnowledge);
         }
         self.commitments.insert(sender, points);
+        self.progress_at = now;
         let mut out = self.after_round1(now);
         if let Some(dealt) = self.early.remove(&sender) {
             out.extend(self.on_round2(sender, dealt, now));
@@ -603,7 +620,7 @@ impl Dkg {
             return Vec::new();
         }
         self.phase = DkgPhase::Round2;
-        self.phase_started = now;
+        self.progress_at = now;
         let mut out = Vec::new();
         for index in 0..self.roster.len() {
             if index == self.me {
@@ -708,6 +725,7 @@ impl Dkg {
         match self.check_dealt(sender, &dealt) {
             Ok(values) => {
                 self.received.insert(sender, values);
+                self.progress_at = now;
                 self.after_round2(now)
             }
             Err(reason) => {
@@ -764,7 +782,7 @@ impl Dkg {
             Err(reason) => return self.fail(Vec::new(), DkgFault::KeyComputation(reason)),
         };
         self.phase = DkgPhase::Certify;
-        self.phase_started = now;
+        self.progress_at = now;
         let transcript = key_share.transcript;
         let signature = member_sign(&self.keypair, transcript);
         self.certificates.insert(self.me, signature);
@@ -781,7 +799,7 @@ impl Dkg {
             .into_iter()
             .collect();
         for (sender, (their_transcript, signature)) in early {
-            out.extend(self.on_certificate(sender, their_transcript, signature));
+            out.extend(self.on_certificate(sender, their_transcript, signature, now));
         }
         out
     }
@@ -791,6 +809,7 @@ impl Dkg {
         sender: usize,
         transcript: [u8; 32],
         signature: Vec<u8>,
+        now: Instant,
     ) -> Vec<DkgOutput> {
         let Some(pending) = &self.pending else {
             if self.early_certificates.len() < self.roster.len() {
@@ -812,6 +831,7 @@ impl Dkg {
             return self.fail(vec![member], DkgFault::BadCertificate);
         };
         self.certificates.insert(sender, signature);
+        self.progress_at = now;
         if self.certificates.len() < self.roster.len() {
             return Vec::new();
         }

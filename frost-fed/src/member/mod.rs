@@ -72,6 +72,23 @@ pub struct MemberConfig {
     pub signing: SigningConfig,
 }
 
+/// The channel tuning a federation of `members` uses: a handshake waits longer for
+/// its answer in a larger federation, since every member opens its channels to every
+/// other at once when a DKG starts (n² handshakes on the same machines), and a new
+/// step 1 sent because an answer is merely late costs both sides Diffie-Hellman work.
+fn channel_config(base: &ChannelConfig, members: usize) -> ChannelConfig {
+    let members = u32::try_from(members).unwrap_or(u32::MAX);
+    ChannelConfig {
+        handshake_timeout: base
+            .handshake_timeout
+            .saturating_add(HANDSHAKE_WAIT_PER_MEMBER.saturating_mul(members)),
+        ..base.clone()
+    }
+}
+
+/// Added to the channels' handshake timeout for each member of the federation.
+pub const HANDSHAKE_WAIT_PER_MEMBER: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// What the member asks its driver to do, or tells it.
 #[derive(Debug)]
 pub enum MemberOutput {
@@ -199,7 +216,12 @@ impl<V: Validator> Member<V> {
             me,
             keypair,
             others,
-            channels: Channels::new(me, noise_private, directory, config.channel.clone()),
+            channels: Channels::new(
+                me,
+                noise_private,
+                directory,
+                channel_config(&config.channel, directory.len()),
+            ),
             broadcast: EchoBroadcast::new(keypair, members),
             dkg: None,
             early: VecDeque::new(),

@@ -3,8 +3,9 @@
 //! timer and the key store.
 //!
 //! Frames go to a member's overlay peer by request-response through a per-member
-//! courier that bundles whatever is queued; a request that fails or hangs goes out on
-//! the federation-frames gossip topic instead, and every node hands bundles it
+//! courier that bundles whatever is queued; a request that fails goes out on the
+//! federation-frames gossip topic instead (one that is slow is left to the channels'
+//! retransmission), and every node hands bundles it
 //! receives either way to its member. The Noise channels keep them confidential and
 //! authentic whichever way they travel.
 //!
@@ -295,15 +296,23 @@ impl CourierInbox {
 }
 
 /// Requests in flight to one member, at most.
-const COURIER_IN_FLIGHT: usize = 4;
+const COURIER_IN_FLIGHT: usize = 1;
 
-/// How long a bundle may wait for its answer before it goes by gossip relay: a member
-/// that hangs must not hold up the frames behind it.
-const COURIER_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a bundle may wait for its answer: a member that hangs must not hold up
+/// the frames behind it. A bundle whose request hangs is dropped (the channels'
+/// retransmission sends its frames again), not relayed.
+const COURIER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Sends frames to one member's overlay peer, a few requests at a time, each carrying
 /// every frame queued meanwhile: a burst of frames costs one request, not one
-/// substream each. A request that fails or hangs goes out by the gossip relay.
+/// substream each.
+///
+/// A request that fails (the peer is not reachable directly) goes out by the gossip
+/// relay; one that is merely slow does not. Every relayed bundle reaches every node
+/// and costs each a gossip signature check, so relaying because a loaded machine
+/// answers slowly adds load exactly when there is none to spare: at 20 members in
+/// one process that feedback turned a busy second into thousands of relays and a
+/// failed DKG.
 fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> CourierQueue {
     let (sender, mut queue) = CourierQueue::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(COURIER_IN_FLIGHT));
@@ -332,19 +341,27 @@ fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> Cour
             };
             let overlay = overlay.clone();
             tokio::spawn(async move {
-                let sent = if relay_only {
-                    false
+                let relay = if relay_only {
+                    true
                 } else {
-                    matches!(
-                        tokio::time::timeout(
-                            COURIER_TIMEOUT,
-                            overlay.request(peer, Service::FederationFrame, bundle.clone()),
-                        )
-                        .await,
-                        Ok(Ok(_))
+                    match tokio::time::timeout(
+                        COURIER_TIMEOUT,
+                        overlay.request(peer, Service::FederationFrame, bundle.clone()),
                     )
+                    .await
+                    {
+                        Ok(Ok(_)) => false,
+                        Ok(Err(error)) => {
+                            debug!(target: logs::FED_COURIER, %peer, %error, "request failed");
+                            true
+                        }
+                        Err(_) => {
+                            debug!(target: logs::FED_COURIER, %peer, "request hung; its frames are left to retransmission");
+                            false
+                        }
+                    }
                 };
-                if !sent {
+                if relay {
                     debug!(target: logs::FED_COURIER, %peer, "relaying frames by gossip");
                     let _ = overlay.publish(Topic::FederationFrames, bundle).await;
                 }

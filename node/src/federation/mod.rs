@@ -442,7 +442,9 @@ struct Driver<V> {
     dkg_reply: Option<oneshot::Sender<Result<Arc<KeyShare>, DkgError>>>,
     /// Whether the DKG under way signs as soon as it completes.
     dkg_activate: bool,
-    sign_replies: BTreeMap<RequestId, SignReply>,
+    /// Who waits for each request: asking again for a payload already asked for (the
+    /// same request) adds a waiter, it does not drop the first.
+    sign_replies: BTreeMap<RequestId, Vec<SignReply>>,
     /// One sender task per member.
     couriers: BTreeMap<MemberId, CourierQueue>,
     /// Where key shares are kept across restarts.
@@ -559,7 +561,7 @@ impl<V: Validator + Send + 'static> Driver<V> {
             FedCommand::Sign { payload, reply } => {
                 match self.member.sign(&payload, Instant::now(), &mut OsRng) {
                     Ok((id, out)) => {
-                        self.sign_replies.insert(id, reply);
+                        self.sign_replies.entry(id).or_default().push(reply);
                         self.on_outputs_now(out);
                     }
                     Err(_) => {
@@ -626,18 +628,18 @@ impl<V: Validator + Send + 'static> Driver<V> {
                 record,
                 sessions,
             } => {
-                if let Some(reply) = self.sign_replies.remove(&request) {
-                    let _ = reply.send(Ok((record, sessions)));
+                for reply in self.sign_replies.remove(&request).unwrap_or_default() {
+                    let _ = reply.send(Ok((record.clone(), sessions)));
                 }
             }
             MemberOutput::SignFailed { request, reason } => {
-                if let Some(reply) = self.sign_replies.remove(&request) {
-                    let _ = reply.send(Err(SignError::Failed(reason)));
+                for reply in self.sign_replies.remove(&request).unwrap_or_default() {
+                    let _ = reply.send(Err(SignError::Failed(reason.clone())));
                 }
             }
             MemberOutput::Refused { request, reason } => {
-                if let Some(reply) = self.sign_replies.remove(&request) {
-                    let _ = reply.send(Err(SignError::Refused(reason)));
+                for reply in self.sign_replies.remove(&request).unwrap_or_default() {
+                    let _ = reply.send(Err(SignError::Refused(reason.clone())));
                 }
             }
             MemberOutput::Cheater { member, .. } => {

@@ -114,6 +114,26 @@ pub struct ProducerConfig {
     pub magic: Magic,
 }
 
+impl ProducerConfig {
+    /// The defaults for a term of `producers` producers: the leader timeout grows by
+    /// [`LEADER_TIMEOUT_PER_PRODUCER`] for each producer past ten, since a block's
+    /// signature gathers shares from every producer and, on one machine, every
+    /// producer's validation shares its cores.
+    pub fn for_producers(producers: usize) -> ProducerConfig {
+        let extra = u32::try_from(producers.saturating_sub(10)).unwrap_or(u32::MAX);
+        let base = ProducerConfig::default();
+        ProducerConfig {
+            leader_timeout: base
+                .leader_timeout
+                .saturating_add(LEADER_TIMEOUT_PER_PRODUCER.saturating_mul(extra)),
+            ..base
+        }
+    }
+}
+
+/// Added to the leader timeout for each producer past ten.
+pub const LEADER_TIMEOUT_PER_PRODUCER: Duration = Duration::from_millis(180);
+
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {

@@ -556,3 +556,54 @@ fn a_round_still_receiving_does_not_time_out_and_the_silent_are_still_blamed() {
         );
     }
 }
+
+/// Certificates travel point to point (issue 13: one n³-echo round fewer). A member
+/// that certifies another transcript to one member is blamed by it with its own
+/// signature as proof, the others complete; a certificate arriving by broadcast
+/// counts for nothing.
+#[test]
+fn a_certificate_on_another_transcript_blames_its_signer_and_one_by_broadcast_counts_for_nothing() {
+    let seeds: Vec<u8> = (1..=5).collect();
+    let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
+    let honest_certificate = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let kept = honest_certificate.clone();
+    let mut tamper = move |from: MemberId, to: MemberId, mut msg: DkgMessage| {
+        if let DkgBody::Certificate { .. } = &msg.body
+            && from == member(3)
+        {
+            kept.borrow_mut().get_or_insert_with(|| msg.clone());
+            if to == member(1) {
+                let other = [9u8; 32];
+                msg.body = DkgBody::Certificate {
+                    transcript: other,
+                    signature: ByteBuf::from(
+                        tenure_frost_fed::share::member_sign(&keypair(3), other).to_vec(),
+                    ),
+                };
+            }
+        }
+        Some(msg)
+    };
+    let outcome = run(&seeds, &roster, 0, &[], &mut tamper);
+    let failure = &outcome.failed[&member(1)];
+    assert_eq!(failure.blamed, vec![member(3)]);
+    assert_eq!(
+        failure.fault,
+        tenure_frost_fed::dkg::DkgFault::AnotherTranscript
+    );
+    assert_eq!(outcome.completed.len(), 4, "the others make the key");
+
+    // A certificate handed over as a broadcast is not read.
+    let session = session_id(b"test", &roster, 1);
+    let now = Instant::now();
+    let (mut states, _) = common::start_dkg(&roster, &seeds, session, now);
+    let mut certificate = honest_certificate.borrow().clone().unwrap();
+    certificate.session = session;
+    let state = states.get_mut(&member(1)).unwrap();
+    assert!(
+        state
+            .handle(member(3), certificate, Delivery::Broadcast, now)
+            .is_empty()
+    );
+    assert!(!state.is_over());
+}

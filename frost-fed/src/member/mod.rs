@@ -14,10 +14,11 @@
 //! - **Batching.** Messages for one member are gathered until the next
 //!   [`Member::on_tick`] and leave as one channel message ([`FedMessage::Batch`]), so a
 //!   member sends O(members) messages per round however many shares it holds.
-//! - **Broadcast tags.** DKG round-1 packages, complaints and certificates go by echo
-//!   broadcast under the tag SHA-256("tenure/federation/dkg-broadcast" ‖ session ‖
-//!   kind): one broadcast per member, session and kind, so two different ones prove
-//!   equivocation. Round-2 shares go point to point.
+//! - **Broadcast tags.** DKG round-1 packages, complaints, missing-share notices and
+//!   openings go by echo broadcast under the tag
+//!   SHA-256("tenure/federation/dkg-broadcast" ‖ session ‖ kind): one broadcast per
+//!   member, session and kind, so two different ones prove equivocation. Round-2
+//!   shares and certificates go point to point (see [`crate::dkg`]).
 //! - **Early messages.** DKG messages for a session this member has not started yet
 //!   (the first, a retry, the next term's) are kept (at most [`MAX_EARLY`]) and
 //!   replayed when it starts that session.
@@ -181,6 +182,8 @@ pub struct Member<V> {
     channels: Channels,
     broadcast: EchoBroadcast,
     dkg: Option<Dkg>,
+    /// How long the last completed DKG's phases took here.
+    last_dkg_timings: Option<dkg::DkgTimings>,
     early: VecDeque<(MemberId, DkgMessage, Delivery)>,
     signing: Option<Signing<V>>,
     validator: Option<V>,
@@ -224,6 +227,7 @@ impl<V: Validator> Member<V> {
             ),
             broadcast: EchoBroadcast::new(keypair, members),
             dkg: None,
+            last_dkg_timings: None,
             early: VecDeque::new(),
             signing: None,
             validator: Some(validator),
@@ -332,6 +336,12 @@ impl<V: Validator> Member<V> {
             outputs.extend(self.on_channel(out, now, rng));
         }
         outputs
+    }
+
+    /// How long the phases of the last DKG this member completed took here (for
+    /// benchmarks).
+    pub fn last_dkg_timings(&self) -> Option<dkg::DkgTimings> {
+        self.last_dkg_timings
     }
 
     /// Time passed: the parts' timers run, then what was gathered for each member
@@ -532,7 +542,10 @@ impl<V: Validator> Member<V> {
                     }
                 }
                 DkgOutput::Send { to, msg } => self.send(to, FedMessage::Dkg(msg)),
-                DkgOutput::Completed(key) => out.push(MemberOutput::DkgCompleted(key)),
+                DkgOutput::Completed(key) => {
+                    self.last_dkg_timings = self.dkg.as_ref().map(Dkg::timings);
+                    out.push(MemberOutput::DkgCompleted(key));
+                }
                 DkgOutput::Failed(failure) => out.push(MemberOutput::DkgFailed(failure)),
             }
         }

@@ -27,6 +27,14 @@ pub struct DkgReport {
     pub dkg_ms: f64,
     /// CPU time of the whole process (all members) during the DKG.
     pub cpu_ms: f64,
+    /// The same per member: what one member's machine would spend.
+    pub cpu_ms_per_member: f64,
+    /// Round 1 (commitments by echo broadcast), at the slowest member.
+    pub round1_ms: f64,
+    /// Round 2 (shares checked, key computed), at the slowest member.
+    pub round2_ms: f64,
+    /// Certification (every member's certificate in), at the slowest member.
+    pub certify_ms: f64,
     /// Overlay requests each member sent per DKG round (3 rounds); each carries every
     /// frame queued for that member meanwhile (shares, echoes, acks).
     pub requests_per_member_per_round: f64,
@@ -42,6 +50,14 @@ pub async fn dkg(members: usize, shares: u16, threshold: u16) -> anyhow::Result<
     let elapsed = started.elapsed();
     let cpu = process_stats::cpu_time().saturating_sub(cpu_before);
     let frames = federation.requests_sent().saturating_sub(frames_before);
+    let timings: Vec<_> = federation
+        .members
+        .iter()
+        .filter_map(|m| m.last_dkg_timings())
+        .collect();
+    let slowest = |phase: fn(&tenure_frost_fed::dkg::DkgTimings) -> Duration| {
+        ms(timings.iter().map(phase).max().unwrap_or_default())
+    };
     let first = keys.first().context("no key")?;
     anyhow::ensure!(
         keys.iter().all(|k| k.public == first.public),
@@ -54,6 +70,10 @@ pub async fn dkg(members: usize, shares: u16, threshold: u16) -> anyhow::Result<
         threshold,
         dkg_ms: ms(elapsed),
         cpu_ms: ms(cpu),
+        cpu_ms_per_member: ms(cpu) / members.max(1) as f64,
+        round1_ms: slowest(|t| t.round1),
+        round2_ms: slowest(|t| t.round2),
+        certify_ms: slowest(|t| t.certify),
         requests_per_member_per_round: frames as f64 / members as f64 / 3.0,
     })
 }
@@ -217,12 +237,16 @@ impl DkgReport {
     /// The figures for people.
     pub fn to_text(&self) -> String {
         format!(
-            "dkg: {} members, {} shares, threshold {}\n  wall {:.0} ms, CPU {:.0} ms (all members)\n  {:.1} requests per member per round",
+            "dkg: {} members, {} shares, threshold {}\n  wall {:.0} ms, CPU {:.0} ms (all members), {:.0} ms per member\n  phases at the slowest member: round 1 {:.0} ms, round 2 {:.0} ms, certify {:.0} ms\n  {:.1} requests per member per round",
             self.members,
             self.shares,
             self.threshold,
             self.dkg_ms,
             self.cpu_ms,
+            self.cpu_ms_per_member,
+            self.round1_ms,
+            self.round2_ms,
+            self.certify_ms,
             self.requests_per_member_per_round
         )
     }

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tenure_frost_fed::{
     KeyShare, MemberId, RequestId, Roster,
     channel::ChannelKey,
-    dkg::DkgFailure,
+    dkg::{DkgFailure, DkgTimings},
     member::{
         MAX_BUNDLE_BYTES, MAX_BUNDLE_FRAMES, Member, MemberConfig, MemberOutput, decode_bundle,
         encode_bundle,
@@ -114,6 +114,7 @@ enum FedCommand {
 #[derive(Clone)]
 pub struct FedHandle {
     commands: mpsc::Sender<FedCommand>,
+    dkg_timings: Arc<std::sync::Mutex<Option<DkgTimings>>>,
 }
 
 impl FedHandle {
@@ -183,6 +184,11 @@ impl FedHandle {
             .await
             .map_err(|_| SignError::Stopped)?;
         answer.await.unwrap_or(Err(SignError::Stopped))
+    }
+
+    /// How long the phases of the last DKG this member completed took (benchmarks).
+    pub fn last_dkg_timings(&self) -> Option<DkgTimings> {
+        self.dkg_timings.lock().ok().and_then(|t| *t)
     }
 
     /// Makes the member send every frame by the gossip relay (for tests).
@@ -418,6 +424,7 @@ pub async fn spawn<V: Validator + Send + 'static>(
         stored,
         MemberConfig::default(),
     );
+    let dkg_timings = Arc::new(std::sync::Mutex::new(None));
     let driver = Driver {
         member,
         overlay,
@@ -428,10 +435,14 @@ pub async fn spawn<V: Validator + Send + 'static>(
         couriers: BTreeMap::new(),
         key_store,
         relay_only: false,
+        dkg_timings: dkg_timings.clone(),
     };
     let (commands, receiver) = mpsc::channel(64);
     tokio::spawn(driver.run(events, receiver));
-    Ok(FedHandle { commands })
+    Ok(FedHandle {
+        commands,
+        dkg_timings,
+    })
 }
 
 /// One member's task state.
@@ -451,6 +462,8 @@ struct Driver<V> {
     key_store: Option<KeyStore>,
     /// Every frame goes by gossip relay (tests).
     relay_only: bool,
+    /// The last completed DKG's phase times, for the handle.
+    dkg_timings: Arc<std::sync::Mutex<Option<DkgTimings>>>,
 }
 
 impl<V: Validator + Send + 'static> Driver<V> {
@@ -608,6 +621,9 @@ impl<V: Validator + Send + 'static> Driver<V> {
                         let _ = reply.send(Err(DkgError::NotStored(err.to_string())));
                     }
                     return;
+                }
+                if let Ok(mut timings) = self.dkg_timings.lock() {
+                    *timings = self.member.last_dkg_timings();
                 }
                 let key = Arc::new(*key);
                 if self.dkg_activate {

@@ -206,7 +206,7 @@ impl RoundTrip {
         self.estimate = Some(match self.estimate {
             None => (rtt, rtt / 2),
             Some((srtt, var)) => {
-                let delta = if srtt > rtt { srtt - rtt } else { rtt - srtt };
+                let delta = srtt.abs_diff(rtt);
                 (srtt * 7 / 8 + rtt / 8, var * 3 / 4 + delta / 4)
             }
         });

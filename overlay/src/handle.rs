@@ -153,6 +153,9 @@ pub(crate) enum Command {
         chain_tip: Vec<u8>,
         stacker_dbs: Vec<String>,
     },
+    KeepConnected {
+        peers: Vec<PeerId>,
+    },
     Status {
         reply: Reply<OverlayStatus>,
     },
@@ -271,6 +274,15 @@ impl OverlayHandle {
             .commands
             .send(Command::Report { peer, misbehaviour })
             .await;
+    }
+
+    /// Keeps direct connections to `peers` (replacing any set given before): they are
+    /// dialled whenever not connected, and never pruned for the peer cap, nor counted
+    /// against it. A federation's members need a direct connection to each other
+    /// whatever the size of the roster (issue 13: a 50-member roster did not fit
+    /// under the cap of 48).
+    pub async fn keep_connected(&self, peers: Vec<PeerId>) {
+        let _ = self.commands.send(Command::KeepConnected { peers }).await;
     }
 
     /// Changes what this node says in its hello (sent to peers connecting from now on).

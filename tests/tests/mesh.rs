@@ -299,3 +299,67 @@ async fn withholding_peers_cannot_keep_a_large_message_from_any_honest_node() {
         .sum();
     assert!(withheld > 0, "no withholding was noticed");
 }
+
+/// Issue 13: a federation's members keep a direct connection to each other however
+/// small the peer cap. Nodes 1–5 keep each other with a cap of 2 peers: each stays
+/// connected to the four others past the prune grace, while node 0, which keeps no
+/// one, is still held to the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_peers_stay_connected_past_the_peer_cap_and_the_cap_still_holds_for_others() {
+    let nodes = tenure_overlay::localnet::start(
+        6,
+        &tenure_overlay::NetworkId::new("kept-test").unwrap(),
+        |config| {
+            config.max_peers = 2;
+            config.target_peers = 2;
+            config.discovery_interval = std::time::Duration::from_millis(200);
+        },
+    )
+    .await
+    .unwrap();
+    let handles: Vec<_> = nodes.iter().map(|n| n.handle.clone()).collect();
+    let roster: Vec<_> = handles[1..].iter().map(|h| h.peer_id()).collect();
+    for handle in &handles[1..] {
+        handle.keep_connected(roster.clone()).await;
+    }
+    async fn connected_to_roster(
+        handle: tenure_overlay::OverlayHandle,
+        roster: Vec<tenure_overlay::PeerId>,
+    ) -> bool {
+        let me = handle.peer_id();
+        let Ok(status) = handle.status().await else {
+            return false;
+        };
+        let peers: BTreeSet<String> = status.peers.iter().map(|p| p.peer_id.clone()).collect();
+        roster
+            .iter()
+            .filter(|p| **p != me)
+            .all(|p| peers.contains(&p.to_string()))
+    }
+    for handle in &handles[1..] {
+        wait_for("a member to reach every other member", || {
+            connected_to_roster(handle.clone(), roster.clone())
+        })
+        .await
+        .unwrap();
+    }
+    // Past the prune grace (5 s) and many prune rounds: still all connected.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    for handle in &handles[1..] {
+        assert!(
+            connected_to_roster(handle.clone(), roster.clone()).await,
+            "a kept peer was pruned"
+        );
+    }
+    wait_for("node 0 to be held to the cap", || async {
+        handles[0]
+            .status()
+            .await
+            .is_ok_and(|status| status.peers.len() <= 2)
+    })
+    .await
+    .unwrap();
+    for handle in &handles {
+        handle.shutdown().await;
+    }
+}

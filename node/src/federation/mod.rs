@@ -396,6 +396,10 @@ pub async fn spawn<V: Validator + Send + 'static>(
     // Relayed frames are accepted only from roster members' peers, and only as
     // bundles: anything else is rejected, and its publisher penalised.
     let roster_peers: BTreeSet<PeerId> = peers.values().copied().collect();
+    // Every member keeps a direct connection to every other, outside the peer cap.
+    overlay
+        .keep_connected(roster_peers.iter().copied().collect())
+        .await;
     overlay
         .subscribe(
             Topic::FederationFrames,

@@ -143,8 +143,36 @@ impl OverlayService {
         }
     }
 
-    /// One discovery round: redial bootstrap when alone, dial candidates when short.
+    /// Dials every kept peer that is not connected (with the addresses discovery
+    /// knows, else those the routing table offers).
+    pub(super) fn dial_kept(&mut self, now: Instant) {
+        let missing: Vec<PeerId> = self
+            .kept
+            .iter()
+            .filter(|p| !self.peers.is_connected(p) && !self.reputation.is_banned(p, now))
+            .copied()
+            .collect();
+        for peer in missing {
+            let addrs = self
+                .discovery
+                .known
+                .get(&peer)
+                .map(|k| k.addrs.clone())
+                .unwrap_or_default();
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(err) = self.swarm.dial(opts) {
+                debug!(target: logs::DISCOVERY, %peer, %err, "dial of a kept peer failed");
+            }
+        }
+    }
+
+    /// One discovery round: redial bootstrap when alone, dial kept peers that are
+    /// not connected, dial candidates when short.
     pub(super) fn discover(&mut self, now: Instant) {
+        self.dial_kept(now);
         let connected = self.peers.connected_count();
         if connected == 0 {
             self.dial_bootstrap();

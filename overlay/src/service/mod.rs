@@ -131,6 +131,7 @@ pub async fn spawn(
         config,
         metrics,
         events: event_tx,
+        kept: Default::default(),
     };
     service.dial_bootstrap();
     tokio::spawn(service.run(command_rx));
@@ -274,6 +275,9 @@ pub(crate) struct OverlayService {
     listen_addrs: Vec<Multiaddr>,
     metrics: OverlayMetrics,
     events: mpsc::Sender<OverlayEvent>,
+    /// Peers this node keeps direct connections to, outside the peer cap
+    /// ([`crate::OverlayHandle::keep_connected`]).
+    kept: std::collections::HashSet<PeerId>,
 }
 
 impl OverlayService {
@@ -382,6 +386,11 @@ impl OverlayService {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Command::KeepConnected { peers } => {
+                let local = *self.swarm.local_peer_id();
+                self.kept = peers.into_iter().filter(|p| *p != local).collect();
+                self.dial_kept(Instant::now());
+            }
             Command::Shutdown { .. } => {}
         }
     }
@@ -458,8 +467,14 @@ impl OverlayService {
     }
 
     /// Keeps the node at `max_peers`: closes connections to peers outside every mesh.
+    /// Kept peers neither count nor are closed.
     fn prune_excess_peers(&mut self, now: Instant) {
-        let connected = self.peers.connected_count();
+        let kept = self
+            .kept
+            .iter()
+            .filter(|p| self.peers.is_connected(p))
+            .count();
+        let connected = self.peers.connected_count().saturating_sub(kept);
         if connected <= self.config.max_peers {
             return;
         }
@@ -471,10 +486,9 @@ impl OverlayService {
             .copied()
             .collect();
         let excess = connected - self.config.max_peers;
-        for peer in self
-            .peers
-            .prune_candidates(now, PRUNE_GRACE, excess, |p| in_mesh.contains(p))
-        {
+        for peer in self.peers.prune_candidates(now, PRUNE_GRACE, excess, |p| {
+            in_mesh.contains(p) || self.kept.contains(p)
+        }) {
             debug!(target: logs::PEERS, %peer, "over the peer cap; disconnecting");
             let _ = self.swarm.disconnect_peer_id(peer);
         }

@@ -93,6 +93,9 @@ pub struct SignReport {
     pub p50_ms: f64,
     /// 99th percentile of the same.
     pub p99_ms: f64,
+    /// CPU time of the whole process per signature, divided among the members: what
+    /// one member's machine spends on a signature.
+    pub cpu_ms_per_signature_per_member: f64,
     /// Signatures measured with one member crashing as the request goes out.
     pub crashed_signatures: usize,
     /// Median with one member crashed mid-round.
@@ -170,6 +173,7 @@ pub async fn sign(
     let mut latencies = Vec::new();
     let mut signed = 0;
     let mut sessions_max = 0;
+    let cpu_before = process_stats::cpu_time();
     for i in 0..signatures {
         // Honest members ask; faulty ones may coordinate.
         let requester = federation.members.get(i % honest).context("member")?;
@@ -183,6 +187,9 @@ pub async fn sign(
         verify_bip340(&key.public, &record.message, &record.signature)?;
         signed += 1;
     }
+    let cpu = process_stats::cpu_time().saturating_sub(cpu_before);
+    let cpu_ms_per_signature_per_member =
+        ms(cpu) / signatures.max(1) as f64 / members.max(1) as f64;
     for handle in &federation.members {
         handle.misbehave(None).await;
     }
@@ -219,6 +226,7 @@ pub async fn sign(
         signatures,
         p50_ms: figure(&latencies, 50.0),
         p99_ms: figure(&latencies, 99.0),
+        cpu_ms_per_signature_per_member,
         crashed_signatures: crashed.len(),
         crashed_p50_ms: figure(&crashed, 50.0),
         crashed_p99_ms: figure(&crashed, 99.0),
@@ -256,7 +264,7 @@ impl SignReport {
     /// The figures for people.
     pub fn to_text(&self) -> String {
         format!(
-            "sign: {} members, {} shares, threshold {}\n  faulty shares {} ({}): p50 {:.1} ms  p99 {:.1} ms  ({} of {} signed)\n  one crashed:       p50 {:.1} ms  p99 {:.1} ms  ({} signatures)",
+            "sign: {} members, {} shares, threshold {}\n  faulty shares {} ({}): p50 {:.1} ms  p99 {:.1} ms  ({} of {} signed)\n  CPU {:.1} ms per signature per member\n  one crashed:       p50 {:.1} ms  p99 {:.1} ms  ({} signatures)",
             self.members,
             self.shares,
             self.threshold,
@@ -266,6 +274,7 @@ impl SignReport {
             self.p99_ms,
             self.signed,
             self.signatures,
+            self.cpu_ms_per_signature_per_member,
             self.crashed_p50_ms,
             self.crashed_p99_ms,
             self.crashed_signatures

@@ -607,3 +607,67 @@ fn a_certificate_on_another_transcript_blames_its_signer_and_one_by_broadcast_co
     );
     assert!(!state.is_over());
 }
+
+/// Found in review: a member resending its (valid) certificate must not keep the
+/// certification phase alive while another member stays silent. The copy counts for
+/// nothing; the silent member is blamed one timeout after the last real progress.
+#[test]
+fn a_certificate_sent_again_does_not_hold_off_the_timeout_for_a_silent_member() {
+    let seeds: Vec<u8> = (1..=4).collect();
+    let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
+    let session = session_id(b"resend", &roster, 0);
+    let now = Instant::now();
+    let ids: Vec<MemberId> = roster.members().iter().map(|(m, _)| *m).collect();
+    let (mut states, first) = common::start_dkg(&roster, &seeds, session, now);
+    let mut queue: VecDeque<(MemberId, MemberId, DkgMessage)> = VecDeque::new();
+    let mut certificate_of_2 = None;
+    let push = |from: MemberId, out: DkgOutput, queue: &mut VecDeque<_>| match out {
+        DkgOutput::Broadcast(msg) => {
+            for to in ids.iter().filter(|to| **to != from) {
+                queue.push_back((from, *to, msg.clone()));
+            }
+        }
+        DkgOutput::Send { to, msg } => queue.push_back((from, to, msg)),
+        DkgOutput::Completed(_) => {}
+        DkgOutput::Failed(f) => panic!("failed too early: {f}"),
+    };
+    for (from, out) in first {
+        push(from, out, &mut queue);
+    }
+    // Everything flows, except member 4's certificates, which never leave.
+    while let Some((from, to, msg)) = queue.pop_front() {
+        if let DkgBody::Certificate { .. } = msg.body {
+            if from == member(4) {
+                continue;
+            }
+            if from == member(2) && to == member(1) {
+                certificate_of_2 = Some(msg.clone());
+            }
+        }
+        let out = states
+            .get_mut(&to)
+            .unwrap()
+            .handle(from, msg.clone(), Delivery::of(&msg), now);
+        for o in out {
+            push(to, o, &mut queue);
+        }
+    }
+    let copy = certificate_of_2.unwrap();
+    let member_1 = states.get_mut(&member(1)).unwrap();
+    // Member 2 resends its certificate 4 s later (the timeout is 5 s and a bit)...
+    let later = now + Duration::from_secs(4);
+    assert!(member_1.on_tick(later).is_empty());
+    assert!(
+        member_1
+            .handle(member(2), copy, Delivery::Direct, later)
+            .is_empty()
+    );
+    // ...and at 8 s, a timeout after the last real progress, member 4 is blamed: the
+    // copy did not count as progress.
+    let out = member_1.on_tick(now + Duration::from_secs(8));
+    let blamed = out.iter().find_map(|o| match o {
+        DkgOutput::Failed(f) => Some(f.blamed.clone()),
+        _ => None,
+    });
+    assert_eq!(blamed, Some(vec![member(4)]));
+}

@@ -854,6 +854,13 @@ impl Dkg {
         signature: Vec<u8>,
         now: Instant,
     ) -> Vec<DkgOutput> {
+        // A member's certificate counts once: a copy sent again (certificates travel
+        // point to point, where no broadcast drops duplicates) neither costs another
+        // check nor counts as progress, so resending cannot keep a phase from timing
+        // out on a member that is silent.
+        if self.certificates.contains_key(&sender) {
+            return Vec::new();
+        }
         let Some(pending) = &self.pending else {
             if self.early_certificates.len() < self.roster.len() {
                 self.early_certificates

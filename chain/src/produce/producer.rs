@@ -31,7 +31,7 @@
 //!    signer evidence included), the mempool is pruned, and a producer that is behind
 //!    asks the sender for the blocks it lacks.
 //! 5. **Liveness.** A follower that sees no proposal or block from its leader for
-//!    [`ProducerConfig::leader_timeout`] (twice that for a term's first block, which
+//!    [`ProducerConfig::leader_timeout_for`] the term's producers (twice that for a term's first block, which
 //!    takes two signatures) deposes it for silence, and so does one that
 //!    has not heard it for half that long when another producer asks for votes in a
 //!    later round (producers depose at slightly different times; without this, the
@@ -102,8 +102,14 @@ const SIGN_GRACE: Duration = Duration::from_millis(100);
 pub struct ProducerConfig {
     /// How often the leader proposes.
     pub block_interval: Duration,
-    /// A leader silent this long is deposed; a proposal unsigned this long is dropped.
+    /// A leader silent this long is deposed; a proposal unsigned this long is dropped
+    /// (for a term of up to ten producers; see `leader_timeout_per_producer`).
     pub leader_timeout: Duration,
+    /// Added to `leader_timeout` for each producer of the current term past ten: a
+    /// block's signature gathers shares from every producer, and on one machine every
+    /// producer's validation shares its cores. Worked out from each term's producers,
+    /// so a term larger than the one before gets its longer timeout.
+    pub leader_timeout_per_producer: Duration,
     /// Transfers in one block at most.
     pub max_block_transfers: usize,
     /// Transfers the mempool holds at most.
@@ -115,23 +121,15 @@ pub struct ProducerConfig {
 }
 
 impl ProducerConfig {
-    /// The defaults for a term of `producers` producers: the leader timeout grows by
-    /// [`LEADER_TIMEOUT_PER_PRODUCER`] for each producer past ten, since a block's
-    /// signature gathers shares from every producer and, on one machine, every
-    /// producer's validation shares its cores.
-    pub fn for_producers(producers: usize) -> ProducerConfig {
+    /// The leader timeout in a term of `producers` producers.
+    pub fn leader_timeout_for(&self, producers: usize) -> Duration {
         let extra = u32::try_from(producers.saturating_sub(10)).unwrap_or(u32::MAX);
-        let base = ProducerConfig::default();
-        ProducerConfig {
-            leader_timeout: base
-                .leader_timeout
-                .saturating_add(LEADER_TIMEOUT_PER_PRODUCER.saturating_mul(extra)),
-            ..base
-        }
+        self.leader_timeout
+            .saturating_add(self.leader_timeout_per_producer.saturating_mul(extra))
     }
 }
 
-/// Added to the leader timeout for each producer past ten.
+/// The default time added to the leader timeout for each producer past ten.
 pub const LEADER_TIMEOUT_PER_PRODUCER: Duration = Duration::from_millis(180);
 
 impl Default for ProducerConfig {
@@ -139,6 +137,7 @@ impl Default for ProducerConfig {
         ProducerConfig {
             block_interval: Duration::from_millis(250),
             leader_timeout: Duration::from_millis(1_200),
+            leader_timeout_per_producer: LEADER_TIMEOUT_PER_PRODUCER,
             max_block_transfers: 2_000,
             mempool_capacity: 20_000,
             election: ElectionConfig::default(),
@@ -798,6 +797,12 @@ impl Producer {
         }
     }
 
+    /// The leader timeout of the current term ([`ProducerConfig::leader_timeout_for`]
+    /// its producers).
+    fn leader_timeout(&self) -> Duration {
+        self.config.leader_timeout_for(self.context.producers.len())
+    }
+
     /// Runs the timers: the election's, the leader's proposals, deposing a silent
     /// leader.
     pub fn on_tick(&mut self, now: Instant, rng: &mut impl RngCore) -> Vec<ProducerOutput> {
@@ -807,9 +812,9 @@ impl Producer {
         // the producers move to the term one after another: its leader gets twice
         // as long.
         let timeout = if self.is_first_of_term() {
-            self.config.leader_timeout.saturating_mul(2)
+            self.leader_timeout().saturating_mul(2)
         } else {
-            self.config.leader_timeout
+            self.leader_timeout()
         };
         let silent = now.saturating_duration_since(self.leader_seen) >= timeout;
         match self.election.leader() {
@@ -823,7 +828,7 @@ impl Producer {
     /// The leader's work: the opening tenure change, then a proposal per interval.
     fn lead(&mut self, now: Instant) -> Vec<ProducerOutput> {
         if let Some(flight) = &self.in_flight {
-            if now.saturating_duration_since(flight.started) < self.config.leader_timeout {
+            if now.saturating_duration_since(flight.started) < self.leader_timeout() {
                 return self.maybe_sign(now);
             }
             // Not signed in time: drop it and propose afresh.
@@ -832,7 +837,7 @@ impl Producer {
         if self.is_first_of_term() && self.opening.is_none() {
             let due = self
                 .opening_requested
-                .is_none_or(|at| now.saturating_duration_since(at) >= self.config.leader_timeout);
+                .is_none_or(|at| now.saturating_duration_since(at) >= self.leader_timeout());
             if !due {
                 return Vec::new();
             }
@@ -1024,11 +1029,7 @@ impl Producer {
                     (&m, self.election.leader())
                 {
                     let quiet = now.saturating_duration_since(self.leader_seen)
-                        >= self
-                            .config
-                            .leader_timeout
-                            .checked_div(2)
-                            .unwrap_or_default();
+                        >= self.leader_timeout().checked_div(2).unwrap_or_default();
                     if vote.round > self.election.round() && leader != self.me && quiet {
                         out.extend(self.depose(leader, Deposed::Silent, now, rng));
                     }
@@ -1454,5 +1455,20 @@ mod tests {
         let other = ProducerMessage { version: 9, ..msg };
         assert!(ProducerMessage::from_bytes(&other.to_bytes().unwrap()).is_err());
         assert!(ProducerMessage::from_bytes(&[0xff; 10]).is_err());
+    }
+
+    /// The leader timeout is worked out from each term's producers, so a term larger
+    /// than the one before gets its longer timeout (review: it was fixed when the
+    /// producer was made).
+    #[test]
+    fn the_leader_timeout_grows_with_the_terms_producers_past_ten() {
+        let config = ProducerConfig::default();
+        assert_eq!(config.leader_timeout_for(5), config.leader_timeout);
+        assert_eq!(config.leader_timeout_for(10), config.leader_timeout);
+        assert_eq!(
+            config.leader_timeout_for(20),
+            config.leader_timeout + LEADER_TIMEOUT_PER_PRODUCER * 10
+        );
+        assert!(config.leader_timeout_for(usize::MAX) >= config.leader_timeout);
     }
 }

@@ -204,13 +204,12 @@ impl TermDriver {
                     Some(handle) => handle.begin_term(made.context).await,
                     None => {
                         let Some(blocks) = events.take() else { return };
-                        let config = ProducerConfig::for_producers(made.context.producers.len());
                         let producer = Producer::new(
                             NETWORK,
                             self.keypair,
                             made.context,
                             ChainState::default(),
-                            config,
+                            ProducerConfig::default(),
                             self.approvals.clone(),
                             Instant::now(),
                             &mut rand_core::OsRng,

@@ -310,15 +310,21 @@ const COURIER_IN_FLIGHT: usize = 2;
 
 /// How long a bundle may wait for its answer: a member that hangs must not hold up
 /// the frames behind it. A bundle whose request hangs is dropped (the channels'
-/// retransmission sends its frames again), not relayed.
+/// retransmission sends its frames again), not relayed, unless the peer's requests
+/// keep hanging.
 const COURIER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Requests to one peer that must hang in a row before its frames go by the gossip
+/// relay: one slow answer is load, several in a row look like a dead connection.
+const COURIER_HUNG_BEFORE_RELAY: u32 = 3;
 
 /// Sends frames to one member's overlay peer, a few requests at a time, each carrying
 /// every frame queued meanwhile: a burst of frames costs one request, not one
 /// substream each.
 ///
 /// A request that fails (the peer is not reachable directly) goes out by the gossip
-/// relay; one that is merely slow does not. Every relayed bundle reaches every node
+/// relay, and so do bundles once [`COURIER_HUNG_BEFORE_RELAY`] requests in a row hung
+/// (a connection dead without the overlay knowing); one that is merely slow does not. Every relayed bundle reaches every node
 /// and costs each a gossip signature check, so relaying because a loaded machine
 /// answers slowly adds load exactly when there is none to spare: at 20 members in
 /// one process that feedback turned a busy second into thousands of relays and a
@@ -326,6 +332,8 @@ const COURIER_TIMEOUT: Duration = Duration::from_secs(2);
 fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> CourierQueue {
     let (sender, mut queue) = CourierQueue::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(COURIER_IN_FLIGHT));
+    // Requests to this peer that hung in a row, since the last that was answered.
+    let hung = Arc::new(std::sync::atomic::AtomicU32::new(0));
     tokio::spawn(async move {
         while let Some(first) = queue.recv().await {
             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -350,7 +358,9 @@ fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> Cour
                 }
             };
             let overlay = overlay.clone();
+            let hung = hung.clone();
             tokio::spawn(async move {
+                use std::sync::atomic::Ordering;
                 let relay = if relay_only {
                     true
                 } else {
@@ -360,14 +370,21 @@ fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> Cour
                     )
                     .await
                     {
-                        Ok(Ok(_)) => false,
+                        Ok(Ok(_)) => {
+                            hung.store(0, Ordering::Release);
+                            false
+                        }
                         Ok(Err(error)) => {
                             debug!(target: logs::FED_COURIER, %peer, %error, "request failed");
                             true
                         }
                         Err(_) => {
-                            debug!(target: logs::FED_COURIER, %peer, "request hung; its frames are left to retransmission");
-                            false
+                            // A peer whose requests keep hanging may sit behind a dead
+                            // connection the overlay still counts as open: past a few in
+                            // a row, its frames go by the relay after all.
+                            let in_a_row = hung.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+                            debug!(target: logs::FED_COURIER, %peer, in_a_row, "request hung");
+                            in_a_row >= COURIER_HUNG_BEFORE_RELAY
                         }
                     }
                 };

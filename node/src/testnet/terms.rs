@@ -14,8 +14,10 @@
 //! - **During term N − 1** (N ≥ [`FIRST_TERM`]): once term N − 2 has ended, the scan
 //!   gives term N's producers and shares; they run the DKG for term N's key while
 //!   term N − 1 still signs with its own ([`crate::federation::FedHandle::dkg_next`]).
-//!   The DKG waits for term N − 1's first block (or [`KEY_AFTER_BLOCKS`] burn blocks),
-//!   so it does not compete for the cores with the two signatures that block needs.
+//!   It starts with term N − 1: tried waiting for term N − 1's first block instead
+//!   (so the DKG would not compete with that block's two signatures), 10 producers
+//!   then had their first leaders deposed in every term, since the DKG landed on the
+//!   signatures instead of finishing before them.
 //!   A failed DKG is retried without the members it blamed (at most
 //!   [`DKG_ATTEMPTS`] attempts), shares reassigned among the rest with the same seed.
 //! - **The term UTXO.** Once term N's key is made, the first member of its roster pays
@@ -176,7 +178,6 @@ impl TermDriver {
             let next = now.saturating_add(1);
             if next >= FIRST_TERM
                 && !asked.contains(&next)
-                && key_may_start(&self.slot, &scan, now)
                 && let Some(plan) = scan.plan(next)
             {
                 asked.insert(next);
@@ -241,30 +242,6 @@ impl TermDriver {
         }
     }
 }
-
-/// Whether the next term's DKG may start now, in term `now`: once the term's first
-/// block is in (it needs two signatures, and a DKG beside them on the same cores made
-/// leaders miss their timeouts at 20 producers), or [`KEY_AFTER_BLOCKS`] burn blocks
-/// into the term, or at once before the first produced term.
-fn key_may_start(slot: &OnceLock<ProducerHandle>, scan: &BurnScan, now: u64) -> bool {
-    if now < FIRST_TERM {
-        return true;
-    }
-    let offset = scan
-        .height()
-        .unwrap_or(0)
-        .saturating_sub(scan.terms().heights(now).start);
-    let first_block_in = slot
-        .get()
-        .map(ProducerHandle::status)
-        .and_then(|status| status.by_term.get(&now).copied())
-        .is_some_and(|blocks| blocks.blocks > 0);
-    (first_block_in && offset >= 1) || offset >= KEY_AFTER_BLOCKS
-}
-
-/// Burn blocks into a term after which the next term's DKG starts even if the term's
-/// first block is not in yet.
-pub const KEY_AFTER_BLOCKS: u64 = 3;
 
 /// Making one term's key.
 struct KeyJob {

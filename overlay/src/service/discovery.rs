@@ -144,15 +144,28 @@ impl OverlayService {
     }
 
     /// Dials every kept peer that is not connected (with the addresses discovery
-    /// knows, else those the routing table offers).
+    /// knows, else those the routing table offers), each with its own backoff.
     pub(super) fn dial_kept(&mut self, now: Instant) {
+        let peers = &self.peers;
+        let kept = &self.kept;
+        self.kept_redial
+            .retain(|p, _| kept.contains(p) && !peers.is_connected(p));
         let missing: Vec<PeerId> = self
             .kept
             .iter()
             .filter(|p| !self.peers.is_connected(p) && !self.reputation.is_banned(p, now))
+            .filter(|p| self.kept_redial.get(p).is_none_or(|(at, _)| now >= *at))
             .copied()
             .collect();
         for peer in missing {
+            let wait = self
+                .kept_redial
+                .get(&peer)
+                .map_or(super::KEPT_REDIAL_FIRST, |(_, wait)| {
+                    wait.saturating_mul(2).min(super::KEPT_REDIAL_MAX)
+                });
+            self.kept_redial
+                .insert(peer, (now.checked_add(wait).unwrap_or(now), wait));
             let addrs = self
                 .discovery
                 .known

@@ -63,6 +63,12 @@ const MAX_INBOUND_PENDING: usize = 1024;
 /// How long a connected peer may take to complete the hello before it is dropped.
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The first wait before a kept peer that is not connected is dialled again.
+const KEPT_REDIAL_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between dials of a kept peer.
+const KEPT_REDIAL_MAX: Duration = Duration::from_secs(60);
+
 /// How long a peer of another network is kept from being dialled again.
 const OTHER_NETWORK_BACKOFF: Duration = Duration::from_secs(600);
 
@@ -132,6 +138,7 @@ pub async fn spawn(
         metrics,
         events: event_tx,
         kept: Default::default(),
+        kept_redial: HashMap::new(),
     };
     service.dial_bootstrap();
     tokio::spawn(service.run(command_rx));
@@ -278,6 +285,10 @@ pub(crate) struct OverlayService {
     /// Peers this node keeps direct connections to, outside the peer cap
     /// ([`crate::OverlayHandle::keep_connected`]).
     kept: std::collections::HashSet<PeerId>,
+    /// When each kept peer that is not connected may be dialled again, and the wait
+    /// after that: doubling per dial up to [`KEPT_REDIAL_MAX`], so a kept peer id that
+    /// leads nowhere (or to a node that keeps refusing us) is not dialled every tick.
+    kept_redial: HashMap<PeerId, (Instant, Duration)>,
 }
 
 impl OverlayService {

@@ -53,8 +53,8 @@ const TICK: Duration = Duration::from_millis(10);
 const SPENDS: [u16; 6] = [22, 20, 18, 16, 14, 10];
 const BYZANTINE: usize = 5;
 const CRASH_AT_MS: u64 = 5_000;
-const BACK_AT_MS: u64 = 8_500;
-const END_MS: u64 = 12_000;
+const BACK_AT_MS: u64 = 10_000;
+const END_MS: u64 = 14_000;
 
 fn keypair(n: usize) -> Keypair {
     Keypair::from_secret_key(

@@ -16,7 +16,10 @@ use std::{collections::BTreeMap, path::Path};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    block::{Account, AccountId, Block, BlockError, ChainChangeset, ChainState, Hash, TermContext},
+    block::{
+        Account, AccountId, Block, BlockError, BlockSignature, ChainChangeset, ChainState, Hash,
+        TermContext,
+    },
     ops::announce::Announcements,
 };
 
@@ -314,7 +317,7 @@ struct TipRecord {
     term_cost: u64,
     carried_fees: u64,
     signer_fees: u64,
-    tip_signers: Vec<(AccountId, u64)>,
+    tip_signature: Option<BlockSignature>,
 }
 
 impl TipRecord {
@@ -327,7 +330,7 @@ impl TipRecord {
             term_cost: state.term_cost,
             carried_fees: state.carried_fees,
             signer_fees: state.signer_fees,
-            tip_signers: state.tip_signers.clone(),
+            tip_signature: state.tip_signature.clone(),
         }
     }
 
@@ -340,7 +343,7 @@ impl TipRecord {
             term_cost: changes.term_cost,
             carried_fees: changes.carried_fees,
             signer_fees: changes.signer_fees,
-            tip_signers: changes.tip_signers.clone(),
+            tip_signature: changes.tip_signature.clone(),
         }
     }
 }
@@ -360,7 +363,7 @@ fn decode_tip(bytes: &[u8]) -> Result<ChainState, StoreError> {
         term_cost: record.term_cost,
         carried_fees: record.carried_fees,
         signer_fees: record.signer_fees,
-        tip_signers: record.tip_signers,
+        tip_signature: record.tip_signature,
         accounts: BTreeMap::new(),
     })
 }

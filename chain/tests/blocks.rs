@@ -12,8 +12,8 @@ use bitcoin::secp256k1::{Keypair, SECP256K1, SecretKey};
 use serde_bytes::ByteBuf;
 use tenure_chain::{
     block::{
-        AccountId, Block, BlockError, ChainState, TenureChangeError, TermContext, Transfer,
-        TransferError, Tx,
+        AccountId, Block, BlockError, BlockSignature, ChainState, TenureChangeError, TermContext,
+        Transfer, TransferError, Tx,
         build::{self, ProducerGroup},
         tx_root,
     },
@@ -618,7 +618,7 @@ fn fees_go_forty_percent_to_the_signers_and_sixty_to_the_next_terms_producers() 
     assert_eq!(after, built);
     // Fees 40: 16 owed to the verified signers, 24 carried; nobody is paid yet.
     assert_eq!((after.signer_fees, after.carried_fees), (16, 24));
-    assert_eq!(after.tip_signers, vec![(x(50), 300), (x(51), 100)]);
+    assert_eq!(after.tip_signature, Some(BlockSignature::of(&b)));
     assert!(!after.accounts.contains_key(&x(50)));
     let total = |s: &ChainState| {
         s.accounts.values().map(|a| a.balance).sum::<u64>() + s.carried_fees + s.signer_fees
@@ -630,18 +630,21 @@ fn fees_go_forty_percent_to_the_signers_and_sixty_to_the_next_terms_producers() 
     let paid = after.after(&b, &ctx, NET).unwrap();
     assert_eq!(paid.accounts[&x(50)].balance, 12);
     assert_eq!(paid.accounts[&x(51)].balance, 4);
-    assert_eq!(paid.tip_signers, vec![(x(50), 300)]);
     assert_eq!(total(&paid), minted);
 
-    // The next term's first block pays the last block's signers what they are owed,
-    // and the next term's producers what was carried.
+    // The next term's first block cannot check the last block's signer evidence
+    // (it is under the previous term's key): what they were owed is carried to the
+    // next term's producers with the rest.
     let next = term_four(&ctx);
     let (b, _) = build::term_start(&after, &next, vec![], other_group(), None, NET).unwrap();
+    assert_eq!(b.parent_signature, None);
     let term_4 = after.after(&b, &next, NET).unwrap();
-    assert_eq!(term_4.accounts[&x(50)].balance, 12);
-    assert_eq!(term_4.accounts[&x(51)].balance, 4);
-    assert_eq!(term_4.accounts[&x(60)].balance, 8);
-    assert_eq!(term_4.accounts[&x(61)].balance, 16);
+    assert!(!term_4.accounts.contains_key(&x(50)));
+    assert!(!term_4.accounts.contains_key(&x(51)));
+    assert_eq!(
+        term_4.accounts[&x(60)].balance + term_4.accounts[&x(61)].balance,
+        40
+    );
     assert_eq!(term_4.carried_fees, 0);
     assert_eq!(total(&term_4), minted + 700);
 
@@ -726,4 +729,99 @@ fn a_checked_proposal_once_signed_validates_as_in_full_and_binds_its_header() {
         state.validate_checked(&proposal, &ctx, &checked),
         Err(BlockError::ProducerSignature)
     );
+}
+
+#[test]
+fn every_validator_pays_the_signers_of_the_parent_version_the_block_carries_whichever_it_holds() {
+    let (state, ctx) = started();
+    let t = Transfer::sign(NET, &keypair(1), x(3), 100, 30, 0);
+    // One header, two valid versions: shares 34–100 (producers 0 and 1) and shares
+    // 1–67 (producer 0 alone), as two robust-signing sessions can complete it.
+    let (v1, _) = build::block_signed_by(
+        &state,
+        &ctx,
+        3,
+        vec![Tx::Transfer(t)],
+        group(),
+        &(34..=100).collect(),
+        None,
+    )
+    .unwrap();
+    let (signature, evidence) = group()
+        .sign(
+            Block::signing_message(&v1.header),
+            &build::threshold_shares(),
+        )
+        .unwrap();
+    let mut v2 = v1.clone();
+    v2.producer_signature = ByteBuf::from(signature.to_vec());
+    v2.signers = evidence;
+    let holds_v1 = state.after(&v1, &ctx, NET).unwrap();
+    let holds_v2 = state.after(&v2, &ctx, NET).unwrap();
+    assert_eq!(holds_v1.tip, holds_v2.tip);
+    assert_ne!(holds_v1.tip_signature, holds_v2.tip_signature);
+
+    // A leader holding v1 builds on it and carries v1: a producer holding v2 agrees on
+    // the state root and pays both producers (9 : 3 of the 12 owed).
+    let (next, _) = build::block(&holds_v1, &ctx, 3, vec![], group(), None).unwrap();
+    assert_eq!(next.parent_signature, Some(BlockSignature::of(&v1)));
+    let at_v1 = holds_v1.after(&next, &ctx, NET).unwrap();
+    let at_v2 = holds_v2.after(&next, &ctx, NET).unwrap();
+    assert_eq!(at_v1.state_root(), at_v2.state_root());
+    assert_eq!(at_v2.accounts[&x(50)].balance, 9);
+    assert_eq!(at_v2.accounts[&x(51)].balance, 3);
+
+    // And a leader holding v2 pays producer 0 alone, valid at both as well.
+    let (other, _) = build::block(&holds_v2, &ctx, 3, vec![], group(), None).unwrap();
+    let paid = holds_v1.after(&other, &ctx, NET).unwrap();
+    assert_eq!(paid.accounts[&x(50)].balance, 12);
+    assert!(!paid.accounts.contains_key(&x(51)));
+}
+
+#[test]
+fn a_forged_missing_or_misplaced_parent_version_is_refused() {
+    let (state, ctx) = started();
+    let (b, after) = build::block(&state, &ctx, 3, vec![], group(), None).unwrap();
+    let (next, _) = build::block(&after, &ctx, 3, vec![], group(), None).unwrap();
+    assert!(after.after(&next, &ctx, NET).is_ok());
+    let refused = |block: &Block| {
+        matches!(
+            after.after(block, &ctx, NET),
+            Err(BlockError::ParentSignature(_))
+        )
+    };
+
+    // Missing inside a term.
+    let mut missing = next.clone();
+    missing.parent_signature = None;
+    assert!(refused(&missing));
+
+    // The parent's evidence padded with a share copied under another number.
+    let mut padded = next.clone();
+    let parent = padded.parent_signature.as_mut().unwrap();
+    let copy = parent.signers.shares[0].1.clone();
+    parent.signers.shares.push((99, copy));
+    assert!(refused(&padded));
+
+    // Evidence of fewer than 67 shares: a version signed by 66 does not verify.
+    let mut short = next.clone();
+    let parent = short.parent_signature.as_mut().unwrap();
+    parent.signers.shares.pop();
+    assert!(refused(&short));
+
+    // Another block's signature.
+    let mut other = next.clone();
+    other.parent_signature.as_mut().unwrap().signature = next.producer_signature.clone();
+    assert!(refused(&other));
+
+    // A term's first block carrying a parent version.
+    let next_ctx = term_four(&ctx);
+    let (mut opening, _) =
+        build::term_start(&after, &next_ctx, vec![], other_group(), None, NET).unwrap();
+    assert!(after.after(&opening, &next_ctx, NET).is_ok());
+    opening.parent_signature = Some(BlockSignature::of(&b));
+    assert!(matches!(
+        after.after(&opening, &next_ctx, NET),
+        Err(BlockError::ParentSignature(_))
+    ));
 }

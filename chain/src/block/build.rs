@@ -19,9 +19,9 @@ use rand_chacha::{ChaCha12Rng, rand_core::SeedableRng};
 use serde_bytes::ByteBuf;
 
 use super::{
-    BLOCK_VERSION, Block, ChainState, Hash, Header, SIGNING_THRESHOLD, SignerEvidence, TermContext,
-    Tx,
-    fees::{pay_fees, signers_of},
+    BLOCK_VERSION, Block, BlockSignature, ChainState, Hash, Header, SIGNING_THRESHOLD,
+    SignerEvidence, TermContext, Tx,
+    fees::pay_fees,
     state::Working,
     tx_root,
     validate::{Rules, block_cost},
@@ -172,17 +172,31 @@ pub fn block_signed_by(
         producer_signature: ByteBuf::new(),
         signers: SignerEvidence::default(),
         stacker_signature: None,
+        parent_signature: state.parent_signature_for(context),
     };
     let mut working = Working::over(state);
     state
         .apply_txs(&mut working, &unsigned, context, "", opening, Rules::Trust)
         .ok()?;
-    pay_fees(&mut working, context, &unsigned.txs, opening.first_of_term).ok()?;
+    let paid = state
+        .paid_signers(unsigned.parent_signature.as_ref(), context)
+        .ok()?;
+    pay_fees(
+        &mut working,
+        context,
+        &unsigned.txs,
+        opening.first_of_term,
+        &paid,
+    )
+    .ok()?;
     header.state_root = working.state_root();
-    working.signers = signers_of(context, shares);
-    let changes = state.changeset(working, &header, opening, block_cost(&unsigned.txs));
     let message = Block::signing_message(&header);
     let (signature, evidence) = group.sign(message, shares)?;
+    working.signature = Some(BlockSignature {
+        signature: ByteBuf::from(signature.to_vec()),
+        signers: evidence.clone(),
+    });
+    let changes = state.changeset(working, &header, opening, block_cost(&unsigned.txs));
     let stacker_signature = stacker.map(|k| {
         let sig = SECP256K1.sign_schnorr(&Message::from_digest(message), k);
         ByteBuf::from(sig.as_ref().to_vec())
@@ -194,6 +208,7 @@ pub fn block_signed_by(
         stacker_signature,
         header,
         txs: unsigned.txs,
+        parent_signature: unsigned.parent_signature,
     };
     let mut next = state.clone();
     next.apply(&changes);

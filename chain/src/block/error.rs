@@ -51,6 +51,10 @@ pub enum BlockError {
     /// message, or a share does not verify against its verifying share.
     #[error("signer evidence refused: {0}")]
     SignerEvidence(String),
+    /// The parent version the block carries (whose signers it pays) is missing where
+    /// required, present where not, or does not prove who signed the parent.
+    #[error("parent signature refused: {0}")]
+    ParentSignature(String),
     /// Too few shares signed.
     #[error("{got} shares signed; {SIGNING_THRESHOLD} are needed")]
     TooFewSigners {

@@ -5,32 +5,36 @@
 //!
 //! A block's header (its state root) is signed before anyone knows which shares will
 //! sign it, so its signers cannot be paid in it. The state records the 40% owed
-//! ([`super::ChainState::signer_fees`], in the state root) and the block's verified
-//! signers ([`super::ChainState::tip_signers`], from its signer evidence); the next
-//! block pays them, whichever term it belongs to. If a block had no known signers
-//! (no producers in its context), what it owed is carried instead.
+//! ([`super::ChainState::signer_fees`], in the state root); the next block of the
+//! same term pays the signers of the parent version it carries
+//! ([`super::Block::parent_signature`], checked by validation), so every validator
+//! pays the same signers whichever version of the parent it holds. A term's first
+//! block pays no parent's signers (their evidence is under the previous term's key):
+//! what the parent owed is carried, and the term's producers receive it with the
+//! rest of the carried fees. So is what a block owed when it had no known signers.
 
 use super::{AccountId, FeeError, TermContext, Tx, state::Working};
 use crate::{pro_rata::pro_rata, rewards::block_fees};
 
-/// Pays what the previous block owed its signers, opens the term's carried fees to its
-/// producers on its first block, and splits the fees of `txs`: the signers' part owed
-/// to this block's signers, the rest carried.
+/// Pays what the previous block owed to `previous_signers` (the verified signers of
+/// the parent version the block carries; none for a term's first block), opens the
+/// term's carried fees to its producers on its first block, and splits the fees of
+/// `txs`: the signers' part owed to this block's signers, the rest carried.
 pub(crate) fn pay_fees(
     working: &mut Working<'_>,
     context: &TermContext,
     txs: &[Tx],
     first_of_term: bool,
+    previous_signers: &[(AccountId, u64)],
 ) -> Result<(), FeeError> {
     let owed = std::mem::take(&mut working.signer_fees);
-    let previous_signers = working.base_tip_signers().to_vec();
     if previous_signers.is_empty() {
         working.carried_fees = working
             .carried_fees
             .checked_add(owed)
             .ok_or(FeeError::CarriedOverflows)?;
     } else {
-        pay_pro_rata(working, &previous_signers, owed)?;
+        pay_pro_rata(working, previous_signers, owed)?;
     }
     if first_of_term && !context.producers.is_empty() {
         let carried = std::mem::take(&mut working.carried_fees);
@@ -137,18 +141,17 @@ mod tests {
         assert_eq!(signers, vec![(AccountId([11; 32]), 1)]);
         let state = ChainState::default();
         let mut working = Working::over(&state);
-        pay_fees(&mut working, &ctx, &[fee(100)], false).unwrap();
+        pay_fees(&mut working, &ctx, &[fee(100)], false, &[]).unwrap();
         // Nothing is paid in the block itself: 40 owed, 60 carried.
         assert!(working.accounts.is_empty());
         assert_eq!((working.signer_fees, working.carried_fees), (40, 60));
         let after = ChainState {
             signer_fees: 40,
             carried_fees: 60,
-            tip_signers: signers,
             ..ChainState::default()
         };
         let mut next = Working::over(&after);
-        pay_fees(&mut next, &ctx, &[], false).unwrap();
+        pay_fees(&mut next, &ctx, &[], false, &signers).unwrap();
         assert_eq!(next.accounts.get(&AccountId([10; 32])), None);
         assert_eq!(next.accounts[&AccountId([11; 32])].balance, 40);
         assert_eq!((next.signer_fees, next.carried_fees), (0, 60));
@@ -163,10 +166,10 @@ mod tests {
             ..ChainState::default()
         };
         let mut working = Working::over(&state);
-        pay_fees(&mut working, &ctx, &[fee(100)], true).unwrap();
+        pay_fees(&mut working, &ctx, &[fee(100)], true, &[]).unwrap();
         assert!(working.accounts.is_empty());
         assert_eq!(working.carried_fees + working.signer_fees, 112);
-        let overflow = pay_fees(&mut working, &ctx, &[fee(u64::MAX), fee(1)], false);
+        let overflow = pay_fees(&mut working, &ctx, &[fee(u64::MAX), fee(1)], false, &[]);
         assert_eq!(overflow, Err(FeeError::FeesOverflow));
     }
 }

@@ -32,6 +32,17 @@
 //! - **Fees** ([`fees`]): 40% to the producers whose shares signed the block, paid by
 //!   the next block (a block's state root cannot depend on who signs it); 60% to the
 //!   next term's producers, carried in the state until their first block.
+//! - **The signers paid are the ones the next block names.** Robust signing can
+//!   complete one header more than once with other signers, so validators may hold
+//!   different, equally valid versions of a block. A block therefore carries the
+//!   version of its parent whose signers it pays ([`Block::parent_signature`]),
+//!   checked like a block's own evidence (signature, every share, 67 of 100) against
+//!   the term's key; its state root binds the payout. Paying from each validator's
+//!   own version let two honest producers compute two state roots for one proposal
+//!   and depose an honest leader (found by the 10-producer simulation). A term's
+//!   first block carries none: the parent's evidence is under the previous term's
+//!   key, so what the parent owed its signers is carried to the new term's producers
+//!   with the rest of the carried fees.
 //! - **State root.** The header commits to every account after the block, in key
 //!   order, and to the carried fees.
 //!
@@ -161,6 +172,32 @@ pub struct Block {
     pub signers: SignerEvidence,
     /// The stacker group's signature over the same message, where one is required.
     pub stacker_signature: Option<ByteBuf>,
+    /// The parent's producer signature and signer evidence: the version of the parent
+    /// whose signers this block pays. Present exactly when the parent belongs to this
+    /// block's term.
+    #[serde(default)]
+    pub parent_signature: Option<BlockSignature>,
+}
+
+/// One version of a signed block: its producer signature and the evidence of who
+/// made it. Robust signing can complete one header more than once, with other
+/// signers, so several valid versions of a block may exist.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockSignature {
+    /// The producer group's BIP340 signature.
+    pub signature: ByteBuf,
+    /// Which shares made it, and the proof.
+    pub signers: SignerEvidence,
+}
+
+impl BlockSignature {
+    /// The version `block` is.
+    pub fn of(block: &Block) -> BlockSignature {
+        BlockSignature {
+            signature: block.producer_signature.clone(),
+            signers: block.signers.clone(),
+        }
+    }
 }
 
 /// The proof of which producer shares made a block's signature: the FROST signing
@@ -229,14 +266,20 @@ impl Block {
             producer_signature: ByteBuf::new(),
             signers: SignerEvidence::default(),
             stacker_signature: None,
+            parent_signature: None,
         }
     }
 
     /// What the producer (and stacker) group signs: the header hash, under a domain tag.
     pub fn signing_message(header: &Header) -> Hash {
+        Block::signing_message_of(&header.hash())
+    }
+
+    /// [`Block::signing_message`] of the block whose header hashes to `hash`.
+    pub fn signing_message_of(hash: &Hash) -> Hash {
         let mut h = Sha256::new();
         h.update(b"tenure/chain/block-signature/v2");
-        h.update(header.hash());
+        h.update(hash);
         h.finalize().into()
     }
 

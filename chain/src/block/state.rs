@@ -7,7 +7,7 @@ use bitcoin::XOnlyPublicKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{AccountId, Hash, Header};
+use super::{AccountId, BlockSignature, Hash, Header};
 
 /// An account.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,10 +64,10 @@ pub struct ChainState {
     pub carried_fees: u64,
     /// The tip's signers' part of its fees (40%), paid to them by the next block.
     pub signer_fees: u64,
-    /// The tip's verified signers with their spend, in producer order: who the next
-    /// block pays `signer_fees` to. Derived from the tip's signer evidence (which its
-    /// signature binds), so it is not part of the state root.
-    pub tip_signers: Vec<(AccountId, u64)>,
+    /// The tip's signature and signer evidence, as this node applied it: what a block
+    /// this node proposes on the tip carries as its parent's ([`super::Block::parent_signature`]).
+    /// Not part of the state root: another node may hold another valid version.
+    pub tip_signature: Option<BlockSignature>,
     /// Accounts by x-only key.
     pub accounts: BTreeMap<AccountId, Account>,
 }
@@ -91,8 +91,8 @@ pub struct ChainChangeset {
     pub carried_fees: u64,
     /// The block's signers' part of its fees, paid by the next block.
     pub signer_fees: u64,
-    /// The block's verified signers with their spend.
-    pub tip_signers: Vec<(AccountId, u64)>,
+    /// The block's signature and signer evidence.
+    pub tip_signature: Option<BlockSignature>,
     /// Every account the block touched, after it (an account touched is created, as
     /// a zero balance, if it did not exist).
     pub accounts: BTreeMap<AccountId, Account>,
@@ -114,7 +114,7 @@ impl ChainState {
         self.term_cost = changes.term_cost;
         self.carried_fees = changes.carried_fees;
         self.signer_fees = changes.signer_fees;
-        self.tip_signers = changes.tip_signers.clone();
+        self.tip_signature = changes.tip_signature.clone();
         for (key, account) in &changes.accounts {
             self.accounts.insert(*key, *account);
         }
@@ -150,8 +150,8 @@ pub(crate) struct Working<'a> {
     pub(crate) carried_fees: u64,
     /// The block's signers' fees, owed to them by the next block.
     pub(crate) signer_fees: u64,
-    /// The block's verified signers with their spend.
-    pub(crate) signers: Vec<(AccountId, u64)>,
+    /// The block's signature and signer evidence, once known.
+    pub(crate) signature: Option<BlockSignature>,
 }
 
 impl<'a> Working<'a> {
@@ -162,13 +162,8 @@ impl<'a> Working<'a> {
             accounts: BTreeMap::new(),
             carried_fees: base.carried_fees,
             signer_fees: base.signer_fees,
-            signers: Vec::new(),
+            signature: None,
         }
-    }
-
-    /// The verified signers of the block this one builds on.
-    pub(crate) fn base_tip_signers(&self) -> &[(AccountId, u64)] {
-        &self.base.tip_signers
     }
 
     /// The account as the block leaves it so far (empty if it never existed).
@@ -226,7 +221,7 @@ impl<'a> Working<'a> {
             term_cost,
             carried_fees: self.carried_fees,
             signer_fees: self.signer_fees,
-            tip_signers: self.signers,
+            tip_signature: self.signature,
             accounts: self.accounts,
         }
     }

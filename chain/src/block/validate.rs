@@ -4,8 +4,9 @@
 use bitcoin::secp256k1::{Message, SECP256K1, schnorr};
 
 use super::{
-    Block, BlockError, ChainChangeset, ChainState, CoinbaseError, Header, SIGNER_SHARES,
-    SIGNING_THRESHOLD, TenureChangeError, TermContext, Transfer, TransferError, Tx, cost,
+    AccountId, Block, BlockError, BlockSignature, ChainChangeset, ChainState, CoinbaseError,
+    Header, SIGNER_SHARES, SIGNING_THRESHOLD, TenureChangeError, TermContext, Transfer,
+    TransferError, Tx, cost,
     fees::{pay_fees, signers_of},
     signatures::check_transfer_signatures,
     state::{Account, Working},
@@ -57,10 +58,10 @@ impl ChainState {
     ) -> Result<ChainChangeset, BlockError> {
         self.check_place(&block.header, context)?;
         let header = &block.header;
-        let shares = self.check_signatures(block, context)?;
+        self.check_signatures(block, context)?;
         let (mut working, opening, block_cost) =
             self.check_contents(block, context, network, &|_| false)?;
-        working.signers = signers_of(context, &shares);
+        working.signature = Some(BlockSignature::of(block));
         Ok(self.changeset(working, header, opening, block_cost))
     }
 
@@ -81,9 +82,9 @@ impl ChainState {
             return Err(BlockError::TxRoot);
         }
         self.check_place(&block.header, context)?;
-        let shares = self.check_signatures(block, context)?;
+        self.check_signatures(block, context)?;
         let mut changes = checked.changes.clone();
-        changes.tip_signers = signers_of(context, &shares);
+        changes.tip_signature = Some(BlockSignature::of(block));
         Ok(changes)
     }
 
@@ -274,6 +275,7 @@ impl ChainState {
             },
             txs,
         );
+        block.parent_signature = self.parent_signature_for(context);
         // The roots come from the rules themselves, so the block validates as built.
         block.header.state_root = self
             .transition(&block, context, network, opening)?
@@ -298,8 +300,84 @@ impl ChainState {
             opening,
             Rules::Enforce,
         )?;
-        pay_fees(&mut working, context, &block.txs, opening.first_of_term)?;
+        let paid = self.paid_signers(block.parent_signature.as_ref(), context)?;
+        pay_fees(
+            &mut working,
+            context,
+            &block.txs,
+            opening.first_of_term,
+            &paid,
+        )?;
         Ok(working)
+    }
+
+    /// The parent version a block of `context`'s term on this state carries: this
+    /// node's version of the tip, when the tip belongs to the same term.
+    pub(crate) fn parent_signature_for(&self, context: &TermContext) -> Option<BlockSignature> {
+        self.parent_in_term(context)
+            .then(|| self.tip_signature.clone())
+            .flatten()
+    }
+
+    /// Whether the tip is a block of `context`'s term (whose signers a block of the
+    /// term pays).
+    fn parent_in_term(&self, context: &TermContext) -> bool {
+        self.height > 0 && self.term == context.term
+    }
+
+    /// The signers a block pays what its parent owed them: those of the parent version
+    /// it carries, checked as a block's own (the group signature over the tip, every
+    /// share, at least 67 of 100). A block opening a term pays none and must carry
+    /// none.
+    pub(crate) fn paid_signers(
+        &self,
+        parent: Option<&BlockSignature>,
+        context: &TermContext,
+    ) -> Result<Vec<(AccountId, u64)>, BlockError> {
+        let parent = match (self.parent_in_term(context), parent) {
+            (false, None) => return Ok(Vec::new()),
+            (false, Some(_)) => {
+                return Err(BlockError::ParentSignature(
+                    "a block opening a term carries no parent version".into(),
+                ));
+            }
+            (true, None) => {
+                return Err(BlockError::ParentSignature(
+                    "the parent version whose signers the block pays is missing".into(),
+                ));
+            }
+            (true, Some(parent)) => parent,
+        };
+        let message = Block::signing_message_of(&self.tip);
+        let signed = schnorr::Signature::from_slice(&parent.signature).is_ok_and(|sig| {
+            SECP256K1
+                .verify_schnorr(&sig, &Message::from_digest(message), &context.producer_key)
+                .is_ok()
+        });
+        if !signed {
+            return Err(BlockError::ParentSignature(
+                "the parent's signature does not verify".into(),
+            ));
+        }
+        if parent.signers.shares.len() > SIGNER_SHARES {
+            return Err(BlockError::ParentSignature("more shares than exist".into()));
+        }
+        let shares = parent
+            .signers
+            .record(message, &parent.signature)
+            .verify_shares(&context.producer_shares)
+            .map_err(|e| BlockError::ParentSignature(e.to_string()))?;
+        let weight = u32::try_from(shares.len()).unwrap_or(u32::MAX);
+        if weight < SIGNING_THRESHOLD
+            || shares
+                .iter()
+                .any(|n| *n == 0 || usize::from(*n) > SIGNER_SHARES)
+        {
+            return Err(BlockError::ParentSignature(format!(
+                "the parent's evidence shows {weight} valid shares"
+            )));
+        }
+        Ok(signers_of(context, &shares))
     }
 
     /// The state after `block`: [`ChainState::validate`], then

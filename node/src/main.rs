@@ -142,12 +142,25 @@ enum BenchCommand {
         /// Producers.
         #[arg(long, default_value_t = 10)]
         producers: usize,
-        /// Transfers submitted per second.
-        #[arg(long, default_value_t = 1_000)]
-        rate: u64,
-        /// Seconds of load.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
+        /// Transfers submitted per second [default: 1000; simulated: 50].
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Seconds of load [default: 10; simulated: 20].
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Run the seeded simulation over a simulated wide-area network instead of
+        /// loopback nodes (figures in simulated time).
+        #[arg(long)]
+        simulated: bool,
+        /// Simulated one-way latency range, milliseconds (with --simulated).
+        #[arg(long, default_value = "20-200", value_parser = parse_range)]
+        latency_ms: (u64, u64),
+        /// Share of producer messages lost (with --simulated).
+        #[arg(long, default_value_t = 0.01)]
+        loss: f64,
+        /// The simulation's seed (with --simulated).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
@@ -390,10 +403,39 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     producers,
                     rate,
                     seconds,
+                    simulated: true,
+                    latency_ms,
+                    loss,
+                    seed,
                     json,
                 },
         } => {
-            let report = bench::produce::run(producers, rate, seconds).await?;
+            let bench = bench::produce_simulated::SimulatedProduce {
+                producers,
+                rate: rate.unwrap_or(50),
+                seconds: seconds.unwrap_or(20),
+                latency_ms,
+                loss,
+                seed,
+            };
+            // The simulation is CPU-bound and synchronous: off the runtime's workers.
+            let report = tokio::task::spawn_blocking(move || bench::produce_simulated::run(&bench))
+                .await??;
+            print_report(json, &report, report.to_text())?;
+        }
+        Command::Bench {
+            bench:
+                BenchCommand::Produce {
+                    producers,
+                    rate,
+                    seconds,
+                    json,
+                    ..
+                },
+        } => {
+            let report =
+                bench::produce::run(producers, rate.unwrap_or(1_000), seconds.unwrap_or(10))
+                    .await?;
             print_report(json, &report, report.to_text())?;
         }
         Command::Bench {
@@ -485,4 +527,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A range of milliseconds written `low-high`.
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (low, high) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not low-high"))?;
+    let low: u64 = low.trim().parse().map_err(|e| format!("{low:?}: {e}"))?;
+    let high: u64 = high.trim().parse().map_err(|e| format!("{high:?}: {e}"))?;
+    if low > high {
+        return Err(format!("{low} is above {high}"));
+    }
+    Ok((low, high))
 }

@@ -4,6 +4,7 @@
 pub mod federation;
 pub mod gossip;
 pub mod produce;
+pub mod produce_simulated;
 pub mod stackerdb;
 pub mod validate;
 

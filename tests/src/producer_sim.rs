@@ -26,7 +26,10 @@
 //!   transactions topic would; none before the first block.
 //! - **Figures**: a block's latency is from the leader proposing it to a producer
 //!   applying it, one sample per block and producer; a transfer's is from its
-//!   submission to the last online producer applying a block that holds it.
+//!   submission to the last online producer applying a block that holds it. Each
+//!   block's [`Phases`] split its latency: proposal to the leader asking for the
+//!   signature (the pre-commits), to a producer first learning the signature (FROST
+//!   signing), to the producers applying it (propagation).
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -38,10 +41,10 @@ use bitcoin::secp256k1::{Keypair, SECP256K1, SecretKey};
 use rand_chacha::{ChaCha20Rng, rand_core::SeedableRng};
 use sha2::{Digest, Sha256};
 use tenure_chain::{
-    block::{AccountId, ChainState, SignerEvidence, TermContext, Transfer, Tx},
+    block::{AccountId, Block, ChainState, SignerEvidence, TermContext, Transfer, Tx},
     produce::{
         Approvals, Producer, ProducerBody, ProducerConfig, ProducerId, ProducerMessage,
-        ProducerOutput,
+        ProducerOutput, SignPayload,
     },
     tenure_change::consensus_hash,
 };
@@ -314,6 +317,17 @@ pub struct SimProducer {
     signing: Signing<Validator>,
 }
 
+/// When a proposed block passed each step (simulated ms).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Phases {
+    /// The leader proposed it.
+    pub proposed: u64,
+    /// The leader asked the federation to sign it (enough producers pre-committed).
+    pub sign_requested: Option<u64>,
+    /// A producer first learned its signature.
+    pub signed: Option<u64>,
+}
+
 /// A transfer waiting to be included everywhere.
 struct Pending {
     submitted_ms: u64,
@@ -343,8 +357,15 @@ pub struct ProducerSim {
     pub transfers_included: usize,
     /// When each block was first proposed (simulated ms).
     proposed_at: BTreeMap<[u8; 32], u64>,
+    /// Each proposed block's phases, by header hash.
+    phases: BTreeMap<[u8; 32], Phases>,
+    /// Proposed headers by the message the group signs for them.
+    by_message: BTreeMap<[u8; 32], [u8; 32]>,
     /// Proposal to application, one sample per block and producer (simulated ms).
     pub block_latencies_ms: Vec<u64>,
+    /// A producer first learning a block's signature to a producer applying it, one
+    /// sample per block and producer (simulated ms).
+    pub propagation_latencies_ms: Vec<u64>,
     /// Submission to inclusion at every online producer (simulated ms).
     pub transfer_latencies_ms: Vec<u64>,
     pending: BTreeMap<(AccountId, u64), Pending>,
@@ -399,7 +420,10 @@ impl ProducerSim {
             byzantine_deposed: false,
             transfers_included: 0,
             proposed_at: BTreeMap::new(),
+            phases: BTreeMap::new(),
+            by_message: BTreeMap::new(),
             block_latencies_ms: Vec::new(),
+            propagation_latencies_ms: Vec::new(),
             transfer_latencies_ms: Vec::new(),
             pending: BTreeMap::new(),
             nonces: vec![0; set.len()],
@@ -441,9 +465,14 @@ impl ProducerSim {
                             self.byzantine_proposals.push(block.header.hash());
                         }
                         let now_ms = self.net.now_ms();
-                        self.proposed_at
-                            .entry(block.header.hash())
-                            .or_insert(now_ms);
+                        let hash = block.header.hash();
+                        self.proposed_at.entry(hash).or_insert(now_ms);
+                        self.phases.entry(hash).or_insert(Phases {
+                            proposed: now_ms,
+                            ..Phases::default()
+                        });
+                        self.by_message
+                            .insert(Block::signing_message(&block.header), hash);
                     }
                     self.broadcast(n, Msg::Producer(Box::new(msg)));
                 }
@@ -453,6 +482,13 @@ impl ProducerSim {
                     }
                 }
                 ProducerOutput::Sign { payload } => {
+                    if let Some(SignPayload::Header(header)) = SignPayload::from_bytes(&payload)
+                    {
+                        let now_ms = self.net.now_ms();
+                        if let Some(phases) = self.phases.get_mut(&header.hash()) {
+                            phases.sign_requested.get_or_insert(now_ms);
+                        }
+                    }
                     let now = self.net.now();
                     if let Some(node) = self.nodes.get_mut(n) {
                         let (_, out) = node.signing.request(&payload, now, &mut self.frost_rng);
@@ -478,6 +514,10 @@ impl ProducerSim {
         }
         if let Some(at) = self.proposed_at.get(&hash) {
             self.block_latencies_ms.push(now_ms.saturating_sub(*at));
+        }
+        if let Some(signed) = self.phases.get(&hash).and_then(|p| p.signed) {
+            self.propagation_latencies_ms
+                .push(now_ms.saturating_sub(signed));
         }
         let transfers = block.txs.iter().filter_map(|t| match t {
             Tx::Transfer(t) => Some((t.from, t.nonce)),
@@ -513,6 +553,14 @@ impl ProducerSim {
                 // Any producer that learns the signature completes the block; its
                 // evidence is checked when the block is validated.
                 SignOutput::Signed { record, .. } | SignOutput::Seen { record, .. } => {
+                    let now_ms = self.net.now_ms();
+                    if let Some(phases) = self
+                        .by_message
+                        .get(&record.message)
+                        .and_then(|hash| self.phases.get_mut(hash))
+                    {
+                        phases.signed.get_or_insert(now_ms);
+                    }
                     let now = self.net.now();
                     let Ok(signature) = <[u8; 64]>::try_from(record.signature.as_slice()) else {
                         continue;
@@ -632,6 +680,11 @@ impl ProducerSim {
                 }
             }
         }
+    }
+
+    /// Each proposed block's phases (blocks never signed included).
+    pub fn phases(&self) -> impl Iterator<Item = &Phases> {
+        self.phases.values()
     }
 
     /// Changes the load: `per_s` transfers a simulated second from now on.

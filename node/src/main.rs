@@ -403,40 +403,33 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     producers,
                     rate,
                     seconds,
-                    simulated: true,
+                    simulated,
                     latency_ms,
                     loss,
                     seed,
                     json,
                 },
         } => {
-            let bench = bench::produce_simulated::SimulatedProduce {
-                producers,
-                rate: rate.unwrap_or(50),
-                seconds: seconds.unwrap_or(20),
-                latency_ms,
-                loss,
-                seed,
-            };
-            // The simulation is CPU-bound and synchronous: off the runtime's workers.
-            let report = tokio::task::spawn_blocking(move || bench::produce_simulated::run(&bench))
-                .await??;
-            print_report(json, &report, report.to_text())?;
-        }
-        Command::Bench {
-            bench:
-                BenchCommand::Produce {
+            if simulated {
+                let bench = bench::produce_simulated::SimulatedProduce {
                     producers,
-                    rate,
-                    seconds,
-                    json,
-                    ..
-                },
-        } => {
-            let report =
-                bench::produce::run(producers, rate.unwrap_or(1_000), seconds.unwrap_or(10))
-                    .await?;
-            print_report(json, &report, report.to_text())?;
+                    rate: rate.unwrap_or(50),
+                    seconds: seconds.unwrap_or(20),
+                    latency_ms,
+                    loss,
+                    seed,
+                };
+                // The simulation is CPU-bound and synchronous: off the runtime's workers.
+                let report =
+                    tokio::task::spawn_blocking(move || bench::produce_simulated::run(&bench))
+                        .await??;
+                print_report(json, &report, report.to_text())?;
+            } else {
+                let report =
+                    bench::produce::run(producers, rate.unwrap_or(1_000), seconds.unwrap_or(10))
+                        .await?;
+                print_report(json, &report, report.to_text())?;
+            }
         }
         Command::Bench {
             bench:

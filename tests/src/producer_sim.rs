@@ -482,8 +482,7 @@ impl ProducerSim {
                     }
                 }
                 ProducerOutput::Sign { payload } => {
-                    if let Some(SignPayload::Header(header)) = SignPayload::from_bytes(&payload)
-                    {
+                    if let Some(SignPayload::Header(header)) = SignPayload::from_bytes(&payload) {
                         let now_ms = self.net.now_ms();
                         if let Some(phases) = self.phases.get_mut(&header.hash()) {
                             phases.sign_requested.get_or_insert(now_ms);

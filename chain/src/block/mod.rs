@@ -225,6 +225,30 @@ impl SignerEvidence {
         }
     }
 
+    /// The share numbers that made `signature` over `message`, each share verified
+    /// against `context`'s verifying shares; why not, if the evidence proves nothing.
+    pub fn verified_shares(
+        &self,
+        message: Hash,
+        signature: &[u8],
+        context: &TermContext,
+    ) -> Result<std::collections::BTreeSet<u16>, String> {
+        if self.shares.len() > SIGNER_SHARES {
+            return Err("more shares than exist".into());
+        }
+        let shares = self
+            .record(message, signature)
+            .verify_shares(&context.producer_shares)
+            .map_err(|e| e.to_string())?;
+        if shares
+            .iter()
+            .any(|n| *n == 0 || usize::from(*n) > SIGNER_SHARES)
+        {
+            return Err("a share number outside 1–100".into());
+        }
+        Ok(shares)
+    }
+
     /// The evidence in a federation signature record.
     pub fn of(record: &tenure_frost_fed::sign::SignatureRecord) -> SignerEvidence {
         SignerEvidence {
@@ -289,24 +313,13 @@ impl Block {
         &self,
         context: &TermContext,
     ) -> Result<std::collections::BTreeSet<u16>, BlockError> {
-        let message = Block::signing_message(&self.header);
-        if self.signers.shares.len() > SIGNER_SHARES {
-            return Err(BlockError::SignerEvidence("more shares than exist".into()));
-        }
-        let shares = self
-            .signers
-            .record(message, &self.producer_signature)
-            .verify_shares(&context.producer_shares)
-            .map_err(|e| BlockError::SignerEvidence(e.to_string()))?;
-        if shares
-            .iter()
-            .any(|n| *n == 0 || usize::from(*n) > SIGNER_SHARES)
-        {
-            return Err(BlockError::SignerEvidence(
-                "a share number outside 1–100".into(),
-            ));
-        }
-        Ok(shares)
+        self.signers
+            .verified_shares(
+                Block::signing_message(&self.header),
+                &self.producer_signature,
+                context,
+            )
+            .map_err(BlockError::SignerEvidence)
     }
 
     /// Encodes the block ([`crate::codec`]).

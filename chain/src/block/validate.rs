@@ -96,14 +96,9 @@ impl ChainState {
         block: &Block,
         context: &TermContext,
     ) -> Result<std::collections::BTreeSet<u16>, BlockError> {
-        let message = Message::from_digest(Block::signing_message(&block.header));
-        let producer_ok =
-            schnorr::Signature::from_slice(&block.producer_signature).is_ok_and(|sig| {
-                SECP256K1
-                    .verify_schnorr(&sig, &message, &context.producer_key)
-                    .is_ok()
-            });
-        if !producer_ok {
+        let digest = Block::signing_message(&block.header);
+        let message = Message::from_digest(digest);
+        if !group_signed(&digest, &block.producer_signature, &context.producer_key) {
             return Err(BlockError::ProducerSignature);
         }
         // Who signed, share by share; the weight counts verified shares only.
@@ -349,30 +344,17 @@ impl ChainState {
             (true, Some(parent)) => parent,
         };
         let message = Block::signing_message_of(&self.tip);
-        let signed = schnorr::Signature::from_slice(&parent.signature).is_ok_and(|sig| {
-            SECP256K1
-                .verify_schnorr(&sig, &Message::from_digest(message), &context.producer_key)
-                .is_ok()
-        });
-        if !signed {
+        if !group_signed(&message, &parent.signature, &context.producer_key) {
             return Err(BlockError::ParentSignature(
                 "the parent's signature does not verify".into(),
             ));
         }
-        if parent.signers.shares.len() > SIGNER_SHARES {
-            return Err(BlockError::ParentSignature("more shares than exist".into()));
-        }
         let shares = parent
             .signers
-            .record(message, &parent.signature)
-            .verify_shares(&context.producer_shares)
-            .map_err(|e| BlockError::ParentSignature(e.to_string()))?;
+            .verified_shares(message, &parent.signature, context)
+            .map_err(BlockError::ParentSignature)?;
         let weight = u32::try_from(shares.len()).unwrap_or(u32::MAX);
-        if weight < SIGNING_THRESHOLD
-            || shares
-                .iter()
-                .any(|n| *n == 0 || usize::from(*n) > SIGNER_SHARES)
-        {
+        if weight < SIGNING_THRESHOLD {
             return Err(BlockError::ParentSignature(format!(
                 "the parent's evidence shows {weight} valid shares"
             )));
@@ -559,4 +541,13 @@ impl ChainState {
 /// that much is over any budget anyway).
 pub(crate) fn block_cost(txs: &[Tx]) -> u64 {
     txs.iter().map(cost).fold(0, u64::saturating_add)
+}
+
+/// Whether `signature` is a valid BIP340 signature of `key` over `digest`.
+fn group_signed(digest: &super::Hash, signature: &[u8], key: &bitcoin::XOnlyPublicKey) -> bool {
+    schnorr::Signature::from_slice(signature).is_ok_and(|sig| {
+        SECP256K1
+            .verify_schnorr(&sig, &Message::from_digest(*digest), key)
+            .is_ok()
+    })
 }

@@ -195,7 +195,9 @@ pub fn run(bench: &SimulatedProduce) -> anyhow::Result<SimulatedProduceReport> {
     let mut sign = Vec::new();
     for phases in sim.phases() {
         if let Some(requested) = phases.sign_requested {
-            precommit.push(Duration::from_millis(requested.saturating_sub(phases.proposed)));
+            precommit.push(Duration::from_millis(
+                requested.saturating_sub(phases.proposed),
+            ));
             if let Some(signed) = phases.signed {
                 sign.push(Duration::from_millis(signed.saturating_sub(requested)));
             }

@@ -294,19 +294,24 @@ fn signing_goes_on_through_every_fault_for_several_seeds() {
         for (member, fault) in &faulty {
             sim.set_fault(*member, *fault);
         }
-        sim.request(leaders[seed as usize % 10], &payload);
+        let asker = leaders[seed as usize % 10];
+        sim.request(asker, &payload);
         sim.run_until(15_000);
         let signers = sim.check_signed_at(&payload, |m| sim.signed.contains_key(m));
         // A faulty coordinator handles its own shares without sending them (they
         // are sound); a faulty member that only answers never contributes.
-        let coordinators: BTreeSet<MemberId> = leaders
-            .iter()
-            .take(coordinator_count(
-                &any.roster,
-                SigningConfig::default().coordinators,
-            ))
-            .copied()
-            .collect();
+        let coordinators: BTreeSet<MemberId> = tenure_frost_fed::sign::coordinators(
+            any,
+            tenure_frost_fed::sign::request_id(any, &payload),
+            asker,
+            SigningConfig::default().coordinators,
+        )
+        .into_iter()
+        .collect();
+        assert_eq!(
+            coordinators.len(),
+            coordinator_count(&any.roster, SigningConfig::default().coordinators)
+        );
         for (member, fault) in &faulty {
             if coordinators.contains(member) || *fault == Fault::Slow {
                 continue;
@@ -397,6 +402,146 @@ fn a_dead_first_coordinator_is_replaced() {
     sim.request(requester, payload);
     sim.run_until(5_000);
     sim.check_signed(payload);
+}
+
+#[test]
+fn an_asker_that_crashes_once_it_asked_is_replaced_as_coordinator() {
+    let keys = federation(10);
+    let payload = b"ok block 10";
+    let mut sim = Sim::new(&keys, 8, 0.0, 0.0);
+    sim.request(member(3), payload);
+    // Its request is out; it answers nothing from now on.
+    sim.set_fault(member(3), Fault::Dead);
+    sim.run_until(5_000);
+    sim.check_signed(payload);
+}
+
+/// Members commit to the asker as soon as they approve its request, and to a later
+/// coordinator whose `Start` came before the request; before, that `Start` was
+/// dropped and the coordinator never heard from the member.
+#[test]
+fn members_commit_to_the_asker_at_once_and_to_a_coordinator_that_started_before_the_request() {
+    let keys = federation(4);
+    let asker = member(1);
+    let any = &keys[&asker];
+    let payload = b"ok block 11".to_vec();
+    let id = tenure_frost_fed::sign::request_id(any, &payload);
+    let order =
+        tenure_frost_fed::sign::coordinators(any, id, asker, SigningConfig::default().coordinators);
+    assert_eq!(order[0], asker);
+    let later = order[1];
+    let receiver = *keys.keys().find(|m| **m != asker && **m != later).unwrap();
+    let mut signing = Signing::new(
+        Arc::new(keys[&receiver].clone()),
+        OkPayloads,
+        SigningConfig::default(),
+    );
+    let now = std::time::Instant::now();
+    let message = |coordinator, body| SignMessage {
+        version: tenure_frost_fed::sign::message::SIGN_VERSION,
+        request: id,
+        coordinator,
+        body,
+    };
+    let early = signing.handle(later, message(later, SignBody::Start), now, &mut OsRng);
+    assert!(early.is_empty(), "nothing to commit before the request");
+    let out = signing.handle(
+        asker,
+        message(
+            asker,
+            SignBody::Request {
+                payload: serde_bytes::ByteBuf::from(payload.clone()),
+            },
+        ),
+        now,
+        &mut OsRng,
+    );
+    let committed: BTreeSet<MemberId> = out
+        .iter()
+        .filter_map(|o| match o {
+            SignOutput::Send {
+                to,
+                msg:
+                    SignMessage {
+                        body: SignBody::Commit { .. },
+                        ..
+                    },
+            } => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(committed, BTreeSet::from([asker, later]));
+}
+
+/// A member's validator may approve a moment after the request arrives (its
+/// producer pre-commits to the proposal the request names later): the member then
+/// commits to the asker. One that never approves reports its refusal once the wait
+/// is over.
+#[test]
+fn a_member_that_approves_after_the_request_arrived_still_commits_and_one_that_never_does_refuses()
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let keys = federation(4);
+    let asker = member(1);
+    let receiver = member(2);
+    let gate = Arc::new(AtomicBool::new(false));
+    let open = gate.clone();
+    let validator = move |payload: &[u8]| -> Result<[u8; 32], String> {
+        if open.load(Ordering::SeqCst) {
+            Ok(Sha256::digest(payload).into())
+        } else {
+            Err("not pre-committed yet".into())
+        }
+    };
+    let config = SigningConfig::default();
+    let wait = config.approval_wait;
+    let request = |payload: &[u8]| SignMessage {
+        version: tenure_frost_fed::sign::message::SIGN_VERSION,
+        request: tenure_frost_fed::sign::request_id(&keys[&asker], payload),
+        coordinator: asker,
+        body: SignBody::Request {
+            payload: serde_bytes::ByteBuf::from(payload.to_vec()),
+        },
+    };
+    let commits_to = |out: &[SignOutput]| -> Vec<MemberId> {
+        out.iter()
+            .filter_map(|o| match o {
+                SignOutput::Send {
+                    to,
+                    msg:
+                        SignMessage {
+                            body: SignBody::Commit { .. },
+                            ..
+                        },
+                } => Some(*to),
+                _ => None,
+            })
+            .collect()
+    };
+    let refused = |out: &[SignOutput]| out.iter().any(|o| matches!(o, SignOutput::Refused { .. }));
+    let mut signing = Signing::new(Arc::new(keys[&receiver].clone()), validator, config);
+    let start = std::time::Instant::now();
+
+    let out = signing.handle(asker, request(b"late"), start, &mut OsRng);
+    assert!(commits_to(&out).is_empty() && !refused(&out));
+    let out = signing.on_tick(start + Duration::from_millis(100), &mut OsRng);
+    assert!(
+        commits_to(&out).is_empty() && !refused(&out),
+        "still waiting"
+    );
+    gate.store(true, Ordering::SeqCst);
+    let out = signing.on_tick(start + Duration::from_millis(200), &mut OsRng);
+    assert_eq!(commits_to(&out), vec![asker]);
+
+    gate.store(false, Ordering::SeqCst);
+    let out = signing.handle(asker, request(b"never"), start, &mut OsRng);
+    assert!(commits_to(&out).is_empty());
+    let out = signing.on_tick(start + wait / 2, &mut OsRng);
+    assert!(!refused(&out));
+    let out = signing.on_tick(start + wait, &mut OsRng);
+    assert!(refused(&out) && commits_to(&out).is_empty());
+    let out = signing.on_tick(start + wait * 2, &mut OsRng);
+    assert!(!refused(&out), "the refusal is reported once");
 }
 
 #[test]

@@ -4,13 +4,30 @@
 //!
 //! Any member may ask the federation to sign a payload. Every member runs the
 //! application's [`Validator`] on the payload and signs only the digest it approves.
-//! For each request the members rank the roster by a hash of the request and member;
-//! the first [`coordinator_count`] of that ranking coordinate, the k-th starting
-//! `k × stagger` after the request unless a signature has appeared, so a crashed
-//! coordinator costs one stagger. That count is ROAST's n − t + 1 for weights: with
-//! q the fewest members whose shares reach the threshold, at most n − q members can
-//! be faulty while the honest still sign, so n − q + 1 coordinators include an
-//! honest one (and never fewer than [`SigningConfig::coordinators`]).
+//! Each request has [`coordinator_count`] coordinators ([`coordinators`]): the member
+//! that asked first, then the others ranked by a hash of the request and member, the
+//! k-th starting `k × stagger` after the request unless a signature has appeared, so
+//! a crashed coordinator costs one stagger. That count is ROAST's n − t + 1 for
+//! weights: with q the fewest members whose shares reach the threshold, at most
+//! n − q members can be faulty while the honest still sign, so any n − q + 1
+//! distinct coordinators include an honest one (and never fewer than
+//! [`SigningConfig::coordinators`]).
+//!
+//! The asker coordinates first because it is the one member known to be up and to
+//! want the signature, and because members can then commit to it as soon as they
+//! approve the request: a member sends the asker its nonce commitments with no
+//! `Start` in between, so a signature takes two round trips from the asker (request
+//! and commitments, package and shares), not two and a half from a ranked
+//! coordinator. A later coordinator announces itself with `Start`; a `Start` that
+//! arrives before its request (they travel different paths) is remembered, at most
+//! [`MAX_EARLY_STARTS`], and answered once the request is approved: dropping it left
+//! that coordinator without this member's commitments.
+//!
+//! A payload the validator refuses is put to it again on every tick for
+//! [`SigningConfig::approval_wait`] before the refusal stands: the request can
+//! arrive before what the validator waits for (a producer's pre-commit to the
+//! proposal it names), and a member that refused at once was missing from every
+//! session of the request.
 //!
 //! A coordinator collects nonce commitments and opens a session as soon as the
 //! members ready to sign hold the threshold of shares. A member that answers a
@@ -118,6 +135,11 @@ pub struct SigningConfig {
     pub patience: Duration,
     /// A request still unsigned after this is given up.
     pub request_timeout: Duration,
+    /// A request this member's validator refuses is put to it again every tick for
+    /// this long before the refusal stands: the request and what the validator waits
+    /// for (its producer's pre-commit to a proposal) travel different paths, and a
+    /// member that refused for good would be missing from every session.
+    pub approval_wait: Duration,
     /// Requests tracked at once; more are refused.
     pub max_requests: usize,
 }
@@ -129,6 +151,7 @@ impl Default for SigningConfig {
             stagger: Duration::from_millis(300),
             patience: Duration::from_millis(200),
             request_timeout: Duration::from_secs(30),
+            approval_wait: Duration::from_secs(1),
             max_requests: 64,
         }
     }
@@ -208,6 +231,10 @@ struct Coordination {
 
 struct Request {
     digest: Option<[u8; 32]>,
+    /// The payload, kept while the validator refuses it and may still approve.
+    unapproved: Option<Vec<u8>>,
+    /// Coordinators that started while the payload was not approved here.
+    started: BTreeSet<MemberId>,
     received: Instant,
     coordinators: Vec<MemberId>,
     /// Nonces committed to each coordinator, by share number.
@@ -227,6 +254,8 @@ pub struct Signing<V> {
     validator: V,
     config: SigningConfig,
     requests: BTreeMap<RequestId, Request>,
+    /// Coordinators whose `Start` came before their request, oldest first.
+    early_starts: std::collections::VecDeque<(RequestId, MemberId)>,
 }
 
 /// The request id of `payload` under `key`: every member derives the same.
@@ -238,8 +267,28 @@ pub fn request_id(key: &KeyShare, payload: &[u8]) -> RequestId {
     RequestId(h.finalize().into())
 }
 
-/// Every member in the order it coordinates request `id`: by a hash of the request
-/// and the member, so no one can choose to lead.
+/// Starts kept for requests not received yet, at most.
+pub const MAX_EARLY_STARTS: usize = 256;
+
+/// The coordinators of request `id` asked by `asker`, in the order they take it up:
+/// the asker, then the others by [`ranking`], [`coordinator_count`] in all.
+pub fn coordinators(
+    key: &KeyShare,
+    id: RequestId,
+    asker: MemberId,
+    minimum: usize,
+) -> Vec<MemberId> {
+    let count = coordinator_count(&key.roster, minimum);
+    let asker = key.roster.index_of(&asker).map(|_| asker);
+    asker
+        .into_iter()
+        .chain(ranking(key, id).into_iter().filter(|m| Some(*m) != asker))
+        .take(count)
+        .collect()
+}
+
+/// Every member in the order it coordinates request `id` after the asker: by a hash
+/// of the request and the member, so no one can choose to lead.
 pub fn ranking(key: &KeyShare, id: RequestId) -> Vec<MemberId> {
     let mut ranked: Vec<([u8; 32], MemberId)> = key
         .roster
@@ -264,6 +313,7 @@ impl<V: Validator> Signing<V> {
             validator,
             config,
             requests: BTreeMap::new(),
+            early_starts: std::collections::VecDeque::new(),
         }
     }
 
@@ -272,6 +322,7 @@ impl<V: Validator> Signing<V> {
     pub fn rekey(&mut self, key: Arc<KeyShare>) {
         self.key = key;
         self.requests.clear();
+        self.early_starts.clear();
     }
 
     fn me(&self) -> MemberId {
@@ -322,7 +373,8 @@ impl<V: Validator> Signing<V> {
                 payload: ByteBuf::from(payload.to_vec()),
             },
         ))];
-        out.extend(self.on_request(id, payload, now, rng));
+        let me = self.me();
+        out.extend(self.on_request(id, payload, me, now, rng));
         if let Some(r) = self.requests.get_mut(&id) {
             r.asked_here = true;
         }
@@ -345,9 +397,14 @@ impl<V: Validator> Signing<V> {
                 if request_id(&self.key, &payload) != msg.request {
                     return Vec::new();
                 }
-                self.on_request(msg.request, &payload, now, rng)
+                self.on_request(msg.request, &payload, from, now, rng)
             }
-            SignBody::Start if from == msg.coordinator => self.on_start(msg.request, from, rng),
+            SignBody::Start if from == msg.coordinator => {
+                if !self.requests.contains_key(&msg.request) {
+                    self.remember_start(msg.request, from);
+                }
+                self.on_start(msg.request, from, rng)
+            }
             SignBody::Commit { commitments } if msg.coordinator == self.me() => {
                 self.on_commit(msg.request, from, &commitments, now)
             }
@@ -392,7 +449,11 @@ impl<V: Validator> Signing<V> {
                 self.requests.remove(&id);
                 continue;
             }
-            if r.done || r.digest.is_none() {
+            if r.digest.is_none() {
+                out.extend(self.approve_again(id, age, rng));
+                continue;
+            }
+            if r.done {
                 continue;
             }
             if r.coordinating.is_none() {
@@ -436,10 +497,61 @@ impl<V: Validator> Signing<V> {
         out
     }
 
+    /// A request the validator refused: asked again while `approval_wait` lasts; once
+    /// approved, this member commits to the asker and to every coordinator that
+    /// started meanwhile. After the wait the refusal stands and is reported.
+    fn approve_again<R: RngCore + CryptoRng>(
+        &mut self,
+        id: RequestId,
+        age: Duration,
+        rng: &mut R,
+    ) -> Vec<SignOutput> {
+        let me = self.me();
+        let wait = self.config.approval_wait;
+        let Some(r) = self.requests.get_mut(&id) else {
+            return Vec::new();
+        };
+        let Some(payload) = r.unapproved.take() else {
+            return Vec::new();
+        };
+        match self.validator.approve(&payload) {
+            Ok(digest) => {
+                r.digest = Some(digest);
+                let asker = r.coordinators.first().copied().filter(|a| *a != me);
+                let started: Vec<MemberId> = std::mem::take(&mut r.started).into_iter().collect();
+                let mut out = Vec::new();
+                for coordinator in asker.into_iter().chain(started) {
+                    out.extend(self.on_start(id, coordinator, rng));
+                }
+                out
+            }
+            Err(refusal) if age >= wait => vec![SignOutput::Refused {
+                request: id,
+                reason: refusal.to_string(),
+            }],
+            Err(_) => {
+                r.unapproved = Some(payload);
+                Vec::new()
+            }
+        }
+    }
+
+    /// A `Start` for a request not received yet: answered when it arrives.
+    fn remember_start(&mut self, id: RequestId, coordinator: MemberId) {
+        if self.early_starts.contains(&(id, coordinator)) {
+            return;
+        }
+        self.early_starts.push_back((id, coordinator));
+        while self.early_starts.len() > MAX_EARLY_STARTS {
+            self.early_starts.pop_front();
+        }
+    }
+
     fn on_request<R: RngCore + CryptoRng>(
         &mut self,
         id: RequestId,
         payload: &[u8],
+        asker: MemberId,
         now: Instant,
         rng: &mut R,
     ) -> Vec<SignOutput> {
@@ -452,27 +564,19 @@ impl<V: Validator> Signing<V> {
                 reason: format!("{} requests already open", self.config.max_requests),
             }];
         }
-        let coordinators = ranking(&self.key, id)
-            .into_iter()
-            .take(coordinator_count(
-                &self.key.roster,
-                self.config.coordinators,
-            ))
-            .collect();
-        let (digest, mut out) = match self.validator.approve(payload) {
-            Ok(digest) => (Some(digest), Vec::new()),
-            Err(refusal) => (
-                None,
-                vec![SignOutput::Refused {
-                    request: id,
-                    reason: refusal.to_string(),
-                }],
-            ),
+        let coordinators = coordinators(&self.key, id, asker, self.config.coordinators);
+        let (digest, unapproved) = match self.validator.approve(payload) {
+            Ok(digest) => (Some(digest), None),
+            // Put to the validator again on every tick for `approval_wait`.
+            Err(_) => (None, Some(payload.to_vec())),
         };
+        let mut out = Vec::new();
         self.requests.insert(
             id,
             Request {
                 digest,
+                unapproved,
+                started: BTreeSet::new(),
                 received: now,
                 coordinators,
                 nonces: BTreeMap::new(),
@@ -482,6 +586,21 @@ impl<V: Validator> Signing<V> {
                 done: false,
             },
         );
+        // Commitments go to the asker at once, and to every coordinator that already
+        // started; `on_start` keeps to approved requests and listed coordinators.
+        let early: Vec<MemberId> = self
+            .early_starts
+            .iter()
+            .filter(|(r, _)| *r == id)
+            .map(|(_, c)| *c)
+            .collect();
+        self.early_starts.retain(|(r, _)| *r != id);
+        if asker != self.me() {
+            out.extend(self.on_start(id, asker, rng));
+        }
+        for coordinator in early {
+            out.extend(self.on_start(id, coordinator, rng));
+        }
         out.extend(self.on_tick(now, rng));
         out
     }
@@ -527,9 +646,13 @@ impl<V: Validator> Signing<V> {
         coordinator: MemberId,
         rng: &mut R,
     ) -> Vec<SignOutput> {
-        let Some(r) = self.requests.get(&id) else {
+        let Some(r) = self.requests.get_mut(&id) else {
             return Vec::new();
         };
+        if r.digest.is_none() && r.unapproved.is_some() && r.coordinators.contains(&coordinator) {
+            // Answered if the validator approves in time.
+            r.started.insert(coordinator);
+        }
         if r.done
             || r.digest.is_none()
             || !r.coordinators.contains(&coordinator)

@@ -22,9 +22,11 @@
 //!    proposals under one (round, height, sequence) are equivocation and depose the
 //!    leader too.
 //! 3. **The group signs what was pre-committed.** Once pre-commits reach 67% of the
-//!    weight, the leader asks the federation to sign the header ([`SignPayload`]); each
-//!    member's validator approves only a header its producer pre-committed, so the FROST
-//!    round signs only the block checked by the signers. Any producer that learns the
+//!    weight, the leader asks the federation to sign the header ([`SignPayload`]), at
+//!    once: a member whose producer pre-commits later still approves (signing puts a
+//!    refused request to the validator again for a while). Each member's validator
+//!    approves only a header its producer pre-committed, so the FROST round signs only
+//!    the block checked by the signers. Any producer that learns the
 //!    signature and holds the proposal completes the block and publishes it: a leader
 //!    that crashes after signing does not lose the block.
 //! 4. **Blocks are validated before they are applied** ([`ChainState::validate`],
@@ -90,12 +92,6 @@ const VERIFIED_KEPT: usize = 200_000;
 
 /// Blocks sent in one catch-up answer.
 const CATCH_UP_BATCH: usize = 16;
-
-/// Once pre-commits reach the threshold, how long the leader waits for more before
-/// asking for the signature (unless all are in): signing needs 67 shares of members
-/// whose validators approve, so a few more pre-committed members make it robust to
-/// one that is slow.
-const SIGN_GRACE: Duration = Duration::from_millis(100);
 
 /// Timing and sizes of block production.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -487,8 +483,6 @@ struct InFlight {
     precommits: BTreeSet<ProducerId>,
     signing: bool,
     started: Instant,
-    /// When the pre-commits reached the threshold.
-    threshold_at: Option<Instant>,
 }
 
 /// One producer of a term.
@@ -829,7 +823,7 @@ impl Producer {
     fn lead(&mut self, now: Instant) -> Vec<ProducerOutput> {
         if let Some(flight) = &self.in_flight {
             if now.saturating_duration_since(flight.started) < self.leader_timeout() {
-                return self.maybe_sign(now);
+                return self.maybe_sign();
             }
             // Not signed in time: drop it and propose afresh.
             self.in_flight = None;
@@ -901,9 +895,8 @@ impl Producer {
             precommits: BTreeSet::from([self.me]),
             signing: false,
             started: now,
-            threshold_at: None,
         });
-        out.extend(self.maybe_sign(now));
+        out.extend(self.maybe_sign());
         out
     }
 
@@ -918,7 +911,7 @@ impl Producer {
         self.precommitted.insert(height, (round, block, checked));
     }
 
-    fn maybe_sign(&mut self, now: Instant) -> Vec<ProducerOutput> {
+    fn maybe_sign(&mut self) -> Vec<ProducerOutput> {
         let Some(flight) = &mut self.in_flight else {
             return Vec::new();
         };
@@ -927,12 +920,11 @@ impl Producer {
             .iter()
             .filter_map(|p| self.weights.get(p))
             .fold(0u64, |t, w| t.saturating_add(*w));
+        // No wait for more pre-commits past the threshold: a member whose producer
+        // pre-commits after the request arrives still approves it (signing puts a
+        // refused request to the validator again for a while), so it joins later
+        // sessions. Waiting 100 ms for stragglers cost every block 100 ms.
         if flight.signing || !self.election.reaches_threshold(weight) {
-            return Vec::new();
-        }
-        let reached = *flight.threshold_at.get_or_insert(now);
-        let all = flight.precommits.len() >= self.weights.len();
-        if !all && now.saturating_duration_since(reached) < SIGN_GRACE {
             return Vec::new();
         }
         flight.signing = true;
@@ -1043,7 +1035,7 @@ impl Producer {
                 block,
                 certificate,
             } => self.on_proposal(from, round, block, certificate, now, rng),
-            ProducerBody::PreCommit(pc) => self.on_precommit(from, pc, now),
+            ProducerBody::PreCommit(pc) => self.on_precommit(from, pc),
             ProducerBody::Block(block) => self.on_block(from, block, now, rng),
             ProducerBody::GetBlocks { from: height } => Ok(self.serve_blocks(from, height)),
         }
@@ -1129,7 +1121,6 @@ impl Producer {
         &mut self,
         from: ProducerId,
         pc: PreCommit,
-        now: Instant,
     ) -> Result<Vec<ProducerOutput>, ProducerRefusal> {
         let Some(flight) = &mut self.in_flight else {
             return Err(ProducerRefusal::NotNow("no proposal in flight"));
@@ -1146,7 +1137,7 @@ impl Producer {
             return Err(ProducerRefusal::BadPreCommit(from));
         }
         flight.precommits.insert(from);
-        Ok(self.maybe_sign(now))
+        Ok(self.maybe_sign())
     }
 
     /// The federation signed `digest` with `signature`, and `evidence` shows who

@@ -456,8 +456,13 @@ fn members_commit_to_the_asker_at_once_and_to_a_coordinator_that_started_before_
         now,
         &mut OsRng,
     );
-    let committed: BTreeSet<MemberId> = out
-        .iter()
+    let committed: BTreeSet<MemberId> = commits_to(&out).into_iter().collect();
+    assert_eq!(committed, BTreeSet::from([asker, later]));
+}
+
+/// The members `out` sends nonce commitments to.
+fn commits_to(out: &[SignOutput]) -> Vec<MemberId> {
+    out.iter()
         .filter_map(|o| match o {
             SignOutput::Send {
                 to,
@@ -469,8 +474,7 @@ fn members_commit_to_the_asker_at_once_and_to_a_coordinator_that_started_before_
             } => Some(*to),
             _ => None,
         })
-        .collect();
-    assert_eq!(committed, BTreeSet::from([asker, later]));
+        .collect()
 }
 
 /// A member's validator may approve a moment after the request arrives (its
@@ -502,21 +506,6 @@ fn a_member_that_approves_after_the_request_arrived_still_commits_and_one_that_n
         body: SignBody::Request {
             payload: serde_bytes::ByteBuf::from(payload.to_vec()),
         },
-    };
-    let commits_to = |out: &[SignOutput]| -> Vec<MemberId> {
-        out.iter()
-            .filter_map(|o| match o {
-                SignOutput::Send {
-                    to,
-                    msg:
-                        SignMessage {
-                            body: SignBody::Commit { .. },
-                            ..
-                        },
-                } => Some(*to),
-                _ => None,
-            })
-            .collect()
     };
     let refused = |out: &[SignOutput]| out.iter().any(|o| matches!(o, SignOutput::Refused { .. }));
     let mut signing = Signing::new(Arc::new(keys[&receiver].clone()), validator, config);

@@ -355,8 +355,6 @@ pub struct ProducerSim {
     pub byzantine_deposed: bool,
     /// Transfers in blocks producer 0 applied.
     pub transfers_included: usize,
-    /// When each block was first proposed (simulated ms).
-    proposed_at: BTreeMap<[u8; 32], u64>,
     /// Each proposed block's phases, by header hash.
     phases: BTreeMap<[u8; 32], Phases>,
     /// Proposed headers by the message the group signs for them.
@@ -419,7 +417,6 @@ impl ProducerSim {
             byzantine_proposals: Vec::new(),
             byzantine_deposed: false,
             transfers_included: 0,
-            proposed_at: BTreeMap::new(),
             phases: BTreeMap::new(),
             by_message: BTreeMap::new(),
             block_latencies_ms: Vec::new(),
@@ -466,7 +463,6 @@ impl ProducerSim {
                         }
                         let now_ms = self.net.now_ms();
                         let hash = block.header.hash();
-                        self.proposed_at.entry(hash).or_insert(now_ms);
                         self.phases.entry(hash).or_insert(Phases {
                             proposed: now_ms,
                             ..Phases::default()
@@ -511,12 +507,13 @@ impl ProducerSim {
         if let Some(applied) = self.applied.get_mut(n) {
             applied.push((block.header.height, hash));
         }
-        if let Some(at) = self.proposed_at.get(&hash) {
-            self.block_latencies_ms.push(now_ms.saturating_sub(*at));
-        }
-        if let Some(signed) = self.phases.get(&hash).and_then(|p| p.signed) {
-            self.propagation_latencies_ms
-                .push(now_ms.saturating_sub(signed));
+        if let Some(phases) = self.phases.get(&hash) {
+            self.block_latencies_ms
+                .push(now_ms.saturating_sub(phases.proposed));
+            if let Some(signed) = phases.signed {
+                self.propagation_latencies_ms
+                    .push(now_ms.saturating_sub(signed));
+            }
         }
         let transfers = block.txs.iter().filter_map(|t| match t {
             Tx::Transfer(t) => Some((t.from, t.nonce)),

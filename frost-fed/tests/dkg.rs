@@ -253,13 +253,21 @@ fn a_false_complaint_blames_the_complainer() {
     let (mut states, mut outputs) = common::start_dkg(&roster, &seeds, session, now);
     // Deliver all round 1s, then the round 2 member 1 sent the liar.
     let mut to_liar = None;
+    let mut round1_of_1 = None;
     while let Some((from, output)) = outputs.pop() {
         match output {
-            DkgOutput::Broadcast(msg) if matches!(msg.body, DkgBody::Round1 { .. }) => {
-                for (to, state) in states.iter_mut().filter(|(to, _)| **to != from) {
-                    let out = state.handle(from, msg.clone(), Delivery::of(&msg), now);
-                    outputs.extend(out.into_iter().map(|o| (*to, o)));
+            DkgOutput::Send { to, msg } if matches!(msg.body, DkgBody::Round1(_)) => {
+                if from == member(1)
+                    && let DkgBody::Round1(package) = &msg.body
+                {
+                    round1_of_1 = Some(package.clone());
                 }
+                let out =
+                    states
+                        .get_mut(&to)
+                        .unwrap()
+                        .handle(from, msg.clone(), Delivery::of(&msg), now);
+                outputs.extend(out.into_iter().map(|o| (to, o)));
             }
             DkgOutput::Send { to, msg } if from == member(1) && to == liar => to_liar = Some(msg),
             _ => {}
@@ -271,7 +279,10 @@ fn a_false_complaint_blames_the_complainer() {
     let complaint = DkgMessage {
         version: 1,
         session,
-        body: DkgBody::Complaint(dealt),
+        body: DkgBody::Complaint {
+            shares: dealt,
+            round1: round1_of_1.unwrap(),
+        },
     };
     let out = states
         .get_mut(&member(2))
@@ -325,72 +336,178 @@ fn key_shares_are_reloaded_from_sled_after_a_restart() {
     );
 }
 
+/// How far a two-faced dealer carries its second face.
+#[derive(Clone, Copy, Debug)]
+enum TwoFaced {
+    /// Only its round-1 package: the members shown it get shares that do not match,
+    /// and complain.
+    Round1Only,
+    /// Its whole second session, shares included: every member's shares check, and
+    /// the members disagree only on the transcript they certify.
+    Throughout,
+}
+
+/// Issue 11 item 5, with round 1 point to point (issue 13): member 3 runs two
+/// sessions at once under its one key, and members 1 and 2 see the second while 4
+/// and 5 see the first. Whether the shares give it away (a complaint carrying the
+/// package they were checked against) or only the certificates do (a dispute, in
+/// which the two signed packages prove it), every honest member ends blaming member 3
+/// alone, and the retry without it makes a key.
 #[test]
-fn round_one_sent_point_to_point_counts_for_nothing_and_its_sender_alone_is_blamed() {
-    // Member 3 shows member 1 one valid round 1 and member 2 another, each sent
-    // point to point around the echo broadcast. Accepting them, 1 and 2 computed
-    // different transcripts and blamed each other ("certified another transcript").
-    let roster = Roster::equal((1..=3).map(member).collect(), 100, 67).unwrap();
-    let session = session_id(b"equivocate", &roster, 0);
-    let now = Instant::now();
-    let (mut states, first) = common::start_dkg(&roster, &[1, 2], session, now);
-    let round1 = |seed: u8| {
-        let (_, out) = tenure_frost_fed::dkg::Dkg::start(
+fn a_dealer_showing_members_different_round_one_packages_is_proven_to_equivocate_and_blamed_by_everyone()
+ {
+    for two_faced in [TwoFaced::Round1Only, TwoFaced::Throughout] {
+        let seeds: Vec<u8> = (1..=5).collect();
+        let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
+        let session = session_id(b"two-faced", &roster, 0);
+        let now = Instant::now();
+        let cheat = member(3);
+        let shown_twin = [member(1), member(2)];
+        let (mut states, first) = common::start_dkg(&roster, &seeds, session, now);
+        let (mut twin, twin_first) = Dkg::start(
             session,
             roster.clone(),
-            keypair(seed),
+            keypair(3),
             Duration::from_secs(5),
             now,
             &mut OsRng,
         )
         .unwrap();
-        out.into_iter()
-            .find_map(|o| match o {
-                DkgOutput::Broadcast(msg) if matches!(msg.body, DkgBody::Round1 { .. }) => {
-                    Some(msg)
+        // (sender is the twin, from, to, message)
+        let mut queue: VecDeque<(bool, MemberId, MemberId, DkgMessage)> = VecDeque::new();
+        let mut failed: BTreeMap<MemberId, DkgFailure> = BTreeMap::new();
+        let mut completed = 0;
+        let route = |twin: bool,
+                     from: MemberId,
+                     outputs: Vec<DkgOutput>,
+                     queue: &mut VecDeque<_>,
+                     failed: &mut BTreeMap<MemberId, DkgFailure>,
+                     completed: &mut usize| {
+            for output in outputs {
+                match output {
+                    DkgOutput::Send { to, msg } => queue.push_back((twin, from, to, msg)),
+                    DkgOutput::Broadcast(msg) => {
+                        for to in roster.members().iter().map(|(m, _)| *m) {
+                            if to != from {
+                                queue.push_back((twin, from, to, msg.clone()));
+                            }
+                        }
+                    }
+                    DkgOutput::Completed(_) => *completed += 1,
+                    DkgOutput::Failed(f) if !twin => {
+                        failed.insert(from, f);
+                    }
+                    DkgOutput::Failed(_) => {}
                 }
-                _ => None,
-            })
-            .unwrap()
-    };
-    let (shown_1, shown_2) = (round1(3), round1(3));
-    assert!(
-        states
-            .get_mut(&member(1))
-            .unwrap()
-            .handle(member(3), shown_1, Delivery::Direct, now)
-            .is_empty()
-    );
-    assert!(
-        states
-            .get_mut(&member(2))
-            .unwrap()
-            .handle(member(3), shown_2, Delivery::Direct, now)
-            .is_empty()
-    );
-    // The honest members' own round 1s, by broadcast.
-    for (from, out) in first {
-        if let DkgOutput::Broadcast(msg) = out {
-            for (_, state) in states.iter_mut().filter(|(to, _)| **to != from) {
-                let _ = state.handle(from, msg.clone(), Delivery::Broadcast, now);
+            }
+        };
+        for (from, out) in first {
+            route(
+                false,
+                from,
+                vec![out],
+                &mut queue,
+                &mut failed,
+                &mut completed,
+            );
+        }
+        route(
+            true,
+            cheat,
+            twin_first,
+            &mut queue,
+            &mut failed,
+            &mut completed,
+        );
+        for step in 0..=3u32 {
+            let at = now + Duration::from_secs(6) * step;
+            if step > 0 {
+                for (id, state) in states.iter_mut() {
+                    let out = state.on_tick(at);
+                    route(false, *id, out, &mut queue, &mut failed, &mut completed);
+                }
+            }
+            while let Some((from_twin, from, to, msg)) = queue.pop_front() {
+                if from == cheat {
+                    // Which face a member sees.
+                    let shows_twin = match two_faced {
+                        TwoFaced::Round1Only => matches!(msg.body, DkgBody::Round1(_)),
+                        TwoFaced::Throughout => true,
+                    } && shown_twin.contains(&to);
+                    if from_twin != shows_twin {
+                        continue;
+                    }
+                }
+                if to == cheat {
+                    // Both faces hear everything.
+                    let out = twin.handle(from, msg.clone(), Delivery::of(&msg), at);
+                    route(true, cheat, out, &mut queue, &mut failed, &mut completed);
+                }
+                let state = states.get_mut(&to).unwrap();
+                let out = state.handle(from, msg.clone(), Delivery::of(&msg), at);
+                route(false, to, out, &mut queue, &mut failed, &mut completed);
             }
         }
+        assert_eq!(completed, 0, "{two_faced:?}: a key was made");
+        for id in [1, 2, 4, 5].map(member) {
+            let failure = failed
+                .get(&id)
+                .unwrap_or_else(|| panic!("{two_faced:?}: {id} did not fail"));
+            assert_eq!(
+                failure.blamed,
+                vec![cheat],
+                "{two_faced:?} at {id}: {failure}"
+            );
+            if matches!(two_faced, TwoFaced::Throughout) {
+                assert_eq!(
+                    failure.fault,
+                    tenure_frost_fed::dkg::DkgFault::Equivocation,
+                    "at {id}"
+                );
+            }
+        }
+        // The retry without the cheat makes a key.
+        let retry = roster.without(&[cheat]).unwrap();
+        let outcome = run(&[1, 2, 4, 5], &retry, 1, &[], &mut *no_tampering());
+        assert_eq!(outcome.completed.len(), 4, "{two_faced:?}");
     }
-    // Member 3 never broadcast: both blame it, and only it.
-    let later = now + Duration::from_secs(6);
-    for id in [member(1), member(2)] {
-        let failure = states
-            .get_mut(&id)
-            .unwrap()
-            .on_tick(later)
-            .into_iter()
-            .find_map(|o| match o {
-                DkgOutput::Failed(f) => Some(f),
-                _ => None,
-            })
-            .unwrap();
-        assert_eq!(failure.blamed, vec![member(3)], "at {id}");
-    }
+}
+
+/// A dealer that sends its round-1 package to some members only is not blamed by the
+/// rest while the others go on: the package is signed, the members that lack it ask,
+/// and any member relays it. The key is made by all. A package relayed with a forged
+/// signature counts for nothing.
+#[test]
+fn a_round_one_package_withheld_from_some_members_is_relayed_and_the_key_is_made() {
+    let seeds: Vec<u8> = (1..=5).collect();
+    let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
+    let mut tamper = |from: MemberId, to: MemberId, mut msg: DkgMessage| {
+        if let DkgBody::Round1(package) = &mut msg.body
+            && package.dealer == member(3)
+        {
+            if from == member(3) && [member(1), member(2)].contains(&to) {
+                return None;
+            }
+            if from == member(5) && to == member(1) {
+                // A relay that alters the package cannot pass it off as the dealer's.
+                package.proof_z = ByteBuf::from(vec![1u8; 32]);
+            }
+        }
+        Some(msg)
+    };
+    let outcome = run(&seeds, &roster, 0, &[], &mut tamper);
+    assert!(
+        outcome.failed.is_empty(),
+        "{:?}",
+        outcome
+            .failed
+            .values()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(outcome.completed.len(), 5);
+    let first = outcome.completed.values().next().unwrap();
+    assert!(outcome.completed.values().all(|k| k.public == first.public));
 }
 
 /// Item 5 of the review: a dealer that sends one member round-2 shares under a bad
@@ -472,14 +589,18 @@ fn a_round_still_receiving_does_not_time_out_and_the_silent_are_still_blamed() {
             completed: BTreeMap::new(),
             failed: BTreeMap::new(),
         };
-        // Every member's round-1 broadcast, held back and released one by one.
-        let mut held: Vec<(MemberId, DkgMessage)> = first
-            .into_iter()
-            .filter_map(|(from, out)| match out {
-                DkgOutput::Broadcast(msg) => Some((from, msg)),
-                _ => None,
-            })
-            .collect();
+        // Every member's round-1 packages, held back and released one dealer at a time.
+        let mut held: Vec<(MemberId, Vec<(MemberId, DkgOutput)>)> = Vec::new();
+        for (from, out) in first {
+            if let DkgOutput::Send { msg, .. } = &out
+                && matches!(msg.body, DkgBody::Round1(_))
+            {
+                match held.last_mut() {
+                    Some((dealer, sends)) if *dealer == from => sends.push((from, out)),
+                    _ => held.push((from, vec![(from, out)])),
+                }
+            }
+        }
         if silent_last {
             held.pop();
         }
@@ -515,7 +636,7 @@ fn a_round_still_receiving_does_not_time_out_and_the_silent_are_still_blamed() {
             }
         };
         let mut at = start;
-        for (from, msg) in held {
+        for (_, sends) in held {
             at += Duration::from_secs(2);
             let ticked: Vec<(MemberId, DkgOutput)> = states
                 .iter_mut()
@@ -523,12 +644,7 @@ fn a_round_still_receiving_does_not_time_out_and_the_silent_are_still_blamed() {
                 .collect();
             deliver(&mut states, &mut outcome, ticked, at);
             assert!(outcome.failed.is_empty(), "a slow round was timed out");
-            deliver(
-                &mut states,
-                &mut outcome,
-                vec![(from, DkgOutput::Broadcast(msg))],
-                at,
-            );
+            deliver(&mut states, &mut outcome, sends, at);
         }
         if !silent_last {
             assert_eq!(outcome.completed.len(), 6, "the slow round completes");

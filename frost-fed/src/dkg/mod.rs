@@ -5,13 +5,22 @@
 //! Each **member** (not each share) deals one polynomial of degree `threshold - 1`
 //! (Pedersen's DKG as in FROST, with shares batched per member):
 //!
-//! 1. **Round 1**, by broadcast: the member's coefficient commitments and a Schnorr
-//!    proof that it knows the constant term (no rogue keys).
+//! 1. **Round 1**, point to point: the member's coefficient commitments and a
+//!    Schnorr proof that it knows the constant term (no rogue keys), in a package the
+//!    dealer signs, so that it is evidence: any member may relay it, and two packages
+//!    of one dealer for one session prove it equivocated. A member still lacking
+//!    packages half a round timeout after the last one came asks every member for
+//!    them (`Lacking`), so a dealer that skips some members is blamed by no one while
+//!    the others go on.
 //! 2. **Round 2**, over the private channel to each member: the dealer's polynomial at
-//!    every share number the recipient holds, in one signed message. The recipient
-//!    checks each value against the dealer's commitment; a bad one becomes a
-//!    **complaint** carrying the dealer's signed message, so every member can check
-//!    who lied: the dealer if the values are bad, the complainer if they are not.
+//!    every share number the recipient holds, in one signed message. Once every
+//!    dealer's values are in, the recipient checks them **all at once** (as ChillDKG
+//!    does): its summed value at share n must match the group commitment (the sum of
+//!    the dealers') at n, which is the verifying share n the key needs anyway. Only
+//!    when a sum is off is each dealer checked against its own commitment; a bad one
+//!    becomes a **complaint** carrying the dealer's signed message, so every member
+//!    can check who lied: the dealer if the values are bad, the complainer if they
+//!    are not.
 //! 3. **Justification** (as in Gennaro–Jarecki–Krawczyk–Rabin's DKG): a recipient
 //!    that holds no valid shares from a dealer, because none came within the round's
 //!    timeout or they came with a signature that does not verify (which proves nothing
@@ -20,25 +29,38 @@
 //!    against the commitment, and the recipient takes them. Every timeout waits while a
 //!    complaint is less than a round old. A dealer that does not open, or opens bad
 //!    shares, is blamed by every member alike; before this, its victim blamed the
-//!    dealer while every other member blamed the victim for not certifying.
+//!    dealer while every other member blamed the victim for not certifying. A
+//!    complaint carries the signed package the shares were checked against, so every
+//!    member judges the same evidence whatever package it holds itself.
 //! 4. **Certification**: every member signs the transcript hash (roster, session and
-//!    every commitment) with its member key and sends it to every member point to
-//!    point; the key counts only with every member's signature (so no two members
-//!    can end with different keys). Certificates need no echo broadcast: round 1's
-//!    broadcast already gives honest members one transcript, so a certificate on
-//!    another transcript can only come from a cheat, which it proves (it is signed);
-//!    and an echo broadcast would not stop a cheat from certifying to some members
-//!    only (it has no totality either). Sending them directly saves one of the DKG's
-//!    two n³-echo rounds.
+//!    every dealer's round-1 digest) with its member key and sends it to every member
+//!    point to point; the key counts only with every member's signature (so no two
+//!    members can end with different keys). This is the echo of round 1, compared
+//!    once for all dealers (seed 004 and DESIGN "Federation": a member cannot show
+//!    members different round-1 packages). A certificate on another transcript
+//!    opens a **dispute**: the two members show each other their dealers' signed
+//!    round-1 digests; a dealer that signed two is proven to have equivocated, the
+//!    proof goes to every member and every member blames the dealer. A member that
+//!    certified digests it cannot show signed, or never shows them within the round
+//!    timeout, is blamed for its certificate.
+//!
+//! **Why not an echo broadcast for round 1.** Echoing every package to every member
+//! costs n³ messages a round (a million echoes at 100 members), which is what kept
+//! federations past 20–30 members on one machine from finishing round 1. Signed
+//! packages and the certificates' one comparison cost n² messages; the price is that
+//! a dealer's equivocation is caught at certification instead of at delivery, with
+//! the same outcome (the session fails, blaming the dealer, with proof).
 //!
 //! A share is the sum of every dealer's polynomial at its number; the group key is
 //! the sum of the constant-term commitments. The result is turned into
 //! `frost-secp256k1-tr` key packages and taproot-tweaked exactly as that crate's own
 //! DKG does, so signing is plain FROST.
 //!
-//! Dealing per member rather than per share is what makes 100 shares affordable: a
-//! member checks `members × its weight` evaluations, each a Horner evaluation with
-//! small share numbers ([`crate::curve`]), instead of `100 × 100` full checks.
+//! Dealing per member rather than per share is what makes 100 shares affordable, and
+//! checking the summed shares makes a member's check independent of the roster: it
+//! evaluates the group commitment at the 100 share numbers (Horner's rule with small
+//! share numbers, [`crate::curve`]) and nothing per dealer unless a check fails.
+//! Commitments travel uncompressed, so reading a dealer's costs no square roots.
 //!
 //! **Timeouts follow progress, not the clock.** A phase blames the members it has not
 //! heard from only after `round_timeout` passes with no valid message of that phase
@@ -72,7 +94,7 @@ use crate::{
     roster::{MemberId, Roster},
     share::{KeyShare, identifier, member_sign, member_verify},
 };
-pub use message::{DealtShares, DkgBody, DkgMessage};
+pub use message::{DealtShares, DkgBody, DkgMessage, Round1Package, SignedRound1};
 
 /// How long a round may go without progress before the silent members are blamed.
 pub const DEFAULT_ROUND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,7 +118,7 @@ pub fn session_id(context: &[u8], roster: &Roster, attempt: u32) -> SessionId {
 /// What the DKG asks its driver to do, or how it ended.
 #[derive(Clone, Debug)]
 pub enum DkgOutput {
-    /// Send to every other member (through the echo broadcast).
+    /// Send to every other member through the echo broadcast.
     Broadcast(DkgMessage),
     /// Send to one member over its private channel.
     Send {
@@ -134,9 +156,13 @@ impl std::fmt::Display for DkgFailure {
 /// What failed a DKG session: each case names what the blamed members did.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DkgFault {
-    /// A member signed two different broadcasts for one tag.
-    #[error("equivocated in a broadcast")]
+    /// A member signed two different broadcasts for one tag, or two round-1
+    /// packages.
+    #[error("equivocated")]
     Equivocation,
+    /// A member sent a proof of equivocation that proves nothing.
+    #[error("sent a false proof of equivocation")]
+    FalseEquivocationProof,
     /// The blamed said nothing within the round's timeout.
     #[error("no answer within {timeout:?} in {phase:?}")]
     Silence {
@@ -213,19 +239,26 @@ pub enum ShareFault {
 /// How a DKG message reached this member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
-    /// Delivered by the echo broadcast (every member got the same).
+    /// Delivered by the echo broadcast (no two members got different ones).
     Broadcast,
     /// Sent to this member alone over its channel.
     Direct,
 }
 
 impl Delivery {
-    /// The way a message of this kind must travel: round-2 shares and certificates
-    /// point to point, everything else by echo broadcast.
+    /// The way a message of this kind must travel: complaints, missing-share
+    /// notices and openings by echo broadcast, everything else point to point.
     pub fn of(msg: &DkgMessage) -> Delivery {
         match msg.body {
-            DkgBody::Round2(_) | DkgBody::Certificate { .. } => Delivery::Direct,
-            _ => Delivery::Broadcast,
+            DkgBody::Complaint { .. } | DkgBody::Missing { .. } | DkgBody::Opened(_) => {
+                Delivery::Broadcast
+            }
+            DkgBody::Round1(_)
+            | DkgBody::Lacking { .. }
+            | DkgBody::Round2(_)
+            | DkgBody::Certificate { .. }
+            | DkgBody::Transcript { .. }
+            | DkgBody::Equivocation { .. } => Delivery::Direct,
         }
     }
 }
@@ -233,7 +266,7 @@ impl Delivery {
 /// The phases of a DKG session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DkgPhase {
-    /// Commitments and proofs of knowledge, by echo broadcast.
+    /// Signed commitments and proofs of knowledge, point to point.
     Round1,
     /// Each dealer's signed shares to each recipient.
     Round2,
@@ -277,14 +310,29 @@ pub struct Dkg {
     phase_began: Instant,
     timings: DkgTimings,
     commitments: BTreeMap<usize, Vec<ProjectivePoint>>,
+    /// Every dealer's signed round-1 package, as held here: relayed to members that
+    /// lack one, and the evidence a transcript dispute or a complaint rests on.
+    round1s: BTreeMap<usize, Round1Package>,
+    /// Whether this member asked the others for the round-1 packages it lacks.
+    asked_round1: bool,
+    /// Members whose request for round-1 packages was answered (once each).
+    answered_lacking: std::collections::BTreeSet<usize>,
+    /// Members whose (validly signed) certificate names another transcript, with
+    /// that transcript: settled by their signed round-1 digests.
+    disputes: BTreeMap<usize, [u8; 32]>,
+    /// The signed round-1 digests members sent to settle a dispute (the first
+    /// from each).
+    their_round1s: BTreeMap<usize, Vec<SignedRound1>>,
     /// Round-2 messages that came before their dealer's round 1.
     early: BTreeMap<usize, DealtShares>,
-    /// Checked shares for this member, by dealer.
+    /// Shares for this member, by dealer: read, under their dealer's signature.
     received: BTreeMap<usize, Vec<Scalar>>,
+    /// The signed messages of the shares in `received` not yet checked against their
+    /// dealer's commitment: they are checked together once all are in, and one by
+    /// one only if that fails (to find the dealer to blame).
+    unchecked: BTreeMap<usize, DealtShares>,
     /// Certificates that came before the transcript was known here.
     early_certificates: BTreeMap<usize, ([u8; 32], Vec<u8>)>,
-    /// Complaints about dealers whose round 1 had not arrived yet.
-    early_complaints: Vec<(MemberId, DealtShares)>,
     /// Shares members said they lack and their dealers have not opened yet:
     /// (dealer, recipient) by index.
     missing: std::collections::BTreeSet<(usize, usize)>,
@@ -324,18 +372,18 @@ impl Dkg {
         let r = ProjectivePoint::GENERATOR * k;
         let c = proof_challenge(&session, &member, &commitment0, &r);
         let z = k + constant * c;
-        let round1 = DkgMessage {
-            version: message::DKG_VERSION,
-            session,
-            body: DkgBody::Round1 {
-                commitment: commitment
-                    .iter()
-                    .map(|p| ByteBuf::from(curve::point_bytes(p)))
-                    .collect(),
-                proof_r: ByteBuf::from(curve::point_bytes(&r)),
-                proof_z: ByteBuf::from(curve::scalar_bytes(&z).to_vec()),
-            },
+        let mut package = Round1Package {
+            dealer: member,
+            commitment: commitment
+                .iter()
+                .map(|p| ByteBuf::from(curve::point_bytes_uncompressed(p)))
+                .collect(),
+            proof_r: ByteBuf::from(curve::point_bytes(&r)),
+            proof_z: ByteBuf::from(curve::scalar_bytes(&z).to_vec()),
+            signature: ByteBuf::new(),
         };
+        let signed = SignedRound1::signed_message(&session, &member, &package.digest(&session));
+        package.signature = ByteBuf::from(member_sign(&keypair, signed).to_vec());
         let mut dkg = Dkg {
             session,
             roster,
@@ -349,10 +397,15 @@ impl Dkg {
             phase_began: now,
             timings: DkgTimings::default(),
             commitments: BTreeMap::new(),
+            round1s: BTreeMap::new(),
+            asked_round1: false,
+            answered_lacking: std::collections::BTreeSet::new(),
+            disputes: BTreeMap::new(),
+            their_round1s: BTreeMap::new(),
             early: BTreeMap::new(),
             received: BTreeMap::new(),
+            unchecked: BTreeMap::new(),
             early_certificates: BTreeMap::new(),
-            early_complaints: Vec::new(),
             missing: std::collections::BTreeSet::new(),
             early_openings: Vec::new(),
             justify_until: None,
@@ -360,7 +413,8 @@ impl Dkg {
             pending: None,
         };
         dkg.commitments.insert(me, commitment);
-        let mut out = vec![DkgOutput::Broadcast(round1)];
+        dkg.round1s.insert(me, package.clone());
+        let mut out = dkg.to_others(&DkgBody::Round1(package));
         out.extend(dkg.after_round1(now));
         Some((dkg, out))
     }
@@ -391,9 +445,10 @@ impl Dkg {
         if self.phase == DkgPhase::Ended || msg.session != self.session {
             return Vec::new();
         }
-        // Round 1, complaints and openings count only as delivered by the echo
-        // broadcast, so nobody can show members different ones; round-2 shares and
-        // certificates only point to point.
+        // Complaints, missing-share notices and openings count only as delivered by
+        // the echo broadcast; everything else only point to point (round-1 packages
+        // are signed, so a dealer that shows members different ones is caught by the
+        // certificates, with proof).
         if Delivery::of(&msg) != delivery {
             return Vec::new();
         }
@@ -401,20 +456,42 @@ impl Dkg {
             return Vec::new();
         };
         match msg.body {
-            DkgBody::Round1 {
-                commitment,
-                proof_r,
-                proof_z,
-            } => self.on_round1(sender, from, &commitment, &proof_r, &proof_z, now),
+            DkgBody::Round1(package) => self.on_round1(package, now),
+            DkgBody::Lacking { dealers } => self.on_lacking(sender, &dealers),
             DkgBody::Round2(dealt) => self.on_round2(sender, dealt, now),
-            DkgBody::Complaint(dealt) => self.on_complaint(from, dealt),
+            DkgBody::Complaint { shares, round1 } => self.on_complaint(from, shares, round1),
             DkgBody::Missing { dealer } => self.on_missing(sender, dealer, now),
             DkgBody::Opened(dealt) => self.on_opened(sender, dealt, now),
             DkgBody::Certificate {
                 transcript,
                 signature,
             } => self.on_certificate(sender, transcript, signature.into_vec(), now),
+            DkgBody::Transcript { round1 } => self.on_transcript(sender, round1),
+            DkgBody::Equivocation {
+                dealer,
+                first,
+                second,
+            } => self.on_equivocation_proof(from, dealer, first, second),
         }
+    }
+
+    /// `body` to every other member, point to point.
+    fn to_others(&self, body: &DkgBody) -> Vec<DkgOutput> {
+        let me = self.member;
+        self.roster
+            .members()
+            .iter()
+            .map(|(m, _)| *m)
+            .filter(|m| *m != me)
+            .map(|to| DkgOutput::Send {
+                to,
+                msg: DkgMessage {
+                    version: message::DKG_VERSION,
+                    session: self.session,
+                    body: body.clone(),
+                },
+            })
+            .collect()
     }
 
     /// The broadcast layer proved that `member` equivocated: the session fails,
@@ -452,8 +529,35 @@ impl Dkg {
                 return self.fail(blamed, fault);
             }
         }
-        if now.saturating_duration_since(self.progress_at) < self.round_timeout {
+        let quiet = now.saturating_duration_since(self.progress_at);
+        if self.phase == DkgPhase::Round1 && !self.asked_round1 && quiet >= self.round_timeout / 2 {
+            // Half a timeout without a new package: ask every member for the ones
+            // still lacking. A dealer that sent its package to some members only is
+            // then not blamed by the rest while those go on (the package is signed,
+            // so any member can relay it).
+            self.asked_round1 = true;
+            let dealers: Vec<MemberId> = self
+                .roster
+                .members()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.commitments.contains_key(i))
+                .map(|(_, (m, _))| *m)
+                .collect();
+            return self.to_others(&DkgBody::Lacking { dealers });
+        }
+        if quiet < self.round_timeout {
             return Vec::new();
+        }
+        if self.phase == DkgPhase::Certify && !self.disputes.is_empty() {
+            // They certified another transcript and never showed a dealer's two
+            // signatures that would explain it.
+            let blamed = self
+                .disputes
+                .keys()
+                .filter_map(|i| self.roster.members().get(*i).map(|(m, _)| *m))
+                .collect();
+            return self.fail(blamed, DkgFault::AnotherTranscript);
         }
         if self.phase == DkgPhase::Round2 {
             let lacking: Vec<usize> = (0..self.roster.len())
@@ -582,63 +686,143 @@ impl Dkg {
         vec![DkgOutput::Failed(DkgFailure { blamed, fault })]
     }
 
-    fn on_round1(
-        &mut self,
-        sender: usize,
-        from: MemberId,
-        commitment: &[ByteBuf],
-        proof_r: &[u8],
-        proof_z: &[u8],
-        now: Instant,
-    ) -> Vec<DkgOutput> {
-        if self.commitments.contains_key(&sender) {
+    /// A dealer's signed round-1 package, from the dealer or relayed.
+    fn on_round1(&mut self, package: Round1Package, now: Instant) -> Vec<DkgOutput> {
+        // A package about a non-member, or under a signature that does not verify,
+        // proves nothing: the dealer's silence is judged in time.
+        let Some(dealer) = self.roster.index_of(&package.dealer) else {
+            return Vec::new();
+        };
+        let signed = package.signed(&self.session);
+        if !signed.verify(&self.session, &package.dealer) {
             return Vec::new();
         }
-        let points: Option<Vec<ProjectivePoint>> = commitment
+        if let Some(held) = self.round1s.get(&dealer) {
+            let held = held.signed(&self.session);
+            if held.digest == signed.digest {
+                return Vec::new();
+            }
+            return self.equivocation_proven(dealer, held, signed);
+        }
+        let points = match self.parse_round1(&package) {
+            Ok(points) => points,
+            Err(fault) => {
+                // The dealer signed it: every member is shown it and blames the dealer.
+                let mut out = self.to_others(&DkgBody::Round1(package.clone()));
+                out.extend(self.fail(vec![package.dealer], fault));
+                return out;
+            }
+        };
+        self.commitments.insert(dealer, points);
+        self.round1s.insert(dealer, package);
+        self.progress_at = now;
+        let mut out = self.after_round1(now);
+        if let Some(dealt) = self.early.remove(&dealer) {
+            out.extend(self.on_round2(dealer, dealt, now));
+        }
+        let (openings, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early_openings)
+            .into_iter()
+            .partition(|(index, _)| *index == dealer);
+        self.early_openings = waiting;
+        for (index, dealt) in openings {
+            if self.phase == DkgPhase::Ended {
+                break;
+            }
+            out.extend(self.on_opened(index, dealt, now));
+        }
+        out
+    }
+
+    /// The commitment of a round-1 package, once its form and its proof of knowledge
+    /// check.
+    fn parse_round1(&self, package: &Round1Package) -> Result<Vec<ProjectivePoint>, DkgFault> {
+        let points: Option<Vec<ProjectivePoint>> = package
+            .commitment
             .iter()
             .map(|b| curve::point_from_bytes(b))
             .collect();
         let checked = points.filter(|p| p.len() == usize::from(self.roster.threshold()));
         let (Some(points), Some(r), Some(z)) = (
             checked,
-            curve::point_from_bytes(proof_r),
-            curve::scalar_from_bytes(proof_z),
+            curve::point_from_bytes(&package.proof_r),
+            curve::scalar_from_bytes(&package.proof_z),
         ) else {
-            return self.fail(vec![from], DkgFault::MalformedCommitment);
+            return Err(DkgFault::MalformedCommitment);
         };
         let constant = points.first().copied().unwrap_or(ProjectivePoint::IDENTITY);
-        let c = proof_challenge(&self.session, &from, &constant, &r);
+        let c = proof_challenge(&self.session, &package.dealer, &constant, &r);
         if ProjectivePoint::GENERATOR * z != r + constant * c {
-            return self.fail(vec![from], DkgFault::BadProofOfKnowledge);
+            return Err(DkgFault::BadProofOfKnowledge);
         }
-        self.commitments.insert(sender, points);
-        self.progress_at = now;
-        let mut out = self.after_round1(now);
-        if let Some(dealt) = self.early.remove(&sender) {
-            out.extend(self.on_round2(sender, dealt, now));
-        }
-        // Complaints about this dealer that came before its round 1 are judged now.
-        let (now_judged, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early_complaints)
-            .into_iter()
-            .partition(|(_, dealt)| dealt.dealer == from);
-        self.early_complaints = waiting;
-        for (complainer, dealt) in now_judged {
-            if self.phase == DkgPhase::Ended {
-                break;
-            }
-            out.extend(self.on_complaint(complainer, dealt));
-        }
-        let (openings, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early_openings)
-            .into_iter()
-            .partition(|(dealer, _)| *dealer == sender);
-        self.early_openings = waiting;
-        for (dealer, dealt) in openings {
-            if self.phase == DkgPhase::Ended {
-                break;
-            }
-            out.extend(self.on_opened(dealer, dealt, now));
-        }
+        Ok(points)
+    }
+
+    /// `dealer` signed two round-1 packages: every member is shown the proof, and
+    /// the session fails blaming the dealer.
+    fn equivocation_proven(
+        &mut self,
+        dealer: usize,
+        first: SignedRound1,
+        second: SignedRound1,
+    ) -> Vec<DkgOutput> {
+        let Some((dealer, _)) = self.roster.members().get(dealer).copied() else {
+            return Vec::new();
+        };
+        let mut out = self.to_others(&DkgBody::Equivocation {
+            dealer,
+            first,
+            second,
+        });
+        out.extend(self.fail(vec![dealer], DkgFault::Equivocation));
         out
+    }
+
+    /// A member shows that `dealer` signed two round-1 packages.
+    fn on_equivocation_proof(
+        &mut self,
+        from: MemberId,
+        dealer: MemberId,
+        first: SignedRound1,
+        second: SignedRound1,
+    ) -> Vec<DkgOutput> {
+        match self.roster.index_of(&dealer) {
+            Some(index)
+                if message::proves_equivocation(&self.session, &dealer, &first, &second) =>
+            {
+                // Passed on, so that every member learns it even from a sender that
+                // told only some.
+                self.equivocation_proven(index, first, second)
+            }
+            _ => self.fail(vec![from], DkgFault::FalseEquivocationProof),
+        }
+    }
+
+    /// A member asks for the round-1 packages of `dealers`: those held here are sent
+    /// to it, once per member and session.
+    fn on_lacking(&mut self, asker: usize, dealers: &[MemberId]) -> Vec<DkgOutput> {
+        if asker == self.me || !self.answered_lacking.insert(asker) {
+            return Vec::new();
+        }
+        let Some((to, _)) = self.roster.members().get(asker).copied() else {
+            return Vec::new();
+        };
+        let wanted: std::collections::BTreeSet<usize> = dealers
+            .iter()
+            .take(self.roster.len())
+            .filter_map(|d| self.roster.index_of(d))
+            .collect();
+        wanted
+            .into_iter()
+            .filter_map(|d| self.round1s.get(&d))
+            .map(|package| DkgOutput::Send {
+                to,
+                msg: DkgMessage {
+                    version: message::DKG_VERSION,
+                    session: self.session,
+                    body: DkgBody::Round1(package.clone()),
+                },
+            })
+            .collect()
     }
 
     /// Once every commitment is in: deal round 2.
@@ -700,10 +884,40 @@ impl Dkg {
         Some(dealt)
     }
 
-    /// Checks `dealt` against its dealer's commitment. `Ok(values)` when every value
-    /// matches; `Err(reason)` when the dealer dealt badly. The signature is checked by
-    /// the caller.
+    /// Checks `dealt` against its dealer's commitment as held here. `Ok(values)` when
+    /// every value matches; `Err(reason)` when the dealer dealt badly. The signature
+    /// is checked by the caller.
     fn check_dealt(&self, dealer: usize, dealt: &DealtShares) -> Result<Vec<Scalar>, ShareFault> {
+        let commitment = self
+            .commitments
+            .get(&dealer)
+            .ok_or(ShareFault::NoCommitment)?;
+        self.check_against(commitment, dealt)
+    }
+
+    /// Checks `dealt` against `commitment`.
+    fn check_against(
+        &self,
+        commitment: &[ProjectivePoint],
+        dealt: &DealtShares,
+    ) -> Result<Vec<Scalar>, ShareFault> {
+        let values = self.read_dealt(dealt)?;
+        let numbers = self
+            .roster
+            .index_of(&dealt.recipient)
+            .and_then(|r| self.roster.shares_of(r))
+            .ok_or(ShareFault::NotForMember)?;
+        for (n, value) in numbers.zip(&values) {
+            if ProjectivePoint::GENERATOR * value != curve::evaluate_commitment(commitment, n) {
+                return Err(ShareFault::Mismatch(n));
+            }
+        }
+        Ok(values)
+    }
+
+    /// The values of `dealt`, one scalar per share its recipient holds, unchecked
+    /// against any commitment.
+    fn read_dealt(&self, dealt: &DealtShares) -> Result<Vec<Scalar>, ShareFault> {
         let recipient = self
             .roster
             .index_of(&dealt.recipient)
@@ -718,19 +932,10 @@ impl Dkg {
                 expected: numbers.count(),
             });
         }
-        let commitment = self
-            .commitments
-            .get(&dealer)
-            .ok_or(ShareFault::NoCommitment)?;
-        let mut values = Vec::with_capacity(dealt.shares.len());
-        for (n, bytes) in numbers.zip(&dealt.shares) {
-            let value = curve::scalar_from_bytes(bytes).ok_or(ShareFault::NotAScalar(n))?;
-            if ProjectivePoint::GENERATOR * value != curve::evaluate_commitment(commitment, n) {
-                return Err(ShareFault::Mismatch(n));
-            }
-            values.push(value);
-        }
-        Ok(values)
+        numbers
+            .zip(&dealt.shares)
+            .map(|(n, bytes)| curve::scalar_from_bytes(bytes).ok_or(ShareFault::NotAScalar(n)))
+            .collect()
     }
 
     fn on_round2(&mut self, sender: usize, dealt: DealtShares, now: Instant) -> Vec<DkgOutput> {
@@ -751,45 +956,82 @@ impl Dkg {
             self.early.insert(sender, dealt);
             return Vec::new();
         }
-        match self.check_dealt(sender, &dealt) {
+        match self.read_dealt(&dealt) {
             Ok(values) => {
+                // Checked against the commitments with every other dealer's, once all
+                // are in.
                 self.received.insert(sender, values);
+                self.unchecked.insert(sender, dealt);
                 self.progress_at = now;
                 self.after_round2(now)
             }
-            Err(reason) => {
-                let mut out = vec![DkgOutput::Broadcast(DkgMessage {
-                    version: message::DKG_VERSION,
-                    session: self.session,
-                    body: DkgBody::Complaint(dealt.clone()),
-                })];
-                let fault = DkgFault::BadShares {
-                    dealer: dealt.dealer,
-                    fault: reason,
-                };
-                out.extend(self.fail(vec![dealt.dealer], fault));
-                out
-            }
+            Err(reason) => self.complain(vec![(sender, dealt, reason)]),
         }
     }
 
-    fn on_complaint(&mut self, from: MemberId, dealt: DealtShares) -> Vec<DkgOutput> {
+    /// Shows every member the dealers' signed shares that do not match their
+    /// commitments, and fails blaming those dealers.
+    fn complain(&mut self, bad: Vec<(usize, DealtShares, ShareFault)>) -> Vec<DkgOutput> {
+        let mut out = Vec::new();
+        let mut blamed = Vec::new();
+        let mut first_fault = None;
+        for (dealer, dealt, fault) in bad {
+            let Some(round1) = self.round1s.get(&dealer).cloned() else {
+                continue;
+            };
+            blamed.push(dealt.dealer);
+            first_fault.get_or_insert(DkgFault::BadShares {
+                dealer: dealt.dealer,
+                fault,
+            });
+            out.push(DkgOutput::Broadcast(DkgMessage {
+                version: message::DKG_VERSION,
+                session: self.session,
+                body: DkgBody::Complaint {
+                    shares: dealt,
+                    round1,
+                },
+            }));
+        }
+        let Some(fault) = first_fault else {
+            return out;
+        };
+        out.extend(self.fail(blamed, fault));
+        out
+    }
+
+    /// A complaint is judged on the evidence it carries alone (the dealer's signed
+    /// shares and the signed package they were checked against), so every member
+    /// reaches the same verdict whatever it holds itself; a package other than the
+    /// one held here convicts the dealer of equivocation.
+    fn on_complaint(
+        &mut self,
+        from: MemberId,
+        dealt: DealtShares,
+        round1: Round1Package,
+    ) -> Vec<DkgOutput> {
         let Some(dealer) = self.roster.index_of(&dealt.dealer) else {
             return self.fail(vec![from], DkgFault::ComplaintAboutNonMember);
         };
+        let signed = round1.signed(&self.session);
         if dealt.recipient != from
             || !member_verify(&dealt.dealer, dealt.digest(&self.session), &dealt.signature)
+            || round1.dealer != dealt.dealer
+            || !signed.verify(&self.session, &round1.dealer)
         {
             return self.fail(vec![from], DkgFault::ComplaintWithoutEvidence);
         }
-        if !self.commitments.contains_key(&dealer) {
-            // Judged when the dealer's round 1 arrives (or its silence is blamed).
-            if self.early_complaints.len() < self.roster.len() {
-                self.early_complaints.push((from, dealt));
+        if let Some(held) = self.round1s.get(&dealer) {
+            let held = held.signed(&self.session);
+            if held.digest != signed.digest {
+                return self.equivocation_proven(dealer, held, signed);
             }
-            return Vec::new();
         }
-        match self.check_dealt(dealer, &dealt) {
+        let commitment = match self.parse_round1(&round1) {
+            Ok(points) => points,
+            Err(fault) => return self.fail(vec![dealt.dealer], fault),
+        };
+        match self.check_against(&commitment, &dealt) {
             Err(fault) => self.fail(
                 vec![dealt.dealer],
                 DkgFault::BadShares {
@@ -806,7 +1048,39 @@ impl Dkg {
         if self.phase != DkgPhase::Round2 || self.received.len() < self.roster.len() {
             return Vec::new();
         }
-        let key_share = match self.compute_key() {
+        // The group polynomial's commitment (the sum of every dealer's) evaluated at
+        // every share number: the verifying shares, which the key needs anyway.
+        let threshold = usize::from(self.roster.threshold());
+        let mut group = vec![ProjectivePoint::IDENTITY; threshold];
+        for commitment in self.commitments.values() {
+            for (sum, point) in group.iter_mut().zip(commitment) {
+                *sum += point;
+            }
+        }
+        let verifying: Vec<ProjectivePoint> = (1..=self.roster.total_shares())
+            .map(|n| curve::evaluate_commitment(&group, n))
+            .collect();
+        // Every dealer's shares at once (as in ChillDKG): the sum of this member's
+        // values at share n must be the group's verifying share n. Only if a sum is
+        // off is each dealer checked against its own commitment, to name the culprit.
+        if !self.unchecked.is_empty() && !self.shares_sum_to(&verifying) {
+            let unchecked = std::mem::take(&mut self.unchecked);
+            let bad: Vec<(usize, DealtShares, ShareFault)> = unchecked
+                .into_iter()
+                .filter_map(|(dealer, dealt)| {
+                    self.check_dealt(dealer, &dealt)
+                        .err()
+                        .map(|fault| (dealer, dealt, fault))
+                })
+                .collect();
+            if bad.is_empty() {
+                let reason = "shares checked one by one but not together".to_string();
+                return self.fail(Vec::new(), DkgFault::KeyComputation(reason));
+            }
+            return self.complain(bad);
+        }
+        self.unchecked.clear();
+        let key_share = match self.compute_key(&group, &verifying) {
             Ok(k) => k,
             Err(reason) => return self.fail(Vec::new(), DkgFault::KeyComputation(reason)),
         };
@@ -868,14 +1142,33 @@ impl Dkg {
             }
             return Vec::new();
         };
+        let mine = pending.key_share.transcript;
         let Some((member, _)) = self.roster.members().get(sender).copied() else {
             return Vec::new();
         };
-        if transcript != pending.key_share.transcript {
-            return self.fail(vec![member], DkgFault::AnotherTranscript);
+        if self.disputes.contains_key(&sender) {
+            return Vec::new();
         }
         if !member_verify(&member, transcript, &signature) {
             return self.fail(vec![member], DkgFault::BadCertificate);
+        }
+        if transcript != mine {
+            // Honest members hold one transcript unless a dealer showed them different
+            // packages: show the member every signed round-1 digest held here, and
+            // settle it with the ones it shows back.
+            self.disputes.insert(sender, transcript);
+            let mut out = vec![DkgOutput::Send {
+                to: member,
+                msg: DkgMessage {
+                    version: message::DKG_VERSION,
+                    session: self.session,
+                    body: DkgBody::Transcript {
+                        round1: self.signed_round1s(),
+                    },
+                },
+            }];
+            out.extend(self.settle_dispute(sender));
+            return out;
         }
         let Ok(signature) = <[u8; 64]>::try_from(signature.as_slice()) else {
             return self.fail(vec![member], DkgFault::BadCertificate);
@@ -898,40 +1191,112 @@ impl Dkg {
         vec![DkgOutput::Completed(Box::new(key_share))]
     }
 
-    fn transcript(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(b"tenure/frost-fed/dkg/transcript/v1");
-        h.update(self.session);
-        h.update(self.roster.digest());
-        for commitment in self.commitments.values() {
-            for point in commitment {
-                h.update(curve::point_bytes(point));
-            }
+    /// A member's signed round-1 digests, shown to settle a dispute.
+    fn on_transcript(&mut self, sender: usize, round1: Vec<SignedRound1>) -> Vec<DkgOutput> {
+        if sender == self.me || round1.len() != self.roster.len() {
+            return match self.roster.members().get(sender) {
+                Some((member, _)) if self.disputes.contains_key(&sender) => {
+                    let member = *member;
+                    self.fail(vec![member], DkgFault::AnotherTranscript)
+                }
+                _ => Vec::new(),
+            };
         }
-        h.finalize().into()
+        self.their_round1s.entry(sender).or_insert(round1);
+        self.settle_dispute(sender)
     }
 
-    fn compute_key(&self) -> Result<KeyShare, String> {
-        let threshold = usize::from(self.roster.threshold());
-        // The group polynomial's commitment: the sum of every dealer's.
-        let mut group = vec![ProjectivePoint::IDENTITY; threshold];
-        for commitment in self.commitments.values() {
-            for (sum, point) in group.iter_mut().zip(commitment) {
-                *sum += point;
-            }
+    /// Settles the dispute with `sender` once its certificate and its signed
+    /// round-1 digests are both in: digests that hash to another transcript than it
+    /// certified, or a digest its dealer never signed, blame the member; a dealer's
+    /// signature on a digest other than the one held here blames the dealer.
+    fn settle_dispute(&mut self, sender: usize) -> Vec<DkgOutput> {
+        let (Some(claimed), Some(theirs)) =
+            (self.disputes.get(&sender), self.their_round1s.get(&sender))
+        else {
+            return Vec::new();
+        };
+        let Some((member, _)) = self.roster.members().get(sender).copied() else {
+            return Vec::new();
+        };
+        let digests: Vec<[u8; 32]> = theirs.iter().map(|s| s.digest).collect();
+        if transcript_of(&self.session, &self.roster, &digests) != *claimed {
+            return self.fail(vec![member], DkgFault::AnotherTranscript);
         }
+        let differing = self
+            .round1s
+            .iter()
+            .zip(theirs)
+            .find(|((_, held), their)| held.signed(&self.session).digest != their.digest)
+            .map(|((index, held), their)| (*index, held.signed(&self.session), their.clone()));
+        match differing {
+            Some((index, held, their)) => {
+                let dealer = self.roster.members().get(index).map(|(m, _)| *m);
+                match dealer {
+                    Some(dealer)
+                        if message::proves_equivocation(&self.session, &dealer, &held, &their) =>
+                    {
+                        self.equivocation_proven(index, held, their)
+                    }
+                    _ => self.fail(vec![member], DkgFault::AnotherTranscript),
+                }
+            }
+            None => self.fail(vec![member], DkgFault::AnotherTranscript),
+        }
+    }
+
+    /// Every dealer's signed round-1 digest held here, in roster order.
+    fn signed_round1s(&self) -> Vec<SignedRound1> {
+        self.round1s
+            .values()
+            .map(|package| package.signed(&self.session))
+            .collect()
+    }
+
+    fn transcript(&self) -> [u8; 32] {
+        let digests: Vec<[u8; 32]> = self
+            .round1s
+            .values()
+            .map(|package| package.digest(&self.session))
+            .collect();
+        transcript_of(&self.session, &self.roster, &digests)
+    }
+
+    /// Whether this member's summed shares match the group's verifying shares
+    /// (`verifying[n - 1]` for share n).
+    fn shares_sum_to(&self, verifying: &[ProjectivePoint]) -> bool {
+        let Some(numbers) = self.roster.shares_of(self.me) else {
+            return false;
+        };
+        numbers.enumerate().all(|(offset, n)| {
+            let sum = self
+                .received
+                .values()
+                .map(|values| values.get(offset).copied().unwrap_or(Scalar::ZERO))
+                .fold(Scalar::ZERO, |acc, v| acc + v);
+            let expected = usize::from(n).checked_sub(1).and_then(|i| verifying.get(i));
+            expected.is_some_and(|v| ProjectivePoint::GENERATOR * sum == *v)
+        })
+    }
+
+    /// The key share from the group commitment and its verifying shares
+    /// (`verifying[n - 1]` for share n).
+    fn compute_key(
+        &self,
+        group: &[ProjectivePoint],
+        verifying: &[ProjectivePoint],
+    ) -> Result<KeyShare, String> {
         let group_key = group.first().copied().unwrap_or(ProjectivePoint::IDENTITY);
         let verifying_key =
             frost_secp256k1_tr::VerifyingKey::deserialize(&curve::point_bytes(&group_key))
                 .map_err(|e| format!("group key: {e}"))?;
         let frost = |e: frost_secp256k1_tr::Error| e.to_string();
         let mut verifying_shares = BTreeMap::new();
-        for n in 1..=self.roster.total_shares() {
-            let share = curve::evaluate_commitment(&group, n);
+        for (n, share) in (1..=self.roster.total_shares()).zip(verifying) {
             let id = identifier(n).ok_or("share number 0")?;
             verifying_shares.insert(
                 id,
-                VerifyingShare::deserialize(&curve::point_bytes(&share)).map_err(frost)?,
+                VerifyingShare::deserialize(&curve::point_bytes(share)).map_err(frost)?,
             );
         }
         let numbers = self.roster.shares_of(self.me).ok_or("not a member")?;
@@ -972,6 +1337,19 @@ impl Dkg {
         )
         .map_err(|e| e.to_string())
     }
+}
+
+/// The transcript hash every member certifies: the session, the roster and every
+/// dealer's round-1 digest in roster order.
+fn transcript_of(session: &SessionId, roster: &Roster, round1_digests: &[[u8; 32]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"tenure/frost-fed/dkg/transcript/v2");
+    h.update(session);
+    h.update(roster.digest());
+    for digest in round1_digests {
+        h.update(digest);
+    }
+    h.finalize().into()
 }
 
 fn proof_challenge(

@@ -14,11 +14,12 @@
 //! - **Batching.** Messages for one member are gathered until the next
 //!   [`Member::on_tick`] and leave as one channel message ([`FedMessage::Batch`]), so a
 //!   member sends O(members) messages per round however many shares it holds.
-//! - **Broadcast tags.** DKG round-1 packages, complaints, missing-share notices and
-//!   openings go by echo broadcast under the tag
+//! - **Broadcast tags.** DKG complaints, missing-share notices and openings go by
+//!   echo broadcast under the tag
 //!   SHA-256("tenure/federation/dkg-broadcast" ‖ session ‖ kind): one broadcast per
-//!   member, session and kind, so two different ones prove equivocation. Round-2
-//!   shares and certificates go point to point (see [`crate::dkg`]).
+//!   member, session and kind, so two different ones prove equivocation. Round-1
+//!   packages (signed), round-2 shares, certificates and transcript disputes go point
+//!   to point (see [`crate::dkg`]).
 //! - **Early messages.** DKG messages for a session this member has not started yet
 //!   (the first, a retry, the next term's) are kept (at most [`MAX_EARLY`]) and
 //!   replayed when it starts that session.
@@ -610,9 +611,12 @@ impl<V: Validator> Member<V> {
 /// dealers, and a dealer may be asked to open several recipients' shares).
 pub fn broadcast_tag(msg: &DkgMessage) -> BroadcastTag {
     let (kind, about): (&[u8], Option<&MemberId>) = match &msg.body {
-        DkgBody::Round1 { .. } => (b"round1", None),
-        DkgBody::Complaint(_) => (b"complaint", None),
+        DkgBody::Round1(_) => (b"round1", None),
+        DkgBody::Lacking { .. } => (b"lacking", None),
+        DkgBody::Complaint { .. } => (b"complaint", None),
         DkgBody::Certificate { .. } => (b"certificate", None),
+        DkgBody::Transcript { .. } => (b"transcript", None),
+        DkgBody::Equivocation { .. } => (b"equivocation", None),
         DkgBody::Round2(_) => (b"round2", None),
         DkgBody::Missing { dealer } => (b"missing", Some(dealer)),
         DkgBody::Opened(dealt) => (b"opened", Some(&dealt.recipient)),

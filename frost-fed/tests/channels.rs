@@ -381,3 +381,162 @@ fn a_fresh_handshake_from_the_peer_takes_over_once_it_carries_data() {
     assert_eq!(net.delivered[&b].last().unwrap().1, b"after the restart");
     assert!(arrives_at_once(&mut net, b, a, b"over the new session"));
 }
+
+/// Two members' channels driven by hand, 10 ms per step, with every frame delivered
+/// at the next step unless `pass` holds it back.
+struct Pair {
+    nodes: BTreeMap<MemberId, Channels>,
+    now: Instant,
+    /// Frames in flight: (recipient, frame).
+    wire: Vec<(MemberId, Vec<u8>)>,
+    delivered: Vec<(MemberId, Vec<u8>)>,
+    /// Handshake step 1 frames each member sent, in order.
+    step_ones: BTreeMap<MemberId, Vec<Vec<u8>>>,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let mut directory = Vec::new();
+        let mut privates = Vec::new();
+        for seed in 1..=2u8 {
+            let (private, public) = noise_keypair().unwrap();
+            directory.push(ChannelKey::bind(&keypair(seed), public, vec![seed; 38]));
+            privates.push((member(seed), private));
+        }
+        let nodes = privates
+            .into_iter()
+            .map(|(m, p)| (m, Channels::new(m, p, &directory, ChannelConfig::default())))
+            .collect();
+        Pair {
+            nodes,
+            now: Instant::now(),
+            wire: Vec::new(),
+            delivered: Vec::new(),
+            step_ones: BTreeMap::new(),
+        }
+    }
+
+    fn take(&mut self, at: MemberId, outputs: Vec<ChannelOutput>) {
+        for output in outputs {
+            match output {
+                ChannelOutput::Transmit { to, frame } => {
+                    if let Ok(FrameBody::Handshake { step: 1, .. }) =
+                        frame::decode(&frame).map(|f| f.body)
+                    {
+                        self.step_ones.entry(at).or_default().push(frame.clone());
+                    }
+                    self.wire.push((to, frame));
+                }
+                ChannelOutput::Deliver { payload, .. } => self.delivered.push((at, payload)),
+                ChannelOutput::Undeliverable { to, reason } => panic!("{at} → {to}: {reason}"),
+            }
+        }
+    }
+
+    fn send(&mut self, from: MemberId, to: MemberId, payload: &[u8]) {
+        let out = self
+            .nodes
+            .get_mut(&from)
+            .unwrap()
+            .send(to, payload.to_vec(), self.now);
+        self.take(from, out);
+    }
+
+    /// Runs `steps` steps of 10 ms; `pass(to, frame)` decides whether a frame in
+    /// flight arrives (held frames stay in flight).
+    fn run(&mut self, steps: u32, pass: &mut dyn FnMut(MemberId, &[u8]) -> bool) {
+        for _ in 0..steps {
+            self.now += Duration::from_millis(10);
+            let (arriving, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.wire)
+                .into_iter()
+                .partition(|(to, frame)| pass(*to, frame));
+            self.wire = held;
+            for (to, frame) in arriving {
+                let out = self.nodes.get_mut(&to).unwrap().handle(&frame, self.now);
+                self.take(to, out);
+            }
+            for id in [member(1), member(2)] {
+                let out = self.nodes.get_mut(&id).unwrap().on_tick(self.now);
+                self.take(id, out);
+            }
+        }
+    }
+}
+
+fn is_handshake(frame: &[u8], step: u8) -> bool {
+    matches!(frame::decode(frame).map(|f| f.body), Ok(FrameBody::Handshake { step: s, .. }) if s == step)
+}
+
+/// Issue 13, measured at 50 members on one machine: a handshake whose answer came
+/// late was restarted, which cost both sides new Diffie-Hellman work and voided the
+/// answer on its way. Now the step 1 is sent again byte for byte, the responder
+/// answers a copy with the very same step 2, and the late answer opens the session.
+#[test]
+fn a_late_handshake_answer_still_opens_the_session_and_a_repeated_step_one_gets_the_same_answer() {
+    let mut pair = Pair::new();
+    let (a, b) = (member(1), member(2));
+    pair.send(a, b, b"over a slow path");
+    // Every step 2 is held back for a second: the initiator's timeout (300 ms) passes
+    // and it sends its step 1 again.
+    pair.run(100, &mut |to, frame| !(to == a && is_handshake(frame, 2)));
+    let step_ones = pair.step_ones[&a].clone();
+    assert!(step_ones.len() >= 2, "the step 1 was sent again");
+    assert!(
+        step_ones.windows(2).all(|w| w[0] == w[1]),
+        "a handshake was restarted instead of sent again"
+    );
+    let answers: Vec<&Vec<u8>> = pair
+        .wire
+        .iter()
+        .filter(|(to, f)| *to == a && is_handshake(f, 2))
+        .map(|(_, f)| f)
+        .collect();
+    assert!(answers.len() >= 2, "each copy was answered");
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "answered anew");
+    // The answers arrive at last: the session opens and the message is delivered.
+    pair.run(50, &mut |_, _| true);
+    assert_eq!(pair.delivered, vec![(b, b"over a slow path".to_vec())]);
+    assert!(
+        pair.step_ones[&a].iter().all(|f| *f == step_ones[0]),
+        "a second handshake was made"
+    );
+}
+
+fn step_ones_len(pair: &Pair, member: MemberId) -> usize {
+    pair.step_ones.get(&member).map_or(0, Vec::len)
+}
+
+/// A peer that keeps sending under the session holds it, however slow its acks:
+/// messages unacked after several transmissions open a new session only once nothing
+/// authentic has come from the peer for `retransmit_max` (4 s). A silent peer (it
+/// may have restarted) still gets a new session.
+#[test]
+fn a_peer_still_heard_keeps_its_session_and_a_silent_one_gets_a_new_one() {
+    let mut pair = Pair::new();
+    let (a, b) = (member(1), member(2));
+    pair.send(a, b, b"hello");
+    pair.run(50, &mut |_, _| true);
+    assert_eq!(pair.delivered.len(), 1);
+    let handshakes_before = step_ones_len(&pair, a);
+    // From now on `b`'s acks (small frames) are lost: `a`'s next message is never
+    // acked. `b`'s messages (a kilobyte each) still arrive.
+    pair.send(a, b, b"never acked");
+    let mut no_acks = |to: MemberId, frame: &[u8]| to != a || frame.len() > 500;
+    // `b` keeps talking for 8 s: `a` retransmits many times but keeps the session.
+    for i in 0..16u8 {
+        pair.send(b, a, &[i; 1000]);
+        pair.run(50, &mut no_acks);
+    }
+    assert_eq!(pair.delivered.len(), 18, "everything arrived");
+    assert_eq!(
+        step_ones_len(&pair, a),
+        handshakes_before,
+        "a new session was opened with a peer still heard"
+    );
+    // `b` falls silent: after retransmit_max without a word, `a` opens a new session.
+    pair.run(700, &mut no_acks);
+    assert!(
+        step_ones_len(&pair, a) > handshakes_before,
+        "no new session for a silent peer"
+    );
+}

@@ -23,8 +23,19 @@
 //!   replayed. A step 1 that arrives while a session is open only offers a
 //!   **candidate** session; the live one stays until an authentic data frame arrives
 //!   under the candidate, which only the initiator that read our step 2 can send. A
-//!   copy of a step 1 already answered is ignored (answering again would make keys
-//!   the initiator does not hold).
+//!   copy of a step 1 already answered gets the same step 2 again, byte for byte
+//!   (answering anew would make keys the initiator does not hold); it changes no
+//!   state and costs no Diffie-Hellman work, so a replayer gains nothing.
+//! - **Handshakes are retransmitted, not restarted.** A step 1 without an answer is
+//!   sent again as is, with backoff; under load an answer that is merely late then
+//!   still completes the handshake, where a new step 1 would cost both sides new
+//!   Diffie-Hellman work and void the answer already on its way (measured at 50
+//!   members on one machine: twice the handshakes needed, and rounds that never
+//!   finished).
+//! - **A new session only for a silent peer.** Messages unacked after a few
+//!   transmissions open a new session (the peer may have restarted and lost ours)
+//!   only if nothing authentic came under the current one for `retransmit_max`: a
+//!   peer still answering holds the session, and its acks are only slow.
 //! - Sequence numbers belong to a sender's **incarnation**: a random number each
 //!   [`Channels`] draws when it starts, carried inside the handshake (step 1: epoch
 //!   and incarnation; step 2: incarnation). When a peer's incarnation changes (it
@@ -225,11 +236,13 @@ impl RoundTrip {
 
 enum Session {
     None,
-    /// We sent handshake step 1 for `epoch`.
+    /// We sent handshake step 1 for `epoch` (the encoded frame, sent again as is
+    /// while no answer comes: no new Diffie-Hellman work on either side).
     Initiating {
         epoch: u64,
         handshake: Box<HandshakeState>,
         sent: Instant,
+        step1: Vec<u8>,
     },
     Open {
         epoch: u64,
@@ -258,6 +271,14 @@ struct Peer {
     handshakes: u32,
     /// Data arrived since the last ack.
     ack_due: bool,
+    /// When an authentic frame last came under the open session (or it opened): a
+    /// peer heard from recently still holds the session, so slow acks do not make a
+    /// new one.
+    heard_at: Option<Instant>,
+    /// The last handshake step 1 answered (its epoch) and the step 2 frame sent: a
+    /// copy of that step 1 (the answer was lost, or is late) gets the same answer
+    /// again, at no Diffie-Hellman cost.
+    answered: Option<(u64, Vec<u8>)>,
     round_trip: RoundTrip,
     partial: BTreeMap<u64, (u16, BTreeMap<u16, Vec<u8>>)>,
 }
@@ -290,6 +311,7 @@ impl Peer {
         };
         self.candidate = None;
         self.handshakes = 0;
+        self.heard_at = Some(now);
         for pending in self.unacked.values_mut() {
             pending.due = now;
         }
@@ -332,6 +354,8 @@ impl Channels {
                         incarnation: None,
                         handshakes: 0,
                         ack_due: false,
+                        heard_at: None,
+                        answered: None,
                         round_trip: RoundTrip::default(),
                         partial: BTreeMap::new(),
                     },
@@ -409,9 +433,9 @@ impl Channels {
             return Vec::new();
         }
         let mut out = Vec::new();
-        let handshake_due = match &peer.session {
+        let handshake_due = match &mut peer.session {
             Session::None => true,
-            Session::Initiating { sent, .. } => {
+            Session::Initiating { sent, step1, .. } => {
                 // Handshakes back off like retransmissions.
                 let wait = (config.handshake_timeout
                     * 2u32.saturating_pow(peer.handshakes.min(16)))
@@ -419,14 +443,31 @@ impl Channels {
                 if now.saturating_duration_since(*sent) < wait {
                     return Vec::new();
                 }
+                if peer.handshakes < config.max_tries {
+                    // The same step 1 again: an answer merely late still completes
+                    // it, and nobody does Diffie-Hellman work twice.
+                    *sent = now;
+                    peer.handshakes += 1;
+                    return vec![ChannelOutput::Transmit {
+                        to,
+                        frame: step1.clone(),
+                    }];
+                }
                 true
             }
-            // Sent a few times over this session without an ack: the peer may have
-            // lost it (a restart); open a new one.
-            Session::Open { .. } => peer
-                .unacked
-                .values()
-                .any(|p| p.in_session >= RESESSION_AFTER && p.due <= now),
+            // Sent a few times over this session without an ack, and nothing heard
+            // under it for a while: the peer may have lost it (a restart); open a
+            // new one. A peer still answering holds the session; its acks are slow.
+            Session::Open { .. } => {
+                let silent = peer
+                    .heard_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= config.retransmit_max);
+                silent
+                    && peer
+                        .unacked
+                        .values()
+                        .any(|p| p.in_session >= RESESSION_AFTER && p.due <= now)
+            }
         };
         if handshake_due {
             // A member that never completes a handshake ends as undeliverable.
@@ -509,12 +550,7 @@ impl Channels {
             return Vec::new();
         };
         buf.truncate(len);
-        peer.session = Session::Initiating {
-            epoch,
-            handshake: Box::new(handshake),
-            sent: now,
-        };
-        vec![transmit_frame(
+        let step1 = transmit_frame(
             me,
             to,
             FrameBody::Handshake {
@@ -522,7 +558,17 @@ impl Channels {
                 step: 1,
                 noise: ByteBuf::from(buf),
             },
-        )]
+        );
+        let ChannelOutput::Transmit { frame, .. } = &step1 else {
+            return vec![step1];
+        };
+        peer.session = Session::Initiating {
+            epoch,
+            handshake: Box::new(handshake),
+            sent: now,
+            step1: frame.clone(),
+        };
+        vec![step1]
     }
 
     /// Encrypts `packet` to `to`, in fragments when large.
@@ -623,8 +669,17 @@ impl Channels {
                 if matches!(peer.session, Session::Initiating { .. }) && me < from {
                     return Vec::new();
                 }
-                // A copy of a step 1 already answered: answering again would make
-                // other keys than the ones the initiator took from our first answer.
+                // A copy of a step 1 already answered: answering anew would make
+                // other keys than the ones the initiator took from our first answer,
+                // so the first answer goes again (it may have been lost).
+                if let Some((answered, frame)) = &peer.answered
+                    && *answered == epoch
+                {
+                    return vec![ChannelOutput::Transmit {
+                        to: from,
+                        frame: frame.clone(),
+                    }];
+                }
                 let current = match &peer.session {
                     Session::Open { epoch, .. } => Some(*epoch),
                     Session::None | Session::Initiating { .. } => None,
@@ -663,7 +718,7 @@ impl Channels {
                 } else {
                     peer.open(epoch, transport, incarnation, now);
                 }
-                let mut out = vec![transmit_frame(
+                let step2 = transmit_frame(
                     me,
                     from,
                     FrameBody::Handshake {
@@ -671,7 +726,11 @@ impl Channels {
                         step: 2,
                         noise: ByteBuf::from(buf),
                     },
-                )];
+                );
+                if let ChannelOutput::Transmit { frame, .. } = &step2 {
+                    peer.answered = Some((epoch, frame.clone()));
+                }
+                let mut out = vec![step2];
                 if !live {
                     out.extend(self.flush(from, now));
                 }
@@ -687,6 +746,7 @@ impl Channels {
                 let Session::Initiating {
                     epoch: ours,
                     handshake,
+                    step1,
                     ..
                 } = std::mem::replace(&mut peer.session, Session::None)
                 else {
@@ -704,6 +764,7 @@ impl Channels {
                         epoch: ours,
                         handshake: Box::new(handshake),
                         sent: now,
+                        step1,
                     };
                     return Vec::new();
                 };
@@ -762,6 +823,7 @@ impl Channels {
         if !replay.accept(nonce) {
             return Vec::new();
         }
+        peer.heard_at = Some(now);
         plain.truncate(len);
         let Ok(fragment) = serde_cbor::from_slice::<Fragment>(&plain) else {
             return Vec::new();

@@ -39,6 +39,14 @@ pub struct LocalFederation {
     stores: Option<std::path::PathBuf>,
 }
 
+/// How long `members` nodes on one machine may take to connect every one to every
+/// other: n² connections, each a Noise handshake (measured: a hundred took longer
+/// than 30 s).
+pub fn connect_deadline(members: usize) -> Duration {
+    let members = u32::try_from(members).unwrap_or(u32::MAX);
+    Duration::from_secs(30).saturating_add(Duration::from_millis(300).saturating_mul(members))
+}
+
 impl LocalFederation {
     /// Starts `count` members; with `stores`, each keeps its key share in sled under
     /// `stores/<n>`.
@@ -90,7 +98,7 @@ impl LocalFederation {
             );
         }
         // Every member connected to every other: frames go directly.
-        localnet::wait_for_peers(&overlays, count - 1, Duration::from_secs(30)).await?;
+        localnet::wait_for_peers(&overlays, count - 1, connect_deadline(count)).await?;
         Ok(LocalFederation {
             overlays,
             members,
@@ -156,7 +164,7 @@ impl LocalFederation {
             *slot = member;
         }
         let others = self.overlays.len().saturating_sub(1);
-        localnet::wait_for_peers(&self.overlays, others, Duration::from_secs(30)).await?;
+        localnet::wait_for_peers(&self.overlays, others, connect_deadline(others + 1)).await?;
         Ok(())
     }
 

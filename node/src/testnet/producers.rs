@@ -452,7 +452,12 @@ impl Members {
             );
             blocks_events.push(events.blocks);
         }
-        localnet::wait_for_peers(overlays, n - 1, Duration::from_secs(30)).await?;
+        localnet::wait_for_peers(
+            overlays,
+            n - 1,
+            crate::federation::local::connect_deadline(n),
+        )
+        .await?;
         Ok(Members {
             directory,
             approvals,

@@ -1092,26 +1092,10 @@ impl Dkg {
         let signature = member_sign(&self.keypair, transcript);
         self.certificates.insert(self.me, signature);
         self.pending = Some(Pending { key_share });
-        let certificate = DkgMessage {
-            version: message::DKG_VERSION,
-            session: self.session,
-            body: DkgBody::Certificate {
-                transcript,
-                signature: ByteBuf::from(signature.to_vec()),
-            },
-        };
-        let me = self.member;
-        let mut out: Vec<DkgOutput> = self
-            .roster
-            .members()
-            .iter()
-            .map(|(m, _)| *m)
-            .filter(|m| *m != me)
-            .map(|to| DkgOutput::Send {
-                to,
-                msg: certificate.clone(),
-            })
-            .collect();
+        let mut out = self.to_others(&DkgBody::Certificate {
+            transcript,
+            signature: ByteBuf::from(signature.to_vec()),
+        });
         let early: Vec<_> = std::mem::take(&mut self.early_certificates)
             .into_iter()
             .collect();

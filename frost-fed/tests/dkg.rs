@@ -20,7 +20,7 @@ use rand_core::OsRng;
 use serde_bytes::ByteBuf;
 use tenure_frost_fed::{
     KeyShare, MemberId, Roster,
-    dkg::{Delivery, Dkg, DkgBody, DkgFailure, DkgMessage, DkgOutput, session_id},
+    dkg::{DealtShares, Delivery, Dkg, DkgBody, DkgFailure, DkgMessage, DkgOutput, session_id},
 };
 
 mod common;
@@ -243,8 +243,9 @@ fn a_dealer_of_bad_shares_is_blamed_by_everyone_through_the_complaint() {
     assert_eq!(outcome.completed.len(), 4);
 }
 
-#[test]
-fn a_false_complaint_blames_the_complainer() {
+/// The failure member 2 reaches when member 4 complains about the shares member 1
+/// dealt it, after `alter` (which keeps member 1's signature as it was).
+fn complaint_by_4_about_1(alter: impl Fn(&mut DealtShares)) -> DkgFailure {
     let seeds: Vec<u8> = (1..=4).collect();
     let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
     let liar = member(4);
@@ -273,9 +274,10 @@ fn a_false_complaint_blames_the_complainer() {
             _ => {}
         }
     }
-    let DkgBody::Round2(dealt) = to_liar.unwrap().body else {
+    let DkgBody::Round2(mut dealt) = to_liar.unwrap().body else {
         panic!()
     };
+    alter(&mut dealt);
     let complaint = DkgMessage {
         version: 1,
         session,
@@ -288,14 +290,90 @@ fn a_false_complaint_blames_the_complainer() {
         .get_mut(&member(2))
         .unwrap()
         .handle(liar, complaint, Delivery::Broadcast, now);
-    let failure = out
-        .into_iter()
+    out.into_iter()
         .find_map(|o| match o {
             DkgOutput::Failed(f) => Some(f),
             _ => None,
         })
+        .unwrap()
+}
+
+#[test]
+fn a_false_complaint_blames_the_complainer() {
+    let failure = complaint_by_4_about_1(|_| {});
+    assert_eq!(failure.blamed, vec![member(4)]);
+    assert_eq!(
+        failure.fault,
+        tenure_frost_fed::dkg::DkgFault::FalseComplaint
+    );
+}
+
+/// Found in review: the signed digest of dealt shares did not count them or their
+/// lengths, so a recipient could split the same bytes into other "shares" (one of 16
+/// bytes and one of 16) under the dealer's valid signature, complain that they are
+/// not scalars, and have an honest dealer blamed. The split is now another message,
+/// and the complainer is blamed.
+#[test]
+fn a_complaint_that_resplits_a_dealers_signed_shares_blames_the_complainer() {
+    let failure = complaint_by_4_about_1(|dealt| {
+        let first = dealt.shares.remove(0);
+        dealt.shares.insert(0, ByteBuf::from(first[16..].to_vec()));
+        dealt.shares.insert(0, ByteBuf::from(first[..16].to_vec()));
+    });
+    assert_eq!(failure.blamed, vec![member(4)], "{failure}");
+    assert_eq!(
+        failure.fault,
+        tenure_frost_fed::dkg::DkgFault::ComplaintWithoutEvidence
+    );
+}
+
+/// Found in review: a dealer that sends its round-1 package to the others only after
+/// a member asked them for it. Each holder remembers what was asked and relays the
+/// package when it comes, once.
+#[test]
+fn a_round_one_package_asked_for_before_it_came_is_relayed_when_it_comes() {
+    let seeds: Vec<u8> = (1..=5).collect();
+    let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
+    let session = session_id(b"late-dealer", &roster, 0);
+    let now = Instant::now();
+    let (mut states, first) = common::start_dkg(&roster, &seeds, session, now);
+    let package_of_3 = first
+        .iter()
+        .find_map(|(from, out)| match out {
+            DkgOutput::Send { msg, .. } if *from == member(3) => Some(msg.clone()),
+            _ => None,
+        })
         .unwrap();
-    assert_eq!(failure.blamed, vec![liar]);
+    let lacking = DkgMessage {
+        version: 1,
+        session,
+        body: DkgBody::Lacking {
+            dealers: vec![member(3)],
+        },
+    };
+    let holder = states.get_mut(&member(5)).unwrap();
+    // Member 1 asks before member 5 holds the package: nothing to send yet.
+    assert!(
+        holder
+            .handle(member(1), lacking.clone(), Delivery::Direct, now)
+            .is_empty()
+    );
+    // The package comes: it goes on to member 1.
+    let out = holder.handle(member(3), package_of_3.clone(), Delivery::Direct, now);
+    let relayed = |out: &[DkgOutput]| {
+        out.iter()
+            .filter(|o| {
+                matches!(o, DkgOutput::Send { to, msg }
+                    if *to == member(1) && matches!(msg.body, DkgBody::Round1(_)))
+            })
+            .count()
+    };
+    assert_eq!(relayed(&out), 1, "the package was not relayed when it came");
+    // Asking again, or the package coming again, relays nothing more.
+    let again = holder.handle(member(1), lacking, Delivery::Direct, now);
+    assert_eq!(relayed(&again), 0);
+    let copy = holder.handle(member(3), package_of_3, Delivery::Direct, now);
+    assert_eq!(relayed(&copy), 0);
 }
 
 #[test]

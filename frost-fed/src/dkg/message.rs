@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::roster::MemberId;
 
 /// Message version this build speaks.
-pub const DKG_VERSION: u16 = 3;
+pub const DKG_VERSION: u16 = 4;
 
 /// Largest DKG message accepted (a round 1 of 100 uncompressed coefficients is about
 /// 7 KB; a transcript dispute at 100 members about 10 KB).
@@ -190,11 +190,16 @@ impl DealtShares {
     /// What the dealer signs.
     pub fn digest(&self, session: &SessionId) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(b"tenure/frost-fed/dkg/shares/v1");
+        h.update(b"tenure/frost-fed/dkg/shares/v2");
         h.update(session);
         h.update(self.dealer.0);
         h.update(self.recipient.0);
+        // Counted and length-prefixed: the same bytes split into other shares are
+        // another message (else a recipient could re-split a dealer's signed shares
+        // into malformed ones and have the dealer blamed for them).
+        h.update((self.shares.len() as u64).to_be_bytes());
         for share in &self.shares {
+            h.update((share.len() as u64).to_be_bytes());
             h.update(share);
         }
         h.finalize().into()

@@ -315,8 +315,12 @@ pub struct Dkg {
     round1s: BTreeMap<usize, Round1Package>,
     /// Whether this member asked the others for the round-1 packages it lacks.
     asked_round1: bool,
-    /// Members whose request for round-1 packages was answered (once each).
-    answered_lacking: std::collections::BTreeSet<usize>,
+    /// Round-1 packages relayed, as (asker, dealer): each at most once.
+    relayed: std::collections::BTreeSet<(usize, usize)>,
+    /// Round-1 packages members asked for that are not held here yet, as (asker,
+    /// dealer): relayed when they come (a dealer that sends its package only after
+    /// the members that lack it asked is relayed all the same).
+    wanted: std::collections::BTreeSet<(usize, usize)>,
     /// Members whose (validly signed) certificate names another transcript, with
     /// that transcript: settled by their signed round-1 digests.
     disputes: BTreeMap<usize, [u8; 32]>,
@@ -399,7 +403,8 @@ impl Dkg {
             commitments: BTreeMap::new(),
             round1s: BTreeMap::new(),
             asked_round1: false,
-            answered_lacking: std::collections::BTreeSet::new(),
+            relayed: std::collections::BTreeSet::new(),
+            wanted: std::collections::BTreeSet::new(),
             disputes: BTreeMap::new(),
             their_round1s: BTreeMap::new(),
             early: BTreeMap::new(),
@@ -694,14 +699,14 @@ impl Dkg {
             return Vec::new();
         };
         let signed = package.signed(&self.session);
-        if !signed.verify(&self.session, &package.dealer) {
+        let held = self.round1s.get(&dealer).map(|p| p.signed(&self.session));
+        // A copy of the package held costs no signature check.
+        if held.as_ref().is_some_and(|h| h.digest == signed.digest)
+            || !signed.verify(&self.session, &package.dealer)
+        {
             return Vec::new();
         }
-        if let Some(held) = self.round1s.get(&dealer) {
-            let held = held.signed(&self.session);
-            if held.digest == signed.digest {
-                return Vec::new();
-            }
+        if let Some(held) = held {
             return self.equivocation_proven(dealer, held, signed);
         }
         let points = match self.parse_round1(&package) {
@@ -716,7 +721,20 @@ impl Dkg {
         self.commitments.insert(dealer, points);
         self.round1s.insert(dealer, package);
         self.progress_at = now;
-        let mut out = self.after_round1(now);
+        let askers: Vec<usize> = self
+            .wanted
+            .iter()
+            .filter(|(_, d)| *d == dealer)
+            .map(|(asker, _)| *asker)
+            .collect();
+        let mut out: Vec<DkgOutput> = askers
+            .into_iter()
+            .filter_map(|asker| {
+                self.wanted.remove(&(asker, dealer));
+                self.relay(asker, dealer)
+            })
+            .collect();
+        out.extend(self.after_round1(now));
         if let Some(dealt) = self.early.remove(&dealer) {
             out.extend(self.on_round2(dealer, dealt, now));
         }
@@ -798,31 +816,42 @@ impl Dkg {
     }
 
     /// A member asks for the round-1 packages of `dealers`: those held here are sent
-    /// to it, once per member and session.
+    /// to it, and the others once they come; each package at most once per asker.
     fn on_lacking(&mut self, asker: usize, dealers: &[MemberId]) -> Vec<DkgOutput> {
-        if asker == self.me || !self.answered_lacking.insert(asker) {
+        if asker == self.me {
             return Vec::new();
         }
-        let Some((to, _)) = self.roster.members().get(asker).copied() else {
-            return Vec::new();
-        };
-        let wanted: std::collections::BTreeSet<usize> = dealers
+        let asked: std::collections::BTreeSet<usize> = dealers
             .iter()
             .take(self.roster.len())
             .filter_map(|d| self.roster.index_of(d))
             .collect();
-        wanted
-            .into_iter()
-            .filter_map(|d| self.round1s.get(&d))
-            .map(|package| DkgOutput::Send {
-                to,
-                msg: DkgMessage {
-                    version: message::DKG_VERSION,
-                    session: self.session,
-                    body: DkgBody::Round1(package.clone()),
-                },
-            })
-            .collect()
+        let mut out = Vec::new();
+        for dealer in asked {
+            if self.round1s.contains_key(&dealer) {
+                out.extend(self.relay(asker, dealer));
+            } else {
+                self.wanted.insert((asker, dealer));
+            }
+        }
+        out
+    }
+
+    /// Sends `dealer`'s package to `asker`, unless it was already.
+    fn relay(&mut self, asker: usize, dealer: usize) -> Option<DkgOutput> {
+        let (to, _) = self.roster.members().get(asker).copied()?;
+        let package = self.round1s.get(&dealer)?.clone();
+        if !self.relayed.insert((asker, dealer)) {
+            return None;
+        }
+        Some(DkgOutput::Send {
+            to,
+            msg: DkgMessage {
+                version: message::DKG_VERSION,
+                session: self.session,
+                body: DkgBody::Round1(package),
+            },
+        })
     }
 
     /// Once every commitment is in: deal round 2.
@@ -969,34 +998,34 @@ impl Dkg {
         }
     }
 
-    /// Shows every member the dealers' signed shares that do not match their
-    /// commitments, and fails blaming those dealers.
+    /// Shows every member the signed shares of the first (in roster order) dealer
+    /// whose shares do not match its commitment, and fails blaming that dealer. One
+    /// complaint only: every member judges it alike, where several would end members
+    /// blaming whichever arrived first.
     fn complain(&mut self, bad: Vec<(usize, DealtShares, ShareFault)>) -> Vec<DkgOutput> {
-        let mut out = Vec::new();
-        let mut blamed = Vec::new();
-        let mut first_fault = None;
-        for (dealer, dealt, fault) in bad {
-            let Some(round1) = self.round1s.get(&dealer).cloned() else {
-                continue;
-            };
-            blamed.push(dealt.dealer);
-            first_fault.get_or_insert(DkgFault::BadShares {
-                dealer: dealt.dealer,
-                fault,
-            });
-            out.push(DkgOutput::Broadcast(DkgMessage {
-                version: message::DKG_VERSION,
-                session: self.session,
-                body: DkgBody::Complaint {
-                    shares: dealt,
-                    round1,
-                },
-            }));
-        }
-        let Some(fault) = first_fault else {
-            return out;
+        let Some((dealer, dealt, fault)) = bad.into_iter().min_by_key(|(index, _, _)| *index)
+        else {
+            return Vec::new();
         };
-        out.extend(self.fail(blamed, fault));
+        let Some(round1) = self.round1s.get(&dealer).cloned() else {
+            return Vec::new();
+        };
+        let blamed = dealt.dealer;
+        let mut out = vec![DkgOutput::Broadcast(DkgMessage {
+            version: message::DKG_VERSION,
+            session: self.session,
+            body: DkgBody::Complaint {
+                shares: dealt,
+                round1,
+            },
+        })];
+        out.extend(self.fail(
+            vec![blamed],
+            DkgFault::BadShares {
+                dealer: blamed,
+                fault,
+            },
+        ));
         out
     }
 

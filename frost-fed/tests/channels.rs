@@ -392,6 +392,8 @@ struct Pair {
     delivered: Vec<(MemberId, Vec<u8>)>,
     /// Handshake step 1 frames each member sent, in order.
     step_ones: BTreeMap<MemberId, Vec<Vec<u8>>>,
+    privates: BTreeMap<MemberId, Vec<u8>>,
+    directory: Vec<ChannelKey>,
 }
 
 impl Pair {
@@ -404,8 +406,11 @@ impl Pair {
             privates.push((member(seed), private));
         }
         let nodes = privates
-            .into_iter()
-            .map(|(m, p)| (m, Channels::new(m, p, &directory, ChannelConfig::default())))
+            .iter()
+            .map(|(m, p)| {
+                let channels = Channels::new(*m, p.clone(), &directory, ChannelConfig::default());
+                (*m, channels)
+            })
             .collect();
         Pair {
             nodes,
@@ -413,6 +418,8 @@ impl Pair {
             wire: Vec::new(),
             delivered: Vec::new(),
             step_ones: BTreeMap::new(),
+            privates: privates.into_iter().collect(),
+            directory,
         }
     }
 
@@ -493,6 +500,32 @@ fn a_late_handshake_answer_still_opens_the_session_and_a_repeated_step_one_gets_
         .collect();
     assert!(answers.len() >= 2, "each copy was answered");
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "answered anew");
+    let first_answer = answers[0].clone();
+    // Found in review: a replayed older step 1 of `a`'s (here one from a twin with
+    // `a`'s keys, another epoch) is answered meanwhile; the answer `a` waits for is
+    // still kept, and a copy of `a`'s step 1 still gets it.
+    let mut twin = Channels::new(
+        a,
+        pair.privates[&a].clone(),
+        &pair.directory,
+        ChannelConfig::default(),
+    );
+    let other_step1 = twin
+        .send(b, b"other".to_vec(), pair.now)
+        .into_iter()
+        .find_map(|o| match o {
+            ChannelOutput::Transmit { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .unwrap();
+    let responder = pair.nodes.get_mut(&b).unwrap();
+    let other_answer = responder.handle(&other_step1, pair.now);
+    assert_eq!(other_answer.len(), 1, "the other step 1 was answered");
+    let again = responder.handle(&step_ones[0], pair.now);
+    assert!(
+        matches!(&again[..], [ChannelOutput::Transmit { frame, .. }] if *frame == first_answer),
+        "the answer to a's step 1 was lost"
+    );
     // The answers arrive at last: the session opens and the message is delivered.
     pair.run(50, &mut |_, _| true);
     assert_eq!(pair.delivered, vec![(b, b"over a slow path".to_vec())]);

@@ -31,11 +31,17 @@
 //!   still completes the handshake, where a new step 1 would cost both sides new
 //!   Diffie-Hellman work and void the answer already on its way (measured at 50
 //!   members on one machine: twice the handshakes needed, and rounds that never
-//!   finished).
+//!   finished). After a few copies a fresh step 1 is made, in case the responder lost
+//!   its answer. The responder keeps the answers to its last few step 1s, keyed by
+//!   epoch and the step 1's bytes, so a replayed older step 1 cannot push out the
+//!   answer the initiator waits for.
 //! - **A new session only for a silent peer.** Messages unacked after a few
 //!   transmissions open a new session (the peer may have restarted and lost ours)
 //!   only if nothing authentic came under the current one for `retransmit_max`: a
-//!   peer still answering holds the session, and its acks are only slow.
+//!   peer still answering holds the session, and its acks are only slow. A session
+//!   counts as heard when it opens, so one opened by a replayed step 1 stands for up
+//!   to `retransmit_max` before it is remade (the price of not remaking slow
+//!   sessions; see `Peer::open`).
 //! - Sequence numbers belong to a sender's **incarnation**: a random number each
 //!   [`Channels`] draws when it starts, carried inside the handshake (step 1: epoch
 //!   and incarnation; step 2: incarnation). When a peer's incarnation changes (it
@@ -48,7 +54,7 @@ pub mod frame;
 pub mod replay;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -243,6 +249,8 @@ enum Session {
         handshake: Box<HandshakeState>,
         sent: Instant,
         step1: Vec<u8>,
+        /// Copies of `step1` sent after the first.
+        copies: u32,
     },
     Open {
         epoch: u64,
@@ -271,17 +279,28 @@ struct Peer {
     handshakes: u32,
     /// Data arrived since the last ack.
     ack_due: bool,
-    /// When an authentic frame last came under the open session (or it opened): a
-    /// peer heard from recently still holds the session, so slow acks do not make a
-    /// new one.
+    /// When an authentic frame last came under the open session: a peer heard from
+    /// recently still holds the session, so slow acks do not make a new one.
     heard_at: Option<Instant>,
-    /// The last handshake step 1 answered (its epoch) and the step 2 frame sent: a
-    /// copy of that step 1 (the answer was lost, or is late) gets the same answer
-    /// again, at no Diffie-Hellman cost.
-    answered: Option<(u64, Vec<u8>)>,
+    /// The last few handshake step 1s answered (epoch, digest of the Noise bytes)
+    /// and the step 2 frame sent for each: a copy of one (the answer was lost, or is
+    /// late) gets the same step 2 again, at no Diffie-Hellman cost. Several, so that
+    /// a replayed older step 1 answered meanwhile does not push out the answer the
+    /// initiator is waiting for.
+    answered: VecDeque<Answered>,
     round_trip: RoundTrip,
     partial: BTreeMap<u64, (u16, BTreeMap<u16, Vec<u8>>)>,
 }
+
+/// A step 1 answered: its epoch, the digest of its Noise bytes, the step 2 frame.
+type Answered = (u64, [u8; 32], Vec<u8>);
+
+/// Step 1s whose answers are kept per peer.
+const ANSWERS_KEPT: usize = 4;
+
+/// Copies of one step 1 sent before a fresh one is made (in case the responder lost
+/// its answer).
+const STEP1_COPIES: u32 = 3;
 
 /// A session the peer offered (epoch, keys, the peer's incarnation).
 type Candidate = (u64, Box<StatelessTransportState>, u64);
@@ -311,6 +330,11 @@ impl Peer {
         };
         self.candidate = None;
         self.handshakes = 0;
+        // A session counts as heard when it opens, also one opened by answering a
+        // step 1. That step 1 may be a replay (a session the initiator does not
+        // hold), which then stands for up to `retransmit_max` before a new one is
+        // made; counting such sessions silent until data came instead made every
+        // slow peer's session be remade, and doubled a 50-member DKG's time.
         self.heard_at = Some(now);
         for pending in self.unacked.values_mut() {
             pending.due = now;
@@ -355,7 +379,7 @@ impl Channels {
                         handshakes: 0,
                         ack_due: false,
                         heard_at: None,
-                        answered: None,
+                        answered: VecDeque::new(),
                         round_trip: RoundTrip::default(),
                         partial: BTreeMap::new(),
                     },
@@ -435,7 +459,12 @@ impl Channels {
         let mut out = Vec::new();
         let handshake_due = match &mut peer.session {
             Session::None => true,
-            Session::Initiating { sent, step1, .. } => {
+            Session::Initiating {
+                sent,
+                step1,
+                copies,
+                ..
+            } => {
                 // Handshakes back off like retransmissions.
                 let wait = (config.handshake_timeout
                     * 2u32.saturating_pow(peer.handshakes.min(16)))
@@ -443,10 +472,12 @@ impl Channels {
                 if now.saturating_duration_since(*sent) < wait {
                     return Vec::new();
                 }
-                if peer.handshakes < config.max_tries {
+                if peer.handshakes < config.max_tries && *copies < STEP1_COPIES {
                     // The same step 1 again: an answer merely late still completes
-                    // it, and nobody does Diffie-Hellman work twice.
+                    // it, and nobody does Diffie-Hellman work twice. After a few
+                    // copies a fresh one, in case the responder lost its answer.
                     *sent = now;
+                    *copies += 1;
                     peer.handshakes += 1;
                     return vec![ChannelOutput::Transmit {
                         to,
@@ -567,6 +598,7 @@ impl Channels {
             handshake: Box::new(handshake),
             sent: now,
             step1: frame.clone(),
+            copies: 0,
         };
         vec![step1]
     }
@@ -672,8 +704,11 @@ impl Channels {
                 // A copy of a step 1 already answered: answering anew would make
                 // other keys than the ones the initiator took from our first answer,
                 // so the first answer goes again (it may have been lost).
-                if let Some((answered, frame)) = &peer.answered
-                    && *answered == epoch
+                let noise_digest: [u8; 32] = Sha256::digest(noise).into();
+                if let Some((_, _, frame)) = peer
+                    .answered
+                    .iter()
+                    .find(|(e, d, _)| *e == epoch && *d == noise_digest)
                 {
                     return vec![ChannelOutput::Transmit {
                         to: from,
@@ -728,7 +763,11 @@ impl Channels {
                     },
                 );
                 if let ChannelOutput::Transmit { frame, .. } = &step2 {
-                    peer.answered = Some((epoch, frame.clone()));
+                    if peer.answered.len() >= ANSWERS_KEPT {
+                        peer.answered.pop_front();
+                    }
+                    peer.answered
+                        .push_back((epoch, noise_digest, frame.clone()));
                 }
                 let mut out = vec![step2];
                 if !live {
@@ -747,6 +786,7 @@ impl Channels {
                     epoch: ours,
                     handshake,
                     step1,
+                    copies,
                     ..
                 } = std::mem::replace(&mut peer.session, Session::None)
                 else {
@@ -765,6 +805,7 @@ impl Channels {
                         handshake: Box::new(handshake),
                         sent: now,
                         step1,
+                        copies,
                     };
                     return Vec::new();
                 };

@@ -276,6 +276,20 @@ pub enum DkgPhase {
     Ended,
 }
 
+/// A dealer's round-1 package as held, with its signed digest (computed once: the
+/// transcript, disputes and equivocation checks all read it).
+struct Held {
+    package: Round1Package,
+    signed: SignedRound1,
+}
+
+impl Held {
+    fn new(package: Round1Package, session: &SessionId) -> Held {
+        let signed = package.signed(session);
+        Held { package, signed }
+    }
+}
+
 /// Computed once every member's shares are in: waiting for certificates.
 struct Pending {
     key_share: KeyShare,
@@ -312,7 +326,7 @@ pub struct Dkg {
     commitments: BTreeMap<usize, Vec<ProjectivePoint>>,
     /// Every dealer's signed round-1 package, as held here: relayed to members that
     /// lack one, and the evidence a transcript dispute or a complaint rests on.
-    round1s: BTreeMap<usize, Round1Package>,
+    round1s: BTreeMap<usize, Held>,
     /// Whether this member asked the others for the round-1 packages it lacks.
     asked_round1: bool,
     /// Round-1 packages relayed, as (asker, dealer): each at most once.
@@ -418,7 +432,7 @@ impl Dkg {
             pending: None,
         };
         dkg.commitments.insert(me, commitment);
-        dkg.round1s.insert(me, package.clone());
+        dkg.round1s.insert(me, Held::new(package.clone(), &session));
         let mut out = dkg.to_others(&DkgBody::Round1(package));
         out.extend(dkg.after_round1(now));
         Some((dkg, out))
@@ -699,7 +713,7 @@ impl Dkg {
             return Vec::new();
         };
         let signed = package.signed(&self.session);
-        let held = self.round1s.get(&dealer).map(|p| p.signed(&self.session));
+        let held = self.round1s.get(&dealer).map(|h| h.signed.clone());
         // A copy of the package held costs no signature check.
         if held.as_ref().is_some_and(|h| h.digest == signed.digest)
             || !signed.verify(&self.session, &package.dealer)
@@ -719,7 +733,13 @@ impl Dkg {
             }
         };
         self.commitments.insert(dealer, points);
-        self.round1s.insert(dealer, package);
+        self.round1s.insert(
+            dealer,
+            Held {
+                package,
+                signed: signed.clone(),
+            },
+        );
         self.progress_at = now;
         let askers: Vec<usize> = self
             .wanted
@@ -727,12 +747,10 @@ impl Dkg {
             .filter(|(_, d)| *d == dealer)
             .map(|(asker, _)| *asker)
             .collect();
+        self.wanted.retain(|(_, d)| *d != dealer);
         let mut out: Vec<DkgOutput> = askers
             .into_iter()
-            .filter_map(|asker| {
-                self.wanted.remove(&(asker, dealer));
-                self.relay(asker, dealer)
-            })
+            .filter_map(|asker| self.relay(asker, dealer))
             .collect();
         out.extend(self.after_round1(now));
         if let Some(dealt) = self.early.remove(&dealer) {
@@ -840,7 +858,7 @@ impl Dkg {
     /// Sends `dealer`'s package to `asker`, unless it was already.
     fn relay(&mut self, asker: usize, dealer: usize) -> Option<DkgOutput> {
         let (to, _) = self.roster.members().get(asker).copied()?;
-        let package = self.round1s.get(&dealer)?.clone();
+        let package = self.round1s.get(&dealer)?.package.clone();
         if !self.relayed.insert((asker, dealer)) {
             return None;
         }
@@ -1007,7 +1025,7 @@ impl Dkg {
         else {
             return Vec::new();
         };
-        let Some(round1) = self.round1s.get(&dealer).cloned() else {
+        let Some(round1) = self.round1s.get(&dealer).map(|h| h.package.clone()) else {
             return Vec::new();
         };
         let blamed = dealt.dealer;
@@ -1050,11 +1068,11 @@ impl Dkg {
         {
             return self.fail(vec![from], DkgFault::ComplaintWithoutEvidence);
         }
-        if let Some(held) = self.round1s.get(&dealer) {
-            let held = held.signed(&self.session);
-            if held.digest != signed.digest {
-                return self.equivocation_proven(dealer, held, signed);
-            }
+        if let Some(held) = self.round1s.get(&dealer)
+            && held.signed.digest != signed.digest
+        {
+            let held = held.signed.clone();
+            return self.equivocation_proven(dealer, held, signed);
         }
         let commitment = match self.parse_round1(&round1) {
             Ok(points) => points,
@@ -1240,8 +1258,8 @@ impl Dkg {
             .round1s
             .iter()
             .zip(theirs)
-            .find(|((_, held), their)| held.signed(&self.session).digest != their.digest)
-            .map(|((index, held), their)| (*index, held.signed(&self.session), their.clone()));
+            .find(|((_, held), their)| held.signed.digest != their.digest)
+            .map(|((index, held), their)| (*index, held.signed.clone(), their.clone()));
         match differing {
             Some((index, held, their)) => {
                 let dealer = self.roster.members().get(index).map(|(m, _)| *m);
@@ -1260,18 +1278,11 @@ impl Dkg {
 
     /// Every dealer's signed round-1 digest held here, in roster order.
     fn signed_round1s(&self) -> Vec<SignedRound1> {
-        self.round1s
-            .values()
-            .map(|package| package.signed(&self.session))
-            .collect()
+        self.round1s.values().map(|h| h.signed.clone()).collect()
     }
 
     fn transcript(&self) -> [u8; 32] {
-        let digests: Vec<[u8; 32]> = self
-            .round1s
-            .values()
-            .map(|package| package.digest(&self.session))
-            .collect();
+        let digests: Vec<[u8; 32]> = self.round1s.values().map(|h| h.signed.digest).collect();
         transcript_of(&self.session, &self.roster, &digests)
     }
 

@@ -10,6 +10,7 @@ use libp2p::{
 use crate::{
     gossip::TenureGossipsub,
     hello::Hello,
+    hello_gate::HelloGate,
     rpc::{RpcRequest, RpcResponse},
     wire::FrameCodec,
 };
@@ -23,7 +24,8 @@ pub(crate) struct TenureBehaviour {
     pub ping: ping::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
-    pub gossipsub: TenureGossipsub,
+    /// Gated: nothing is gossiped with a peer before its hello.
+    pub gossipsub: HelloGate<TenureGossipsub>,
     pub hello: request_response::Behaviour<FrameCodec<Hello, Hello>>,
     pub rpc: request_response::Behaviour<FrameCodec<RpcRequest, RpcResponse>>,
 }

@@ -24,6 +24,7 @@ pub mod gossip;
 pub mod handle;
 pub mod heartbeat;
 pub mod hello;
+pub mod hello_gate;
 pub mod identity;
 pub mod localnet;
 pub mod logs;

@@ -1,6 +1,7 @@
 //! A peer that sends oversized and undecodable frames is penalised, then banned, and the
 //! node it attacked keeps serving honest peers. A peer that never completes its hello
-//! is served nothing, and an honest peer that does is served as usual.
+//! is served nothing, and an honest peer that does is served as usual: no request is
+//! answered, none of its gossip is delivered and none of ours reaches it.
 //!
 //! The attacker is a real libp2p node whose request-response codec writes raw bytes on
 //! Tenure's RPC protocol, so the frames cross Noise and Yamux like any other.
@@ -17,16 +18,18 @@ use std::{io, time::Duration};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::{
-    StreamProtocol, Swarm, noise,
+    StreamProtocol, Swarm, gossipsub, noise,
     request_response::{self, ProtocolSupport},
     swarm::SwarmEvent,
     tcp, yamux,
 };
 use tenure_overlay::{
-    Misbehaviour, NetworkId, NodeKey, OverlayConfig, OverlayEvent, OverlayEvents, RPC_PROTOCOL,
-    Service,
+    GossipParams, Misbehaviour, NetworkId, NodeKey, OverlayConfig, OverlayEvent, OverlayEvents,
+    RPC_PROTOCOL, Service, Topic,
+    bodies::GossipEnvelope,
+    gossip::{self, TenureGossipsub},
     rpc::{RpcRequest, RpcResponse},
-    wire::{decode_frame, encode_frame},
+    wire::{decode_frame, encode_body, encode_frame},
 };
 
 /// Writes whatever bytes it is given; reads whatever comes back.
@@ -316,4 +319,115 @@ async fn a_peer_that_never_completes_the_hello_is_served_nothing() {
         .await
         .unwrap();
     assert_eq!(echo, b"still here");
+}
+
+/// A peer that speaks Tenure's gossipsub, with its topics, scoring and signing, but not
+/// the hello.
+fn gossip_attacker(network: &NetworkId) -> Swarm<TenureGossipsub> {
+    let network = network.clone();
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| gossip::build(key, &network, &GossipParams::default()).unwrap())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_a_hello_gets_none_of_our_gossip_and_none_of_its_gossip_is_delivered() {
+    let network = NetworkId::new("pre-hello-gossip").unwrap();
+    let (victim, mut victim_events) = tenure_overlay::spawn(
+        OverlayConfig::loopback(network.clone()),
+        NodeKey::generate(),
+    )
+    .await
+    .unwrap();
+    victim
+        .subscribe(Topic::Heartbeat, tenure_overlay::accept_all())
+        .await
+        .unwrap();
+    let victim_addr = victim.listen_addrs()[0].clone();
+    let mut config = OverlayConfig::loopback(network.clone());
+    config.bootstrap_peers = vec![victim_addr.clone()];
+    let (honest, _honest_events) = tenure_overlay::spawn(config, NodeKey::generate())
+        .await
+        .unwrap();
+    honest
+        .subscribe(Topic::Heartbeat, tenure_overlay::accept_all())
+        .await
+        .unwrap();
+
+    let mut attacker = gossip_attacker(&network);
+    let topic = gossip::ident_topic(&network, Topic::Heartbeat);
+    attacker.behaviour_mut().subscribe(&topic).unwrap();
+    attacker.dial(victim_addr).unwrap();
+
+    // Every 200 ms each side publishes; the attacker until the victim drops it at its
+    // hello deadline (ten seconds), which bounds the loop.
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut round = 0u32;
+    let mut attacker_connected = false;
+    let mut attacker_heard_subscriptions = 0;
+    let mut attacker_received = 0;
+    let mut attacker_published = 0;
+    let mut delivered_forged = 0;
+    let mut delivered_honest = 0;
+    let run = async {
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    round += 1;
+                    let forged = encode_body(&GossipEnvelope::inline(format!("forged {round}").into_bytes())).unwrap();
+                    if attacker.behaviour_mut().publish(topic.clone(), forged).is_ok() {
+                        attacker_published += 1;
+                    }
+                    let _ = honest.publish(Topic::Heartbeat, format!("honest {round}").into_bytes()).await;
+                    let _ = victim.publish(Topic::Heartbeat, format!("victim {round}").into_bytes()).await;
+                }
+                event = attacker.select_next_some() => match event {
+                    SwarmEvent::ConnectionEstablished { .. } => attacker_connected = true,
+                    SwarmEvent::ConnectionClosed { .. } if attacker_connected => return,
+                    SwarmEvent::Behaviour(gossipsub::Event::Subscribed { .. }) => attacker_heard_subscriptions += 1,
+                    SwarmEvent::Behaviour(gossipsub::Event::Message { .. }) => attacker_received += 1,
+                    _ => {}
+                },
+                event = victim_events.next() => {
+                    if let Some(OverlayEvent::Gossip { data, .. }) = event {
+                        if data.starts_with(b"forged") {
+                            delivered_forged += 1;
+                        } else if data.starts_with(b"honest") {
+                            delivered_honest += 1;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(tenure_tests::DEADLINE, run)
+        .await
+        .expect("the victim kept a peer without a hello past its deadline");
+
+    assert!(attacker_connected);
+    assert_eq!(
+        attacker_heard_subscriptions, 0,
+        "the victim told a peer without a hello what it subscribes to"
+    );
+    assert_eq!(
+        attacker_received, 0,
+        "a peer without a hello got our gossip"
+    );
+    assert_eq!(
+        delivered_forged, 0,
+        "gossip from a peer without a hello was delivered ({attacker_published} published)"
+    );
+    assert!(
+        delivered_honest >= 10,
+        "the honest peer's gossip stopped flowing: {delivered_honest} delivered"
+    );
 }

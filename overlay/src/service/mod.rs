@@ -36,6 +36,7 @@ use crate::{
     gossip::{self, GossipValidator},
     handle::{Command, OverlayError, OverlayEvents, OverlayHandle, OverlayStatus, RequestError},
     hello::{HELLO_FRAME_LIMIT, Hello},
+    hello_gate::HelloGate,
     identity::NodeKey,
     logs,
     metrics::{Counters, OverlayMetrics},
@@ -209,7 +210,7 @@ fn build_swarm(
                     ping: ping::Behaviour::default(),
                     kad,
                     mdns: Toggle::from(mdns),
-                    gossipsub: gossip::build(keypair, &network, &gossip_params)?,
+                    gossipsub: HelloGate::new(gossip::build(keypair, &network, &gossip_params)?),
                     hello: request_response::Behaviour::with_codec(
                         FrameCodec::new(HELLO_FRAME_LIMIT, HELLO_FRAME_LIMIT),
                         [(StreamProtocol::new(HELLO_PROTOCOL), ProtocolSupport::Full)],

@@ -219,6 +219,7 @@ impl OverlayService {
 
     fn record_hello(&mut self, peer: PeerId, hello: Hello) {
         if self.peers.set_hello(peer, hello.clone()) {
+            self.swarm.behaviour_mut().gossipsub.admit(peer);
             self.metrics.counters().peers_connected.inc();
             debug!(target: logs::PEERS, %peer, dbs = hello.stacker_dbs.len(), "peer ready");
             self.emit(OverlayEvent::PeerConnected { peer, hello });

@@ -17,7 +17,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+
+use bitcoin::secp256k1::{SECP256K1, SecretKey};
 use common::{DEADLINE, NodeProcess, TENURE};
+use tenure_stackerdb::{Chunk, DbId};
+use tenure_tests::lossy_fs::LossyFs;
 
 const DB: &str = "test.demo";
 
@@ -173,62 +181,69 @@ fn a_chunk_written_at_one_node_is_read_at_every_node() {
     assert_eq!(clock["slots"][1]["version"], 3);
 }
 
-#[test]
-fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
-    use std::sync::{Arc, Mutex, atomic::AtomicBool, atomic::Ordering};
+/// Acknowledged writes, recorded by a thread posting to a node until it fails.
+struct Burst {
+    acknowledged: Arc<Mutex<Vec<(u32, u64)>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
 
-    use bitcoin::secp256k1::{SECP256K1, SecretKey};
-    use tenure_stackerdb::{Chunk, DbId};
-
-    let dir = tempfile::tempdir().unwrap();
-    let secret = SecretKey::from_slice(&[7; 32]).unwrap();
-    let writer = hex::encode(secret.public_key(SECP256K1).serialize());
-    let writers = vec![format!("\"{writer}\""); 4].join(", ");
-    let db_config = format!("\n[[stackerdb]]\nid = \"{DB}\"\nslot_writers = [{writers}]\n");
-    let mut node = NodeProcess::start(dir.path(), "crash", &[], &db_config);
-    let http = node.info()["http"].as_str().unwrap().to_owned();
-
-    // A writer posts 4 KiB chunks as fast as the node acknowledges them and records
-    // every acknowledged (slot, version); it stops at the first failure (the kill).
-    let acknowledged: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let burst = {
-        let (acknowledged, stop, http) = (acknowledged.clone(), stop.clone(), http.clone());
-        std::thread::spawn(move || {
-            let db = DbId::new(DB).unwrap();
-            for n in 0u64.. {
-                if stop.load(Ordering::Relaxed) {
-                    break;
+impl Burst {
+    /// Posts 4 KiB chunks to four slots of `DB` as fast as the node acknowledges them,
+    /// recording every acknowledged (slot, version); stops at the first failure.
+    fn start(http: &str, secret: SecretKey) -> Burst {
+        let acknowledged: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (acknowledged, stop, http) = (acknowledged.clone(), stop.clone(), http.to_owned());
+            std::thread::spawn(move || {
+                let db = DbId::new(DB).unwrap();
+                for n in 0u64.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (slot, version) = ((n % 4) as u32, n / 4 + 1);
+                    let data = vec![(n % 251) as u8; 4096];
+                    let chunk = Chunk::sign("cli-test", &db, slot, version, data, &secret);
+                    let body = serde_json::json!({
+                        "slot": slot,
+                        "version": version,
+                        "data": hex::encode(&chunk.data),
+                        "signature": hex::encode(&chunk.signature),
+                    });
+                    match ureq::post(&format!("http://{http}/v1/stackerdb/{DB}")).send_json(body) {
+                        Ok(_) => acknowledged.lock().unwrap().push((slot, version)),
+                        Err(_) => break,
+                    }
                 }
-                let (slot, version) = ((n % 4) as u32, n / 4 + 1);
-                let data = vec![(n % 251) as u8; 4096];
-                let chunk = Chunk::sign("cli-test", &db, slot, version, data, &secret);
-                let body = serde_json::json!({
-                    "slot": slot,
-                    "version": version,
-                    "data": hex::encode(&chunk.data),
-                    "signature": hex::encode(&chunk.signature),
-                });
-                match ureq::post(&format!("http://{http}/v1/stackerdb/{DB}")).send_json(body) {
-                    Ok(_) => acknowledged.lock().unwrap().push((slot, version)),
-                    Err(_) => break,
-                }
-            }
-        })
-    };
-    // Let the burst run, then kill the node mid-write.
-    let started = Instant::now();
-    while acknowledged.lock().unwrap().len() < 200 {
-        assert!(started.elapsed() < DEADLINE, "the burst never got going");
-        std::thread::sleep(Duration::from_millis(20));
+            })
+        };
+        Burst {
+            acknowledged,
+            stop,
+            thread,
+        }
     }
-    node.kill_and_restart();
-    stop.store(true, Ordering::Relaxed);
-    burst.join().unwrap();
-    let acknowledged = acknowledged.lock().unwrap().clone();
 
-    // After the restart every slot holds at least the last version acknowledged for it.
-    let http = node.info()["http"].as_str().unwrap().to_owned();
+    /// Waits until `count` writes were acknowledged.
+    fn wait_for(&self, count: usize) {
+        let started = Instant::now();
+        while self.acknowledged.lock().unwrap().len() < count {
+            assert!(started.elapsed() < DEADLINE, "the burst never got going");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the burst; every write it saw acknowledged.
+    fn finish(self) -> Vec<(u32, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        self.acknowledged.lock().unwrap().clone()
+    }
+}
+
+/// Every slot holds at least the newest version acknowledged for it.
+fn assert_holds_every_acknowledged_write(http: &str, acknowledged: &[(u32, u64)]) {
     for slot in 0..4u32 {
         let newest = acknowledged
             .iter()
@@ -236,11 +251,67 @@ fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
             .map(|(_, v)| *v)
             .max()
             .unwrap();
-        let got = read(&http, slot)["version"].as_str().unwrap().to_owned();
+        let got = read(http, slot)["version"].as_str().unwrap().to_owned();
         let version = u64::from_str_radix(got.trim_start_matches("0x00"), 16).unwrap();
         assert!(
             version >= newest,
             "slot {slot}: acknowledged version {newest} but the restarted node holds {version}"
         );
     }
+}
+
+fn one_writer_db() -> (SecretKey, String) {
+    let secret = SecretKey::from_slice(&[7; 32]).unwrap();
+    let writer = hex::encode(secret.public_key(SECP256K1).serialize());
+    let writers = vec![format!("\"{writer}\""); 4].join(", ");
+    (
+        secret,
+        format!("\n[[stackerdb]]\nid = \"{DB}\"\nslot_writers = [{writers}]\n"),
+    )
+}
+
+#[test]
+fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, db_config) = one_writer_db();
+    let mut node = NodeProcess::start(dir.path(), "crash", &[], &db_config);
+    let http = node.info()["http"].as_str().unwrap().to_owned();
+
+    // Let the burst run, then kill the node mid-write.
+    let burst = Burst::start(&http, secret);
+    burst.wait_for(200);
+    node.kill_and_restart();
+    let acknowledged = burst.finish();
+
+    // After the restart every slot holds at least the last version acknowledged for it.
+    let http = node.info()["http"].as_str().unwrap().to_owned();
+    assert_holds_every_acknowledged_write(&http, &acknowledged);
+}
+
+/// The node's data directory is on a file system that keeps only what `fsync` covered;
+/// the power is cut in the middle of a write burst and the node killed. What was
+/// acknowledged over HTTP must be on the disk the node restarts from.
+#[test]
+fn a_power_cut_during_a_write_burst_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("cut");
+    std::fs::create_dir(&data_dir).unwrap();
+    let fs =
+        LossyFs::mount(&data_dir).expect("mounting the lossy file system needs /dev/fuse and root");
+    let (secret, db_config) = one_writer_db();
+    let mut node = NodeProcess::start(dir.path(), "cut", &[], &db_config);
+    let http = node.info()["http"].as_str().unwrap().to_owned();
+
+    let burst = Burst::start(&http, secret);
+    burst.wait_for(200);
+    let image = fs.power_off();
+    node.kill();
+    let acknowledged = burst.finish();
+    fs.unmount().unwrap();
+
+    // The machine comes back with what was durable, and the node starts on it.
+    image.restore_to(&data_dir).unwrap();
+    node.restart();
+    let http = node.info()["http"].as_str().unwrap().to_owned();
+    assert_holds_every_acknowledged_write(&http, &acknowledged);
 }

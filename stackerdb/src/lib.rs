@@ -15,8 +15,9 @@
 //! the DB, the slot and the version ([`chunk`]); at equal version the chunk with more
 //! leading zero bits in its hash wins, then the lower hash, so the order is total
 //! ([`order`]); two valid chunks at one version are kept as equivocation evidence
-//! ([`replica`]); an acknowledged write has been flushed to sled ([`store`]); sync
-//! messages and announcements are bounded before decoding ([`sync::message`]).
+//! ([`replica`]); an acknowledged write has been flushed by sled and then synced by the
+//! store, since sled's flush alone does not survive a power cut ([`store`], [`disk`]);
+//! sync messages and announcements are bounded before decoding ([`sync::message`]).
 //!
 //! It is not networking: the `tenure` node carries sync messages over the overlay,
 //! serves the HTTP API and runs the benchmarks.
@@ -26,6 +27,7 @@ pub mod clock;
 #[path = "../../overlay/src/codec.rs"]
 pub mod codec;
 pub mod db;
+pub mod disk;
 pub mod order;
 pub mod policy;
 pub mod replica;

@@ -4,6 +4,7 @@
 //! Waits are bounded (they fail the test after a generous deadline) but never measure:
 //! a slow shared machine makes a test slower, not red.
 
+pub mod lossy_fs;
 pub mod producer_sim;
 pub mod sim;
 

@@ -77,8 +77,18 @@ impl NodeProcess {
     /// Kills the node with SIGKILL (no chance to flush or clean up) and starts it again
     /// on the same config and data.
     pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.restart();
+    }
+
+    /// Kills the node with SIGKILL and waits for it to be gone.
+    pub fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Starts the (killed) node again on the same config and data.
+    pub fn restart(&mut self) {
         // The dead node could not remove it; the new one rewrites it.
         let _ = std::fs::remove_file(self.data_dir.join("node.json"));
         self.child = spawn_node(&self.config);

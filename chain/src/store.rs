@@ -4,8 +4,9 @@
 //! block an undo record (the tip before it and the accounts it touched as they were),
 //! so the tip can be moved back: when a term's unannounced blocks are dropped, or a
 //! burnchain reorg un-announces blocks. Every change (a block and its undo record, or
-//! a rewind) is one atomic sled batch, flushed before the call returns; a crash leaves
-//! the store at one tip or the other, never between.
+//! a rewind) is one atomic sled batch, flushed and synced to disk before the call
+//! returns (sled's own flush does not survive a power cut: `tenure_stackerdb::disk`);
+//! a crash or a power cut leaves the store at one tip or the other, never between.
 //!
 //! Blocks enter only through [`ChainStore::apply`], which validates them first, so
 //! what is stored is always a valid chain. Opening checks that the stored accounts
@@ -14,6 +15,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
+use tenure_stackerdb::disk::{DiskSync, SyncError};
 
 use crate::{
     block::{
@@ -40,6 +42,9 @@ pub enum StoreError {
     /// sled failed.
     #[error("chain store: {0}")]
     Sled(#[from] sled::Error),
+    /// A flushed change could not be made durable.
+    #[error("chain store: {0}")]
+    Sync(#[from] SyncError),
     /// Another format.
     #[error("chain store format {found} is not {CHAIN_STORE_FORMAT}")]
     Format {
@@ -81,6 +86,7 @@ struct Undo {
 #[derive(Debug)]
 pub struct ChainStore {
     db: sled::Db,
+    disk: DiskSync,
     chain: sled::Tree,
     state: ChainState,
 }
@@ -89,6 +95,7 @@ impl ChainStore {
     /// Opens (or creates) the store in `dir` and loads the state at its tip.
     pub fn open(dir: &Path) -> Result<ChainStore, StoreError> {
         let db = sled::open(dir)?;
+        let disk = DiskSync::open(dir)?;
         let format = CHAIN_STORE_FORMAT.to_be_bytes();
         match db.get(FORMAT_KEY)? {
             Some(found) if found.as_ref() != format => {
@@ -100,6 +107,7 @@ impl ChainStore {
             None => {
                 db.insert(FORMAT_KEY, &format)?;
                 db.flush()?;
+                disk.sync()?;
             }
         }
         let chain = db.open_tree("chain")?;
@@ -118,7 +126,12 @@ impl ChainStore {
                 .accounts
                 .insert(AccountId(key), Account { balance, nonce });
         }
-        let store = ChainStore { db, chain, state };
+        let store = ChainStore {
+            db,
+            disk,
+            chain,
+            state,
+        };
         if store.state.height > 0 {
             let tip = store
                 .block_at(store.state.height)?
@@ -131,6 +144,13 @@ impl ChainStore {
             }
         }
         Ok(store)
+    }
+
+    /// sled's flush, then the sync sled leaves out: the change is on the disk.
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.disk.sync()?;
+        Ok(())
     }
 
     /// The state at the tip.
@@ -190,7 +210,7 @@ impl ChainStore {
         }
         batch.insert(TIP_KEY, encode_tip(&TipRecord::of_changes(&changes))?);
         self.chain.apply_batch(batch)?;
-        self.db.flush()?;
+        self.flush()?;
         self.state.apply(&changes);
         Ok(&self.state)
     }
@@ -240,7 +260,7 @@ impl ChainStore {
         }
         batch.insert(TIP_KEY, encode_tip(&TipRecord::of_state(&state))?);
         self.chain.apply_batch(batch)?;
-        self.db.flush()?;
+        self.flush()?;
         self.state = state;
         dropped.reverse();
         Ok(dropped)

@@ -1,7 +1,14 @@
 //! Key shares on disk (sled): a member that restarts keeps signing with the same key.
 //!
-//! Each key share is stored under its DKG session id and flushed before `put`
+//! Each key share is stored under its DKG session id and made durable before `put`
 //! returns; the newest is also recorded as current. The format carries a version.
+//!
+//! Durable means synced: sled 0.34's `flush` ends in `sync_file_range`, which does not
+//! survive a power cut (the Stacker DB's `disk` module says why, and its power-loss
+//! test shows it). So `put` calls `fdatasync` on sled's log (`db`) after the flush, and
+//! `open` syncs sled's `conf` file and the directory. A key share is far below sled's
+//! blob threshold (128 KiB), so it always lives in the log. This crate does not depend
+//! on the Stacker DB, so it carries these few lines itself.
 
 use crate::ids::SessionId;
 use std::path::Path;
@@ -26,6 +33,9 @@ pub enum KeyStoreError {
     /// The directory could not be made or restricted to its owner.
     #[error("key store directory: {0}")]
     Directory(String),
+    /// A write could not be synced to disk.
+    #[error("key store: syncing {0}")]
+    Sync(String),
     /// Another format.
     #[error("key store format {found} is not {KEY_STORE_FORMAT}")]
     Format {
@@ -39,6 +49,8 @@ pub enum KeyStoreError {
 pub struct KeyStore {
     db: sled::Db,
     keys: sled::Tree,
+    /// sled's log, kept open to sync it.
+    log: std::sync::Arc<std::fs::File>,
 }
 
 impl KeyStore {
@@ -55,6 +67,15 @@ impl KeyStore {
                 .map_err(directory)?;
         }
         let db = sled::open(dir)?;
+        let sync = |path: &Path| {
+            std::fs::File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| KeyStoreError::Sync(format!("{}: {e}", path.display())))
+        };
+        sync(&dir.join("conf"))?;
+        sync(dir)?;
+        let log = std::fs::File::open(dir.join("db"))
+            .map_err(|e| KeyStoreError::Sync(format!("{}: {e}", dir.join("db").display())))?;
         let format = KEY_STORE_FORMAT.to_be_bytes();
         match db.get(FORMAT_KEY)? {
             Some(found) if found.as_ref() != format => {
@@ -65,21 +86,30 @@ impl KeyStore {
             Some(_) => {}
             None => {
                 db.insert(FORMAT_KEY, &format)?;
-                db.flush()?;
             }
         }
-        Ok(KeyStore {
+        let store = KeyStore {
             keys: db.open_tree("keys")?,
             db,
-        })
+            log: std::sync::Arc::new(log),
+        };
+        store.sync()?;
+        Ok(store)
+    }
+
+    /// sled's flush, then `fdatasync` of its log: what was written is on the disk.
+    fn sync(&self) -> Result<(), KeyStoreError> {
+        self.db.flush()?;
+        self.log
+            .sync_data()
+            .map_err(|e| KeyStoreError::Sync(format!("the log: {e}")))
     }
 
     /// Stores `key` durably and makes it current.
     pub fn put(&self, key: &KeyShare) -> Result<(), KeyStoreError> {
         self.keys.insert(key.session.as_ref(), key.to_bytes()?)?;
         self.db.insert(CURRENT_KEY, key.session.as_ref())?;
-        self.db.flush()?;
-        Ok(())
+        self.sync()
     }
 
     /// The key share made by DKG session `session`.

@@ -414,6 +414,50 @@ fn key_shares_are_reloaded_from_sled_after_a_restart() {
     );
 }
 
+/// A key share stored by `put` is on the disk: the writer process stores one and says
+/// so, the power is cut at once and the writer killed with SIGKILL, and the store
+/// opened on what the disk held gives the same key share back (a file system that
+/// keeps only what `fsync` covered: sled's flush alone would have lost it).
+#[test]
+fn a_stored_key_share_survives_kill_9_and_a_power_cut() {
+    use tenure_frost_fed::store::KeyStore;
+    use tenure_tests::lossy_fs;
+    if let Some(dir) = lossy_fs::writer_dir() {
+        let seeds: Vec<u8> = (1..=3).collect();
+        let roster = Roster::equal(seeds.iter().map(|s| member(*s)).collect(), 100, 67).unwrap();
+        let outcome = run(&seeds, &roster, 0, &[], &mut *no_tampering());
+        let key = &outcome.completed[&member(2)];
+        let store = KeyStore::open(&dir.join("keys")).unwrap();
+        // sled's background flusher syncs once as it starts, then every 500 ms: the
+        // put comes between, so only the store's own sync can make it durable.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        store.put(key).unwrap();
+        println!("ack {}", hex::encode(key.to_bytes().unwrap()));
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("disk");
+    std::fs::create_dir(&mount).unwrap();
+    let (image, acknowledged) = lossy_fs::cut_power_during(
+        &mount,
+        "a_stored_key_share_survives_kill_9_and_a_power_cut",
+        1,
+    )
+    .expect("the lossy file system needs /dev/fuse and root");
+    let restored = dir.path().join("restored");
+    image.restore_to(&restored).unwrap();
+    let store = KeyStore::open(&restored.join("keys")).unwrap();
+    let current = store
+        .current()
+        .unwrap()
+        .expect("the stored key share was lost");
+    assert_eq!(
+        format!("ack {}", hex::encode(current.to_bytes().unwrap())),
+        acknowledged[0]
+    );
+}
+
 /// How far a two-faced dealer carries its second face.
 #[derive(Clone, Copy, Debug)]
 enum TwoFaced {

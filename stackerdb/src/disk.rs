@@ -14,7 +14,8 @@
 //! (`tenure_tests::lossy_fs`), 400 chunks acknowledged by sled's `flush` alone were
 //! all lost at a power cut (`tests/power_loss.rs`).
 //!
-//! So the store syncs what sled leaves out: at open, the store's directory, its parent
+//! So the store (and the chain store, which uses this module too) syncs what sled
+//! leaves out: at open, the store's directory, its parent
 //! and the `conf` file; after every flush, the log file (`db`, by `fdatasync`, which
 //! covers its growth) and every blob file not yet synced, then the blob directory. An
 //! acknowledged write is then on the device, through its cache, for any file system
@@ -32,7 +33,7 @@ use std::{
 /// sled's log file, kept open for syncing, and the blobs already synced with the
 /// length they had (a blob sled was still writing is synced again once it grew).
 #[derive(Debug)]
-pub(crate) struct DiskSync {
+pub struct DiskSync {
     dir: PathBuf,
     log: File,
     synced_blobs: Mutex<HashMap<OsString, u64>>,
@@ -58,8 +59,9 @@ fn sync_path(path: &Path) -> Result<(), SyncError> {
 }
 
 impl DiskSync {
-    /// Syncs what sled created in `dir` at open, and keeps its log open for later syncs.
-    pub(crate) fn open(dir: &Path) -> Result<DiskSync, SyncError> {
+    /// Syncs what sled created in `dir` (a sled database just opened there), and keeps its
+    /// log open for later syncs.
+    pub fn open(dir: &Path) -> Result<DiskSync, SyncError> {
         let log_path = dir.join("db");
         let log = File::open(&log_path).map_err(|source| SyncError {
             path: log_path,
@@ -78,7 +80,7 @@ impl DiskSync {
     }
 
     /// Makes what sled's flush wrote durable. Call after every `sled::Db::flush`.
-    pub(crate) fn sync(&self) -> Result<(), SyncError> {
+    pub fn sync(&self) -> Result<(), SyncError> {
         self.log.sync_data().map_err(|source| SyncError {
             path: self.dir.join("db"),
             source,

@@ -18,16 +18,12 @@
     clippy::indexing_slicing
 )]
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::{io::Write, path::Path};
 
 use bitcoin::secp256k1::{SECP256K1, SecretKey};
 use serde_bytes::ByteBuf;
 use tenure_stackerdb::{Chunk, DbId, Store, store::StoredChunk};
-use tenure_tests::lossy_fs::LossyFs;
+use tenure_tests::lossy_fs;
 
 const NETWORK: &str = "power-loss";
 const SLOTS: u32 = 8;
@@ -41,10 +37,9 @@ fn stored(db: &DbId, slot: u32, version: u64, secret: &SecretKey) -> StoredChunk
     }
 }
 
-/// Set in the child process that writes: the store's directory.
-const WRITER_ENV: &str = "TENURE_POWER_LOSS_WRITER";
+const TEST: &str = "every_acknowledged_chunk_survives_kill_9_and_a_power_cut_and_the_store_goes_on";
 
-/// The writer: puts chunks one by one and prints `slot version` once each is
+/// The writer: puts chunks one by one and prints `ack slot version` once each is
 /// acknowledged, until it is killed (or has written a bounded number).
 fn write_until_killed(dir: &Path) {
     let secret = SecretKey::from_slice(&[9; 32]).unwrap();
@@ -56,50 +51,30 @@ fn write_until_killed(dir: &Path) {
         store
             .put_chunk(&db, &stored(&db, slot, version, &secret))
             .unwrap();
-        writeln!(out, "{slot} {version}").unwrap();
+        writeln!(out, "ack {slot} {version}").unwrap();
         out.flush().unwrap();
     }
 }
 
 #[test]
 fn every_acknowledged_chunk_survives_kill_9_and_a_power_cut_and_the_store_goes_on() {
-    if let Some(dir) = std::env::var_os(WRITER_ENV) {
-        write_until_killed(Path::new(&dir));
+    if let Some(dir) = lossy_fs::writer_dir() {
+        write_until_killed(&dir.join("store"));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("disk");
     std::fs::create_dir(&mount).unwrap();
-    let fs =
-        LossyFs::mount(&mount).expect("mounting the lossy file system needs /dev/fuse and root");
-
-    // A writer process; the power is cut right after its 400th acknowledgement, then
-    // the process is killed with SIGKILL.
-    let mut writer = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "every_acknowledged_chunk_survives_kill_9_and_a_power_cut_and_the_store_goes_on",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(WRITER_ENV, mount.join("store"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(writer.stdout.take().unwrap()).lines();
-    let mut acknowledged = Vec::new();
-    while acknowledged.len() < 400 {
-        let line = lines.next().expect("the writer stopped").unwrap();
-        let mut fields = line.split(' ').map(str::parse::<u64>);
-        if let (Some(Ok(slot)), Some(Ok(version))) = (fields.next(), fields.next()) {
-            acknowledged.push((slot as u32, version));
-        }
-    }
-    let image = fs.power_off();
-    let fsyncs = fs.fsyncs();
-    writer.kill().unwrap();
-    writer.wait().unwrap();
-    fs.unmount().unwrap();
+    // The power is cut right after the writer's 400th acknowledgement.
+    let (image, lines) = lossy_fs::cut_power_during(&mount, TEST, 400)
+        .expect("the lossy file system needs /dev/fuse and root");
+    let acknowledged: Vec<(u32, u64)> = lines
+        .iter()
+        .map(|line| {
+            let mut fields = line.split(' ').skip(1).map(|f| f.parse::<u64>().unwrap());
+            (fields.next().unwrap() as u32, fields.next().unwrap())
+        })
+        .collect();
 
     // The machine comes back with only what was durable.
     let restored = dir.path().join("restored");
@@ -122,7 +97,7 @@ fn every_acknowledged_chunk_survives_kill_9_and_a_power_cut_and_the_store_goes_o
         assert!(
             version >= Some(newest),
             "slot {slot}: version {newest} was acknowledged, the disk held {version:?} \
-             ({fsyncs} fsyncs, {} durable bytes before the cut)",
+             ({} durable bytes at the cut)",
             image.file_bytes()
         );
     }

@@ -25,8 +25,9 @@
 use std::{
     collections::{BTreeMap, HashMap},
     ffi::{OsStr, OsString},
-    io,
+    io::{self, BufRead, BufReader},
     path::{Path, PathBuf},
+    process::{Command, Stdio},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, UNIX_EPOCH},
 };
@@ -242,6 +243,65 @@ impl Drop for LossyFs {
             let _ = session.umount_and_join();
         }
     }
+}
+
+/// Environment variable naming the directory a writer re-run by [`cut_power_during`]
+/// writes in.
+pub const WRITER_DIR_ENV: &str = "TENURE_LOSSY_WRITER_DIR";
+
+/// The directory to write in when this process is the writer of [`cut_power_during`].
+pub fn writer_dir() -> Option<PathBuf> {
+    std::env::var_os(WRITER_DIR_ENV).map(PathBuf::from)
+}
+
+/// A power cut in the middle of a writer process's work.
+///
+/// Mounts a lossy file system at `mount` and runs the test `test` of the current test
+/// binary again as the writer, with [`WRITER_DIR_ENV`] set to `mount`. The writer writes
+/// one line holding `ack ` per write it saw acknowledged, to `std::io::stdout()` (what
+/// follows `ack ` is returned as the line). Right after the `acknowledgements`-th line
+/// the power is cut, the writer is killed with SIGKILL, and the file system unmounted.
+/// Returns the disk image and the acknowledged lines.
+pub fn cut_power_during(
+    mount: &Path,
+    test: &str,
+    acknowledgements: usize,
+) -> io::Result<(DiskImage, Vec<String>)> {
+    let fs = LossyFs::mount(mount)?;
+    let mut writer = Command::new(std::env::current_exe()?)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(WRITER_DIR_ENV, mount)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = writer
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("the writer has no stdout"))?;
+    let mut acknowledged = Vec::new();
+    let mut lines = BufReader::new(stdout).lines();
+    while acknowledged.len() < acknowledgements {
+        match lines.next() {
+            // The test harness prints its own words too, and may not end its line
+            // ("test name ... ") before the writer's first.
+            Some(Ok(line)) => {
+                if let Some((_, ack)) = line.split_once("ack ") {
+                    acknowledged.push(format!("ack {ack}"));
+                }
+            }
+            Some(Err(err)) => return Err(err),
+            None => {
+                return Err(io::Error::other(format!(
+                    "the writer stopped after {} acknowledgements",
+                    acknowledged.len()
+                )));
+            }
+        }
+    }
+    let image = fs.power_off();
+    writer.kill()?;
+    writer.wait()?;
+    fs.unmount()?;
+    Ok((image, acknowledged))
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {

@@ -222,7 +222,7 @@ fn malformed_enrollments_are_ignored_with_their_reason() {
 }
 
 #[test]
-fn pox_outputs_adding_up_past_the_money_range_are_refused_not_a_panic() {
+fn spends_past_the_money_range_are_refused_not_a_panic() {
     // 20 equal outputs of a huge value: multiplying them panicked on overflow.
     for each in [u64::MAX / 10, 2_000_000 * 100_000_000] {
         let mut huge = vec![data().op_return(Magic::Regtest)];
@@ -230,6 +230,18 @@ fn pox_outputs_adding_up_past_the_money_range_are_refused_not_a_panic() {
         assert_eq!(
             enrollment::parse(&tx(huge), Magic::Regtest, Payment::Pox(&recipients())),
             Err(EnrollmentError::OutOfRange(each))
+        );
+    }
+    // Outside a reward cycle the one burn is the spend: past the money range it is
+    // refused too (found by the `enrollment` fuzz target).
+    for burn in [u64::MAX, Amount::MAX_MONEY.to_sat() + 1] {
+        let huge = vec![
+            data().op_return(Magic::Regtest),
+            enrollment::burn_output(Amount::from_sat(burn)),
+        ];
+        assert_eq!(
+            enrollment::parse(&tx(huge), Magic::Regtest, Payment::Burn),
+            Err(EnrollmentError::BurnOutOfRange(burn))
         );
     }
     // The largest honest enrollment still counts.

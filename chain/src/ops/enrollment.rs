@@ -106,6 +106,10 @@ pub enum EnrollmentError {
     /// PoX outputs whose total is past the money range (21 million BTC).
     #[error("PoX outputs of {0} sats each add up past the money range")]
     OutOfRange(u64),
+    /// A burn past the money range (no valid Bitcoin transaction has one; the parser
+    /// does not rely on its caller having checked).
+    #[error("a burn of {0} sats is past the money range")]
+    BurnOutOfRange(u64),
     /// A PoX output pays someone who is not the cycle's recipient at that place.
     #[error("PoX output {0} pays someone other than the cycle's recipient")]
     WrongRecipient(usize),
@@ -276,6 +280,9 @@ pub fn parse(
         let second = tx.output.get(1).ok_or(EnrollmentError::NoSpend)?;
         if !is_burn(second) {
             return Err(EnrollmentError::NotBurn);
+        }
+        if second.value > Amount::MAX_MONEY {
+            return Err(EnrollmentError::BurnOutOfRange(second.value.to_sat()));
         }
         second.value
     };

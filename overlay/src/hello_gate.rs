@@ -8,21 +8,20 @@
 //! is allowed, would otherwise receive our gossip and have its messages validated and
 //! delivered.
 //!
-//! [`HelloGate`] wraps such a behaviour. Until [`HelloGate::admit`] is called for a peer:
-//! - the behaviour is not told the connection is established (gossipsub sends its
-//!   subscriptions, and adds the peer to scoring, when it is told), so it knows no topic
-//!   in common with the peer and sends it nothing;
-//! - events the peer's connection handlers report (its subscriptions, messages, control
-//!   messages) are held, not given to the behaviour, so none of them reaches the
-//!   application, the duplicate cache or the mesh;
-//! - handler commands the behaviour issues for the peer are held too.
+//! The gate works at the connection: [`HelloGate`] wraps each of the behaviour's
+//! connection handlers in a [`GatedHandler`] that stays **closed** until
+//! [`HelloGate::admit`] opens it. A closed handler
+//! - is not polled, so it opens no stream and sends nothing: what the behaviour queues
+//!   for the peer meanwhile (our subscriptions, gossipsub's extensions message, later
+//!   subscription changes) waits in its bounded queue and goes out at admission;
+//! - parks the peer's inbound streams unread, at most [`PARKED_STREAMS`] per
+//!   connection (more are closed): nothing the peer sends is decoded, validated,
+//!   cached as a duplicate or delivered, and what it can make us buffer is bounded by
+//!   the multiplexer's window on those few streams.
 //!
-//! At admission the behaviour is told of the peer's open connections, then the held
-//! events are released in order, so the protocol starts exactly as if the connections
-//! had opened then. A peer may have at most [`HELD_PER_PEER`] events held each way: the
-//! rest are dropped (an honest peer sends one subscription frame before its hello
-//! completes; a flood is cut, and the peer is disconnected at its hello deadline anyway).
-//! When the peer's last connection closes, its admission and anything still held are
+//! At admission every connection's handler opens and takes its parked streams, so the
+//! protocol starts as if the connections had opened then. A connection opened after
+//! admission starts open. When the peer's last connection closes its admission is
 //! forgotten: a new connection says hello again.
 //!
 //! Kademlia and identify are not gated: they are how a node finds the network, and they
@@ -36,32 +35,131 @@ use std::{
 
 use libp2p::{
     Multiaddr, PeerId,
-    core::{ConnectedPoint, Endpoint, transport::PortUse},
+    core::{Endpoint, transport::PortUse},
     swarm::{
-        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, THandler,
-        THandlerInEvent, THandlerOutEvent, ToSwarm, behaviour::ConnectionEstablished,
+        ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+        NetworkBehaviour, NotifyHandler, SubstreamProtocol, THandler, THandlerInEvent,
+        THandlerOutEvent, ToSwarm,
+        handler::{ConnectionEvent, FullyNegotiatedInbound},
     },
 };
 
-/// Most events held for one peer in each direction before its hello.
-pub const HELD_PER_PEER: usize = 32;
+/// Inbound streams a closed handler keeps unread for its admission (gossipsub opens
+/// one per connection).
+pub const PARKED_STREAMS: usize = 2;
 
-type Outbound<B> = ToSwarm<<B as NetworkBehaviour>::ToSwarm, THandlerInEvent<B>>;
+/// A command to a [`GatedHandler`].
+#[derive(Debug)]
+pub enum GateIn<E> {
+    /// The peer completed its hello: open.
+    Open,
+    /// For the wrapped handler.
+    Inner(E),
+}
+
+/// A connection handler that does nothing for its peer until opened.
+pub struct GatedHandler<H: ConnectionHandler> {
+    inner: H,
+    open: bool,
+    parked: Vec<FullyNegotiatedInbound<H::InboundProtocol, H::InboundOpenInfo>>,
+    waker: Option<Waker>,
+}
+
+impl<H: ConnectionHandler> GatedHandler<H> {
+    fn new(inner: H, open: bool) -> Self {
+        GatedHandler {
+            inner,
+            open,
+            parked: Vec::new(),
+            waker: None,
+        }
+    }
+}
+
+impl<H: ConnectionHandler> ConnectionHandler for GatedHandler<H> {
+    type FromBehaviour = GateIn<H::FromBehaviour>;
+    type ToBehaviour = H::ToBehaviour;
+    type InboundProtocol = H::InboundProtocol;
+    type OutboundProtocol = H::OutboundProtocol;
+    type InboundOpenInfo = H::InboundOpenInfo;
+    type OutboundOpenInfo = H::OutboundOpenInfo;
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol, Self::InboundOpenInfo> {
+        self.inner.listen_protocol()
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        self.inner.connection_keep_alive()
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<
+        ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, Self::ToBehaviour>,
+    > {
+        if !self.open {
+            self.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        self.inner.poll(cx)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Option<Self::ToBehaviour>> {
+        if !self.open {
+            return Poll::Ready(None);
+        }
+        self.inner.poll_close(cx)
+    }
+
+    fn on_behaviour_event(&mut self, event: Self::FromBehaviour) {
+        match event {
+            GateIn::Open => {
+                if self.open {
+                    return;
+                }
+                self.open = true;
+                for stream in std::mem::take(&mut self.parked) {
+                    self.inner
+                        .on_connection_event(ConnectionEvent::FullyNegotiatedInbound(stream));
+                }
+                if let Some(waker) = self.waker.take() {
+                    waker.wake();
+                }
+            }
+            GateIn::Inner(event) => self.inner.on_behaviour_event(event),
+        }
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<
+            Self::InboundProtocol,
+            Self::OutboundProtocol,
+            Self::InboundOpenInfo,
+            Self::OutboundOpenInfo,
+        >,
+    ) {
+        match event {
+            ConnectionEvent::FullyNegotiatedInbound(stream) if !self.open => {
+                // Beyond the bound the stream is dropped, which closes it.
+                if self.parked.len() < PARKED_STREAMS {
+                    self.parked.push(stream);
+                }
+            }
+            event => self.inner.on_connection_event(event),
+        }
+    }
+}
 
 /// A behaviour whose traffic with a peer waits for that peer's hello.
 pub struct HelloGate<B: NetworkBehaviour> {
     inner: B,
     admitted: HashSet<PeerId>,
-    /// Connections of peers not yet admitted, which the behaviour has not been told of.
-    unannounced: HashMap<PeerId, Vec<(ConnectionId, ConnectedPoint)>>,
-    /// What the peer's handlers reported before its hello, oldest first.
-    held_from: HashMap<PeerId, VecDeque<(ConnectionId, THandlerOutEvent<B>)>>,
-    /// What the behaviour wanted to send the peer before its hello, oldest first.
-    held_to: HashMap<PeerId, VecDeque<Outbound<B>>>,
-    /// Released at admission, waiting to be returned from `poll`.
-    released: VecDeque<Outbound<B>>,
-    /// Events dropped because a peer's queue was full (for tests and metrics).
-    dropped: u64,
+    /// Every open connection of every peer, to open their handlers at admission.
+    connections: HashMap<PeerId, Vec<ConnectionId>>,
+    /// Handlers to open, returned from `poll`.
+    to_open: VecDeque<(PeerId, ConnectionId)>,
     waker: Option<Waker>,
 }
 
@@ -71,43 +169,23 @@ impl<B: NetworkBehaviour> HelloGate<B> {
         HelloGate {
             inner,
             admitted: HashSet::new(),
-            unannounced: HashMap::new(),
-            held_from: HashMap::new(),
-            held_to: HashMap::new(),
-            released: VecDeque::new(),
-            dropped: 0,
+            connections: HashMap::new(),
+            to_open: VecDeque::new(),
             waker: None,
         }
     }
 
-    /// Opens the gate for `peer`, whose hello just completed: the behaviour is told of
-    /// its connections, then what was held is released in order. Admitting a peer twice
-    /// does nothing.
+    /// Opens the gate for `peer`, whose hello just completed: each of its connections'
+    /// handlers opens. Admitting a peer twice does nothing.
     pub fn admit(&mut self, peer: PeerId) {
-        if !self.admitted.insert(peer) {
+        if !self.connections.contains_key(&peer) || !self.admitted.insert(peer) {
             return;
         }
-        let connections = self.unannounced.remove(&peer).unwrap_or_default();
-        for (other_established, (connection_id, endpoint)) in connections.iter().enumerate() {
-            self.inner
-                .on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
-                    peer_id: peer,
-                    connection_id: *connection_id,
-                    endpoint,
-                    failed_addresses: &[],
-                    other_established,
-                }));
+        for connection in self.connections.get(&peer).into_iter().flatten() {
+            self.to_open.push_back((peer, *connection));
         }
-        for (connection, event) in self.held_from.remove(&peer).unwrap_or_default() {
-            self.inner
-                .on_connection_handler_event(peer, connection, event);
-        }
-        let to = self.held_to.remove(&peer).unwrap_or_default();
-        if !to.is_empty() {
-            self.released.extend(to);
-            if let Some(waker) = self.waker.take() {
-                waker.wake();
-            }
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
         }
     }
 
@@ -116,42 +194,14 @@ impl<B: NetworkBehaviour> HelloGate<B> {
         self.admitted.contains(peer)
     }
 
-    /// Events dropped so far because a peer not yet admitted had a full queue.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
-    fn hold_to(&mut self, peer: PeerId, event: Outbound<B>) {
-        let queue = self.held_to.entry(peer).or_default();
-        if queue.len() < HELD_PER_PEER {
-            queue.push_back(event);
-        } else {
-            self.dropped = self.dropped.saturating_add(1);
-        }
-    }
-
-    fn forget_connection(&mut self, peer: PeerId, connection: ConnectionId, last: bool) {
-        if last {
-            self.admitted.remove(&peer);
-            self.unannounced.remove(&peer);
-            self.held_from.remove(&peer);
-            self.held_to.remove(&peer);
-            return;
-        }
-        if let Some(connections) = self.unannounced.get_mut(&peer) {
-            connections.retain(|(held, _)| *held != connection);
-        }
-        if let Some(queue) = self.held_from.get_mut(&peer) {
-            queue.retain(|(held, _)| *held != connection);
-        }
-        if let Some(queue) = self.held_to.get_mut(&peer) {
-            queue.retain(|event| {
-                !matches!(
-                    event,
-                    ToSwarm::NotifyHandler { handler: NotifyHandler::One(held), .. } if *held == connection
-                )
-            });
-        }
+    fn handler(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        inner: THandler<B>,
+    ) -> GatedHandler<THandler<B>> {
+        self.connections.entry(peer).or_default().push(connection);
+        GatedHandler::new(inner, self.admitted.contains(&peer))
     }
 }
 
@@ -171,7 +221,7 @@ impl<B: NetworkBehaviour> DerefMut for HelloGate<B> {
 }
 
 impl<B: NetworkBehaviour> NetworkBehaviour for HelloGate<B> {
-    type ConnectionHandler = B::ConnectionHandler;
+    type ConnectionHandler = GatedHandler<B::ConnectionHandler>;
     type ToSwarm = B::ToSwarm;
 
     fn handle_pending_inbound_connection(
@@ -191,12 +241,13 @@ impl<B: NetworkBehaviour> NetworkBehaviour for HelloGate<B> {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_inbound_connection(
+        let inner = self.inner.handle_established_inbound_connection(
             connection_id,
             peer,
             local_addr,
             remote_addr,
-        )
+        )?;
+        Ok(self.handler(peer, connection_id, inner))
     }
 
     fn handle_pending_outbound_connection(
@@ -222,35 +273,25 @@ impl<B: NetworkBehaviour> NetworkBehaviour for HelloGate<B> {
         role_override: Endpoint,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_outbound_connection(
+        let inner = self.inner.handle_established_outbound_connection(
             connection_id,
             peer,
             addr,
             role_override,
             port_use,
-        )
+        )?;
+        Ok(self.handler(peer, connection_id, inner))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        match &event {
-            FromSwarm::ConnectionEstablished(opened)
-                if !self.admitted.contains(&opened.peer_id) =>
-            {
-                // Told at admission.
-                self.unannounced
-                    .entry(opened.peer_id)
-                    .or_default()
-                    .push((opened.connection_id, opened.endpoint.clone()));
-                return;
+        if let FromSwarm::ConnectionClosed(closed) = &event {
+            if let Some(connections) = self.connections.get_mut(&closed.peer_id) {
+                connections.retain(|c| *c != closed.connection_id);
             }
-            // Passed on even for a connection the behaviour was not told of: it
-            // registered the connection when it made its handler.
-            FromSwarm::ConnectionClosed(closed) => self.forget_connection(
-                closed.peer_id,
-                closed.connection_id,
-                closed.remaining_established == 0,
-            ),
-            _ => {}
+            if closed.remaining_established == 0 {
+                self.connections.remove(&closed.peer_id);
+                self.admitted.remove(&closed.peer_id);
+            }
         }
         self.inner.on_swarm_event(event);
     }
@@ -261,45 +302,22 @@ impl<B: NetworkBehaviour> NetworkBehaviour for HelloGate<B> {
         connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        if self.admitted.contains(&peer) {
-            self.inner
-                .on_connection_handler_event(peer, connection, event);
-            return;
-        }
-        let queue = self.held_from.entry(peer).or_default();
-        if queue.len() < HELD_PER_PEER {
-            queue.push_back((connection, event));
-        } else {
-            self.dropped = self.dropped.saturating_add(1);
-        }
+        self.inner
+            .on_connection_handler_event(peer, connection, event);
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outbound<Self>> {
-        if let Some(event) = self.released.pop_front() {
-            return Poll::Ready(event);
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        if let Some((peer_id, connection)) = self.to_open.pop_front() {
+            return Poll::Ready(ToSwarm::NotifyHandler {
+                peer_id,
+                handler: NotifyHandler::One(connection),
+                event: GateIn::Open,
+            });
         }
-        loop {
-            match self.inner.poll(cx) {
-                Poll::Ready(ToSwarm::NotifyHandler {
-                    peer_id,
-                    handler,
-                    event,
-                }) if !self.admitted.contains(&peer_id) => {
-                    self.hold_to(
-                        peer_id,
-                        ToSwarm::NotifyHandler {
-                            peer_id,
-                            handler,
-                            event,
-                        },
-                    );
-                }
-                Poll::Ready(event) => return Poll::Ready(event),
-                Poll::Pending => {
-                    self.waker = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
-            }
-        }
+        self.waker = Some(cx.waker().clone());
+        self.inner.poll(cx).map(|event| event.map_in(GateIn::Inner))
     }
 }

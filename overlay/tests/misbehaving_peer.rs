@@ -383,6 +383,11 @@ async fn a_peer_without_a_hello_gets_none_of_our_gossip_and_none_of_its_gossip_i
             tokio::select! {
                 _ = tick.tick() => {
                     round += 1;
+                    if round == 3 {
+                        // A subscription made while the peer is connected without a
+                        // hello must not reach it either.
+                        victim.subscribe(Topic::Blocks, tenure_overlay::accept_all()).await.unwrap();
+                    }
                     let forged = encode_body(&GossipEnvelope::inline(format!("forged {round}").into_bytes())).unwrap();
                     if attacker.behaviour_mut().publish(topic.clone(), forged).is_ok() {
                         attacker_published += 1;

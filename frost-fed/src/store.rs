@@ -4,16 +4,15 @@
 //! returns; the newest is also recorded as current. The format carries a version.
 //!
 //! Durable means synced: sled 0.34's `flush` ends in `sync_file_range`, which does not
-//! survive a power cut (the Stacker DB's `disk` module says why, and its power-loss
-//! test shows it). So `put` calls `fdatasync` on sled's log (`db`) after the flush, and
-//! `open` syncs sled's `conf` file and the directory. A key share is far below sled's
-//! blob threshold (128 KiB), so it always lives in the log. This crate does not depend
-//! on the Stacker DB, so it carries these few lines itself.
+//! survive a power cut. So after each flush the store syncs what sled leaves out, with
+//! `tenure_stackerdb::disk` (which says why and what), and its power-cut test
+//! (`a_stored_key_share_survives_kill_9_and_a_power_cut`) shows it.
 
 use crate::ids::SessionId;
 use std::path::Path;
 
 use crate::share::{KeyShare, KeyShareError};
+use tenure_stackerdb::disk::{DiskSync, SyncError};
 
 /// On-disk format of the key store.
 pub const KEY_STORE_FORMAT: u32 = 1;
@@ -34,8 +33,8 @@ pub enum KeyStoreError {
     #[error("key store directory: {0}")]
     Directory(String),
     /// A write could not be synced to disk.
-    #[error("key store: syncing {0}")]
-    Sync(String),
+    #[error("key store: {0}")]
+    Sync(#[from] SyncError),
     /// Another format.
     #[error("key store format {found} is not {KEY_STORE_FORMAT}")]
     Format {
@@ -49,8 +48,8 @@ pub enum KeyStoreError {
 pub struct KeyStore {
     db: sled::Db,
     keys: sled::Tree,
-    /// sled's log, kept open to sync it.
-    log: std::sync::Arc<std::fs::File>,
+    /// Syncs what sled's flush leaves out.
+    disk: std::sync::Arc<DiskSync>,
 }
 
 impl KeyStore {
@@ -67,15 +66,7 @@ impl KeyStore {
                 .map_err(directory)?;
         }
         let db = sled::open(dir)?;
-        let sync = |path: &Path| {
-            std::fs::File::open(path)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| KeyStoreError::Sync(format!("{}: {e}", path.display())))
-        };
-        sync(&dir.join("conf"))?;
-        sync(dir)?;
-        let log = std::fs::File::open(dir.join("db"))
-            .map_err(|e| KeyStoreError::Sync(format!("{}: {e}", dir.join("db").display())))?;
+        let disk = DiskSync::open(dir)?;
         let format = KEY_STORE_FORMAT.to_be_bytes();
         match db.get(FORMAT_KEY)? {
             Some(found) if found.as_ref() != format => {
@@ -91,18 +82,17 @@ impl KeyStore {
         let store = KeyStore {
             keys: db.open_tree("keys")?,
             db,
-            log: std::sync::Arc::new(log),
+            disk: std::sync::Arc::new(disk),
         };
         store.sync()?;
         Ok(store)
     }
 
-    /// sled's flush, then `fdatasync` of its log: what was written is on the disk.
+    /// sled's flush, then the sync sled leaves out: what was written is on the disk.
     fn sync(&self) -> Result<(), KeyStoreError> {
         self.db.flush()?;
-        self.log
-            .sync_data()
-            .map_err(|e| KeyStoreError::Sync(format!("the log: {e}")))
+        self.disk.sync()?;
+        Ok(())
     }
 
     /// Stores `key` durably and makes it current.

@@ -2,7 +2,8 @@
 //!
 //! The store runs on [`LossyFs`], a FUSE file system that keeps only what `fsync` made
 //! durable. A writer process writes chunks and reports each one acknowledged (its
-//! [`Store::put_chunk`] returned); the power is cut right after an acknowledgement, the
+//! [`Store::put_chunk`] returned), waiting for the test after each; the power is cut
+//! right after an acknowledgement, the
 //! writer is killed with SIGKILL, and the store is opened again on what the disk held:
 //! every acknowledged chunk must be there, and the store must go on taking writes.
 //!
@@ -18,7 +19,7 @@
     clippy::indexing_slicing
 )]
 
-use std::{io::Write, path::Path};
+use std::path::Path;
 
 use bitcoin::secp256k1::{SECP256K1, SecretKey};
 use serde_bytes::ByteBuf;
@@ -39,20 +40,20 @@ fn stored(db: &DbId, slot: u32, version: u64, secret: &SecretKey) -> StoredChunk
 
 const TEST: &str = "every_acknowledged_chunk_survives_kill_9_and_a_power_cut_and_the_store_goes_on";
 
-/// The writer: puts chunks one by one and prints `ack slot version` once each is
-/// acknowledged, until it is killed (or has written a bounded number).
+/// The writer: puts chunks one by one and reports each once it is acknowledged,
+/// waiting for the test each time, until it is killed (or has written a bounded number).
 fn write_until_killed(dir: &Path) {
     let secret = SecretKey::from_slice(&[9; 32]).unwrap();
     let db = DbId::new("test.power").unwrap();
     let store = Store::open(dir).unwrap();
-    let mut out = std::io::stdout().lock();
     for n in 0..100_000u64 {
         let (slot, version) = ((n % u64::from(SLOTS)) as u32, n / u64::from(SLOTS) + 1);
         store
             .put_chunk(&db, &stored(&db, slot, version, &secret))
             .unwrap();
-        writeln!(out, "ack {slot} {version}").unwrap();
-        out.flush().unwrap();
+        if !lossy_fs::acknowledge(&format!("{slot} {version}")) {
+            return;
+        }
     }
 }
 
@@ -71,7 +72,7 @@ fn every_acknowledged_chunk_survives_kill_9_and_a_power_cut_and_the_store_goes_o
     let acknowledged: Vec<(u32, u64)> = lines
         .iter()
         .map(|line| {
-            let mut fields = line.split(' ').skip(1).map(|f| f.parse::<u64>().unwrap());
+            let mut fields = line.split(' ').map(|f| f.parse::<u64>().unwrap());
             (fields.next().unwrap() as u32, fields.next().unwrap())
         })
         .collect();

@@ -249,57 +249,101 @@ impl Drop for LossyFs {
 /// writes in.
 pub const WRITER_DIR_ENV: &str = "TENURE_LOSSY_WRITER_DIR";
 
+/// How long [`cut_power_during`] waits for the writer's next acknowledgement.
+const ACK_DEADLINE: Duration = Duration::from_secs(60);
+
 /// The directory to write in when this process is the writer of [`cut_power_during`].
 pub fn writer_dir() -> Option<PathBuf> {
     std::env::var_os(WRITER_DIR_ENV).map(PathBuf::from)
 }
 
+/// For the writer of [`cut_power_during`]: reports one acknowledged write (`line`, one
+/// line of text) and waits until the test has taken it, so the writer is never ahead of
+/// the power cut. Returns false once the test closed the pipe.
+pub fn acknowledge(line: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "ack {line}")
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        return false;
+    }
+    let mut go_on = String::new();
+    matches!(std::io::stdin().read_line(&mut go_on), Ok(n) if n > 0)
+}
+
+/// A writer process, killed and waited for however the test ends.
+struct Writer(std::process::Child);
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A power cut in the middle of a writer process's work.
 ///
 /// Mounts a lossy file system at `mount` and runs the test `test` of the current test
-/// binary again as the writer, with [`WRITER_DIR_ENV`] set to `mount`. The writer writes
-/// one line holding `ack ` per write it saw acknowledged, to `std::io::stdout()` (what
-/// follows `ack ` is returned as the line). Right after the `acknowledgements`-th line
-/// the power is cut, the writer is killed with SIGKILL, and the file system unmounted.
-/// Returns the disk image and the acknowledged lines.
+/// binary again as the writer, with [`WRITER_DIR_ENV`] set to `mount`. The writer calls
+/// [`acknowledge`] after each write it saw acknowledged, and waits there until it is
+/// told to go on: the two run in lockstep. Right after the `acknowledgements`-th
+/// acknowledgement the power is cut (the writer still waiting), the writer is killed
+/// with SIGKILL, and the file system unmounted. Returns the disk image and the
+/// acknowledged lines (what followed `ack `). A writer silent for a minute, or gone
+/// early, is an error; the writer is killed and the file system unmounted either way.
 pub fn cut_power_during(
     mount: &Path,
     test: &str,
     acknowledgements: usize,
 ) -> io::Result<(DiskImage, Vec<String>)> {
+    use std::io::Write;
     let fs = LossyFs::mount(mount)?;
-    let mut writer = Command::new(std::env::current_exe()?)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(WRITER_DIR_ENV, mount)
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let stdout = writer
-        .stdout
-        .take()
-        .ok_or_else(|| io::Error::other("the writer has no stdout"))?;
-    let mut acknowledged = Vec::new();
-    let mut lines = BufReader::new(stdout).lines();
-    while acknowledged.len() < acknowledgements {
-        match lines.next() {
-            // The test harness prints its own words too, and may not end its line
-            // ("test name ... ") before the writer's first.
-            Some(Ok(line)) => {
-                if let Some((_, ack)) = line.split_once("ack ") {
-                    acknowledged.push(format!("ack {ack}"));
-                }
+    let mut writer = Writer(
+        Command::new(std::env::current_exe()?)
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(WRITER_DIR_ENV, mount)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let (mut go_on, stdout) = match (writer.0.stdin.take(), writer.0.stdout.take()) {
+        (Some(stdin), Some(stdout)) => (stdin, stdout),
+        _ => return Err(io::Error::other("the writer has no pipes")),
+    };
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line).is_err() {
+                return;
             }
-            Some(Err(err)) => return Err(err),
-            None => {
+        }
+    });
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < acknowledgements {
+        let line = match lines.recv_timeout(ACK_DEADLINE) {
+            Ok(line) => line?,
+            Err(_) => {
                 return Err(io::Error::other(format!(
-                    "the writer stopped after {} acknowledgements",
+                    "the writer stopped or fell silent after {} acknowledgements",
                     acknowledged.len()
                 )));
             }
+        };
+        // The test harness prints its own words too, and may not end its line
+        // ("test name ... ") before the writer's first.
+        let Some((_, ack)) = line.split_once("ack ") else {
+            continue;
+        };
+        acknowledged.push(ack.to_owned());
+        if acknowledged.len() < acknowledgements {
+            writeln!(go_on)?;
+            go_on.flush()?;
         }
     }
     let image = fs.power_off();
-    writer.kill()?;
-    writer.wait()?;
+    drop(writer);
     fs.unmount()?;
     Ok((image, acknowledged))
 }

@@ -2,6 +2,11 @@
 //! sans-IO) to the overlay, the node's federation member and time. No protocol rule
 //! lives here.
 //!
+//! - **Transactions.** Transfers arrive on the transactions topic, judged before they
+//!   are forwarded by [`tenure_chain::produce::judge_relay`] on this producer's chain
+//!   state (valid: forwarded and put in the mempool; stale or unfunded: dropped; not a
+//!   validly signed transfer: rejected and the forwarder penalised).
+//!   [`ProducerHandle::broadcast`] puts a transfer in the local mempool and publishes it.
 //! - **Transport.** Every producer message is published on the blocks topic. Messages
 //!   meant for one producer (votes, pre-commits, catch-up) travel the same way and the
 //!   others' producers ignore them; point-to-point delivery is a later step. A message
@@ -24,7 +29,7 @@ use rand_core::OsRng;
 use sha2::{Digest, Sha256};
 use tenure_chain::{
     block::{ChainState, Hash, SignerEvidence, TermContext, Transfer, Tx},
-    produce::{Producer, ProducerId, ProducerMessage, ProducerOutput},
+    produce::{Producer, ProducerId, ProducerMessage, ProducerOutput, RelayJudgement, judge_relay},
 };
 use tenure_overlay::{OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Topic, Verdict};
 use tokio::sync::{mpsc, watch};
@@ -88,6 +93,7 @@ pub struct AppliedBlock {
 /// A handle to a running producer.
 #[derive(Clone)]
 pub struct ProducerHandle {
+    overlay: OverlayHandle,
     submit: mpsc::Sender<Transfer>,
     terms: mpsc::Sender<TermContext>,
     burn: mpsc::Sender<Option<(OutPoint, TxOut)>>,
@@ -100,6 +106,20 @@ impl ProducerHandle {
     /// Submits a transfer to the producer's mempool (dropped if the queue is full).
     pub fn submit(&self, transfer: Transfer) -> bool {
         self.submit.try_send(transfer).is_ok()
+    }
+
+    /// Submits a transfer here and publishes it on the transactions topic, from which
+    /// every other producer takes it. False if it could not be queued or published.
+    pub async fn broadcast(&self, transfer: Transfer) -> bool {
+        let Ok(bytes) = Tx::Transfer(transfer.clone()).to_bytes() else {
+            return false;
+        };
+        let queued = self.submit(transfer);
+        let published = self.overlay.publish(Topic::Transactions, bytes).await;
+        if let Err(e) = &published {
+            debug!(target: logs::PRODUCER, %e, "transfer not published");
+        }
+        queued && published.is_ok()
     }
 
     /// Moves the producer to the next term (see [`Producer::begin_term`]).
@@ -161,11 +181,25 @@ pub async fn spawn(
     let (burn, burn_blocks) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(ProducerStatus::default());
     let (state_tx, state) = watch::channel(Arc::new(producer.state().clone()));
+    let (network, relay_state) = (producer.network().to_owned(), state.clone());
+    overlay
+        .subscribe(
+            Topic::Transactions,
+            Arc::new(move |_: Option<PeerId>, data: &[u8]| {
+                let state = relay_state.borrow().clone();
+                match judge_relay(data, &network, &state) {
+                    RelayJudgement::Relay(_) => Verdict::Accept,
+                    RelayJudgement::Drop(why) => Verdict::Ignore(why.to_string()),
+                    RelayJudgement::Invalid(why) => Verdict::Reject(why),
+                }
+            }),
+        )
+        .await?;
     let (applied, _) = tokio::sync::broadcast::channel(1024);
     let driver = Driver {
         applied: applied.clone(),
         producer,
-        overlay,
+        overlay: overlay.clone(),
         federation,
         directory,
         status: status_tx,
@@ -176,6 +210,7 @@ pub async fn spawn(
     };
     tokio::spawn(driver.run(events, submitted, term_changes, burn_blocks));
     Ok(ProducerHandle {
+        overlay,
         submit,
         terms,
         burn,
@@ -223,6 +258,16 @@ impl Driver {
                 event = events.next() => match event {
                     Some(OverlayEvent::Gossip { topic: Topic::Blocks, source, data }) => {
                         self.on_message(source, &data)
+                    }
+                    Some(OverlayEvent::Gossip { topic: Topic::Transactions, data, .. }) => {
+                        // Judged by the topic's validator already; the mempool checks
+                        // it again on its own state.
+                        if let Ok(Tx::Transfer(transfer)) = Tx::from_bytes(&data)
+                            && let Err(e) = self.producer.submit(transfer)
+                        {
+                            debug!(target: logs::PRODUCER, %e, "relayed transfer refused");
+                        }
+                        Vec::new()
                     }
                     Some(_) => Vec::new(),
                     None => return,

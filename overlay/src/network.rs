@@ -85,16 +85,19 @@ pub enum Topic {
     FederationFrames,
     /// Liveness beacons of the testnet.
     Heartbeat,
+    /// Signed transfers on their way to the producers' mempools.
+    Transactions,
 }
 
 impl Topic {
     /// Every topic, in a fixed order.
-    pub const ALL: [Topic; 5] = [
+    pub const ALL: [Topic; 6] = [
         Topic::Blocks,
         Topic::StackerDbChunks,
         Topic::BurnBlocks,
         Topic::FederationFrames,
         Topic::Heartbeat,
+        Topic::Transactions,
     ];
 
     /// The short name used in topic strings and metrics.
@@ -105,6 +108,7 @@ impl Topic {
             Topic::BurnBlocks => "burn-blocks",
             Topic::FederationFrames => "federation-frames",
             Topic::Heartbeat => "heartbeat",
+            Topic::Transactions => "transactions",
         }
     }
 

@@ -16,6 +16,13 @@
 //!   earlier ones are taken. Ties go to the lower transaction id, so every producer
 //!   assembling from the same pool picks the same block.
 //! - **Pruning.** After a block, transfers whose nonce the chain has passed are dropped.
+//! - **Relay** (the transactions gossip topic, [`judge_relay`]). A node forwards a
+//!   gossiped transfer only if it decodes, is a transfer of at most
+//!   [`MAX_RELAYED_TX_BYTES`], carries a valid signature, and passes the pool's nonce and
+//!   balance checks on the node's chain state. Bytes that fail the first three are
+//!   invalid (the forwarding peer is penalised: an honest peer validates before it
+//!   forwards); a transfer that fails only the state checks is dropped without blame,
+//!   since two honest nodes may be a block apart.
 
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 
@@ -23,6 +30,69 @@ use crate::block::{AccountId, ChainState, Hash, Transfer, Tx};
 
 /// How far above its sender's account nonce a transfer may be.
 pub const MAX_NONCE_GAP: u64 = 64;
+
+/// Largest transaction relayed on the transactions topic (a transfer is under 200).
+pub const MAX_RELAYED_TX_BYTES: usize = 1024;
+
+/// What a node does with a transfer gossiped to it (see the module docs, "Relay").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RelayJudgement {
+    /// Valid on this node's state: deliver it to the mempool and forward it.
+    Relay(Transfer),
+    /// Valid bytes, but not admissible on this node's state (stale or early nonce, an
+    /// account that cannot pay): dropped, nobody blamed.
+    Drop(MempoolRefusal),
+    /// Not a validly signed transfer: dropped, and the forwarding peer blamed.
+    Invalid(String),
+}
+
+/// Judges gossiped `bytes` as a transfer of `network` on `state`.
+pub fn judge_relay(bytes: &[u8], network: &str, state: &ChainState) -> RelayJudgement {
+    if bytes.len() > MAX_RELAYED_TX_BYTES {
+        return RelayJudgement::Invalid(format!("{} bytes", bytes.len()));
+    }
+    let transfer = match Tx::from_bytes(bytes) {
+        Ok(Tx::Transfer(transfer)) => transfer,
+        Ok(_) => return RelayJudgement::Invalid("not a transfer".into()),
+        Err(e) => return RelayJudgement::Invalid(e.to_string()),
+    };
+    if let Err(refusal) = admissible(&transfer, state) {
+        return RelayJudgement::Drop(refusal);
+    }
+    if !transfer.signature_valid(network) {
+        return RelayJudgement::Invalid(MempoolRefusal::Signature.to_string());
+    }
+    RelayJudgement::Relay(transfer)
+}
+
+/// The checks against the chain state: the nonce window and the balance.
+fn admissible(transfer: &Transfer, state: &ChainState) -> Result<(), MempoolRefusal> {
+    let account = state
+        .accounts
+        .get(&transfer.from)
+        .copied()
+        .unwrap_or_default();
+    if transfer.nonce < account.nonce {
+        return Err(MempoolRefusal::NonceUsed {
+            got: transfer.nonce,
+            expected: account.nonce,
+        });
+    }
+    if transfer.nonce > account.nonce.saturating_add(MAX_NONCE_GAP) {
+        return Err(MempoolRefusal::NonceTooFar {
+            got: transfer.nonce,
+            expected: account.nonce,
+        });
+    }
+    let needed = transfer.amount.saturating_add(transfer.fee);
+    if transfer.amount.checked_add(transfer.fee).is_none() || needed > account.balance {
+        return Err(MempoolRefusal::Unfunded {
+            balance: account.balance,
+            needed,
+        });
+    }
+    Ok(())
+}
 
 /// Why a transfer was not admitted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -122,30 +192,7 @@ impl Mempool {
 
     /// Admits `transfer` against `state`, or says why not.
     pub fn insert(&mut self, transfer: Transfer, state: &ChainState) -> Result<(), MempoolRefusal> {
-        let account = state
-            .accounts
-            .get(&transfer.from)
-            .copied()
-            .unwrap_or_default();
-        if transfer.nonce < account.nonce {
-            return Err(MempoolRefusal::NonceUsed {
-                got: transfer.nonce,
-                expected: account.nonce,
-            });
-        }
-        if transfer.nonce > account.nonce.saturating_add(MAX_NONCE_GAP) {
-            return Err(MempoolRefusal::NonceTooFar {
-                got: transfer.nonce,
-                expected: account.nonce,
-            });
-        }
-        let needed = transfer.amount.saturating_add(transfer.fee);
-        if transfer.amount.checked_add(transfer.fee).is_none() || needed > account.balance {
-            return Err(MempoolRefusal::Unfunded {
-                balance: account.balance,
-                needed,
-            });
-        }
+        admissible(&transfer, state)?;
         if let Some(held) = self
             .by_sender
             .get(&transfer.from)
@@ -366,5 +413,39 @@ mod tests {
         pool.prune(&state);
         assert_eq!(pool.len(), 1);
         assert_eq!(pool.select(&state, 10)[0].nonce, 2);
+    }
+
+    #[test]
+    fn a_gossiped_transfer_is_relayed_dropped_or_invalid_by_the_rules() {
+        let state = funded(&[1]);
+        let bytes = |t: Transfer| Tx::Transfer(t).to_bytes().unwrap();
+        let good = transfer(1, 5, 0);
+        assert_eq!(
+            judge_relay(&bytes(good.clone()), "net", &state),
+            RelayJudgement::Relay(good)
+        );
+        // State checks: dropped without blame.
+        assert!(matches!(
+            judge_relay(&bytes(transfer(2, 5, 0)), "net", &state),
+            RelayJudgement::Drop(MempoolRefusal::Unfunded { .. })
+        ));
+        assert!(matches!(
+            judge_relay(&bytes(transfer(1, 5, MAX_NONCE_GAP + 1)), "net", &state),
+            RelayJudgement::Drop(MempoolRefusal::NonceTooFar { .. })
+        ));
+        // A forged signature, another network's, junk, a huge message: invalid.
+        let mut forged = transfer(1, 5, 0);
+        forged.amount += 1;
+        for bad in [
+            bytes(forged),
+            bytes(Transfer::sign("other", &key(1), account(99), 10, 5, 0)),
+            vec![0xff; 40],
+            vec![0; MAX_RELAYED_TX_BYTES + 1],
+        ] {
+            assert!(
+                matches!(judge_relay(&bad, "net", &state), RelayJudgement::Invalid(_)),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -708,6 +708,11 @@ impl Producer {
         self.me
     }
 
+    /// The network name this producer signs and checks under.
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
     /// The chain state at this producer's tip.
     pub fn state(&self) -> &ChainState {
         &self.state

@@ -8,7 +8,8 @@
 //! terms the spends rotate, so each term has its own weights ([`spend_of`]). Every
 //! producer stays above selection's lower bound of 1% of the total. The term's coinbase pays every
 //! producer pro rata by spend; the load generator sends transfers among the
-//! producers' accounts, submitted to every producer as a transactions topic would.
+//! producers' accounts, each handed to one producer, which gossips it to the others on
+//! the transactions topic.
 
 use std::{
     collections::BTreeMap,
@@ -68,14 +69,14 @@ pub struct ProducerEvents {
     blocks: OverlayEvents,
 }
 
-/// Splits `events`: federation frames and blocks-topic messages for the producer,
-/// everything else returned for the node's own loop.
+/// Splits `events`: federation frames, and blocks- and transactions-topic messages for
+/// the producer; everything else returned for the node's own loop.
 pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
     let (ours, rest) = events.split(4096, |e| {
         matches!(
             e,
             OverlayEvent::Gossip {
-                topic: Topic::FederationFrames | Topic::Blocks,
+                topic: Topic::FederationFrames | Topic::Blocks | Topic::Transactions,
                 ..
             } | OverlayEvent::InboundRequest {
                 service: Service::FederationFrame,
@@ -87,7 +88,7 @@ pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
         matches!(
             e,
             OverlayEvent::Gossip {
-                topic: Topic::Blocks,
+                topic: Topic::Blocks | Topic::Transactions,
                 ..
             }
         )
@@ -343,7 +344,8 @@ impl ProducerSet {
 }
 
 /// Transfers among the producers' accounts, about 200 a second once the term's first
-/// block funded them, each submitted to every producer. A sender whose transfers the
+/// block funded them, each handed to one producer (in turn), which puts it in its
+/// mempool and gossips it on the transactions topic. A sender whose transfers the
 /// chain has not taken within 32 nonces starts again from its nonce on chain (a
 /// transfer lost on the way would otherwise hold back all its later ones).
 async fn load(slots: Vec<Arc<OnceLock<ProducerHandle>>>, keys: Vec<Keypair>, on: Arc<AtomicBool>) {
@@ -388,8 +390,8 @@ async fn load(slots: Vec<Arc<OnceLock<ProducerHandle>>>, keys: Vec<Keypair>, on:
             let transfer = Transfer::sign(NETWORK, key, *to, 1_000, 1 + sent % 10, *next);
             *next += 1;
             sent += 1;
-            for producer in &producers {
-                producer.submit(transfer.clone());
+            if let Some(producer) = producers.get((sent as usize) % producers.len()) {
+                producer.broadcast(transfer).await;
             }
         }
     }

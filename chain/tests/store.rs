@@ -175,18 +175,9 @@ fn an_applied_block_survives_kill_9_and_a_power_cut() {
         }
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mount = dir.path().join("disk");
-    std::fs::create_dir(&mount).unwrap();
-    let (image, acknowledged) = lossy_fs::cut_power_during(
-        &mount,
-        "an_applied_block_survives_kill_9_and_a_power_cut",
-        BLOCKS,
-    )
-    .expect("the lossy file system needs /dev/fuse and root");
-    let restored = dir.path().join("restored");
-    image.restore_to(&restored).unwrap();
-    let store = reopen(&restored.join("chain"));
+    let cut = lossy_fs::power_cut("an_applied_block_survives_kill_9_and_a_power_cut", BLOCKS)
+        .expect("the lossy file system needs /dev/fuse and root");
+    let store = reopen(&cut.restored.join("chain"));
     let tip = store.block_at(store.state().height).unwrap().unwrap();
     assert_eq!(
         format!(
@@ -194,7 +185,7 @@ fn an_applied_block_survives_kill_9_and_a_power_cut() {
             store.state().height,
             hex::encode(tip.header.hash())
         ),
-        acknowledged[BLOCKS - 1]
+        cut.acknowledged[BLOCKS - 1]
     );
 }
 

@@ -435,23 +435,17 @@ fn a_stored_key_share_survives_kill_9_and_a_power_cut() {
         lossy_fs::acknowledge(&hex::encode(key.to_bytes().unwrap()));
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mount = dir.path().join("disk");
-    std::fs::create_dir(&mount).unwrap();
-    let (image, acknowledged) = lossy_fs::cut_power_during(
-        &mount,
-        "a_stored_key_share_survives_kill_9_and_a_power_cut",
-        1,
-    )
-    .expect("the lossy file system needs /dev/fuse and root");
-    let restored = dir.path().join("restored");
-    image.restore_to(&restored).unwrap();
-    let store = KeyStore::open(&restored.join("keys")).unwrap();
+    let cut = lossy_fs::power_cut("a_stored_key_share_survives_kill_9_and_a_power_cut", 1)
+        .expect("the lossy file system needs /dev/fuse and root");
+    let store = KeyStore::open(&cut.restored.join("keys")).unwrap();
     let current = store
         .current()
         .unwrap()
         .expect("the stored key share was lost");
-    assert_eq!(hex::encode(current.to_bytes().unwrap()), acknowledged[0]);
+    assert_eq!(
+        hex::encode(current.to_bytes().unwrap()),
+        cut.acknowledged[0]
+    );
 }
 
 /// How far a two-faced dealer carries its second face.

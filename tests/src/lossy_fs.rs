@@ -348,6 +348,32 @@ pub fn cut_power_during(
     Ok((image, acknowledged))
 }
 
+/// What a power cut left: the disk as found afterwards, and what had been acknowledged.
+pub struct PowerCut {
+    /// Holds everything; removed when dropped.
+    _dir: tempfile::TempDir,
+    /// An ordinary directory holding the durable contents of the writer's directory.
+    pub restored: PathBuf,
+    /// The acknowledged lines, oldest first.
+    pub acknowledged: Vec<String>,
+}
+
+/// [`cut_power_during`] in a temporary directory, with the disk image restored to
+/// [`PowerCut::restored`]: what the writer wrote under [`writer_dir`] is found there.
+pub fn power_cut(test: &str, acknowledgements: usize) -> io::Result<PowerCut> {
+    let dir = tempfile::tempdir()?;
+    let mount = dir.path().join("disk");
+    std::fs::create_dir(&mount)?;
+    let (image, acknowledged) = cut_power_during(&mount, test, acknowledgements)?;
+    let restored = dir.path().join("restored");
+    image.restore_to(&restored)?;
+    Ok(PowerCut {
+        _dir: dir,
+        restored,
+        acknowledged,
+    })
+}
+
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -365,6 +391,14 @@ impl Disk {
             Ok(state)
         } else {
             Err(Errno::EIO)
+        }
+    }
+
+    /// Files and directories need no handle of their own.
+    fn open_reply(&self, reply: ReplyOpen) {
+        match self.powered() {
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Err(errno) => reply.error(errno),
         }
     }
 
@@ -550,10 +584,7 @@ impl Filesystem for Disk {
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.powered() {
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Err(errno) => reply.error(errno),
-        }
+        self.open_reply(reply);
     }
 
     fn read(
@@ -628,10 +659,7 @@ impl Filesystem for Disk {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.powered() {
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Err(errno) => reply.error(errno),
-        }
+        self.open_reply(reply);
     }
 
     fn readdir(

@@ -82,7 +82,10 @@ impl request_response::Codec for RawCodec {
 
 type Attacker = Swarm<request_response::Behaviour<RawCodec>>;
 
-fn attacker() -> Attacker {
+/// A libp2p node over TCP, Noise and Yamux speaking only `behaviour`.
+fn swarm_of<B: libp2p::swarm::NetworkBehaviour>(
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> Swarm<B> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -91,16 +94,20 @@ fn attacker() -> Attacker {
             yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                RawCodec,
-                [(StreamProtocol::new(RPC_PROTOCOL), ProtocolSupport::Outbound)],
-                request_response::Config::default(),
-            )
-        })
+        .with_behaviour(behaviour)
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build()
+}
+
+fn attacker() -> Attacker {
+    swarm_of(|_| {
+        request_response::Behaviour::with_codec(
+            RawCodec,
+            [(StreamProtocol::new(RPC_PROTOCOL), ProtocolSupport::Outbound)],
+            request_response::Config::default(),
+        )
+    })
 }
 
 /// Drives the attacker's swarm while waiting for the victim's next penalty or ban.
@@ -324,19 +331,7 @@ async fn a_peer_that_never_completes_the_hello_is_served_nothing() {
 /// A peer that speaks Tenure's gossipsub, with its topics, scoring and signing, but not
 /// the hello.
 fn gossip_attacker(network: &NetworkId) -> Swarm<TenureGossipsub> {
-    let network = network.clone();
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| gossip::build(key, &network, &GossipParams::default()).unwrap())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+    swarm_of(|key| gossip::build(key, network, &GossipParams::default()).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

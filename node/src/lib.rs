@@ -11,6 +11,7 @@
 //! | federation channels, broadcast, DKG, signing | `tenure_frost_fed::member` | [`federation`] |
 //! | block validation | `tenure_chain::block` | [`producer`], [`bench::validate`] |
 //! | block production (election, proposals, pre-commits, mempool, announcements) | `tenure_chain::produce` | [`producer`] (in [`testnet`]; not yet in `tenure node`) |
+//! | transfers in, balances out (the transactions topic's judgement) | `tenure_chain::produce::mempool` | [`producer`], [`chain_api`], [`tx_client`] |
 //! | terms from the burnchain (registration, enrollment, selection, term keys, term UTXOs) | `tenure_chain::produce::{burn_scan, enroller}` | [`testnet::terms`] |
 //!
 //! Cross-crate tests in the workspace's `tests` crate drive these modules over
@@ -18,6 +19,7 @@
 
 pub mod bench;
 pub mod burnchain;
+pub mod chain_api;
 pub mod config;
 pub mod federation;
 pub mod http;
@@ -28,3 +30,4 @@ pub mod producer;
 pub mod run;
 pub mod stackerdb;
 pub mod testnet;
+pub mod tx_client;

@@ -59,6 +59,19 @@ enum Command {
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// Serve the chain's HTTP API (transfers, balances, the tip) for the first
+        /// producer at this address, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
+        /// An account (64 hex digits) the testnet pays 1,000,000 once blocks start, so
+        /// a key of your own can send transfers (`tenure tx`).
+        #[arg(long)]
+        faucet: Option<String>,
+    },
+    /// Chain client: balances and signed transfers (talks to the chain's HTTP API).
+    Tx {
+        #[command(subcommand)]
+        command: TxCommand,
     },
     /// Stacker DB client: keys, signed writes, reads (talks to a node's HTTP API).
     Stackerdb {
@@ -70,6 +83,77 @@ enum Command {
         #[command(subcommand)]
         bench: BenchCommand,
     },
+}
+
+/// `tenure tx` commands.
+#[derive(Subcommand)]
+enum TxCommand {
+    /// Print the account of a key file (made with `tenure stackerdb keygen`).
+    Account {
+        /// The key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Print an account's balance and next nonce.
+    Balance {
+        /// The chain HTTP API's address (host:port).
+        #[arg(long)]
+        node: String,
+        /// The account, 64 hex digits.
+        #[arg(long)]
+        account: String,
+    },
+    /// Sign a transfer with a key file and submit it.
+    Send {
+        /// The chain HTTP API's address (host:port).
+        #[arg(long)]
+        node: String,
+        /// The sender's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The recipient account, 64 hex digits.
+        #[arg(long)]
+        to: String,
+        /// Amount.
+        #[arg(long)]
+        amount: u64,
+        /// Fee (the mempool orders by it).
+        #[arg(long, default_value_t = 1)]
+        fee: u64,
+        /// Nonce (default: the account's next, asked of the node).
+        #[arg(long)]
+        nonce: Option<u64>,
+        /// The network name transfers are signed for.
+        #[arg(long, default_value = "testnet")]
+        network: String,
+    },
+}
+
+fn tx_command(command: TxCommand) -> anyhow::Result<()> {
+    use tenure_node::tx_client;
+    match command {
+        TxCommand::Account { key } => println!("{}", tx_client::account_of(&key)?),
+        TxCommand::Balance { node, account } => {
+            println!(
+                "{}",
+                serde_json::to_string(&tx_client::balance(&node, &account)?)?
+            )
+        }
+        TxCommand::Send {
+            node,
+            key,
+            to,
+            amount,
+            fee,
+            nonce,
+            network,
+        } => {
+            let answer = tx_client::send(&node, &network, &key, &to, amount, fee, nonce)?;
+            tx_client::check_taken(&answer)?;
+            println!("{answer}");
+        }
+    }
+    Ok(())
 }
 
 /// Which slot of which DB at which node.
@@ -342,17 +426,31 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             burn_interval_ms,
             kill_leader,
             json,
+            http,
+            faucet,
         } => {
             anyhow::ensure!(
                 burn_interval_ms >= 10,
                 "--burn-interval-ms must be at least 10"
             );
+            let faucet = match faucet {
+                Some(account) => Some(
+                    hex::decode(&account)
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .map(tenure_chain::block::AccountId)
+                        .ok_or_else(|| anyhow::anyhow!("--faucet is an account: 64 hex digits"))?,
+                ),
+                None => None,
+            };
             let summary = testnet::run(testnet::TestnetOptions {
                 nodes,
                 terms,
                 duration: Duration::from_secs(duration),
                 burn_interval: Duration::from_millis(burn_interval_ms),
                 kill_leader,
+                http,
+                faucet,
             })
             .await?;
             if json {
@@ -397,6 +495,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Stackerdb { command } => stackerdb_command(command)?,
+        Command::Tx { command } => tx_command(command)?,
         Command::Bench {
             bench:
                 BenchCommand::Produce {

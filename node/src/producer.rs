@@ -93,6 +93,7 @@ pub struct AppliedBlock {
 /// A handle to a running producer.
 #[derive(Clone)]
 pub struct ProducerHandle {
+    network: String,
     overlay: OverlayHandle,
     submit: mpsc::Sender<Transfer>,
     terms: mpsc::Sender<TermContext>,
@@ -109,17 +110,22 @@ impl ProducerHandle {
     }
 
     /// Submits a transfer here and publishes it on the transactions topic, from which
-    /// every other producer takes it. False if it could not be queued or published.
+    /// every other producer takes it. False if it could not be queued here (a failed
+    /// publication, with no peer on the topic yet, is only logged).
     pub async fn broadcast(&self, transfer: Transfer) -> bool {
         let Ok(bytes) = Tx::Transfer(transfer.clone()).to_bytes() else {
             return false;
         };
         let queued = self.submit(transfer);
-        let published = self.overlay.publish(Topic::Transactions, bytes).await;
-        if let Err(e) = &published {
+        if let Err(e) = self.overlay.publish(Topic::Transactions, bytes).await {
             debug!(target: logs::PRODUCER, %e, "transfer not published");
         }
-        queued && published.is_ok()
+        queued
+    }
+
+    /// The network name the producer signs and checks under.
+    pub fn network(&self) -> &str {
+        &self.network
     }
 
     /// Moves the producer to the next term (see [`Producer::begin_term`]).
@@ -181,13 +187,14 @@ pub async fn spawn(
     let (burn, burn_blocks) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(ProducerStatus::default());
     let (state_tx, state) = watch::channel(Arc::new(producer.state().clone()));
-    let (network, relay_state) = (producer.network().to_owned(), state.clone());
+    let network = producer.network().to_owned();
+    let (relay_network, relay_state) = (network.clone(), state.clone());
     overlay
         .subscribe(
             Topic::Transactions,
             Arc::new(move |_: Option<PeerId>, data: &[u8]| {
                 let state = relay_state.borrow().clone();
-                match judge_relay(data, &network, &state) {
+                match judge_relay(data, &relay_network, &state) {
                     RelayJudgement::Relay(_) => Verdict::Accept,
                     RelayJudgement::Drop(why) => Verdict::Ignore(why.to_string()),
                     RelayJudgement::Invalid(why) => Verdict::Reject(why),
@@ -210,6 +217,7 @@ pub async fn spawn(
     };
     tokio::spawn(driver.run(events, submitted, term_changes, burn_blocks));
     Ok(ProducerHandle {
+        network,
         overlay,
         submit,
         terms,

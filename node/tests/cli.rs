@@ -242,3 +242,127 @@ fn the_testnet_replaces_a_killed_leader_and_production_goes_on() {
     assert_eq!(summary["tips_agree"], true, "{summary}");
     assert!(stderr.contains("killing the leader"), "{stderr}");
 }
+
+fn tenure_ok(args: &[&str]) -> String {
+    let out = Command::new(TENURE).args(args).output().unwrap();
+    assert!(out.status.success(), "tenure {args:?} failed: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn balance_of(http: &str, account: &str) -> u64 {
+    let out = Command::new(TENURE)
+        .args(["tx", "balance", "--node", http, "--account", account])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return 0;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["balance"].as_u64().unwrap()
+}
+
+fn wait_for_balance(http: &str, account: &str, at_least: u64) {
+    let started = Instant::now();
+    while balance_of(http, account) < at_least {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{account} never held {at_least}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_key_of_ones_own_is_funded_sends_a_transfer_and_sees_balances_over_the_chain_api() {
+    let _one = TESTNET.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (alice_key, bob_key) = (dir.path().join("alice.key"), dir.path().join("bob.key"));
+    for key in [&alice_key, &bob_key] {
+        tenure_ok(&["stackerdb", "keygen", "--out", key.to_str().unwrap()]);
+    }
+    let alice = tenure_ok(&["tx", "account", "--key", alice_key.to_str().unwrap()]);
+    let bob = tenure_ok(&["tx", "account", "--key", bob_key.to_str().unwrap()]);
+    let mut testnet = Command::new(TENURE)
+        .args([
+            "testnet",
+            "--nodes",
+            "4",
+            "--terms",
+            "3",
+            "--burn-interval-ms",
+            "800",
+            "--http",
+            "127.0.0.1:0",
+            "--faucet",
+            &alice,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = testnet.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let http = loop {
+        let line = lines
+            .recv_timeout(DEADLINE)
+            .expect("the testnet never said where its chain API is");
+        if let Some((_, addr)) = line.split_once("chain HTTP API on http://") {
+            break addr.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+
+    // The faucet pays Alice once blocks come; Alice pays Bob with her own key.
+    wait_for_balance(&http, &alice, 1_000_000);
+    let sent = tenure_ok(&[
+        "tx",
+        "send",
+        "--node",
+        &http,
+        "--key",
+        alice_key.to_str().unwrap(),
+        "--to",
+        &bob,
+        "--amount",
+        "12345",
+        "--fee",
+        "7",
+    ]);
+    assert!(sent.contains("txid"), "{sent}");
+    wait_for_balance(&http, &bob, 12_345);
+    assert_eq!(balance_of(&http, &alice), 1_000_000 - 12_345 - 7);
+
+    // Bob cannot send more than he holds: refused at once, with the reason.
+    let out = Command::new(TENURE)
+        .args([
+            "tx",
+            "send",
+            "--node",
+            &http,
+            "--key",
+            bob_key.to_str().unwrap(),
+            "--to",
+            &alice,
+            "--amount",
+            "1000000",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("409") && stderr.contains("balance"),
+        "{stderr}"
+    );
+
+    let _ = testnet.kill();
+    let _ = testnet.wait();
+}

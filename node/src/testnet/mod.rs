@@ -77,6 +77,11 @@ pub struct TestnetOptions {
     pub burn_interval: Duration,
     /// Kill the leader's node halfway through and show its replacement.
     pub kill_leader: bool,
+    /// Serve the chain's HTTP API ([`crate::chain_api`]) for the first producer here.
+    pub http: Option<std::net::SocketAddr>,
+    /// An account the first producer pays 1,000,000 once its term's first block
+    /// funded it, so a user's own key has coins to send.
+    pub faucet: Option<tenure_chain::block::AccountId>,
 }
 
 #[derive(Default)]
@@ -316,7 +321,16 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         term_keys,
     )
     .await?;
-    set.start_load();
+    if let Some(addr) = options.http {
+        let slot = set
+            .producers
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("the testnet has no producer"))?;
+        let bound = crate::chain_api::serve(addr, slot).await?;
+        eprintln!("testnet: chain HTTP API on http://{bound} (the first producer's view)");
+    }
+    set.start_load(options.faucet);
     let last_term = terms::FIRST_TERM + options.terms - 1;
     let done_at = schedule.terms.heights(last_term).end;
     // Halfway through the middle producing term: not at a term change.

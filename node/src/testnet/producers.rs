@@ -55,6 +55,9 @@ const TERM: u64 = 1;
 /// Each term's coinbase, in all.
 pub const COINBASE: u64 = 100_000_000;
 
+/// What the load generator pays a faucet account (`tenure testnet --faucet`).
+pub const FAUCET_AMOUNT: u64 = 1_000_000;
+
 /// What node `index` of `nodes` spends on its enrollment in term `term`, in
 /// satoshis: `2n - i` units, rotated by the term so weights change from term to term.
 pub fn spend_of(index: usize, nodes: usize, term: u64) -> u64 {
@@ -327,13 +330,14 @@ impl ProducerSet {
             .collect()
     }
 
-    /// Starts the load generator.
-    pub fn start_load(&self) {
+    /// Starts the load generator; it first pays `faucet` [`FAUCET_AMOUNT`], if given.
+    pub fn start_load(&self, faucet: Option<AccountId>) {
         self.load_on.store(true, Ordering::Relaxed);
         tokio::spawn(load(
             self.producers.clone(),
             self.keys.clone(),
             self.load_on.clone(),
+            faucet,
         ));
     }
 
@@ -348,7 +352,12 @@ impl ProducerSet {
 /// mempool and gossips it on the transactions topic. A sender whose transfers the
 /// chain has not taken within 32 nonces starts again from its nonce on chain (a
 /// transfer lost on the way would otherwise hold back all its later ones).
-async fn load(slots: Vec<Arc<OnceLock<ProducerHandle>>>, keys: Vec<Keypair>, on: Arc<AtomicBool>) {
+async fn load(
+    slots: Vec<Arc<OnceLock<ProducerHandle>>>,
+    keys: Vec<Keypair>,
+    on: Arc<AtomicBool>,
+    mut faucet: Option<AccountId>,
+) {
     // (key, account, next nonce) of every sender, and where it sends.
     let mut senders: Vec<(Keypair, AccountId, u64)> = keys
         .iter()
@@ -375,6 +384,17 @@ async fn load(slots: Vec<Arc<OnceLock<ProducerHandle>>>, keys: Vec<Keypair>, on:
         else {
             continue;
         };
+        // The faucet's payment, from the first sender, as its next transfer.
+        if let (Some(to), Some((key, account, next)), Some(producer)) =
+            (faucet, senders.first_mut(), producers.first())
+        {
+            let on_chain = state.accounts.get(account).map_or(0, |a| a.nonce);
+            *next = (*next).max(on_chain);
+            let payment = Transfer::sign(NETWORK, key, to, FAUCET_AMOUNT, 10, *next);
+            *next += 1;
+            producer.broadcast(payment).await;
+            faucet = None;
+        }
         let count = senders.len().max(1);
         for _ in 0..2 {
             let index = (sent as usize) % count;

@@ -1,0 +1,169 @@
+//! The chain's HTTP API (JSON), served by a producer's node: transfers in, balances
+//! and the tip out. The testnet serves it for its first producer (`--http`).
+//!
+//! - `GET  /v1/chain` → `{term, height, tip, leader}` (`tip` hex; `leader` the
+//!   producer followed, or null).
+//! - `GET  /v1/accounts/{account}` → `{account, balance, nonce}` at the producer's tip
+//!   (`account` is the x-only key, 64 hex digits; an account never paid is 0 and 0).
+//! - `POST /v1/transactions` with `{tx}` (hex of a chain transaction) → 202 `{txid}`
+//!   once the producer took it into its mempool and gossiped it on the transactions
+//!   topic; 400 `{reason}` if it is not a validly signed transfer; 409 `{reason}` if it
+//!   is not admissible on the tip (nonce used or too far ahead, balance too low). The
+//!   judgement is the topic's own ([`tenure_chain::produce::judge_relay`]): what the
+//!   API takes, every producer takes.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use tenure_chain::{
+    block::{AccountId, Tx},
+    produce::{RelayJudgement, judge_relay},
+};
+
+use crate::producer::ProducerHandle;
+
+/// The producer the API speaks for, once it runs.
+pub type ProducerSlot = Arc<OnceLock<ProducerHandle>>;
+
+/// The tip as `GET /v1/chain` returns it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChainJson {
+    /// The producer's term.
+    pub term: u64,
+    /// Height of the tip.
+    pub height: u64,
+    /// The tip's hash, hex.
+    pub tip: String,
+    /// The leader the producer follows.
+    pub leader: Option<String>,
+}
+
+/// An account as `GET /v1/accounts/{account}` returns it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountJson {
+    /// The account, hex.
+    pub account: String,
+    /// Its balance.
+    pub balance: u64,
+    /// The nonce its next transfer must carry.
+    pub nonce: u64,
+}
+
+/// A transaction as `POST /v1/transactions` takes it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TxJson {
+    /// The transaction's bytes, hex.
+    pub tx: String,
+}
+
+/// Binds `addr` and serves the routes for `slot` in the background; returns the bound
+/// address.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    slot: ProducerSlot,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind the chain HTTP API on {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    let app = routes().with_state(slot);
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::warn!(target: crate::logs::HTTP, %err, "chain HTTP API stopped");
+        }
+    });
+    Ok(bound)
+}
+
+/// The routes, for a router whose state is the producer's slot.
+pub fn routes() -> Router<ProducerSlot> {
+    Router::new()
+        .route("/v1/chain", get(chain))
+        .route("/v1/accounts/{account}", get(account))
+        .route("/v1/transactions", post(submit))
+}
+
+fn refused(status: StatusCode, reason: impl ToString) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "reason": reason.to_string() })),
+    )
+        .into_response()
+}
+
+fn not_started() -> Response {
+    refused(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the producer has not started",
+    )
+}
+
+async fn chain(State(slot): State<ProducerSlot>) -> Response {
+    let Some(producer) = slot.get() else {
+        return not_started();
+    };
+    let status = producer.status();
+    Json(ChainJson {
+        term: status.term,
+        height: status.height,
+        tip: hex::encode(status.tip),
+        leader: status.leader.map(|l| l.to_string()),
+    })
+    .into_response()
+}
+
+async fn account(State(slot): State<ProducerSlot>, Path(account): Path<String>) -> Response {
+    let Some(producer) = slot.get() else {
+        return not_started();
+    };
+    let Some(id) = hex::decode(&account)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(AccountId)
+    else {
+        return refused(StatusCode::BAD_REQUEST, "an account is 64 hex digits");
+    };
+    let state = producer.state();
+    let held = state.accounts.get(&id).copied().unwrap_or_default();
+    Json(AccountJson {
+        account: id.to_string(),
+        balance: held.balance,
+        nonce: held.nonce,
+    })
+    .into_response()
+}
+
+async fn submit(State(slot): State<ProducerSlot>, Json(body): Json<TxJson>) -> Response {
+    let Some(producer) = slot.get() else {
+        return not_started();
+    };
+    let Ok(bytes) = hex::decode(body.tx.trim()) else {
+        return refused(StatusCode::BAD_REQUEST, "tx is not hex");
+    };
+    match judge_relay(&bytes, producer.network(), &producer.state()) {
+        RelayJudgement::Relay(transfer) => {
+            let txid = hex::encode(Tx::Transfer(transfer.clone()).id());
+            if producer.broadcast(transfer).await {
+                (
+                    StatusCode::ACCEPTED,
+                    Json(serde_json::json!({ "txid": txid })),
+                )
+                    .into_response()
+            } else {
+                refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the producer's queue is full",
+                )
+            }
+        }
+        RelayJudgement::Drop(why) => refused(StatusCode::CONFLICT, why),
+        RelayJudgement::Invalid(why) => refused(StatusCode::BAD_REQUEST, why),
+    }
+}

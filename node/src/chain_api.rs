@@ -5,9 +5,11 @@
 //!   producer followed, or null).
 //! - `GET  /v1/accounts/{account}` → `{account, balance, nonce}` at the producer's tip
 //!   (`account` is the x-only key, 64 hex digits; an account never paid is 0 and 0).
-//! - `POST /v1/transactions` with `{tx}` (hex of a chain transaction) → 202 `{txid}`
-//!   once the producer took it into its mempool and gossiped it on the transactions
-//!   topic; 400 `{reason}` if it is not a validly signed transfer; 409 `{reason}` if it
+//! - `POST /v1/transactions` with `{tx}` (hex of a chain transaction, bodies of at most
+//!   4 KiB) → 202 `{txid}` once it passed the topic's checks and is queued for the
+//!   producer's mempool and gossiped on the transactions topic (the mempool checks it
+//!   again: a transfer that does not replace the one held at its nonce goes no
+//!   further); 400 `{reason}` if it is not a validly signed transfer; 409 `{reason}` if it
 //!   is not admissible on the tip (nonce used or too far ahead, balance too low). The
 //!   judgement is the topic's own ([`tenure_chain::produce::judge_relay`]): what the
 //!   API takes, every producer takes.
@@ -28,6 +30,9 @@ use tenure_chain::{
 };
 
 use crate::producer::ProducerHandle;
+
+/// Bodies up to this size are read: a transaction is at most 1 KiB, twice that in hex.
+const MAX_BODY_BYTES: usize = 4096;
 
 /// The producer the API speaks for, once it runs.
 pub type ProducerSlot = Arc<OnceLock<ProducerHandle>>;
@@ -73,7 +78,9 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind the chain HTTP API on {addr}: {e}"))?;
     let bound = listener.local_addr()?;
-    let app = routes().with_state(slot);
+    let app = routes()
+        .with_state(slot)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::warn!(target: crate::logs::HTTP, %err, "chain HTTP API stopped");

@@ -29,7 +29,10 @@ use rand_core::OsRng;
 use sha2::{Digest, Sha256};
 use tenure_chain::{
     block::{ChainState, Hash, SignerEvidence, TermContext, Transfer, Tx},
-    produce::{Producer, ProducerId, ProducerMessage, ProducerOutput, RelayJudgement, judge_relay},
+    produce::{
+        Producer, ProducerId, ProducerMessage, ProducerOutput, RelayJudgement, RelayedNonces,
+        judge_relay,
+    },
 };
 use tenure_overlay::{OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Topic, Verdict};
 use tokio::sync::{mpsc, watch};
@@ -39,6 +42,13 @@ use crate::{federation::FedHandle, logs};
 
 /// How often the producer's timers run.
 pub const TICK: Duration = Duration::from_millis(20);
+
+/// (sender, nonce) pairs the transactions topic's validator remembers as relayed.
+const RELAYED_NONCES_KEPT: usize = 65_536;
+
+/// How long publishing a transfer may take before it is given up (the swarm task is
+/// busy).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a running producer reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -109,18 +119,27 @@ impl ProducerHandle {
         self.submit.try_send(transfer).is_ok()
     }
 
-    /// Submits a transfer here and publishes it on the transactions topic, from which
-    /// every other producer takes it. False if it could not be queued here (a failed
-    /// publication, with no peer on the topic yet, is only logged).
+    /// Submits a transfer here and, once queued, publishes it on the transactions topic,
+    /// from which every other producer takes it. False if it could not be queued here
+    /// (then it is not published); a failed or slow publication is only logged.
     pub async fn broadcast(&self, transfer: Transfer) -> bool {
         let Ok(bytes) = Tx::Transfer(transfer.clone()).to_bytes() else {
             return false;
         };
-        let queued = self.submit(transfer);
-        if let Err(e) = self.overlay.publish(Topic::Transactions, bytes).await {
-            debug!(target: logs::PRODUCER, %e, "transfer not published");
+        if !self.submit(transfer) {
+            return false;
         }
-        queued
+        match tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            self.overlay.publish(Topic::Transactions, bytes),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(target: logs::PRODUCER, %e, "transfer not published"),
+            Err(_) => debug!(target: logs::PRODUCER, "transfer not published in time"),
+        }
+        true
     }
 
     /// The network name the producer signs and checks under.
@@ -189,13 +208,25 @@ pub async fn spawn(
     let (state_tx, state) = watch::channel(Arc::new(producer.state().clone()));
     let network = producer.network().to_owned();
     let (relay_network, relay_state) = (network.clone(), state.clone());
+    let relayed = std::sync::Mutex::new(RelayedNonces::new(RELAYED_NONCES_KEPT));
     overlay
         .subscribe(
             Topic::Transactions,
             Arc::new(move |_: Option<PeerId>, data: &[u8]| {
                 let state = relay_state.borrow().clone();
                 match judge_relay(data, &relay_network, &state) {
-                    RelayJudgement::Relay(_) => Verdict::Accept,
+                    RelayJudgement::Relay(transfer) => {
+                        let mut relayed = relayed
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if relayed.admit(&transfer) {
+                            Verdict::Accept
+                        } else {
+                            Verdict::Ignore(
+                                "its nonce was relayed at a fee it does not replace".into(),
+                            )
+                        }
+                    }
                     RelayJudgement::Drop(why) => Verdict::Ignore(why.to_string()),
                     RelayJudgement::Invalid(why) => Verdict::Reject(why),
                 }

@@ -15,6 +15,13 @@ use crate::{
     stackerdb::client::load_key,
 };
 
+/// How long a request to the node may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(REQUEST_TIMEOUT).build()
+}
+
 /// The account of the key in `key_file`.
 pub fn account_of(key_file: &Path) -> anyhow::Result<AccountId> {
     let keypair = Keypair::from_secret_key(SECP256K1, &load_key(key_file)?);
@@ -23,7 +30,8 @@ pub fn account_of(key_file: &Path) -> anyhow::Result<AccountId> {
 
 /// The account `account` (hex) as the node sees it.
 pub fn balance(node: &str, account: &str) -> anyhow::Result<AccountJson> {
-    ureq::get(&format!("http://{node}/v1/accounts/{account}"))
+    agent()
+        .get(&format!("http://{node}/v1/accounts/{account}"))
         .call()
         .map_err(|e| answer_error(node, e))?
         .into_json()
@@ -55,7 +63,8 @@ pub fn send(
     };
     let transfer = Transfer::sign(network, &keypair, to, amount, fee, nonce);
     let tx = hex::encode(Tx::Transfer(transfer).to_bytes()?);
-    let answer: serde_json::Value = ureq::post(&format!("http://{node}/v1/transactions"))
+    let answer: serde_json::Value = agent()
+        .post(&format!("http://{node}/v1/transactions"))
         .send_json(serde_json::to_value(TxJson { tx })?)
         .map_err(|e| answer_error(node, e))?
         .into_json()?;

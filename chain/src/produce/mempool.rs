@@ -7,7 +7,9 @@
 //!   that covers amount plus fee on the chain state (the pool's earlier transfers of
 //!   the sender are not counted: validation of the block has the last word).
 //! - **One transfer per (sender, nonce).** A second one replaces the first only with a
-//!   strictly higher fee (replace by fee); otherwise it is refused.
+//!   fee at least a tenth higher, and by at least 1 ([`replaces`]; replace by fee);
+//!   otherwise it is refused. The step keeps a sender from making every node relay a
+//!   replacement per satoshi.
 //! - **Bounded.** At most `capacity` transfers. When full, a newcomer must pay more than
 //!   the cheapest transfer that is its sender's last (evicting it leaves no nonce gap);
 //!   that one is evicted, else the newcomer is refused.
@@ -16,13 +18,15 @@
 //!   earlier ones are taken. Ties go to the lower transaction id, so every producer
 //!   assembling from the same pool picks the same block.
 //! - **Pruning.** After a block, transfers whose nonce the chain has passed are dropped.
-//! - **Relay** (the transactions gossip topic, [`judge_relay`]). A node forwards a
-//!   gossiped transfer only if it decodes, is a transfer of at most
-//!   [`MAX_RELAYED_TX_BYTES`], carries a valid signature, and passes the pool's nonce and
-//!   balance checks on the node's chain state. Bytes that fail the first three are
-//!   invalid (the forwarding peer is penalised: an honest peer validates before it
-//!   forwards); a transfer that fails only the state checks is dropped without blame,
-//!   since two honest nodes may be a block apart.
+//! - **Relay** (the transactions gossip topic, [`judge_relay`], [`RelayedNonces`]). A
+//!   node forwards a gossiped transfer only if it decodes, is a transfer of at most
+//!   [`MAX_RELAYED_TX_BYTES`] **in its one canonical encoding** (gossip ids are hashes
+//!   of the bytes: a re-encoded copy would be a new message to relay), carries a valid
+//!   signature, passes the pool's nonce and balance checks on the node's chain state,
+//!   and is new at its (sender, nonce) or [`replaces`] what the node relayed there.
+//!   Bytes that fail the first three are invalid (the forwarding peer is penalised: an
+//!   honest peer validates before it forwards); a transfer that fails only the later
+//!   checks is dropped without blame, since two honest nodes may be a block apart.
 
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 
@@ -56,6 +60,10 @@ pub fn judge_relay(bytes: &[u8], network: &str, state: &ChainState) -> RelayJudg
         Ok(_) => return RelayJudgement::Invalid("not a transfer".into()),
         Err(e) => return RelayJudgement::Invalid(e.to_string()),
     };
+    match Tx::Transfer(transfer.clone()).to_bytes() {
+        Ok(canonical) if canonical == bytes => {}
+        _ => return RelayJudgement::Invalid("not the transfer's canonical encoding".into()),
+    }
     if let Err(refusal) = admissible(&transfer, state) {
         return RelayJudgement::Drop(refusal);
     }
@@ -63,6 +71,56 @@ pub fn judge_relay(bytes: &[u8], network: &str, state: &ChainState) -> RelayJudg
         return RelayJudgement::Invalid(MempoolRefusal::Signature.to_string());
     }
     RelayJudgement::Relay(transfer)
+}
+
+/// Whether a transfer paying `new_fee` may replace one paying `held_fee` at the same
+/// (sender, nonce): a tenth more, and at least 1 more.
+pub fn replaces(held_fee: u64, new_fee: u64) -> bool {
+    new_fee >= held_fee.saturating_add((held_fee / 10).max(1))
+}
+
+/// The (sender, nonce) pairs a node relayed lately, with the fee relayed: a transfer
+/// is relayed only if new there or if it [`replaces`] that one. Bounded: the oldest
+/// pairs are forgotten first.
+#[derive(Debug)]
+pub struct RelayedNonces {
+    fees: std::collections::HashMap<(AccountId, u64), u64>,
+    order: std::collections::VecDeque<(AccountId, u64)>,
+    capacity: usize,
+}
+
+impl RelayedNonces {
+    /// Remembers at most `capacity` pairs.
+    pub fn new(capacity: usize) -> RelayedNonces {
+        RelayedNonces {
+            fees: std::collections::HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// Records `transfer` as relayed if it may be; false if an earlier transfer at its
+    /// (sender, nonce) was relayed and this one does not replace it.
+    pub fn admit(&mut self, transfer: &Transfer) -> bool {
+        let key = (transfer.from, transfer.nonce);
+        match self.fees.get_mut(&key) {
+            Some(fee) if !replaces(*fee, transfer.fee) => false,
+            Some(fee) => {
+                *fee = transfer.fee;
+                true
+            }
+            None => {
+                self.fees.insert(key, transfer.fee);
+                self.order.push_back(key);
+                while self.order.len() > self.capacity {
+                    if let Some(old) = self.order.pop_front() {
+                        self.fees.remove(&old);
+                    }
+                }
+                true
+            }
+        }
+    }
 }
 
 /// The checks against the chain state: the nonce window and the balance.
@@ -197,7 +255,7 @@ impl Mempool {
             .by_sender
             .get(&transfer.from)
             .and_then(|s| s.get(&transfer.nonce))
-            && held.fee >= transfer.fee
+            && !replaces(held.fee, transfer.fee)
         {
             return Err(MempoolRefusal::Duplicate { held_fee: held.fee });
         }
@@ -447,5 +505,44 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_re_encoded_transfer_is_invalid_and_a_nonce_is_relayed_again_only_for_a_real_fee_step() {
+        let state = funded(&[1]);
+        let good = transfer(1, 100, 0);
+        let bytes = Tx::Transfer(good.clone()).to_bytes().unwrap();
+        // The same transfer under another encoding of the same value: a trailing
+        // byte, and the envelope map re-encoded with an extra key.
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        let mut value: serde_cbor::Value = serde_cbor::from_slice(&bytes).unwrap();
+        if let serde_cbor::Value::Map(map) = &mut value {
+            map.insert(serde_cbor::Value::Text("x".into()), serde_cbor::Value::Null);
+        }
+        let extra_key = serde_cbor::to_vec(&value).unwrap();
+        for other in [trailing, extra_key] {
+            assert!(
+                matches!(
+                    judge_relay(&other, "net", &state),
+                    RelayJudgement::Invalid(_)
+                ),
+                "{other:?}"
+            );
+        }
+        let mut relayed = RelayedNonces::new(2);
+        assert!(relayed.admit(&good));
+        assert!(!relayed.admit(&transfer(1, 100, 0)));
+        assert!(!relayed.admit(&transfer(1, 109, 0)), "a 9% step");
+        assert!(relayed.admit(&transfer(1, 110, 0)));
+        // Bounded: two newer pairs push the first out.
+        assert!(relayed.admit(&transfer(1, 1, 1)));
+        assert!(relayed.admit(&transfer(1, 1, 2)));
+        assert!(relayed.admit(&transfer(1, 110, 0)));
+        // The pool's replace-by-fee takes the same step.
+        let mut pool = Mempool::new("net", 10);
+        pool.insert(transfer(1, 100, 0), &state).unwrap();
+        assert!(pool.insert(transfer(1, 109, 0), &state).is_err());
+        pool.insert(transfer(1, 110, 0), &state).unwrap();
     }
 }

@@ -130,11 +130,7 @@ async fn account(State(slot): State<ProducerSlot>, Path(account): Path<String>) 
     let Some(producer) = slot.get() else {
         return not_started();
     };
-    let Some(id) = hex::decode(&account)
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .map(AccountId)
-    else {
+    let Some(id) = AccountId::from_hex(&account) else {
         return refused(StatusCode::BAD_REQUEST, "an account is 64 hex digits");
     };
     let state = producer.state();

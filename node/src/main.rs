@@ -435,10 +435,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             let faucet = match faucet {
                 Some(account) => Some(
-                    hex::decode(&account)
-                        .ok()
-                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                        .map(tenure_chain::block::AccountId)
+                    tenure_chain::block::AccountId::from_hex(&account)
                         .ok_or_else(|| anyhow::anyhow!("--faucet is an account: 64 hex digits"))?,
                 ),
                 None => None,

@@ -52,11 +52,7 @@ pub fn send(
 ) -> anyhow::Result<serde_json::Value> {
     let keypair = Keypair::from_secret_key(SECP256K1, &load_key(key_file)?);
     let from = AccountId::of(&keypair.x_only_public_key().0);
-    let to = hex::decode(to)
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .map(AccountId)
-        .context("--to is an account: 64 hex digits")?;
+    let to = AccountId::from_hex(to).context("--to is an account: 64 hex digits")?;
     let nonce = match nonce {
         Some(n) => n,
         None => balance(node, &from.to_string())?.nonce,

@@ -189,11 +189,6 @@ impl<B: NetworkBehaviour> HelloGate<B> {
         }
     }
 
-    /// Whether `peer` has been admitted.
-    pub fn is_admitted(&self, peer: &PeerId) -> bool {
-        self.admitted.contains(peer)
-    }
-
     fn handler(
         &mut self,
         peer: PeerId,

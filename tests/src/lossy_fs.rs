@@ -169,14 +169,6 @@ impl DiskImage {
         }
         Ok(())
     }
-
-    /// Total durable bytes of the files.
-    pub fn file_bytes(&self) -> usize {
-        self.entries
-            .iter()
-            .filter_map(|(_, content)| content.as_ref().map(Vec::len))
-            .sum()
-    }
 }
 
 /// A mounted lossy file system; unmounted when dropped.

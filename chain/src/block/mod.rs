@@ -102,6 +102,12 @@ impl AccountId {
     pub fn of(key: &bitcoin::XOnlyPublicKey) -> AccountId {
         AccountId(key.serialize())
     }
+
+    /// The account written as 64 hex digits (as [`std::fmt::Display`] writes it).
+    pub fn from_hex(text: &str) -> Option<AccountId> {
+        let bytes = hex::decode(text.trim()).ok()?;
+        <[u8; 32]>::try_from(bytes).ok().map(AccountId)
+    }
 }
 
 impl AsRef<[u8]> for AccountId {

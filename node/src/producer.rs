@@ -7,6 +7,10 @@
 //!   state (valid: forwarded and put in the mempool; stale or unfunded: dropped; not a
 //!   validly signed transfer: rejected and the forwarder penalised).
 //!   [`ProducerHandle::broadcast`] puts a transfer in the local mempool and publishes it.
+//!   Relayed transfers wait in a queue of their own ([`TRANSACTIONS_QUEUE`], dropped
+//!   when full) and the loop takes them after everything else, so a flood of transfers
+//!   never delays a vote or a pre-commit. The validator checked a relayed transfer's
+//!   signature: the mempool does not check it again.
 //! - **Transport.** Every producer message is published on the blocks topic. Messages
 //!   meant for one producer (votes, pre-commits, catch-up) travel the same way and the
 //!   others' producers ignore them; point-to-point delivery is a later step. A message
@@ -42,6 +46,10 @@ use crate::{federation::FedHandle, logs};
 
 /// How often the producer's timers run.
 pub const TICK: Duration = Duration::from_millis(20);
+
+/// Gossiped transfers waiting for the producer's loop: a queue of their own, so a flood
+/// of them is dropped here and never delays the blocks topic's consensus messages.
+const TRANSACTIONS_QUEUE: usize = 1024;
 
 /// (sender, nonce) pairs the transactions topic's validator remembers as relayed.
 const RELAYED_NONCES_KEPT: usize = 65_536;
@@ -246,7 +254,16 @@ pub async fn spawn(
         published: VecDeque::new(),
         burn_txs,
     };
-    tokio::spawn(driver.run(events, submitted, term_changes, burn_blocks));
+    let (transactions, events) = events.split(TRANSACTIONS_QUEUE, |event| {
+        matches!(
+            event,
+            OverlayEvent::Gossip {
+                topic: Topic::Transactions,
+                ..
+            }
+        )
+    });
+    tokio::spawn(driver.run(events, transactions, submitted, term_changes, burn_blocks));
     Ok(ProducerHandle {
         network,
         overlay,
@@ -284,6 +301,7 @@ impl Driver {
     async fn run(
         mut self,
         mut events: OverlayEvents,
+        mut transactions: OverlayEvents,
         mut submitted: mpsc::Receiver<Transfer>,
         mut terms: mpsc::Receiver<TermContext>,
         mut burn_blocks: mpsc::Receiver<Option<(OutPoint, TxOut)>>,
@@ -292,21 +310,21 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (signed_tx, mut signed) = mpsc::channel::<Signed>(16);
         loop {
+            // Biased: timers, the federation and consensus first, transfers last.
             let outputs = tokio::select! {
+                biased;
                 _ = tick.tick() => self.producer.on_tick(Instant::now(), &mut OsRng),
+                Some((digest, signature, evidence)) = signed.recv() => {
+                    self.producer.on_signed(digest, signature, evidence, Instant::now(), &mut OsRng)
+                }
+                Some(context) = terms.recv() => {
+                    debug!(target: logs::PRODUCER, term = context.term, "term begins");
+                    self.producer.begin_term(context, Instant::now(), &mut OsRng)
+                }
+                Some(term_utxo) = burn_blocks.recv() => self.producer.on_burn_block(term_utxo),
                 event = events.next() => match event {
                     Some(OverlayEvent::Gossip { topic: Topic::Blocks, source, data }) => {
                         self.on_message(source, &data)
-                    }
-                    Some(OverlayEvent::Gossip { topic: Topic::Transactions, data, .. }) => {
-                        // Judged by the topic's validator already; the mempool checks
-                        // it again on its own state.
-                        if let Ok(Tx::Transfer(transfer)) = Tx::from_bytes(&data)
-                            && let Err(e) = self.producer.submit(transfer)
-                        {
-                            debug!(target: logs::PRODUCER, %e, "relayed transfer refused");
-                        }
-                        Vec::new()
                     }
                     Some(_) => Vec::new(),
                     None => return,
@@ -317,13 +335,16 @@ impl Driver {
                     }
                     Vec::new()
                 }
-                Some(context) = terms.recv() => {
-                    debug!(target: logs::PRODUCER, term = context.term, "term begins");
-                    self.producer.begin_term(context, Instant::now(), &mut OsRng)
-                }
-                Some(term_utxo) = burn_blocks.recv() => self.producer.on_burn_block(term_utxo),
-                Some((digest, signature, evidence)) = signed.recv() => {
-                    self.producer.on_signed(digest, signature, evidence, Instant::now(), &mut OsRng)
+                Some(event) = transactions.next() => {
+                    // The topic's validator checked the signature (`judge_relay`); the
+                    // mempool checks the rest again on its own state.
+                    if let OverlayEvent::Gossip { data, .. } = event
+                        && let Ok(Tx::Transfer(transfer)) = Tx::from_bytes(&data)
+                        && let Err(e) = self.producer.submit_verified(transfer)
+                    {
+                        debug!(target: logs::PRODUCER, %e, "relayed transfer refused");
+                    }
+                    Vec::new()
                 }
             };
             self.on_outputs(outputs, &signed_tx).await;

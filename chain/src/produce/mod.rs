@@ -45,7 +45,7 @@ pub use election::{
     Deposed, Election, ElectionConfig, ElectionMessage, ElectionOutput, ProducerId, Vote,
 };
 pub use enroller::Enroller;
-pub use mempool::{Mempool, MempoolRefusal, RelayJudgement, RelayedNonces, judge_relay};
+pub use mempool::{Admitted, Mempool, MempoolRefusal, RelayJudgement, RelayedNonces, judge_relay};
 pub use producer::{
     Approvals, PreCommit, Producer, ProducerBody, ProducerConfig, ProducerMessage, ProducerOutput,
     ProducerRefusal, SignPayload,

@@ -63,7 +63,7 @@ use super::{
         Deposed, Election, ElectionConfig, ElectionMessage, ElectionOutput, ElectionRefusal,
         ProducerId,
     },
-    mempool::{Mempool, MempoolRefusal},
+    mempool::{Admitted, Mempool, MempoolRefusal},
 };
 use crate::{
     block::{
@@ -734,10 +734,24 @@ impl Producer {
         self.mempool.len()
     }
 
-    /// A transfer submitted to this producer (by the API or the transactions topic).
-    pub fn submit(&mut self, transfer: Transfer) -> Result<(), MempoolRefusal> {
+    /// A transfer submitted to this producer (by the API): its signature is checked.
+    pub fn submit(&mut self, transfer: Transfer) -> Result<Admitted, MempoolRefusal> {
         let id = Tx::Transfer(transfer.clone()).id();
-        self.mempool.insert(transfer, &self.state)?;
+        let admitted = self.mempool.insert(transfer, &self.state)?;
+        self.remember_verified(id);
+        Ok(admitted)
+    }
+
+    /// A transfer whose signature the transactions topic's validator checked
+    /// ([`super::judge_relay`], on this producer's network): not checked again.
+    pub fn submit_verified(&mut self, transfer: Transfer) -> Result<Admitted, MempoolRefusal> {
+        let id = Tx::Transfer(transfer.clone()).id();
+        let admitted = self.mempool.insert_verified(transfer, &self.state)?;
+        self.remember_verified(id);
+        Ok(admitted)
+    }
+
+    fn remember_verified(&mut self, id: Hash) {
         if self.verified.insert(id) {
             self.verified_order.push_back(id);
             while self.verified_order.len() > VERIFIED_KEPT {
@@ -746,7 +760,6 @@ impl Producer {
                 }
             }
         }
-        Ok(())
     }
 
     /// Checks `block` as a proposal on this producer's tip, skipping the signatures

@@ -11,6 +11,7 @@
 //! | federation channels, broadcast, DKG, signing | `tenure_frost_fed::member` | [`federation`] |
 //! | block validation | `tenure_chain::block` | [`producer`], [`bench::validate`] |
 //! | block production (election, proposals, pre-commits, mempool, announcements) | `tenure_chain::produce` | [`producer`] (in [`testnet`]; not yet in `tenure node`) |
+//! | the chain on disk (a producer resumes at its stored tip; old blocks served to producers catching up) | `tenure_chain::store` | [`producer`] (tests; not yet in the testnet or `tenure node`) |
 //! | transfers in, balances out (the transactions topic's judgement) | `tenure_chain::produce::mempool` | [`producer`], [`chain_api`], [`tx_client`] |
 //! | terms from the burnchain (registration, enrollment, selection, term keys, term UTXOs) | `tenure_chain::produce::{burn_scan, enroller}` | [`testnet::terms`] |
 //!

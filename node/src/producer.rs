@@ -11,12 +11,19 @@
 //!   when full) and the loop takes them after everything else, so a flood of transfers
 //!   never delays a vote or a pre-commit. The validator checked a relayed transfer's
 //!   signature: the mempool does not check it again.
-//! - **Transport.** Every producer message is published on the blocks topic. Messages
-//!   meant for one producer (votes, pre-commits, catch-up) travel the same way and the
-//!   others' producers ignore them; point-to-point delivery is a later step. A message
-//!   counts only from an overlay peer in the producer directory, which names its
-//!   producer (gossipsub signs every message with its publisher's peer key); anything
-//!   else is rejected and its sender penalised by the overlay.
+//! - **Transport.** Messages for every producer (proposals, blocks, vote requests) are
+//!   published on the blocks topic. A message meant for one producer (a vote, a
+//!   pre-commit, a request for missed blocks, the blocks sent back) goes to that
+//!   producer's peer directly by request-response ([`Service::ProducerDirect`]); if
+//!   the request fails (no connection, a timeout) it is published on the blocks topic,
+//!   where the others' producers ignore it. A message counts only from an overlay peer
+//!   in the producer directory, which names its producer (gossipsub signs every message
+//!   with its publisher's peer key, request-response runs over the Noise-authenticated
+//!   connection); anything else is rejected and its sender penalised by the overlay.
+//! - **Chain store.** With a [`ChainStore`], every block the producer applies is stored
+//!   durably before the loop goes on, the producer starts from the store's tip (a
+//!   restarted node resumes there and catches up from the others), and requests for
+//!   blocks older than the producer keeps in memory are answered from the store.
 //! - **Signing.** A `Sign` output goes to the federation member
 //!   ([`crate::federation::FedHandle::sign`]) on a task of its own; the signature and
 //!   its evidence come back into the producer's loop.
@@ -34,11 +41,15 @@ use sha2::{Digest, Sha256};
 use tenure_chain::{
     block::{ChainState, Hash, SignerEvidence, TermContext, Transfer, Tx},
     produce::{
-        Producer, ProducerId, ProducerMessage, ProducerOutput, RelayJudgement, RelayedNonces,
-        judge_relay,
+        PRODUCER_MESSAGE_VERSION, Producer, ProducerBody, ProducerId, ProducerMessage,
+        ProducerOutput, RelayJudgement, RelayedNonces, judge_relay,
     },
+    store::ChainStore,
 };
-use tenure_overlay::{OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Topic, Verdict};
+use tenure_overlay::{
+    Misbehaviour, OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Refusal, Service, Topic,
+    Verdict,
+};
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
@@ -108,6 +119,82 @@ pub struct AppliedBlock {
     pub txs: Vec<Hash>,
 }
 
+/// The overlay events a producer takes: blocks-topic and direct messages, and
+/// transactions-topic messages in a queue of their own.
+pub struct ProducerStreams {
+    /// Blocks-topic messages and direct producer messages.
+    pub blocks: OverlayEvents,
+    /// Transactions-topic messages ([`TRANSACTIONS_QUEUE`], dropped when full).
+    pub transactions: OverlayEvents,
+}
+
+impl ProducerStreams {
+    /// Splits a node's producer events: transactions-topic messages go to a queue of
+    /// their own.
+    pub fn split(events: OverlayEvents) -> ProducerStreams {
+        let (transactions, blocks) = events.split(TRANSACTIONS_QUEUE, |event| {
+            matches!(
+                event,
+                OverlayEvent::Gossip {
+                    topic: Topic::Transactions,
+                    ..
+                }
+            )
+        });
+        ProducerStreams {
+            blocks,
+            transactions,
+        }
+    }
+}
+
+/// A producer stopped by [`ProducerHandle::stop`], with what it ran on.
+pub struct Stopped {
+    /// The producer as it stopped.
+    pub producer: Producer,
+    /// Its events (they queue, and the oldest are lost, while it is stopped).
+    pub streams: ProducerStreams,
+    /// Its chain store, if it had one (drop it to close the files).
+    pub store: Option<ChainStore>,
+    wiring: Wiring,
+}
+
+impl Stopped {
+    /// Starts the producer again from `store` (reopened from its files), as a node
+    /// restarted with the same key and term: it resumes at the store's tip and catches
+    /// up from the others ([`Producer::restarted`]).
+    pub async fn resume(self, store: ChainStore) -> anyhow::Result<ProducerHandle> {
+        let producer = self
+            .producer
+            .restarted(store.state().clone(), Instant::now(), &mut OsRng);
+        let Wiring {
+            overlay,
+            federation,
+            directory,
+            burn_txs,
+        } = self.wiring;
+        spawn(
+            overlay,
+            self.streams,
+            federation,
+            producer,
+            directory,
+            burn_txs,
+            Some(store),
+        )
+        .await
+    }
+}
+
+/// What a producer's driver is wired to.
+#[derive(Clone)]
+struct Wiring {
+    overlay: OverlayHandle,
+    federation: FedHandle,
+    directory: BTreeMap<PeerId, ProducerId>,
+    burn_txs: Option<mpsc::Sender<Transaction>>,
+}
+
 /// A handle to a running producer.
 #[derive(Clone)]
 pub struct ProducerHandle {
@@ -119,9 +206,18 @@ pub struct ProducerHandle {
     status: watch::Receiver<ProducerStatus>,
     state: watch::Receiver<Arc<ChainState>>,
     applied: tokio::sync::broadcast::Sender<AppliedBlock>,
+    stop: mpsc::Sender<tokio::sync::oneshot::Sender<Stopped>>,
 }
 
 impl ProducerHandle {
+    /// Stops the producer (its driver returns what it ran on); `None` if it had stopped
+    /// already.
+    pub async fn stop(&self) -> Option<Stopped> {
+        let (reply, stopped) = tokio::sync::oneshot::channel();
+        self.stop.send(reply).await.ok()?;
+        stopped.await.ok()
+    }
+
     /// Submits a transfer to the producer's mempool (dropped if the queue is full).
     pub fn submit(&self, transfer: Transfer) -> bool {
         self.submit.try_send(transfer).is_ok()
@@ -183,17 +279,27 @@ impl ProducerHandle {
     }
 }
 
-/// Starts `producer` on `overlay`: `events` are the node's blocks-topic events,
+/// Starts `producer` on `overlay`: `streams` are the node's producer events,
 /// `directory` maps overlay peers to producers; announcements the group signs go to
-/// `burn_txs` (dropped without one).
+/// `burn_txs` (dropped without one); blocks applied go to `store`, whose tip the
+/// producer must start from.
 pub async fn spawn(
     overlay: OverlayHandle,
-    events: OverlayEvents,
+    streams: ProducerStreams,
     federation: FedHandle,
     producer: Producer,
     directory: BTreeMap<PeerId, ProducerId>,
     burn_txs: Option<mpsc::Sender<Transaction>>,
+    store: Option<ChainStore>,
 ) -> anyhow::Result<ProducerHandle> {
+    if let Some(store) = &store {
+        anyhow::ensure!(
+            store.state().tip == producer.state().tip,
+            "the producer starts at height {}, its chain store's tip is at {}",
+            producer.state().height,
+            store.state().height
+        );
+    }
     let members: Vec<PeerId> = directory.keys().copied().collect();
     overlay
         .subscribe(
@@ -242,8 +348,18 @@ pub async fn spawn(
         )
         .await?;
     let (applied, _) = tokio::sync::broadcast::channel(1024);
+    let peers = directory.iter().map(|(peer, id)| (*id, *peer)).collect();
+    let wiring = Wiring {
+        overlay: overlay.clone(),
+        federation: federation.clone(),
+        directory: directory.clone(),
+        burn_txs: burn_txs.clone(),
+    };
     let driver = Driver {
+        wiring,
         applied: applied.clone(),
+        peers,
+        store,
         producer,
         overlay: overlay.clone(),
         federation,
@@ -254,16 +370,8 @@ pub async fn spawn(
         published: VecDeque::new(),
         burn_txs,
     };
-    let (transactions, events) = events.split(TRANSACTIONS_QUEUE, |event| {
-        matches!(
-            event,
-            OverlayEvent::Gossip {
-                topic: Topic::Transactions,
-                ..
-            }
-        )
-    });
-    tokio::spawn(driver.run(events, transactions, submitted, term_changes, burn_blocks));
+    let (stop, stops) = mpsc::channel(1);
+    tokio::spawn(driver.run(streams, submitted, term_changes, burn_blocks, stops));
     Ok(ProducerHandle {
         network,
         overlay,
@@ -273,11 +381,16 @@ pub async fn spawn(
         status,
         state,
         applied,
+        stop,
     })
 }
 
 struct Driver {
+    wiring: Wiring,
     producer: Producer,
+    /// The producers' peers: where direct messages go.
+    peers: BTreeMap<ProducerId, PeerId>,
+    store: Option<ChainStore>,
     overlay: OverlayHandle,
     federation: FedHandle,
     directory: BTreeMap<PeerId, ProducerId>,
@@ -300,12 +413,16 @@ type Signed = ([u8; 32], [u8; 64], SignerEvidence);
 impl Driver {
     async fn run(
         mut self,
-        mut events: OverlayEvents,
-        mut transactions: OverlayEvents,
+        streams: ProducerStreams,
         mut submitted: mpsc::Receiver<Transfer>,
         mut terms: mpsc::Receiver<TermContext>,
         mut burn_blocks: mpsc::Receiver<Option<(OutPoint, TxOut)>>,
+        mut stops: mpsc::Receiver<tokio::sync::oneshot::Sender<Stopped>>,
     ) {
+        let ProducerStreams {
+            blocks: mut events,
+            mut transactions,
+        } = streams;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (signed_tx, mut signed) = mpsc::channel::<Signed>(16);
@@ -313,6 +430,15 @@ impl Driver {
             // Biased: timers, the federation and consensus first, transfers last.
             let outputs = tokio::select! {
                 biased;
+                Some(reply) = stops.recv() => {
+                    let _ = reply.send(Stopped {
+                        producer: self.producer,
+                        streams: ProducerStreams { blocks: events, transactions },
+                        store: self.store,
+                        wiring: self.wiring,
+                    });
+                    return;
+                }
                 _ = tick.tick() => self.producer.on_tick(Instant::now(), &mut OsRng),
                 Some((digest, signature, evidence)) = signed.recv() => {
                     self.producer.on_signed(digest, signature, evidence, Instant::now(), &mut OsRng)
@@ -325,6 +451,16 @@ impl Driver {
                 event = events.next() => match event {
                     Some(OverlayEvent::Gossip { topic: Topic::Blocks, source, data }) => {
                         self.on_message(source, &data)
+                    }
+                    Some(OverlayEvent::InboundRequest {
+                        id,
+                        peer,
+                        service: Service::ProducerDirect,
+                        body,
+                    }) => self.on_direct(id, peer, &body).await,
+                    Some(OverlayEvent::InboundRequest { id, service, .. }) => {
+                        let _ = self.overlay.respond(id, Err(Refusal::NotServed(service))).await;
+                        Vec::new()
                     }
                     Some(_) => Vec::new(),
                     None => return,
@@ -363,6 +499,82 @@ impl Driver {
         }
     }
 
+    /// A message sent to this producer directly: only from a producer's peer.
+    async fn on_direct(
+        &mut self,
+        id: tenure_overlay::InboundId,
+        peer: PeerId,
+        body: &[u8],
+    ) -> Vec<ProducerOutput> {
+        if !self.directory.contains_key(&peer) {
+            let _ = self
+                .overlay
+                .respond(id, Err(Refusal::NotServed(Service::ProducerDirect)))
+                .await;
+            self.overlay
+                .report(
+                    peer,
+                    Misbehaviour::Protocol("a producer message from a non-producer".into()),
+                )
+                .await;
+            return Vec::new();
+        }
+        if let Err(e) = ProducerMessage::from_bytes(body) {
+            let _ = self
+                .overlay
+                .respond(id, Err(Refusal::Invalid(e.to_string())))
+                .await;
+            self.overlay
+                .report(peer, Misbehaviour::Protocol(e.to_string()))
+                .await;
+            return Vec::new();
+        }
+        let _ = self.overlay.respond(id, Ok(Vec::new())).await;
+        self.on_message(Some(peer), body)
+    }
+
+    /// Sends `bytes` to producer `to` directly, falling back to the blocks topic.
+    fn send_direct(&self, to: ProducerId, bytes: Vec<u8>) {
+        let overlay = self.overlay.clone();
+        let peer = self.peers.get(&to).copied();
+        tokio::spawn(async move {
+            if let Some(peer) = peer
+                && overlay
+                    .request(peer, Service::ProducerDirect, bytes.clone())
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            if let Err(e) = overlay.publish(Topic::Blocks, bytes).await {
+                debug!(target: logs::PRODUCER, %e, "producer message not published");
+            }
+        });
+    }
+
+    /// Sends producer `to` up to `count` blocks from the store, from height `from`.
+    fn serve_from_store(&self, to: ProducerId, from: u64, count: usize, term: u64) {
+        let Some(store) = &self.store else { return };
+        for height in from..from.saturating_add(count as u64) {
+            let block = match store.block_at(height) {
+                Ok(Some(block)) => block,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(target: logs::PRODUCER, height, %e, "chain store unreadable");
+                    return;
+                }
+            };
+            let msg = ProducerMessage {
+                version: PRODUCER_MESSAGE_VERSION,
+                term,
+                body: ProducerBody::Block(block),
+            };
+            if let Ok(bytes) = msg.to_bytes() {
+                self.send_direct(to, bytes);
+            }
+        }
+    }
+
     fn on_message(&mut self, source: Option<PeerId>, data: &[u8]) -> Vec<ProducerOutput> {
         let Some(from) = source.and_then(|s| self.directory.get(&s).copied()) else {
             return Vec::new();
@@ -382,26 +594,34 @@ impl Driver {
     async fn on_outputs(&mut self, outputs: Vec<ProducerOutput>, signed: &mpsc::Sender<Signed>) {
         for output in outputs {
             match output {
-                ProducerOutput::Broadcast(msg) | ProducerOutput::Send { msg, .. } => {
-                    match msg.to_bytes() {
-                        Ok(bytes) => {
-                            let digest: Hash = Sha256::digest(&bytes).into();
-                            if self.published.contains(&digest) {
-                                continue;
-                            }
-                            self.published.push_back(digest);
-                            if self.published.len() > PUBLISHED_KEPT {
-                                self.published.pop_front();
-                            }
-                            if let Err(e) = self.overlay.publish(Topic::Blocks, bytes).await {
-                                debug!(target: logs::PRODUCER, %e, "producer message not published");
-                            }
+                ProducerOutput::Send { to, msg } => match msg.to_bytes() {
+                    Ok(bytes) => self.send_direct(to, bytes),
+                    Err(e) => debug!(target: logs::PRODUCER, %e, "producer message not encoded"),
+                },
+                ProducerOutput::ServeBlocks {
+                    to,
+                    from,
+                    count,
+                    term,
+                } => self.serve_from_store(to, from, count, term),
+                ProducerOutput::Broadcast(msg) => match msg.to_bytes() {
+                    Ok(bytes) => {
+                        let digest: Hash = Sha256::digest(&bytes).into();
+                        if self.published.contains(&digest) {
+                            continue;
                         }
-                        Err(e) => {
-                            debug!(target: logs::PRODUCER, %e, "producer message not encoded")
+                        self.published.push_back(digest);
+                        if self.published.len() > PUBLISHED_KEPT {
+                            self.published.pop_front();
+                        }
+                        if let Err(e) = self.overlay.publish(Topic::Blocks, bytes).await {
+                            debug!(target: logs::PRODUCER, %e, "producer message not published");
                         }
                     }
-                }
+                    Err(e) => {
+                        debug!(target: logs::PRODUCER, %e, "producer message not encoded")
+                    }
+                },
                 ProducerOutput::Sign { payload } => {
                     debug!(target: logs::PRODUCER, bytes = payload.len(), "asking the federation to sign");
                     let federation = self.federation.clone();
@@ -423,6 +643,12 @@ impl Driver {
                 }
                 ProducerOutput::Applied(block) => {
                     debug!(target: logs::PRODUCER, height = block.header.height, txs = block.txs.len(), "block applied");
+                    if let Some(store) = &mut self.store {
+                        let context = self.producer.context_for(block.header.term);
+                        if let Err(e) = store.apply(&block, context, self.producer.network()) {
+                            tracing::error!(target: logs::PRODUCER, height = block.header.height, %e, "block not stored");
+                        }
+                    }
                     self.report.blocks = self.report.blocks.saturating_add(1);
                     let transfers = block
                         .txs

@@ -19,6 +19,9 @@ pub enum Service {
     FederationFrame,
     /// Blocks fetched by a node catching up.
     BlockFetch,
+    /// Block production's messages meant for one producer: votes, pre-commits,
+    /// requests for missed blocks and the blocks sent back.
+    ProducerDirect,
     /// Burn blocks of the embedded regtest chain fetched by a node catching up.
     BurnBlockFetch,
     /// Echoes the body back; used by tests and by operators checking a link.
@@ -34,6 +37,7 @@ impl Service {
             Service::StackerDbSync => "stackerdb-sync",
             Service::FederationFrame => "federation-frame",
             Service::BlockFetch => "block-fetch",
+            Service::ProducerDirect => "producer-direct",
             Service::BurnBlockFetch => "burn-block-fetch",
             Service::Echo => "echo",
             Service::GossipBody => "gossip-body",

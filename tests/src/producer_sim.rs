@@ -491,7 +491,11 @@ impl ProducerSim {
                     }
                 }
                 ProducerOutput::Applied(block) => self.on_applied(n, &block),
-                ProducerOutput::Leader { .. } | ProducerOutput::Announce(_) => {}
+                // The simulated producers keep no chain store: catch-up reaches back as
+                // far as the blocks they keep in memory.
+                ProducerOutput::Leader { .. }
+                | ProducerOutput::Announce(_)
+                | ProducerOutput::ServeBlocks { .. } => {}
                 ProducerOutput::Deposed { leader, .. } => {
                     if self.byzantine.is_some() && self.set.index_of(leader) == self.byzantine {
                         self.byzantine_deposed = true;

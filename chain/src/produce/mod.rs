@@ -47,6 +47,6 @@ pub use election::{
 pub use enroller::Enroller;
 pub use mempool::{Admitted, Mempool, MempoolRefusal, RelayJudgement, RelayedNonces, judge_relay};
 pub use producer::{
-    Approvals, PreCommit, Producer, ProducerBody, ProducerConfig, ProducerMessage, ProducerOutput,
-    ProducerRefusal, SignPayload,
+    Approvals, PRODUCER_MESSAGE_VERSION, PreCommit, Producer, ProducerBody, ProducerConfig,
+    ProducerMessage, ProducerOutput, ProducerRefusal, SignPayload,
 };

@@ -31,7 +31,10 @@
 //!    that crashes after signing does not lose the block.
 //! 4. **Blocks are validated before they are applied** ([`ChainState::validate`],
 //!    signer evidence included), the mempool is pruned, and a producer that is behind
-//!    asks the sender for the blocks it lacks.
+//!    asks the sender for the blocks it lacks. A producer answers such a request from
+//!    the last blocks it keeps in memory; for older ones it has its node's chain store
+//!    answer ([`ProducerOutput::ServeBlocks`]), so a node that was away long, or
+//!    restarted, catches up from any producer.
 //! 5. **Liveness.** A follower that sees no proposal or block from its leader for
 //!    [`ProducerConfig::leader_timeout_for`] the term's producers (twice that for a term's first block, which
 //!    takes two signatures) deposes it for silence, and so does one that
@@ -427,8 +430,21 @@ pub enum ProducerOutput {
         /// The payload.
         payload: Vec<u8>,
     },
-    /// A block was validated and applied.
+    /// A block was validated and applied: persist it (on a node with a chain store).
     Applied(Box<Block>),
+    /// A producer asked for blocks older than the ones this producer keeps in memory:
+    /// send it, from the node's chain store, up to `count` blocks of the best chain from
+    /// height `from` on, each as a [`ProducerBody::Block`] message of term `term`.
+    ServeBlocks {
+        /// The producer asking.
+        to: ProducerId,
+        /// The first height wanted.
+        from: u64,
+        /// At most this many.
+        count: usize,
+        /// The term to put on the messages.
+        term: u64,
+    },
     /// An announcement the group signed: submit it to the burnchain.
     Announce(Box<Transaction>),
     /// A leader became known.
@@ -696,7 +712,9 @@ impl Producer {
     }
 
     /// The context of `term`, if it is this producer's term or the one before.
-    fn context_for(&self, term: u64) -> &TermContext {
+    /// The context of `term` if it is this producer's term or the one before, else
+    /// this producer's term's: what a block of `term` is validated under.
+    pub fn context_for(&self, term: u64) -> &TermContext {
         match &self.previous {
             Some(previous) if previous.term == term => previous,
             _ => &self.context,
@@ -721,6 +739,23 @@ impl Producer {
     /// The leader, once known.
     pub fn leader(&self) -> Option<ProducerId> {
         self.election.leader()
+    }
+
+    /// This producer as it starts again after a stop or a crash: the same key, term,
+    /// configuration and approvals, on `state` (its chain store's tip), with nothing of
+    /// the running protocol (election, proposals, mempool) kept. It catches up from the
+    /// other producers by asking for the blocks it lacks.
+    pub fn restarted(&self, state: ChainState, now: Instant, rng: &mut impl RngCore) -> Producer {
+        Producer::new(
+            &self.network,
+            self.keypair,
+            self.context.clone(),
+            state,
+            self.config,
+            self.approvals.clone(),
+            now,
+            rng,
+        )
     }
 
     /// What this producer approves for signing: hand it to the federation member's
@@ -1298,6 +1333,15 @@ impl Producer {
     }
 
     fn serve_blocks(&self, to: ProducerId, from: u64) -> Vec<ProducerOutput> {
+        let oldest_kept = self.recent.front().map_or(u64::MAX, |b| b.header.height);
+        if from < oldest_kept && from <= self.state.height {
+            return vec![ProducerOutput::ServeBlocks {
+                to,
+                from,
+                count: CATCH_UP_BATCH,
+                term: self.context.term,
+            }];
+        }
         self.recent
             .iter()
             .filter(|b| b.header.height >= from)

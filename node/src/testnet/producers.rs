@@ -29,6 +29,7 @@ use futures::future::join_all;
 use tenure_chain::{
     block::{AccountId, ChainState, Transfer},
     produce::{Approvals, BurnScan, Producer, ProducerConfig, ProducerId},
+    store::ChainStore,
     tenure_change::consensus_hash,
 };
 use tenure_frost_fed::{
@@ -43,7 +44,7 @@ use tokio::sync::{mpsc, watch};
 use super::terms::{TermDriver, TermKey, TermReports, term_context};
 use crate::{
     federation::{self, FedHandle},
-    producer::{self, ProducerHandle, ProducerStatus},
+    producer::{self, ProducerHandle, ProducerStatus, ProducerStreams},
 };
 
 /// The network name producers sign under.
@@ -72,8 +73,9 @@ pub struct ProducerEvents {
     blocks: OverlayEvents,
 }
 
-/// Splits `events`: federation frames, and blocks- and transactions-topic messages for
-/// the producer; everything else returned for the node's own loop.
+/// Splits `events`: federation frames, and blocks- and transactions-topic messages and
+/// direct producer messages for the producer; everything else returned for the node's
+/// own loop.
 pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
     let (ours, rest) = events.split(4096, |e| {
         matches!(
@@ -82,7 +84,7 @@ pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
                 topic: Topic::FederationFrames | Topic::Blocks | Topic::Transactions,
                 ..
             } | OverlayEvent::InboundRequest {
-                service: Service::FederationFrame,
+                service: Service::FederationFrame | Service::ProducerDirect,
                 ..
             }
         )
@@ -92,6 +94,9 @@ pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
             e,
             OverlayEvent::Gossip {
                 topic: Topic::Blocks | Topic::Transactions,
+                ..
+            } | OverlayEvent::InboundRequest {
+                service: Service::ProducerDirect,
                 ..
             }
         )
@@ -139,6 +144,17 @@ impl ProducerSet {
     pub async fn start(
         overlays: &[OverlayHandle],
         events: Vec<ProducerEvents>,
+    ) -> anyhow::Result<ProducerSet> {
+        ProducerSet::start_with_stores(overlays, events, Vec::new()).await
+    }
+
+    /// [`ProducerSet::start`], with a chain store for each of the first nodes (as many
+    /// as `stores` holds): those producers store every block they apply and start from
+    /// their store's tip.
+    pub async fn start_with_stores(
+        overlays: &[OverlayHandle],
+        events: Vec<ProducerEvents>,
+        stores: Vec<ChainStore>,
     ) -> anyhow::Result<ProducerSet> {
         let n = overlays.len();
         anyhow::ensure!(
@@ -201,17 +217,21 @@ impl ProducerSet {
             .zip(producer_ids.iter().copied())
             .collect();
         let mut producers = Vec::with_capacity(n);
+        let mut stores = stores.into_iter();
         for (((overlay, events), federation), (keypair, approvals)) in overlays
             .iter()
             .zip(blocks_events)
             .zip(members)
             .zip(keypairs.iter().zip(approvals))
         {
+            let store = stores.next();
             let producer = Producer::new(
                 NETWORK,
                 *keypair,
                 context.clone(),
-                ChainState::default(),
+                store
+                    .as_ref()
+                    .map_or_else(ChainState::default, |s| s.state().clone()),
                 ProducerConfig::default(),
                 approvals,
                 std::time::Instant::now(),
@@ -219,11 +239,12 @@ impl ProducerSet {
             );
             let handle = producer::spawn(
                 overlay.clone(),
-                events,
+                ProducerStreams::split(events),
                 federation,
                 producer,
                 by_peer.clone(),
                 None,
+                store,
             )
             .await?;
             producers.push(Arc::new(OnceLock::from(handle)));

@@ -60,7 +60,7 @@ use tracing::{debug, info};
 use crate::{
     federation::{DkgError, FedHandle},
     logs,
-    producer::{self, ProducerHandle},
+    producer::{self, ProducerHandle, ProducerStreams},
 };
 
 use super::producers::{COINBASE, NETWORK};
@@ -217,11 +217,12 @@ impl TermDriver {
                         );
                         match producer::spawn(
                             self.overlay.clone(),
-                            blocks,
+                            ProducerStreams::split(blocks),
                             self.federation.clone(),
                             producer,
                             self.directory.clone(),
                             Some(self.burn_txs.clone()),
+                            None,
                         )
                         .await
                         {

@@ -60,7 +60,7 @@ pub const TICK: Duration = Duration::from_millis(20);
 
 /// Gossiped transfers waiting for the producer's loop: a queue of their own, so a flood
 /// of them is dropped here and never delays the blocks topic's consensus messages.
-const TRANSACTIONS_QUEUE: usize = 1024;
+pub const TRANSACTIONS_QUEUE: usize = 1024;
 
 /// (sender, nonce) pairs the transactions topic's validator remembers as relayed.
 const RELAYED_NONCES_KEPT: usize = 65_536;

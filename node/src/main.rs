@@ -56,6 +56,11 @@ enum Command {
         /// Kill the leader's node halfway through and show its replacement.
         #[arg(long)]
         kill_leader: bool,
+        /// Make the leader byzantine halfway through: it proposes invalid blocks and
+        /// sends invalid signature shares; show that nothing it proposes is signed and
+        /// that it is named.
+        #[arg(long)]
+        byzantine: bool,
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -425,6 +430,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             duration,
             burn_interval_ms,
             kill_leader,
+            byzantine,
             json,
             http,
             faucet,
@@ -446,6 +452,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 duration: Duration::from_secs(duration),
                 burn_interval: Duration::from_millis(burn_interval_ms),
                 kill_leader,
+                byzantine,
                 http,
                 faucet,
             })
@@ -480,6 +487,30 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             {
                 eprintln!("error: no block after the leader was killed");
                 return Ok(ExitCode::FAILURE);
+            }
+            if byzantine && !summary.interrupted {
+                match &summary.byzantine {
+                    None => {
+                        eprintln!("error: no leader was made byzantine");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    Some(b) if b.invalid_proposals_signed > 0 => {
+                        eprintln!(
+                            "error: {} of the byzantine producer's invalid proposals were signed",
+                            b.invalid_proposals_signed
+                        );
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    Some(b) if b.deposed_by == 0 && b.named_cheater == 0 => {
+                        eprintln!("error: the byzantine producer was never named");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    Some(b) if b.blocks_after == 0 => {
+                        eprintln!("error: no block after the leader turned byzantine");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    Some(_) => {}
+                }
             }
             if summary.burn_tip_nodes + summary.nodes_killed < summary.nodes && !summary.interrupted
             {

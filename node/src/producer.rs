@@ -95,6 +95,12 @@ pub struct ProducerStatus {
     pub announcements_sent: u64,
     /// Blocks and transfers it applied, by the blocks' term.
     pub by_term: BTreeMap<u64, TermBlocks>,
+    /// Leaders it deposed for misbehaviour (an invalid proposal, equivocation), with
+    /// how many times.
+    pub deposed_misbehaving: BTreeMap<ProducerId, u64>,
+    /// Headers of the invalid proposals it sent, once made byzantine
+    /// ([`ProducerHandle::misbehave`]).
+    pub invalid_proposals: Vec<Hash>,
 }
 
 /// Blocks of one term a producer applied.
@@ -115,6 +121,8 @@ pub struct AppliedBlock {
     pub at: Instant,
     /// Its height.
     pub height: u64,
+    /// Its header's hash.
+    pub hash: Hash,
     /// The ids of its transactions.
     pub txs: Vec<Hash>,
 }
@@ -207,9 +215,29 @@ pub struct ProducerHandle {
     state: watch::Receiver<Arc<ChainState>>,
     applied: tokio::sync::broadcast::Sender<AppliedBlock>,
     stop: mpsc::Sender<tokio::sync::oneshot::Sender<Stopped>>,
+    byzantine: Arc<std::sync::atomic::AtomicBool>,
+    federation: FedHandle,
 }
 
 impl ProducerHandle {
+    /// The members its federation member, coordinating, named for invalid signature
+    /// shares ([`FedHandle::cheaters`]).
+    pub fn cheaters(&self) -> BTreeMap<tenure_frost_fed::MemberId, u64> {
+        self.federation.cheaters()
+    }
+
+    /// Makes this producer byzantine, for the testnet's fault on demand: from now on
+    /// every proposal it sends carries a wrong state root (honest producers refuse it
+    /// and depose the leader that sent it), and its federation member sends signature
+    /// shares that are not its own (the signing coordinators name it).
+    pub async fn misbehave(&self) {
+        self.byzantine
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.federation
+            .misbehave(Some(tenure_frost_fed::member::SignFault::InvalidShare))
+            .await;
+    }
+
     /// Stops the producer (its driver returns what it ran on); `None` if it had stopped
     /// already.
     pub async fn stop(&self) -> Option<Stopped> {
@@ -356,6 +384,7 @@ pub async fn spawn(
         burn_txs: burn_txs.clone(),
     };
     let driver = Driver {
+        byzantine: Arc::default(),
         wiring,
         applied: applied.clone(),
         peers,
@@ -371,6 +400,8 @@ pub async fn spawn(
         burn_txs,
     };
     let (stop, stops) = mpsc::channel(1);
+    let byzantine = driver.byzantine.clone();
+    let fed_handle = driver.wiring.federation.clone();
     tokio::spawn(driver.run(streams, submitted, term_changes, burn_blocks, stops));
     Ok(ProducerHandle {
         network,
@@ -382,11 +413,15 @@ pub async fn spawn(
         state,
         applied,
         stop,
+        byzantine,
+        federation: fed_handle,
     })
 }
 
 struct Driver {
     wiring: Wiring,
+    /// Corrupts its proposals ([`ProducerHandle::misbehave`]).
+    byzantine: Arc<std::sync::atomic::AtomicBool>,
     producer: Producer,
     /// The producers' peers: where direct messages go.
     peers: BTreeMap<ProducerId, PeerId>,
@@ -604,24 +639,32 @@ impl Driver {
                     count,
                     term,
                 } => self.serve_from_store(to, from, count, term),
-                ProducerOutput::Broadcast(msg) => match msg.to_bytes() {
-                    Ok(bytes) => {
-                        let digest: Hash = Sha256::digest(&bytes).into();
-                        if self.published.contains(&digest) {
-                            continue;
+                ProducerOutput::Broadcast(mut msg) => {
+                    if let ProducerBody::Proposal { block, .. } = &mut msg.body
+                        && self.byzantine.load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        block.header.state_root = [0xbb; 32];
+                        self.report.invalid_proposals.push(block.header.hash());
+                    }
+                    match msg.to_bytes() {
+                        Ok(bytes) => {
+                            let digest: Hash = Sha256::digest(&bytes).into();
+                            if self.published.contains(&digest) {
+                                continue;
+                            }
+                            self.published.push_back(digest);
+                            if self.published.len() > PUBLISHED_KEPT {
+                                self.published.pop_front();
+                            }
+                            if let Err(e) = self.overlay.publish(Topic::Blocks, bytes).await {
+                                debug!(target: logs::PRODUCER, %e, "producer message not published");
+                            }
                         }
-                        self.published.push_back(digest);
-                        if self.published.len() > PUBLISHED_KEPT {
-                            self.published.pop_front();
-                        }
-                        if let Err(e) = self.overlay.publish(Topic::Blocks, bytes).await {
-                            debug!(target: logs::PRODUCER, %e, "producer message not published");
+                        Err(e) => {
+                            debug!(target: logs::PRODUCER, %e, "producer message not encoded")
                         }
                     }
-                    Err(e) => {
-                        debug!(target: logs::PRODUCER, %e, "producer message not encoded")
-                    }
-                },
+                }
                 ProducerOutput::Sign { payload } => {
                     debug!(target: logs::PRODUCER, bytes = payload.len(), "asking the federation to sign");
                     let federation = self.federation.clone();
@@ -666,6 +709,7 @@ impl Driver {
                     let _ = self.applied.send(AppliedBlock {
                         at: Instant::now(),
                         height: block.header.height,
+                        hash: block.header.hash(),
                         txs: block.txs.iter().map(Tx::id).collect(),
                     });
                 }
@@ -682,6 +726,10 @@ impl Driver {
                 }
                 ProducerOutput::Deposed { leader, why } => {
                     self.report.deposed = self.report.deposed.saturating_add(1);
+                    if why == tenure_chain::produce::Deposed::Misbehaved {
+                        let count = self.report.deposed_misbehaving.entry(leader).or_default();
+                        *count = count.saturating_add(1);
+                    }
                     debug!(target: logs::PRODUCER, %leader, ?why, "leader deposed");
                 }
             }

@@ -243,6 +243,41 @@ fn the_testnet_replaces_a_killed_leader_and_production_goes_on() {
     assert!(stderr.contains("killing the leader"), "{stderr}");
 }
 
+#[test]
+fn a_byzantine_leader_gets_nothing_signed_is_named_and_production_goes_on() {
+    let _one = TESTNET.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(TENURE)
+        .args([
+            "testnet",
+            "--nodes",
+            "6",
+            "--terms",
+            "2",
+            "--burn-interval-ms",
+            "1200",
+            "--byzantine",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "testnet failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let byzantine = &summary["byzantine"];
+    assert!(
+        byzantine["invalid_proposals"].as_u64() >= Some(1),
+        "{summary}"
+    );
+    assert_eq!(byzantine["invalid_proposals_signed"], 0, "{summary}");
+    // Honest producers deposed it (each that saw its proposal), and signing named its
+    // invalid shares.
+    assert!(byzantine["deposed_by"].as_u64() >= Some(1), "{summary}");
+    assert!(byzantine["named_cheater"].as_u64() >= Some(1), "{summary}");
+    assert!(byzantine["blocks_after"].as_u64() >= Some(1), "{summary}");
+    assert_eq!(summary["tips_agree"], true, "{summary}");
+    assert!(stderr.contains("turns byzantine"), "{stderr}");
+}
+
 fn tenure_ok(args: &[&str]) -> String {
     let out = Command::new(TENURE).args(args).output().unwrap();
     assert!(out.status.success(), "tenure {args:?} failed: {out:?}");

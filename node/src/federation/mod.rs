@@ -115,7 +115,11 @@ enum FedCommand {
 pub struct FedHandle {
     commands: mpsc::Sender<FedCommand>,
     dkg_timings: Arc<std::sync::Mutex<Option<DkgTimings>>>,
+    cheaters: Cheaters,
 }
+
+/// Members this member found sending invalid signature shares, with how often.
+type Cheaters = Arc<std::sync::Mutex<BTreeMap<MemberId, u64>>>;
 
 impl FedHandle {
     /// Runs attempt `attempt` of a DKG for `roster` (every member must start the same
@@ -184,6 +188,12 @@ impl FedHandle {
             .await
             .map_err(|_| SignError::Stopped)?;
         answer.await.unwrap_or(Err(SignError::Stopped))
+    }
+
+    /// The members this member, coordinating, found sending invalid signature shares
+    /// (ROAST names them and signs without them), with how many times.
+    pub fn cheaters(&self) -> BTreeMap<MemberId, u64> {
+        self.cheaters.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     /// How long the phases of the last DKG this member completed took (benchmarks).
@@ -452,7 +462,9 @@ pub async fn spawn<V: Validator + Send + 'static>(
         MemberConfig::default(),
     );
     let dkg_timings = Arc::new(std::sync::Mutex::new(None));
+    let cheaters = Cheaters::default();
     let driver = Driver {
+        cheaters: cheaters.clone(),
         member,
         overlay,
         peers,
@@ -469,6 +481,7 @@ pub async fn spawn<V: Validator + Send + 'static>(
     Ok(FedHandle {
         commands,
         dkg_timings,
+        cheaters,
     })
 }
 
@@ -491,6 +504,8 @@ struct Driver<V> {
     relay_only: bool,
     /// The last completed DKG's phase times, for the handle.
     dkg_timings: Arc<std::sync::Mutex<Option<DkgTimings>>>,
+    /// Members found sending invalid shares, for the handle.
+    cheaters: Cheaters,
 }
 
 impl<V: Validator + Send + 'static> Driver<V> {
@@ -687,6 +702,10 @@ impl<V: Validator + Send + 'static> Driver<V> {
             }
             MemberOutput::Cheater { member, .. } => {
                 debug!(target: logs::FED_SIGN, %member, "invalid signature share");
+                if let Ok(mut cheaters) = self.cheaters.lock() {
+                    let count = cheaters.entry(member).or_default();
+                    *count = count.saturating_add(1);
+                }
             }
             MemberOutput::Undeliverable { to, reason } => {
                 debug!(target: logs::FED_CHANNEL, %to, %reason, "undeliverable");

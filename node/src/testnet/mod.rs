@@ -77,6 +77,9 @@ pub struct TestnetOptions {
     pub burn_interval: Duration,
     /// Kill the leader's node halfway through and show its replacement.
     pub kill_leader: bool,
+    /// Make the leader byzantine halfway through: it proposes invalid blocks and sends
+    /// invalid signature shares from then on.
+    pub byzantine: bool,
     /// Serve the chain's HTTP API ([`crate::chain_api`]) for the first producer here.
     pub http: Option<std::net::SocketAddr>,
     /// An account the first producer pays 1,000,000 once its term's first block
@@ -185,6 +188,25 @@ pub struct TestnetSummary {
     pub nodes_killed: usize,
     /// From killing the leader to the next block at another producer.
     pub failover_ms: Option<u64>,
+    /// The byzantine producer (`--byzantine`), if one was made.
+    pub byzantine: Option<ByzantineSummary>,
+}
+
+/// What became of the byzantine producer (`--byzantine`).
+#[derive(Debug, Serialize)]
+pub struct ByzantineSummary {
+    /// Its node.
+    pub node: usize,
+    /// Invalid proposals it sent.
+    pub invalid_proposals: usize,
+    /// Of those, blocks an honest producer applied (the group signed them): must be 0.
+    pub invalid_proposals_signed: usize,
+    /// Honest producers that deposed it for misbehaviour.
+    pub deposed_by: usize,
+    /// Times a signing coordinator named it for an invalid signature share.
+    pub named_cheater: u64,
+    /// Blocks produced after it turned byzantine.
+    pub blocks_after: u64,
 }
 
 /// Runs the testnet until `terms` producing terms are complete, the time limit, or
@@ -192,6 +214,10 @@ pub struct TestnetSummary {
 pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     anyhow::ensure!(options.nodes >= 2, "a testnet needs at least 2 nodes");
     anyhow::ensure!(options.terms >= 1, "a testnet runs at least one term");
+    anyhow::ensure!(
+        !(options.kill_leader && options.byzantine),
+        "one fault at a time: --kill-leader or --byzantine"
+    );
     let baseline = rss();
     let started = Instant::now();
     let network = NetworkId::new("testnet")?;
@@ -343,6 +369,11 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     // (node, when, height then) of the leader killed, and when the next block came.
     let mut killed: Option<(usize, Instant, u64)> = None;
     let mut failover: Option<Duration> = None;
+    // (node, height then) of the leader made byzantine, and the blocks an honest
+    // producer applied since.
+    let mut byzantine: Option<(usize, u64)> = None;
+    let mut honest_blocks: Option<tokio::task::JoinHandle<HashSet<[u8; 32]>>> = None;
+    let (watched_tx, watched_rx) = watch::channel(false);
     let mut reported_terms = 0usize;
 
     let mut meshed_at = None;
@@ -407,6 +438,39 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
                     handle.shutdown().await;
                     killed = Some((leader, Instant::now(), production.height));
                 }
+                if options.byzantine
+                    && byzantine.is_none()
+                    && burn_height >= kill_at
+                    && production.height > 0
+                    && let Some(leader) = production.leader
+                    && let Some(producer) = set.producers.get(leader).and_then(|p| p.get())
+                    && let Some(honest) = set
+                        .producers
+                        .get((leader + 1) % options.nodes)
+                        .and_then(|p| p.get())
+                {
+                    eprintln!(
+                        "testnet: the leader, node {leader}, turns byzantine at height {}: invalid proposals, invalid signature shares",
+                        production.height
+                    );
+                    let mut applied = honest.applied();
+                    let mut stop = watched_rx.clone();
+                    honest_blocks = Some(tokio::spawn(async move {
+                        let mut seen = HashSet::new();
+                        loop {
+                            tokio::select! {
+                                block = applied.recv() => match block {
+                                    Ok(block) => { seen.insert(block.hash); }
+                                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                                    Err(_) => return seen,
+                                },
+                                _ = stop.changed() => return seen,
+                            }
+                        }
+                    }));
+                    producer.misbehave().await;
+                    byzantine = Some((leader, production.height));
+                }
                 eprintln!(
                     "{} | {}",
                     view.progress_line(started.elapsed(), wanted_mesh, meshed_at, &schedule.terms),
@@ -456,6 +520,23 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         view = NetView::gather(&view_handles, &progress).await;
     }
+    let byzantine = match byzantine {
+        Some((node, height)) => {
+            let _ = watched_tx.send(true);
+            let applied = match honest_blocks {
+                Some(task) => task.await.unwrap_or_default(),
+                None => HashSet::new(),
+            };
+            Some(ByzantineSummary::of(
+                &set,
+                node,
+                height,
+                &applied,
+                production.height,
+            ))
+        }
+        None => None,
+    };
     let end_rss = rss();
     let bytes_out: u64 = handles
         .iter()
@@ -534,7 +615,47 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         leader_killed: dead,
         nodes_killed: usize::from(dead.is_some()),
         failover_ms: failover.map(|d| d.as_millis() as u64),
+        byzantine,
     })
+}
+
+impl ByzantineSummary {
+    /// What the honest producers saw of node `node`, byzantine from `height` on;
+    /// `applied` are the blocks an honest producer applied since.
+    fn of(
+        set: &ProducerSet,
+        node: usize,
+        height: u64,
+        applied: &HashSet<[u8; 32]>,
+        tip: u64,
+    ) -> ByzantineSummary {
+        let statuses = set.statuses();
+        let invalid = statuses
+            .get(node)
+            .map(|s| s.invalid_proposals.clone())
+            .unwrap_or_default();
+        let id = set.ids.get(node).copied();
+        let member = set.members.get(node).copied();
+        let honest = statuses
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != node)
+            .map(|(_, s)| s);
+        ByzantineSummary {
+            node,
+            invalid_proposals: invalid.len(),
+            invalid_proposals_signed: invalid.iter().filter(|h| applied.contains(*h)).count(),
+            deposed_by: honest
+                .filter(|s| id.is_some_and(|id| s.deposed_misbehaving.contains_key(&id)))
+                .count(),
+            named_cheater: set
+                .running()
+                .iter()
+                .map(|p| member.map_or(0, |m| p.cheaters().get(&m).copied().unwrap_or(0)))
+                .sum(),
+            blocks_after: tip.saturating_sub(height),
+        }
+    }
 }
 
 /// The producer set as seen at one moment.
@@ -988,6 +1109,17 @@ impl TestnetSummary {
             },
             self.tips_agree,
         ));
+        if let Some(b) = &self.byzantine {
+            text.push_str(&format!(
+                "\n  byzantine          node {}: {} invalid proposals, {} signed; deposed for misbehaviour by {} producers; named {} times for invalid signature shares; {} blocks made without it",
+                b.node,
+                b.invalid_proposals,
+                b.invalid_proposals_signed,
+                b.deposed_by,
+                b.named_cheater,
+                b.blocks_after,
+            ));
+        }
         text
     }
 }

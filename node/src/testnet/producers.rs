@@ -110,6 +110,8 @@ pub struct ProducerSet {
     pub producers: Vec<Arc<OnceLock<ProducerHandle>>>,
     /// Each producer's id, in node order.
     pub ids: Vec<ProducerId>,
+    /// Each node's federation member, in node order.
+    pub members: Vec<MemberId>,
     /// Each producer's shares of the 100 (the benchmark's single term).
     pub weights: Vec<u16>,
     /// How long the single term's DKG took.
@@ -252,6 +254,7 @@ impl ProducerSet {
         Ok(ProducerSet {
             producers,
             ids: producer_ids,
+            members: ids,
             weights,
             dkg,
             reports: TermReports::default(),
@@ -280,7 +283,7 @@ impl ProducerSet {
             "a producer set has 2 to 100 producers, each with a key and a burn scan"
         );
         let Members {
-            directory: _,
+            directory,
             approvals,
             members,
             blocks,
@@ -326,6 +329,7 @@ impl ProducerSet {
         Ok(ProducerSet {
             producers,
             ids: producer_ids,
+            members: directory.iter().map(|k| k.member).collect(),
             weights: Vec::new(),
             dkg: Duration::ZERO,
             reports,

@@ -61,6 +61,10 @@ enum Command {
         /// that it is named.
         #[arg(long)]
         byzantine: bool,
+        /// Cut a producer off the network for most of the middle term, let it back, and
+        /// show it catch up.
+        #[arg(long)]
+        partition: bool,
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -431,6 +435,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             burn_interval_ms,
             kill_leader,
             byzantine,
+            partition,
             json,
             http,
             faucet,
@@ -453,6 +458,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 burn_interval: Duration::from_millis(burn_interval_ms),
                 kill_leader,
                 byzantine,
+                partition,
                 http,
                 faucet,
             })
@@ -486,6 +492,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 && !summary.interrupted
             {
                 eprintln!("error: no block after the leader was killed");
+                return Ok(ExitCode::FAILURE);
+            }
+            if partition
+                && !summary.interrupted
+                && summary
+                    .partition
+                    .as_ref()
+                    .is_none_or(|p| p.caught_up_ms.is_none())
+            {
+                eprintln!("error: no producer was cut off and caught up again");
                 return Ok(ExitCode::FAILURE);
             }
             if byzantine && !summary.interrupted {

@@ -278,6 +278,34 @@ fn a_byzantine_leader_gets_nothing_signed_is_named_and_production_goes_on() {
     assert!(stderr.contains("turns byzantine"), "{stderr}");
 }
 
+#[test]
+fn a_producer_cut_off_for_most_of_a_term_rejoins_and_catches_up() {
+    let _one = TESTNET.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(TENURE)
+        .args([
+            "testnet",
+            "--nodes",
+            "6",
+            "--terms",
+            "2",
+            "--burn-interval-ms",
+            "1200",
+            "--partition",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "testnet failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let partition = &summary["partition"];
+    assert!(partition["cut_off_s"].as_f64() >= Some(5.0), "{summary}");
+    assert!(partition["blocks_missed"].as_u64() >= Some(1), "{summary}");
+    assert!(partition["caught_up_ms"].is_u64(), "{summary}");
+    assert_eq!(summary["tips_agree"], true, "{summary}");
+    assert!(stderr.contains("cutting node"), "{stderr}");
+}
+
 fn tenure_ok(args: &[&str]) -> String {
     let out = Command::new(TENURE).args(args).output().unwrap();
     assert!(out.status.success(), "tenure {args:?} failed: {out:?}");

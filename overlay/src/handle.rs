@@ -156,6 +156,9 @@ pub(crate) enum Command {
     KeepConnected {
         peers: Vec<PeerId>,
     },
+    Isolate {
+        on: bool,
+    },
     Status {
         reply: Reply<OverlayStatus>,
     },
@@ -283,6 +286,13 @@ impl OverlayHandle {
     /// under the cap of 48).
     pub async fn keep_connected(&self, peers: Vec<PeerId>) {
         let _ = self.commands.send(Command::KeepConnected { peers }).await;
+    }
+
+    /// Cuts this node off the network, or lets it back: a fault switch for tests and the
+    /// testnet's `--partition`. While on, every connection is closed and every new one,
+    /// inbound or outbound, refused; when off, discovery dials its way back in.
+    pub async fn isolate(&self, on: bool) {
+        let _ = self.commands.send(Command::Isolate { on }).await;
     }
 
     /// Changes what this node says in its hello (sent to peers connecting from now on).

@@ -363,3 +363,65 @@ async fn kept_peers_stay_connected_past_the_peer_cap_and_the_cap_still_holds_for
         handle.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_node_loses_every_peer_refuses_new_ones_and_rejoins_when_let_back() {
+    let (handles, mut received) = start_gossip_mesh(4, "isolate-test", Topic::Blocks)
+        .await
+        .unwrap();
+    wait_for("every node to see the three others", || async {
+        for handle in &handles {
+            if !handle.status().await.is_ok_and(|s| s.peers.len() == 3) {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .unwrap();
+    let cut = &handles[3];
+    cut.isolate(true).await;
+    wait_for("the cut node to lose every peer", || async {
+        cut.status().await.is_ok_and(|s| s.peers.is_empty())
+    })
+    .await
+    .unwrap();
+    // The others dial it again (discovery, and it is their bootstrap's neighbour);
+    // while it is cut off, none gets through, and its gossip reaches nobody.
+    let addr = cut.listen_addrs()[0].clone();
+    let _ = handles[0].dial(addr).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(cut.status().await.unwrap().peers.is_empty());
+    assert!(
+        cut.publish(Topic::Blocks, b"from the cut node".to_vec())
+            .await
+            .is_err()
+    );
+    while let Ok(got) = received.try_recv() {
+        assert_ne!(got.data, b"from the cut node".to_vec());
+    }
+
+    cut.isolate(false).await;
+    wait_for("the node to rejoin", || async {
+        cut.status().await.is_ok_and(|s| !s.peers.is_empty())
+    })
+    .await
+    .unwrap();
+    publish_when_ready(cut, Topic::Blocks, b"back".to_vec())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(tenure_tests::DEADLINE, async {
+        loop {
+            let got = received.recv().await.expect("collector closed");
+            if got.data == b"back" {
+                return got;
+            }
+        }
+    })
+    .await
+    .expect("the rejoined node's gossip reached no one");
+    assert_ne!(got.node, 3);
+    for handle in &handles {
+        handle.shutdown().await;
+    }
+}

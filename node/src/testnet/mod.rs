@@ -52,6 +52,9 @@ use terms::TermKey;
 /// How long producers get, once the load stops, to reach one tip.
 const PRODUCER_SETTLE: Duration = Duration::from_secs(3);
 
+/// How long the producers get to reach one tip after a run with `--partition`.
+const PARTITION_SETTLE: Duration = Duration::from_secs(15);
+
 /// How often each node publishes a heartbeat.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -80,6 +83,8 @@ pub struct TestnetOptions {
     /// Make the leader byzantine halfway through: it proposes invalid blocks and sends
     /// invalid signature shares from then on.
     pub byzantine: bool,
+    /// Cut a producer off the network for most of the middle term, then let it back.
+    pub partition: bool,
     /// Serve the chain's HTTP API ([`crate::chain_api`]) for the first producer here.
     pub http: Option<std::net::SocketAddr>,
     /// An account the first producer pays 1,000,000 once its term's first block
@@ -190,6 +195,21 @@ pub struct TestnetSummary {
     pub failover_ms: Option<u64>,
     /// The byzantine producer (`--byzantine`), if one was made.
     pub byzantine: Option<ByzantineSummary>,
+    /// The producer cut off (`--partition`), if one was.
+    pub partition: Option<PartitionSummary>,
+}
+
+/// What became of the producer cut off (`--partition`).
+#[derive(Debug, Serialize)]
+pub struct PartitionSummary {
+    /// Its node.
+    pub node: usize,
+    /// How long it was cut off, in seconds.
+    pub cut_off_s: f64,
+    /// Blocks the others made meanwhile.
+    pub blocks_missed: u64,
+    /// From being let back to holding every block the others had then.
+    pub caught_up_ms: Option<u64>,
 }
 
 /// What became of the byzantine producer (`--byzantine`).
@@ -215,8 +235,11 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     anyhow::ensure!(options.nodes >= 2, "a testnet needs at least 2 nodes");
     anyhow::ensure!(options.terms >= 1, "a testnet runs at least one term");
     anyhow::ensure!(
-        !(options.kill_leader && options.byzantine),
-        "one fault at a time: --kill-leader or --byzantine"
+        usize::from(options.kill_leader)
+            + usize::from(options.byzantine)
+            + usize::from(options.partition)
+            <= 1,
+        "one fault at a time: --kill-leader, --byzantine or --partition"
     );
     let baseline = rss();
     let started = Instant::now();
@@ -374,6 +397,14 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     let mut byzantine: Option<(usize, u64)> = None;
     let mut honest_blocks: Option<tokio::task::JoinHandle<HashSet<[u8; 32]>>> = None;
     let (watched_tx, watched_rx) = watch::channel(false);
+    // A producing term before the last (the middle one of three): a producer is cut
+    // off from its second burn block (once the next term's key is made, which it must
+    // take part in) to its last, so it is back before the next term starts.
+    let middle = schedule
+        .terms
+        .heights(terms::FIRST_TERM + options.terms.saturating_sub(1) / 2);
+    let (cut_from, cut_until) = (middle.start.saturating_add(1), middle.end.saturating_sub(1));
+    let mut partition = Partition::default();
     let mut reported_terms = 0usize;
 
     let mut meshed_at = None;
@@ -471,6 +502,11 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
                     producer.misbehave().await;
                     byzantine = Some((leader, production.height));
                 }
+                if options.partition {
+                    partition
+                        .step(&set, &producer_handles, &production, burn_height, (cut_from, cut_until))
+                        .await;
+                }
                 eprintln!(
                     "{} | {}",
                     view.progress_line(started.elapsed(), wanted_mesh, meshed_at, &schedule.terms),
@@ -496,10 +532,22 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     // The load stops; producers get a moment to reach one tip.
     set.stop_load();
     let producing_until = Instant::now();
-    let settle_until = Instant::now() + PRODUCER_SETTLE;
+    // A producer cut off and let back gets longer: it may still be catching up.
+    let settle_until = Instant::now()
+        + if partition.cut.is_some() {
+            PARTITION_SETTLE
+        } else {
+            PRODUCER_SETTLE
+        };
     let dead = killed.map(|(node, _, _)| node);
     let mut production = Production::of(&set, dead);
-    while !interrupted && Instant::now() < settle_until && !production.tips_agree {
+    while !interrupted
+        && Instant::now() < settle_until
+        && (!production.tips_agree || partition.waiting())
+    {
+        partition
+            .step(&set, &producer_handles, &production, u64::MAX, (0, 0))
+            .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         production = Production::of(&set, dead);
     }
@@ -616,7 +664,97 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         nodes_killed: usize::from(dead.is_some()),
         failover_ms: failover.map(|d| d.as_millis() as u64),
         byzantine,
+        partition: partition.summary(),
     })
+}
+
+/// `--partition`: which producer is cut off, since when, and its catching up.
+#[derive(Default)]
+struct Partition {
+    /// (node, when cut off, the others' height then).
+    cut: Option<(usize, Instant, u64)>,
+    /// (when let back, the others' height then).
+    back: Option<(Instant, u64)>,
+    caught_up: Option<Duration>,
+}
+
+impl Partition {
+    /// Cuts a producer other than the leader off once the burnchain reaches `from` (and
+    /// the next term's key is made), lets it back at `until`, and sees it catch up.
+    async fn step(
+        &mut self,
+        set: &ProducerSet,
+        overlays: &[OverlayHandle],
+        production: &Production,
+        burn_height: u64,
+        (from, until): (u64, u64),
+    ) {
+        match (self.cut, self.back) {
+            (None, _) => {
+                let next_key_made = set
+                    .reports
+                    .lock()
+                    .is_ok_and(|r| r.contains_key(&production.term.saturating_add(1)));
+                if burn_height < from || burn_height >= until || !next_key_made {
+                    return;
+                }
+                let Some(leader) = production.leader else {
+                    return;
+                };
+                let node = (leader + 1) % overlays.len().max(1);
+                let Some(overlay) = overlays.get(node) else {
+                    return;
+                };
+                eprintln!(
+                    "testnet: cutting node {node} off the network at height {}",
+                    production.height
+                );
+                overlay.isolate(true).await;
+                self.cut = Some((node, Instant::now(), production.height));
+            }
+            (Some((node, _, _)), None) => {
+                if burn_height < until {
+                    return;
+                }
+                let height = production.height;
+                eprintln!("testnet: letting node {node} back at height {height}");
+                if let Some(overlay) = overlays.get(node) {
+                    overlay.isolate(false).await;
+                }
+                self.back = Some((Instant::now(), height));
+            }
+            (Some((node, _, _)), Some((at, height))) => {
+                let caught_up = set.statuses().get(node).is_some_and(|s| s.height >= height);
+                if self.caught_up.is_none() && caught_up {
+                    self.caught_up = Some(at.elapsed());
+                    eprintln!(
+                        "testnet: node {node} caught up to height {height}, {} ms after it was let back",
+                        at.elapsed().as_millis()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whether a producer was let back and has not caught up yet.
+    fn waiting(&self) -> bool {
+        self.back.is_some() && self.caught_up.is_none()
+    }
+
+    fn summary(&self) -> Option<PartitionSummary> {
+        let (node, cut_at, height) = self.cut?;
+        Some(PartitionSummary {
+            node,
+            cut_off_s: self
+                .back
+                .map_or(cut_at.elapsed(), |(at, _)| {
+                    at.saturating_duration_since(cut_at)
+                })
+                .as_secs_f64(),
+            blocks_missed: self.back.map_or(0, |(_, h)| h.saturating_sub(height)),
+            caught_up_ms: self.caught_up.map(|d| d.as_millis() as u64),
+        })
+    }
 }
 
 impl ByzantineSummary {
@@ -1109,6 +1247,18 @@ impl TestnetSummary {
             },
             self.tips_agree,
         ));
+        if let Some(p) = &self.partition {
+            text.push_str(&format!(
+                "\n  partition          node {} cut off for {:.1} s while {} blocks were made; {}",
+                p.node,
+                p.cut_off_s,
+                p.blocks_missed,
+                p.caught_up_ms
+                    .map_or("it did NOT catch up".to_owned(), |ms| format!(
+                        "caught up {ms} ms after it was let back"
+                    )),
+            ));
+        }
         if let Some(b) = &self.byzantine {
             text.push_str(&format!(
                 "\n  byzantine          node {}: {} invalid proposals, {} signed; deposed for misbehaviour by {} producers; named {} times for invalid signature shares; {} blocks made without it",

@@ -140,6 +140,7 @@ pub async fn spawn(
         events: event_tx,
         kept: Default::default(),
         kept_redial: HashMap::new(),
+        isolated: None,
     };
     service.dial_bootstrap();
     tokio::spawn(service.run(command_rx));
@@ -290,6 +291,9 @@ pub(crate) struct OverlayService {
     /// after that: doubling per dial up to [`KEPT_REDIAL_MAX`], so a kept peer id that
     /// leads nowhere (or to a node that keeps refusing us) is not dialled every tick.
     kept_redial: HashMap<PeerId, (Instant, Duration)>,
+    /// While cut off ([`crate::OverlayHandle::isolate`]): the connection limits to
+    /// restore.
+    isolated: Option<connection_limits::ConnectionLimits>,
 }
 
 impl OverlayService {
@@ -403,7 +407,30 @@ impl OverlayService {
                 self.kept = peers.into_iter().filter(|p| *p != local).collect();
                 self.dial_kept(Instant::now());
             }
+            Command::Isolate { on } => self.isolate(on),
             Command::Shutdown { .. } => {}
+        }
+    }
+
+    /// Cuts the node off (limits of zero connections, every connection closed), or
+    /// restores its limits.
+    fn isolate(&mut self, on: bool) {
+        let limits = self.swarm.behaviour_mut().limits.limits_mut();
+        match (on, self.isolated.take()) {
+            (true, saved) => {
+                let normal = saved.unwrap_or_else(|| limits.clone());
+                *limits = connection_limits::ConnectionLimits::default()
+                    .with_max_pending_incoming(Some(0))
+                    .with_max_pending_outgoing(Some(0))
+                    .with_max_established(Some(0));
+                self.isolated = Some(normal);
+                let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                for peer in connected {
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+            }
+            (false, Some(normal)) => *limits = normal,
+            (false, None) => {}
         }
     }
 
@@ -474,7 +501,9 @@ impl OverlayService {
             debug!(target: logs::PEERS, %peer, "no hello in time; disconnecting");
             let _ = self.swarm.disconnect_peer_id(peer);
         }
-        self.discover(now);
+        if self.isolated.is_none() {
+            self.discover(now);
+        }
         self.prune_excess_peers(now);
     }
 

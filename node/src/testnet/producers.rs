@@ -59,6 +59,13 @@ pub const COINBASE: u64 = 100_000_000;
 /// What the load generator pays a faucet account (`tenure testnet --faucet`).
 pub const FAUCET_AMOUNT: u64 = 1_000_000;
 
+/// The faucet payment's fee: above any load transfer's, so it replaces one that holds
+/// its nonce in a mempool.
+const FAUCET_FEE: u64 = 1_000;
+
+/// How long a faucet payment may stay unapplied before it is sent again.
+const FAUCET_RETRY: Duration = Duration::from_secs(5);
+
 /// What node `index` of `nodes` spends on its enrollment in term `term`, in
 /// satoshis: `2n - i` units, rotated by the term so weights change from term to term.
 pub fn spend_of(index: usize, nodes: usize, term: u64) -> u64 {
@@ -376,7 +383,8 @@ impl ProducerSet {
 /// block funded them, each handed to one producer (in turn), which puts it in its
 /// mempool and gossips it on the transactions topic. A sender whose transfers the
 /// chain has not taken within 32 nonces starts again from its nonce on chain (a
-/// transfer lost on the way would otherwise hold back all its later ones).
+/// transfer lost on the way would otherwise hold back all its later ones). With a
+/// `faucet`, the first sender pays it first and sends again until it is funded.
 async fn load(
     slots: Vec<Arc<OnceLock<ProducerHandle>>>,
     keys: Vec<Keypair>,
@@ -397,6 +405,7 @@ async fn load(
         .collect();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut sent = 0u64;
+    let mut faucet_sent: Option<std::time::Instant> = None;
     while on.load(Ordering::Relaxed) {
         tick.tick().await;
         let producers: Vec<ProducerHandle> =
@@ -409,16 +418,27 @@ async fn load(
         else {
             continue;
         };
-        // The faucet's payment, from the first sender, as its next transfer.
+        // The faucet's payment, from the first sender, which sends nothing else until
+        // the faucet account is funded. A payment lost on the way, or whose nonce
+        // another transfer took, is sent again at the sender's nonce on chain: only
+        // once the account is unfunded and that nonce was not the payment's, so it is
+        // never paid twice.
         if let (Some(to), Some((key, account, next)), Some(producer)) =
             (faucet, senders.first_mut(), producers.first())
         {
             let on_chain = state.accounts.get(account).map_or(0, |a| a.nonce);
-            *next = (*next).max(on_chain);
-            let payment = Transfer::sign(NETWORK, key, to, FAUCET_AMOUNT, 10, *next);
-            *next += 1;
-            producer.broadcast(payment).await;
-            faucet = None;
+            let funded = state
+                .accounts
+                .get(&to)
+                .is_some_and(|a| a.balance > 0 || a.nonce > 0);
+            if funded {
+                *next = on_chain;
+                faucet = None;
+            } else if faucet_sent.is_none_or(|at| at.elapsed() >= FAUCET_RETRY) {
+                let payment = Transfer::sign(NETWORK, key, to, FAUCET_AMOUNT, FAUCET_FEE, on_chain);
+                producer.broadcast(payment).await;
+                faucet_sent = Some(std::time::Instant::now());
+            }
         }
         let count = senders.len().max(1);
         for _ in 0..2 {
@@ -428,6 +448,10 @@ async fn load(
             else {
                 break;
             };
+            if index == 0 && faucet.is_some() {
+                sent += 1;
+                continue;
+            }
             let on_chain = state.accounts.get(account).map_or(0, |a| a.nonce);
             if *next < on_chain || *next > on_chain + 32 {
                 *next = on_chain;

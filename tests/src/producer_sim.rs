@@ -44,7 +44,7 @@ use tenure_chain::{
     block::{AccountId, Block, ChainState, SignerEvidence, TermContext, Transfer, Tx},
     produce::{
         Approvals, Producer, ProducerBody, ProducerConfig, ProducerId, ProducerMessage,
-        ProducerOutput, SignPayload,
+        ProducerOutput,
     },
     tenure_change::consensus_hash,
 };
@@ -322,8 +322,6 @@ pub struct SimProducer {
 pub struct Phases {
     /// The leader proposed it.
     pub proposed: u64,
-    /// The leader asked the federation to sign it (enough producers pre-committed).
-    pub sign_requested: Option<u64>,
     /// A producer first learned its signature.
     pub signed: Option<u64>,
 }
@@ -478,12 +476,6 @@ impl ProducerSim {
                     }
                 }
                 ProducerOutput::Sign { payload } => {
-                    if let Some(SignPayload::Header(header)) = SignPayload::from_bytes(&payload) {
-                        let now_ms = self.net.now_ms();
-                        if let Some(phases) = self.phases.get_mut(&header.hash()) {
-                            phases.sign_requested.get_or_insert(now_ms);
-                        }
-                    }
                     let now = self.net.now();
                     if let Some(node) = self.nodes.get_mut(n) {
                         let (_, out) = node.signing.request(&payload, now, &mut self.frost_rng);

@@ -31,7 +31,9 @@
 //!   election (partitioned, restarted) learns the leader from the first proposal.
 //! - **Pre-commit before signing.** Producers validate the leader's candidate against
 //!   their own chain state and pre-commit to its header hash; each member's signing
-//!   validator approves only the header it pre-committed to.
+//!   validator approves only the header it pre-committed to. The leader asks for the
+//!   signature with the proposal, and the pre-commit stays local: a member's nonce
+//!   commitments are its vote ([`producer`], rule 3).
 
 pub mod announce;
 pub mod burn_scan;
@@ -47,6 +49,6 @@ pub use election::{
 pub use enroller::Enroller;
 pub use mempool::{Admitted, Mempool, MempoolRefusal, RelayJudgement, RelayedNonces, judge_relay};
 pub use producer::{
-    Approvals, PRODUCER_MESSAGE_VERSION, PreCommit, Producer, ProducerBody, ProducerConfig,
-    ProducerMessage, ProducerOutput, ProducerRefusal, SignPayload,
+    Approvals, PRODUCER_MESSAGE_VERSION, Producer, ProducerBody, ProducerConfig, ProducerMessage,
+    ProducerOutput, ProducerRefusal, SignPayload,
 };

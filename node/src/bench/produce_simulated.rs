@@ -15,9 +15,9 @@
 //! Figures are in simulated time: `p50_ms`/`p99_ms` from the leader proposing a block
 //! to a producer applying it (one sample per block and producer),
 //! `transfer_p50_ms`/`transfer_p99_ms` from a transfer's submission to the last
-//! producer applying it; the block latency split into its phases (`precommit_p50_ms`:
-//! proposal to the leader asking for the signature; `sign_p50_ms`: to a producer
-//! first learning it; `propagate_p50_ms`: to a producer applying the block). `wall_s`
+//! producer applying it; the block latency split into its phases (`sign_p50_ms`:
+//! proposal, with which the leader asks for the signature, to a producer first
+//! learning the signature; `propagate_p50_ms`: to a producer applying the block). `wall_s`
 //! is what the run took on this machine.
 
 use std::time::{Duration, Instant};
@@ -80,9 +80,8 @@ pub struct SimulatedProduceReport {
     pub p50_ms: f64,
     /// Proposal to a producer applying the block, 99th percentile (simulated).
     pub p99_ms: f64,
-    /// Proposal to the leader asking for the signature (pre-commits), median.
-    pub precommit_p50_ms: f64,
-    /// The leader asking for the signature to a producer learning it, median.
+    /// The proposal (and the request for its signature) to a producer learning the
+    /// signature, median.
     pub sign_p50_ms: f64,
     /// A producer learning the signature to a producer applying the block, median.
     pub propagate_p50_ms: f64,
@@ -110,7 +109,7 @@ impl SimulatedProduceReport {
              {:.1} s on this machine, DKG {:.1} s)\n\
              blocks: {} ({:.2}/s), producers agree: {}\n\
              block latency (proposal to applied): p50 {:.0} ms, p99 {:.0} ms\n\
-             phases, p50: pre-commits {:.0} ms, signing {:.0} ms, propagation {:.0} ms\n\
+             phases, p50: proposal to signature {:.0} ms, propagation {:.0} ms\n\
              transfers: {} submitted, {} included; latency p50 {:.0} ms, p99 {:.0} ms",
             self.producers,
             self.latency_min_ms,
@@ -125,7 +124,6 @@ impl SimulatedProduceReport {
             self.producers_agree,
             self.p50_ms,
             self.p99_ms,
-            self.precommit_p50_ms,
             self.sign_p50_ms,
             self.propagate_p50_ms,
             self.transfers_submitted,
@@ -191,18 +189,15 @@ pub fn run(bench: &SimulatedProduce) -> anyhow::Result<SimulatedProduceReport> {
     let transfers_latency = samples(&sim.transfer_latencies_ms);
     let at = |v: &[Duration], p| percentile(v, p).map(ms).unwrap_or(f64::NAN);
     let blocks = sim.heights().into_iter().max().unwrap_or(0);
-    let mut precommit = Vec::new();
-    let mut sign = Vec::new();
-    for phases in sim.phases() {
-        if let Some(requested) = phases.sign_requested {
-            precommit.push(Duration::from_millis(
-                requested.saturating_sub(phases.proposed),
-            ));
-            if let Some(signed) = phases.signed {
-                sign.push(Duration::from_millis(signed.saturating_sub(requested)));
-            }
-        }
-    }
+    let sign: Vec<Duration> = sim
+        .phases()
+        .filter_map(|phases| {
+            let signed = phases.signed?;
+            Some(Duration::from_millis(
+                signed.saturating_sub(phases.proposed),
+            ))
+        })
+        .collect();
     let propagate = samples(&sim.propagation_latencies_ms);
     let simulated_s = end_ms as f64 / 1e3;
     Ok(SimulatedProduceReport {
@@ -216,7 +211,6 @@ pub fn run(bench: &SimulatedProduce) -> anyhow::Result<SimulatedProduceReport> {
         blocks_per_s: blocks as f64 / simulated_s,
         p50_ms: at(&blocks_latency, 50.0),
         p99_ms: at(&blocks_latency, 99.0),
-        precommit_p50_ms: at(&precommit, 50.0),
         sign_p50_ms: at(&sign, 50.0),
         propagate_p50_ms: at(&propagate, 50.0),
         transfer_p50_ms: at(&transfers_latency, 50.0),

@@ -144,7 +144,11 @@ impl OverlayService {
     }
 
     /// Dials every kept peer that is not connected (with the addresses discovery
-    /// knows, else those the routing table offers), each with its own backoff.
+    /// knows, else those the routing table offers), each with its own backoff. For one
+    /// kept peer whose address nobody told us, in turn, it asks the DHT (a lookup of
+    /// the peers closest to it, which finds it if any node routes to it): in a large
+    /// roster, each node learns most addresses from its neighbours, and a pair that
+    /// learned neither's address would otherwise never connect.
     pub(super) fn dial_kept(&mut self, now: Instant) {
         let peers = &self.peers;
         let kept = &self.kept;
@@ -157,6 +161,22 @@ impl OverlayService {
             .filter(|p| self.kept_redial.get(p).is_none_or(|(at, _)| now >= *at))
             .copied()
             .collect();
+        let unaddressed: Vec<PeerId> = missing
+            .iter()
+            .filter(|p| {
+                self.discovery
+                    .known
+                    .get(p)
+                    .is_none_or(|k| k.addrs.is_empty())
+            })
+            .copied()
+            .collect();
+        if !unaddressed.is_empty() {
+            self.kept_lookup = self.kept_lookup.wrapping_add(1);
+            if let Some(peer) = unaddressed.get(self.kept_lookup % unaddressed.len()) {
+                self.swarm.behaviour_mut().kad.get_closest_peers(*peer);
+            }
+        }
         for peer in missing {
             let wait = self
                 .kept_redial

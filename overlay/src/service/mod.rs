@@ -140,6 +140,7 @@ pub async fn spawn(
         events: event_tx,
         kept: Default::default(),
         kept_redial: HashMap::new(),
+        kept_lookup: 0,
         isolated: None,
     };
     service.dial_bootstrap();
@@ -291,6 +292,8 @@ pub(crate) struct OverlayService {
     /// after that: doubling per dial up to [`KEPT_REDIAL_MAX`], so a kept peer id that
     /// leads nowhere (or to a node that keeps refusing us) is not dialled every tick.
     kept_redial: HashMap<PeerId, (Instant, Duration)>,
+    /// Turns of the DHT lookups for kept peers without a known address.
+    kept_lookup: usize,
     /// While cut off ([`crate::OverlayHandle::isolate`]): the connection limits to
     /// restore.
     isolated: Option<connection_limits::ConnectionLimits>,
@@ -405,11 +408,33 @@ impl OverlayService {
             Command::KeepConnected { peers } => {
                 let local = *self.swarm.local_peer_id();
                 self.kept = peers.into_iter().filter(|p| *p != local).collect();
+                // The total cap grows with the kept peers (a roster of 100 with a
+                // simultaneous dial here and there passed the default 128); the cap
+                // per peer stays.
+                let limits = self.connection_limits();
+                match &mut self.isolated {
+                    Some(saved) => *saved = limits,
+                    None => *self.swarm.behaviour_mut().limits.limits_mut() = limits,
+                }
                 self.dial_kept(Instant::now());
             }
             Command::Isolate { on } => self.isolate(on),
             Command::Shutdown { .. } => {}
         }
+    }
+
+    /// The connection limits: the configured caps, the total raised by what the kept
+    /// peers may hold.
+    fn connection_limits(&self) -> connection_limits::ConnectionLimits {
+        let caps = self.config.limits;
+        let kept = u32::try_from(self.kept.len()).unwrap_or(u32::MAX);
+        connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(
+                caps.max_established
+                    .saturating_add(kept.saturating_mul(caps.max_per_peer)),
+            ))
+            .with_max_established_per_peer(Some(caps.max_per_peer))
+            .with_max_pending_incoming(Some(caps.max_pending_incoming))
     }
 
     /// Cuts the node off (limits of zero connections, every connection closed), or

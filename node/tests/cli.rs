@@ -216,24 +216,7 @@ fn sigterm_stops_a_node_cleanly() {
 
 #[test]
 fn the_testnet_replaces_a_killed_leader_and_production_goes_on() {
-    let _one = TESTNET.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(TENURE)
-        .args([
-            "testnet",
-            "--nodes",
-            "8",
-            "--terms",
-            "2",
-            "--burn-interval-ms",
-            "1200",
-            "--kill-leader",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "testnet failed: {stderr}");
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (summary, stderr) = testnet_with_fault(8, "--kill-leader");
     assert!(summary["leader_killed"].is_u64(), "{summary}");
     assert!(
         summary["failover_ms"].is_u64(),
@@ -245,24 +228,7 @@ fn the_testnet_replaces_a_killed_leader_and_production_goes_on() {
 
 #[test]
 fn a_byzantine_leader_gets_nothing_signed_is_named_and_production_goes_on() {
-    let _one = TESTNET.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(TENURE)
-        .args([
-            "testnet",
-            "--nodes",
-            "6",
-            "--terms",
-            "2",
-            "--burn-interval-ms",
-            "1200",
-            "--byzantine",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "testnet failed: {stderr}");
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (summary, stderr) = testnet_with_fault(6, "--byzantine");
     let byzantine = &summary["byzantine"];
     assert!(
         byzantine["invalid_proposals"].as_u64() >= Some(1),
@@ -280,30 +246,36 @@ fn a_byzantine_leader_gets_nothing_signed_is_named_and_production_goes_on() {
 
 #[test]
 fn a_producer_cut_off_for_most_of_a_term_rejoins_and_catches_up() {
-    let _one = TESTNET.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(TENURE)
-        .args([
-            "testnet",
-            "--nodes",
-            "6",
-            "--terms",
-            "2",
-            "--burn-interval-ms",
-            "1200",
-            "--partition",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "testnet failed: {stderr}");
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (summary, stderr) = testnet_with_fault(6, "--partition");
     let partition = &summary["partition"];
     assert!(partition["cut_off_s"].as_f64() >= Some(5.0), "{summary}");
     assert!(partition["blocks_missed"].as_u64() >= Some(1), "{summary}");
     assert!(partition["caught_up_ms"].is_u64(), "{summary}");
     assert_eq!(summary["tips_agree"], true, "{summary}");
     assert!(stderr.contains("cutting node"), "{stderr}");
+}
+
+/// Runs a two-term testnet of `nodes` with one fault flag; its JSON summary and stderr.
+fn testnet_with_fault(nodes: usize, fault: &str) -> (serde_json::Value, String) {
+    let _one = TESTNET.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = nodes.to_string();
+    let out = Command::new(TENURE)
+        .args([
+            "testnet",
+            "--nodes",
+            &nodes,
+            "--terms",
+            "2",
+            "--burn-interval-ms",
+            "1200",
+            fault,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "testnet failed: {stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
 }
 
 fn tenure_ok(args: &[&str]) -> String {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tenure_chain::store::ChainStore;
 use tenure_node::testnet::producers::{self, ProducerSet};
-use tenure_overlay::{NetworkId, OverlayHandle, localnet};
+use tenure_overlay::{NetworkId, localnet};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -29,13 +29,7 @@ const MISSED: u64 = 90;
 async fn a_stopped_producer_resumes_from_its_chain_store_and_catches_up_from_the_others_stores() {
     let network = NetworkId::new("producer-restart").unwrap();
     let nodes = localnet::start(4, &network, |_| {}).await.unwrap();
-    let handles: Vec<OverlayHandle> = nodes.iter().map(|n| n.handle.clone()).collect();
-    let mut events = Vec::new();
-    for node in nodes {
-        let (ours, mut rest) = producers::split_events(node.events);
-        events.push(ours);
-        tokio::spawn(async move { while rest.next().await.is_some() {} });
-    }
+    let (handles, events) = producers::producers_only(nodes);
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let stores = dirs
         .iter()

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bitcoin::secp256k1::{Keypair, SECP256K1, SecretKey};
 use tenure_chain::block::{AccountId, Transfer, Tx};
 use tenure_node::testnet::producers::{self, NETWORK, ProducerSet};
-use tenure_overlay::{NetworkId, OverlayHandle, Topic, localnet};
+use tenure_overlay::{NetworkId, Topic, localnet};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -28,13 +28,7 @@ async fn forged_transfers_are_rejected_and_their_sender_penalised_while_valid_on
     // Four producers and one attacker, all meshed.
     let mut nodes = localnet::start(5, &network, |_| {}).await.unwrap();
     let attacker = nodes.pop().unwrap();
-    let handles: Vec<OverlayHandle> = nodes.iter().map(|n| n.handle.clone()).collect();
-    let mut events = Vec::new();
-    for node in nodes {
-        let (ours, mut rest) = producers::split_events(node.events);
-        events.push(ours);
-        tokio::spawn(async move { while rest.next().await.is_some() {} });
-    }
+    let (handles, events) = producers::producers_only(nodes);
     let mut attacker_events = attacker.events;
     tokio::spawn(async move { while attacker_events.next().await.is_some() {} });
     attacker

@@ -304,10 +304,7 @@ impl Mempool {
         transfer: Transfer,
         state: &ChainState,
     ) -> Result<Admitted, MempoolRefusal> {
-        let sender = transfer.from;
-        let admitted = self.admit(transfer, state, true)?;
-        self.adopt_orphans(&sender, state);
-        Ok(admitted)
+        self.admit_and_adopt(transfer, state, true)
     }
 
     /// Admits `transfer` whose signature under this pool's network was checked already
@@ -317,8 +314,18 @@ impl Mempool {
         transfer: Transfer,
         state: &ChainState,
     ) -> Result<Admitted, MempoolRefusal> {
+        self.admit_and_adopt(transfer, state, false)
+    }
+
+    /// Admits `transfer`, then the sender's orphans its run now reaches.
+    fn admit_and_adopt(
+        &mut self,
+        transfer: Transfer,
+        state: &ChainState,
+        check_signature: bool,
+    ) -> Result<Admitted, MempoolRefusal> {
         let sender = transfer.from;
-        let admitted = self.admit(transfer, state, false)?;
+        let admitted = self.admit(transfer, state, check_signature)?;
         self.adopt_orphans(&sender, state);
         Ok(admitted)
     }

@@ -70,14 +70,7 @@ pub async fn run(producers: usize, rate: u64, seconds: u64) -> anyhow::Result<Pr
     let baseline = rss();
     let network = NetworkId::new("bench-produce")?;
     let nodes = localnet::start(producers, &network, |_| {}).await?;
-    let handles: Vec<OverlayHandle> = nodes.iter().map(|n| n.handle.clone()).collect();
-    let mut events = Vec::with_capacity(producers);
-    for node in nodes {
-        let (ours, mut rest) = producers::split_events(node.events);
-        events.push(ours);
-        // Nothing else runs on these nodes: their other events are dropped.
-        tokio::spawn(async move { while rest.next().await.is_some() {} });
-    }
+    let (handles, events) = producers::producers_only(nodes);
     let set = ProducerSet::start(&handles, events).await?;
     let dkg_ms = ms(set.dkg);
     wait_for("the term's first block", Duration::from_secs(60), || {

@@ -111,6 +111,23 @@ pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
     (ProducerEvents { federation, blocks }, rest)
 }
 
+/// Nodes that run nothing but a producer (the benchmark's, tests'): their handles and
+/// producer events; their other events are dropped.
+pub fn producers_only(
+    nodes: Vec<localnet::LocalNode>,
+) -> (Vec<OverlayHandle>, Vec<ProducerEvents>) {
+    let handles = nodes.iter().map(|n| n.handle.clone()).collect();
+    let events = nodes
+        .into_iter()
+        .map(|node| {
+            let (ours, mut rest) = split_events(node.events);
+            tokio::spawn(async move { while rest.next().await.is_some() {} });
+            ours
+        })
+        .collect();
+    (handles, events)
+}
+
 /// A running producer set.
 pub struct ProducerSet {
     /// Each node's producer, once it produces.

@@ -87,17 +87,20 @@ pub enum Topic {
     Heartbeat,
     /// Signed transfers on their way to the producers' mempools.
     Transactions,
+    /// Producers' certificates of their term's key, for every node to verify.
+    TermKeys,
 }
 
 impl Topic {
     /// Every topic, in a fixed order.
-    pub const ALL: [Topic; 6] = [
+    pub const ALL: [Topic; 7] = [
         Topic::Blocks,
         Topic::StackerDbChunks,
         Topic::BurnBlocks,
         Topic::FederationFrames,
         Topic::Heartbeat,
         Topic::Transactions,
+        Topic::TermKeys,
     ];
 
     /// The short name used in topic strings and metrics.
@@ -109,6 +112,7 @@ impl Topic {
             Topic::FederationFrames => "federation-frames",
             Topic::Heartbeat => "heartbeat",
             Topic::Transactions => "transactions",
+            Topic::TermKeys => "term-keys",
         }
     }
 

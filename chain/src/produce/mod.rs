@@ -11,10 +11,14 @@
 //! - [`election`]: the leader election: rounds with random timeouts, vote requests,
 //!   BIP340-signed votes, a leader proven by votes of at least 67% of the weight, and
 //!   deposing a leader that stops proposing, proposes invalid blocks or equivocates.
+//! - [`follower`]: a node following the chain without producing: term keys from
+//!   their certificates, every block validated against them.
 //! - [`mempool`]: transfers waiting for a block, bounded, admitted against the chain
 //!   state, selected by fee in each sender's nonce order.
 //! - [`producer`]: one producer's side of a term: proposals, checks, pre-commits,
 //!   what the federation may sign, blocks completed, validated and applied.
+//! - [`term_key`]: a term's key made public: the record its producers certify with
+//!   their enrollment keys, and how any node accepts it from public data.
 //!
 //! Decisions taken for the parts that follow (the leader's proposal in the
 //! proposed-block slots, pre-commits, the FROST round and the block's signer evidence):
@@ -39,8 +43,10 @@ pub mod announce;
 pub mod burn_scan;
 pub mod election;
 pub mod enroller;
+pub mod follower;
 pub mod mempool;
 pub mod producer;
+pub mod term_key;
 
 pub use burn_scan::{BurnScan, TermPlan};
 pub use election::{

@@ -14,6 +14,7 @@
 //! | the chain on disk (a producer resumes at its stored tip; old blocks served to producers catching up) | `tenure_chain::store` | [`producer`] (tests; not yet in the testnet or `tenure node`) |
 //! | transfers in, balances out (the transactions topic's judgement) | `tenure_chain::produce::mempool` | [`producer`], [`chain_api`], [`tx_client`] |
 //! | terms from the burnchain (registration, enrollment, selection, term keys, term UTXOs) | `tenure_chain::produce::{burn_scan, enroller}` | [`testnet::terms`] |
+//! | term keys made public, the chain followed without producing | `tenure_chain::produce::{term_key, follower}` | [`follower`] (the testnet's miner node) |
 //!
 //! Cross-crate tests in the workspace's `tests` crate drive these modules over
 //! loopback.
@@ -23,6 +24,7 @@ pub mod burnchain;
 pub mod chain_api;
 pub mod config;
 pub mod federation;
+pub mod follower;
 pub mod http;
 pub mod keys;
 pub mod logs;

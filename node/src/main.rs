@@ -480,6 +480,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("error: the producers ended on different tips");
                 return Ok(ExitCode::FAILURE);
             }
+            if !summary.follower.agrees && !summary.interrupted {
+                eprintln!(
+                    "error: the follower ended at height {}, not on the producers' tip",
+                    summary.follower.height
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             if summary.terms_completed < terms && !summary.interrupted {
                 eprintln!(
                     "error: {} of {terms} terms completed with blocks",

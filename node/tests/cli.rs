@@ -152,6 +152,18 @@ fn the_testnet_enrolls_on_the_burnchain_and_produces_blocks_term_after_term() {
     assert!(summary["transactions"].as_u64().unwrap() > 0, "{summary}");
     assert_eq!(summary["tips_agree"], true, "{summary}");
     assert!(summary["last_block_signer_shares"].as_u64().unwrap() >= 67);
+    // The miner's node produces nothing: it accepted both terms' keys from the
+    // producers' certificates alone and validated every block to the same tip.
+    let follower = &summary["follower"];
+    assert_eq!(follower["agrees"], true, "{summary}");
+    assert_eq!(follower["height"], summary["blocks"], "{summary}");
+    let certified = follower["terms_certified"].as_array().unwrap();
+    assert!(
+        certified.contains(&3.into()) && certified.contains(&4.into()),
+        "{summary}"
+    );
+    assert_eq!(follower["refused_blocks"], 0, "{summary}");
+    assert_eq!(follower["refused_certificates"], 0, "{summary}");
     assert!(
         stderr.contains("term 3 height") && stderr.contains("term 4 height"),
         "no production progress: {stderr}"

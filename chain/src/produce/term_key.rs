@@ -38,8 +38,9 @@
 //! - A member that certifies **two records** for one term is named
 //!   ([`TermKeyError::Equivocation`]); its first certificate stays counted, the second
 //!   is refused.
-//! - **Flood**: only roster members' certificates are kept, one each per term, and
-//!   only for the terms a node asks about.
+//! - **Flood**: the topic forwards only certificates of the term's producers whose
+//!   signature verifies, at most [`FORWARDED_PER_MEMBER`] per member and term
+//!   ([`CertificateGate`]); a node keeps one certificate per roster member and term.
 //!
 //! The term's context ([`TermKeyRecord::context`]) is built from the record and the
 //! plan by one function for producers and followers alike, so every node validates
@@ -404,6 +405,67 @@ impl KeyCertificate {
     }
 }
 
+/// Certificates of one member for one term that a node forwards, at most: its first,
+/// its republication at the term's start, and room for a retry.
+pub const FORWARDED_PER_MEMBER: u8 = 4;
+
+/// What a term-keys topic validator does with a certificate ([`CertificateGate`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateVerdict {
+    /// Deliver and forward it.
+    Forward,
+    /// Drop it without blame: its term's producers are not known here yet, or its
+    /// member was forwarded enough for the term.
+    Ignore,
+    /// Drop it and blame its sender: not a producer's, or a bad signature.
+    Reject(TermKeyError),
+}
+
+/// The term-keys topic's gate (module docs, "Flood"): a certificate is forwarded only
+/// when the node's burnchain view names its member a producer of its term and its
+/// signature verifies, and at most [`FORWARDED_PER_MEMBER`] times per member and term,
+/// so neither a stranger's keys nor a member's fresh signatures can fill the network.
+#[derive(Debug)]
+pub struct CertificateGate {
+    network: String,
+    forwarded: BTreeMap<(u64, MemberId), u8>,
+}
+
+impl CertificateGate {
+    /// A gate on `network`.
+    pub fn new(network: &str) -> CertificateGate {
+        CertificateGate {
+            network: network.to_owned(),
+            forwarded: BTreeMap::new(),
+        }
+    }
+
+    /// Judges `certificate`, given the plan of its term as this node's burnchain view
+    /// has it (`None`: not known here).
+    pub fn judge(&mut self, certificate: &KeyCertificate, plan: Option<&TermPlan>) -> GateVerdict {
+        let term = certificate.record.term;
+        let Some(plan) = plan.filter(|p| p.term == term) else {
+            return GateVerdict::Ignore;
+        };
+        let member = certificate.member;
+        if !plan.producers.iter().any(|p| member_of(p) == member) {
+            return GateVerdict::Reject(TermKeyError::NotAMember(member));
+        }
+        let count = self.forwarded.entry((term, member)).or_insert(0);
+        if *count >= FORWARDED_PER_MEMBER {
+            return GateVerdict::Ignore;
+        }
+        if let Err(e) = certificate.check_signature(&self.network) {
+            return GateVerdict::Reject(e);
+        }
+        *count = count.saturating_add(1);
+        // Terms well past are forgotten: the map holds at most a few terms' producers.
+        let recent = term.saturating_sub(2);
+        self.forwarded.retain(|(t, _), _| *t >= recent);
+        GateVerdict::Forward
+    }
+}
+
 /// What a certificate offered to [`TermKeys`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Offered {
@@ -757,6 +819,44 @@ mod tests {
             outcomes
                 .iter()
                 .any(|o| matches!(o, Ok(Offered::Certified(_))))
+        );
+    }
+
+    #[test]
+    fn the_gate_forwards_only_producers_certificates_and_few_of_each() {
+        let (plan, keys) = plan(4);
+        let record = record(&plan, &BTreeSet::new(), 1);
+        let mut gate = CertificateGate::new(NET);
+        // A stranger's certificate, validly signed by its own key: refused, blamed.
+        let stranger = KeyCertificate::sign(NET, record.clone(), &keypair(99));
+        assert_eq!(
+            gate.judge(&stranger, Some(&plan)),
+            GateVerdict::Reject(TermKeyError::NotAMember(member(&keypair(99))))
+        );
+        // A producer's name on a forged signature: refused, blamed.
+        let mut forged = stranger.clone();
+        forged.member = member(&keys[0]);
+        assert_eq!(
+            gate.judge(&forged, Some(&plan)),
+            GateVerdict::Reject(TermKeyError::BadSignature(member(&keys[0])))
+        );
+        // Its term's producers unknown here: dropped without blame.
+        let honest = KeyCertificate::sign(NET, record.clone(), &keys[0]);
+        assert_eq!(gate.judge(&honest, None), GateVerdict::Ignore);
+        // A producer's certificates, freshly signed each time: a few are forwarded.
+        let forwarded = (0..20)
+            .filter(|_| {
+                gate.judge(
+                    &KeyCertificate::sign(NET, record.clone(), &keys[0]),
+                    Some(&plan),
+                ) == GateVerdict::Forward
+            })
+            .count();
+        assert_eq!(forwarded, usize::from(FORWARDED_PER_MEMBER));
+        // Another producer is not held back by the first one's flood.
+        assert_eq!(
+            gate.judge(&KeyCertificate::sign(NET, record, &keys[1]), Some(&plan)),
+            GateVerdict::Forward
         );
     }
 

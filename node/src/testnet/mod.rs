@@ -1,7 +1,9 @@
 //! `tenure testnet`: a local mesh of nodes on loopback that find each other from one
 //! bootstrap address, form a gossip mesh and exchange heartbeats, follow the embedded
 //! regtest burnchain that one more node mines (standing in for Bitcoin's miners: it
-//! produces nothing else, so a killed producer never stops the burnchain), enroll
+//! produces nothing else, so a killed producer never stops the burnchain; it also
+//! follows the chain as a node that produces nothing, from each term key's
+//! certificates and the gossiped blocks, [`crate::follower`]), enroll
 //! their producers on it, and
 //! produce signed blocks of transfers term after term, each term's producers and key
 //! decided by the burnchain ([`terms`], [`producers`]), with live progress and a
@@ -38,6 +40,7 @@ use tracing::debug;
 
 use crate::{
     burnchain::{self, BurnNode, TipChange},
+    follower::{self, FollowerStatus},
     logs,
     process_stats::{mib, rss},
     producer::TermBlocks,
@@ -197,6 +200,36 @@ pub struct TestnetSummary {
     pub byzantine: Option<ByzantineSummary>,
     /// The producer cut off (`--partition`), if one was.
     pub partition: Option<PartitionSummary>,
+    /// The chain as the miner's node followed it, producing nothing.
+    pub follower: FollowerSummary,
+}
+
+/// The chain as a node that produces nothing saw it: term keys accepted from the
+/// producers' certificates and every block validated against them.
+#[derive(Debug, Serialize)]
+pub struct FollowerSummary {
+    /// Height of its tip.
+    pub height: u64,
+    /// Whether its tip is the producers' tip.
+    pub agrees: bool,
+    /// Terms whose key it accepted from certificates.
+    pub terms_certified: Vec<u64>,
+    /// Blocks it refused as invalid.
+    pub refused_blocks: u64,
+    /// Certificates it refused.
+    pub refused_certificates: u64,
+}
+
+impl FollowerSummary {
+    fn of(status: &FollowerStatus, production: &Production) -> FollowerSummary {
+        FollowerSummary {
+            height: status.height,
+            agrees: status.tip == production.tip,
+            terms_certified: status.terms_certified.clone(),
+            refused_blocks: status.refused_blocks,
+            refused_certificates: status.refused_certificates,
+        }
+    }
 }
 
 /// What became of the producer cut off (`--partition`).
@@ -256,12 +289,20 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     // Each producer node's federation frames and blocks go to its producer; the rest
     // to its own loop below.
     let mut producer_events = Vec::with_capacity(options.nodes);
+    // The miner's node also follows the chain without producing: its blocks and term
+    // keys go to its follower.
+    let mut follower_events = None;
     let nodes: Vec<LocalNode> = nodes
         .into_iter()
         .enumerate()
         .map(|(index, node)| {
             if index == options.nodes {
-                return node;
+                let (ours, rest) = node.events.split(4096, follower::wants);
+                follower_events = Some(ours);
+                return LocalNode {
+                    handle: node.handle,
+                    events: rest,
+                };
             }
             let (ours, rest) = producers::split_events(node.events);
             producer_events.push(ours);
@@ -289,6 +330,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     let mut tasks = Vec::with_capacity(all);
     let mut scans = Vec::with_capacity(options.nodes);
     let mut term_keys = Vec::with_capacity(options.nodes);
+    let mut follower_scan = None;
     let producer_count = options.nodes;
     for (index, node) in nodes.into_iter().enumerate() {
         node.handle
@@ -314,7 +356,9 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         );
         let (scan_tx, scan_rx) = watch::channel(Arc::new(scan.clone()));
         let (keys_tx, keys_rx) = mpsc::channel(8);
-        if !miner {
+        if miner {
+            follower_scan = Some(scan_rx);
+        } else {
             scans.push(scan_rx);
             term_keys.push(keys_tx);
         }
@@ -361,6 +405,13 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         terms::FIRST_TERM,
     );
 
+    let follower = match (handles.last(), follower_events, follower_scan) {
+        (Some(miner), Some(events), Some(scan)) => {
+            let producers = producer_handles.iter().map(|h| h.peer_id()).collect();
+            follower::spawn(producers::NETWORK, miner, events, producers, scan).await?
+        }
+        _ => anyhow::bail!("the testnet has no miner node to follow the chain"),
+    };
     let set = ProducerSet::start_terms(
         &producer_handles,
         producer_events,
@@ -543,7 +594,9 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     let mut production = Production::of(&set, dead);
     while !interrupted
         && Instant::now() < settle_until
-        && (!production.tips_agree || partition.waiting())
+        && (!production.tips_agree
+            || partition.waiting()
+            || follower.borrow().tip != production.tip)
     {
         partition
             .step(&set, &producer_handles, &production, u64::MAX, (0, 0))
@@ -665,6 +718,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         failover_ms: failover.map(|d| d.as_millis() as u64),
         byzantine,
         partition: partition.summary(),
+        follower: FollowerSummary::of(&follower.borrow(), &production),
     })
 }
 
@@ -800,6 +854,8 @@ impl ByzantineSummary {
 struct Production {
     term: u64,
     height: u64,
+    /// The best producer's tip.
+    tip: [u8; 32],
     transfers: u64,
     last_signer_shares: usize,
     deposed: u64,
@@ -824,6 +880,7 @@ impl Production {
         Production {
             term: best.map_or(0, |s| s.term),
             height: best.map_or(0, |s| s.height),
+            tip: best.map_or([0; 32], |s| s.tip),
             transfers: best.map_or(0, |s| s.transfers),
             last_signer_shares: best.map_or(0, |s| s.last_signer_shares),
             deposed: statuses.iter().map(|s| s.deposed).sum(),
@@ -1246,6 +1303,18 @@ impl TestnetSummary {
                 _ => String::new(),
             },
             self.tips_agree,
+        ));
+        text.push_str(&format!(
+            "\n  follower           the miner's node, producing nothing: keys of terms {:?} accepted from certificates, height {} ({}), {} blocks and {} certificates refused",
+            self.follower.terms_certified,
+            self.follower.height,
+            if self.follower.agrees {
+                "the producers' tip"
+            } else {
+                "NOT the producers' tip"
+            },
+            self.follower.refused_blocks,
+            self.follower.refused_certificates,
         ));
         if let Some(p) = &self.partition {
             text.push_str(&format!(

@@ -21,6 +21,7 @@ use std::{
 };
 
 use anyhow::Context;
+use bitcoin::hashes::Hash as _;
 use bitcoin::{
     Transaction,
     secp256k1::{Keypair, SECP256K1},
@@ -28,9 +29,13 @@ use bitcoin::{
 use futures::future::join_all;
 use tenure_chain::{
     block::{AccountId, ChainState, Transfer},
-    produce::{Approvals, BurnScan, Producer, ProducerConfig, ProducerId},
+    produce::{
+        Approvals, BurnScan, Producer, ProducerConfig, ProducerId,
+        term_key::{KeyRoster, term_context},
+    },
     store::ChainStore,
     tenure_change::consensus_hash,
+    terms,
 };
 use tenure_frost_fed::{
     MemberId, Roster,
@@ -41,7 +46,7 @@ use tenure_overlay::{
 };
 use tokio::sync::{mpsc, watch};
 
-use super::terms::{TermDriver, TermKey, TermReports, term_context};
+use super::terms::{TermDriver, TermKey, TermReports};
 use crate::{
     federation::{self, FedHandle},
     producer::{self, ProducerHandle, ProducerStatus, ProducerStreams},
@@ -52,9 +57,6 @@ pub const NETWORK: &str = "testnet";
 
 /// The term the benchmark's producer set produces.
 const TERM: u64 = 1;
-
-/// Each term's coinbase, in all.
-pub const COINBASE: u64 = 100_000_000;
 
 /// What the load generator pays a faucet account (`tenure testnet --faucet`).
 pub const FAUCET_AMOUNT: u64 = 1_000_000;
@@ -226,14 +228,27 @@ impl ProducerSet {
             .iter()
             .map(|k| ProducerId::of(&k.x_only_public_key().0))
             .collect();
-        let accounts: Vec<AccountId> = producer_ids.iter().map(|p| AccountId(p.0)).collect();
+        // The benchmark's term has no burnchain: its producers stand in for a plan.
+        let key_roster = KeyRoster {
+            roster: roster.clone(),
+            members: keypairs
+                .iter()
+                .zip(&spends)
+                .zip(&weights)
+                .map(|((k, spend), weight)| {
+                    let producer = terms::Producer {
+                        producer: k.public_key(),
+                        weight: bitcoin::Amount::from_sat(*spend),
+                        txid: bitcoin::Txid::all_zeros(),
+                    };
+                    (producer, *weight)
+                })
+                .collect(),
+        };
         let context = term_context(
             TERM,
-            key,
-            &roster,
-            &ids,
-            &accounts,
-            &spends,
+            key.public.clone(),
+            &key_roster,
             consensus_hash(TERM, &[1; 32]),
             consensus_hash(TERM - 1, &[0; 32]),
         )?;

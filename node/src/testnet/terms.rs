@@ -31,11 +31,15 @@
 //!   and its producer to term N ([`tenure_chain::produce::Producer::begin_term`]);
 //!   term N's first block carries its `BlockFound`.
 //!
+//! - **The key made public.** Each producer that made term N's key signs its record
+//!   ([`tenure_chain::produce::term_key`]) and gossips the certificate on the
+//!   term-keys topic when the key is made and again at term N's start; its own
+//!   context is the one every follower derives from the record. The miner's node
+//!   follows the chain from these certificates alone ([`crate::follower`]).
+//!
 //! Decisions of the testnet: transactions reach the miner in-process (the nodes share
-//! one process; a burn-transactions topic is a later step); the term key is known to
-//! the producers that made it, and every testnet node is a producer (publishing the
-//! key with its certificates for followers is a later step); the DKG context names
-//! the term and its plan's seed, so a key cannot be replayed into another term.
+//! one process; a burn-transactions topic is a later step); the DKG context names the
+//! term and its plan's seed, so a key cannot be replayed into another term.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -43,27 +47,27 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use bitcoin::{ScriptBuf, Transaction, secp256k1::Keypair};
 use tenure_chain::{
-    block::{AccountId, ChainState, TermContext},
-    produce::{Approvals, BurnScan, Producer, ProducerConfig, ProducerId, TermPlan, announce},
-    rewards, shares,
-    tenure_change::consensus_hash,
-    terms::{self, Terms},
+    block::{ChainState, TermContext},
+    produce::{
+        Approvals, BurnScan, Producer, ProducerConfig, ProducerId, TermPlan, announce,
+        term_key::{KeyCertificate, TermKeyRecord, roster_of},
+    },
+    terms::Terms,
 };
 use tenure_frost_fed::{KeyShare, MemberId, Roster};
-use tenure_overlay::{OverlayEvents, OverlayHandle, PeerId};
+use tenure_overlay::{OverlayEvents, OverlayHandle, PeerId, Topic};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 use crate::{
     federation::{DkgError, FedHandle},
-    logs,
+    follower, logs,
     producer::{self, ProducerHandle, ProducerStreams},
 };
 
-use super::producers::{COINBASE, NETWORK};
+use super::producers::NETWORK;
 
 /// The first term with producers: enrollments start in term 1 and choose term 3.
 pub const FIRST_TERM: u64 = 3;
@@ -145,6 +149,8 @@ struct Made {
     context: TermContext,
     key: Arc<KeyShare>,
     fund: bool,
+    /// This producer's certificate of the key, gossiped for every node.
+    certificate: KeyCertificate,
 }
 
 impl TermDriver {
@@ -155,11 +161,23 @@ impl TermDriver {
         let mut ready: BTreeMap<u64, Made> = BTreeMap::new();
         let mut current: Option<u64> = None;
         let mut events = Some(self.blocks);
+        // Every producer forwards the term keys' certificates, for the followers.
+        if let Err(e) = self
+            .overlay
+            .subscribe(
+                Topic::TermKeys,
+                follower::validate_certificate(NETWORK, scans.clone()),
+            )
+            .await
+        {
+            tracing::warn!(target: logs::PRODUCER, %e, "term keys not subscribed");
+        }
         loop {
             tokio::select! {
                 changed = scans.changed() => if changed.is_err() { return },
                 Some((term, made)) = made_rx.recv() => {
                     if let Some(made) = made {
+                        publish(&self.overlay, &made.certificate).await;
                         let _ = self.term_keys.send(TermKey {
                             term,
                             script: announce::term_script(&made.context.producer_key),
@@ -188,7 +206,6 @@ impl TermDriver {
                     me: self.keypair,
                     reports: self.reports.clone(),
                     previous_consensus: scan.consensus_block(next.saturating_sub(1)),
-                    consensus: scan.consensus_block(next),
                 };
                 let made_tx = made_tx.clone();
                 tokio::spawn(async move {
@@ -201,6 +218,13 @@ impl TermDriver {
                 && let Some(made) = ready.remove(&now)
             {
                 self.federation.use_key(made.key).await;
+                // Again at the term's start, signed afresh (gossip drops a message it
+                // has seen), for followers that were not listening before.
+                publish(
+                    &self.overlay,
+                    &KeyCertificate::sign(NETWORK, made.certificate.record.clone(), &self.keypair),
+                )
+                .await;
                 match self.slot.get() {
                     Some(handle) => handle.begin_term(made.context).await,
                     None => {
@@ -244,6 +268,18 @@ impl TermDriver {
     }
 }
 
+/// Gossips a producer's certificate of a term's key.
+async fn publish(overlay: &OverlayHandle, certificate: &KeyCertificate) {
+    match certificate.to_bytes() {
+        Ok(bytes) => {
+            if let Err(e) = overlay.publish(Topic::TermKeys, bytes).await {
+                debug!(target: logs::PRODUCER, %e, "term key certificate not published");
+            }
+        }
+        Err(e) => debug!(target: logs::PRODUCER, %e, "term key certificate not encoded"),
+    }
+}
+
 /// Making one term's key.
 struct KeyJob {
     index: usize,
@@ -251,7 +287,6 @@ struct KeyJob {
     keys: Vec<Keypair>,
     me: Keypair,
     reports: TermReports,
-    consensus: Option<[u8; 32]>,
     previous_consensus: Option<[u8; 32]>,
 }
 
@@ -265,37 +300,36 @@ impl KeyJob {
         let mut context_bytes = format!("testnet term {}", plan.term).into_bytes();
         context_bytes.extend_from_slice(&plan.seed);
         for attempt in 0..DKG_ATTEMPTS {
-            let producers: Vec<terms::Producer> = plan
-                .producers
-                .iter()
-                .filter(|p| !excluded.contains(&member_of(p)))
-                .cloned()
-                .collect();
-            let assignment = shares::assign(&producers, plan.seed);
-            let chosen: Vec<(terms::Producer, u16)> = producers
-                .into_iter()
-                .zip(assignment.shares.iter().copied())
-                .filter(|(_, shares)| *shares > 0)
-                .collect();
-            if !chosen.iter().any(|(p, _)| member_of(p) == me) {
+            let roster = roster_of(&plan, &excluded).ok()?.roster;
+            if roster.weight_of(&me) == 0 {
                 return None;
             }
-            let roster = Roster::new(
-                chosen.iter().map(|(p, s)| (member_of(p), *s)).collect(),
-                100,
-                67,
-            )
-            .ok()?;
             match self
                 .federation
                 .dkg_next(roster.clone(), context_bytes.clone(), attempt)
                 .await
             {
                 Ok(key) => {
-                    let context = self.context(plan.term, &key, &roster, &chosen).ok()?;
+                    let record = TermKeyRecord::new(
+                        plan.term,
+                        plan.seed,
+                        &excluded,
+                        key.transcript,
+                        &key.public,
+                    )
+                    .ok()?;
+                    // The context every node derives from the record: a producer
+                    // validates with the same one as a follower.
+                    let context = record.context(&plan, self.previous_consensus).ok()?;
+                    let certificate = KeyCertificate::sign(NETWORK, record, &self.me);
                     self.report(plan.term, &roster, started.elapsed(), attempt, &excluded);
                     let fund = roster.members().first().is_some_and(|(m, _)| *m == me);
-                    return Some(Made { context, key, fund });
+                    return Some(Made {
+                        context,
+                        key,
+                        fund,
+                        certificate,
+                    });
                 }
                 Err(DkgError::Failed(failure)) => {
                     info!(target: logs::FED_DKG, term = plan.term, attempt, %failure, "term DKG failed; retrying without the blamed");
@@ -311,35 +345,6 @@ impl KeyJob {
             }
         }
         None
-    }
-
-    /// Term `term`'s context for the producers `chosen` (with their shares) and the
-    /// key they made.
-    fn context(
-        &self,
-        term: u64,
-        key: &KeyShare,
-        roster: &Roster,
-        chosen: &[(terms::Producer, u16)],
-    ) -> anyhow::Result<TermContext> {
-        let members: Vec<MemberId> = chosen.iter().map(|(p, _)| member_of(p)).collect();
-        let spends: Vec<u64> = chosen.iter().map(|(p, _)| p.weight.to_sat()).collect();
-        let accounts: Vec<AccountId> = chosen
-            .iter()
-            .map(|(p, _)| AccountId(ProducerId::of(&p.producer.x_only_public_key().0).0))
-            .collect();
-        let consensus = self.consensus.context("the term's burn block")?;
-        let previous = self.previous_consensus.unwrap_or([0; 32]);
-        term_context(
-            term,
-            key,
-            roster,
-            &members,
-            &accounts,
-            &spends,
-            consensus_hash(term, &consensus),
-            consensus_hash(term.saturating_sub(1), &previous),
-        )
     }
 
     fn report(
@@ -372,55 +377,6 @@ impl KeyJob {
         }
         debug!(target: logs::FED_DKG, node = self.index, term, ms = dkg.as_millis() as u64, "term key made");
     }
-}
-
-fn member_of(p: &terms::Producer) -> MemberId {
-    MemberId::from(p.producer.x_only_public_key().0)
-}
-
-/// A term's context: `members` (with `accounts` and `spends`, in roster order) made
-/// `key`. The coinbase pays them pro rata by spend; each share's owner is the member
-/// the roster numbers it to.
-#[allow(clippy::too_many_arguments)]
-pub fn term_context(
-    term: u64,
-    key: &KeyShare,
-    roster: &Roster,
-    members: &[MemberId],
-    accounts: &[AccountId],
-    spends: &[u64],
-    consensus_hash: [u8; 20],
-    previous_consensus_hash: [u8; 20],
-) -> anyhow::Result<TermContext> {
-    let share_owners = (1..=100u16)
-        .map(|s| {
-            roster
-                .holder_of(s)
-                .and_then(|holder| members.iter().position(|m| *m == holder))
-                .and_then(|i| u16::try_from(i).ok())
-                .context("a share without a holder")
-        })
-        .collect::<anyhow::Result<Vec<u16>>>()?;
-    Ok(TermContext {
-        term,
-        producer_key: key.output_key()?,
-        producer_shares: key.public.clone(),
-        stacker_key: None,
-        coinbase: accounts
-            .iter()
-            .copied()
-            .zip(rewards::coinbase(COINBASE, spends))
-            .collect(),
-        cost_limit: 10_000_000,
-        consensus_hash,
-        previous_consensus_hash,
-        producers: accounts
-            .iter()
-            .copied()
-            .zip(spends.iter().copied())
-            .collect(),
-        share_owners,
-    })
 }
 
 /// The wallet script of each node's producer: where the premine pays.

@@ -1,0 +1,208 @@
+//! A node that follows the chain without producing: drives
+//! [`tenure_chain::produce::follower::Follower`] (which states the rules) with the
+//! node's burnchain scans, the term-keys topic and the blocks topic.
+//!
+//! The term-keys topic's validator ([`validate_certificate`]) forwards only
+//! certificates of the term's producers, as the node's own burnchain view names them,
+//! whose signature verifies, and only a few per producer and term
+//! ([`CertificateGate`]): a peer without a producer key cannot get a certificate past
+//! its first hop. Whether the member is in the key's roster, and what it certified,
+//! is the follower's check.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
+use tenure_chain::produce::{
+    BurnScan, ProducerBody, ProducerMessage, TermPlan,
+    follower::{Followed, Follower},
+    term_key::{CertificateGate, GateVerdict, KeyCertificate},
+};
+use tenure_overlay::{
+    GossipValidator, OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Topic, Verdict,
+};
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::logs;
+
+/// The term-keys topic's validator on `network`: [`CertificateGate`] with the plan of
+/// the certificate's term from the node's burnchain view (`scans`).
+pub fn validate_certificate(
+    network: &'static str,
+    scans: watch::Receiver<Arc<BurnScan>>,
+) -> Arc<dyn GossipValidator> {
+    let gate = Mutex::new(GateState {
+        gate: CertificateGate::new(network),
+        scan: None,
+        plans: BTreeMap::new(),
+    });
+    Arc::new(move |_: Option<PeerId>, data: &[u8]| {
+        let certificate = match KeyCertificate::from_bytes(data) {
+            Ok(certificate) => certificate,
+            Err(e) => return Verdict::Reject(e.to_string()),
+        };
+        let scan = scans.borrow().clone();
+        let mut state = gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Plans are computed once per scan, and only for the current and next term:
+        // a flood of certificates costs a lookup each, not a selection.
+        if !state.scan.as_ref().is_some_and(|s| Arc::ptr_eq(s, &scan)) {
+            state.plans.clear();
+            state.scan = Some(scan.clone());
+        }
+        let term = certificate.record.term;
+        let judged = scan
+            .term()
+            .is_some_and(|now| term == now || term == now.saturating_add(1));
+        let plan = if judged {
+            state
+                .plans
+                .entry(term)
+                .or_insert_with(|| scan.plan(term))
+                .clone()
+        } else {
+            None
+        };
+        let verdict = state.gate.judge(&certificate, plan.as_ref());
+        match verdict {
+            GateVerdict::Forward => Verdict::Accept,
+            GateVerdict::Ignore => Verdict::Ignore("not judged here, or forwarded enough".into()),
+            GateVerdict::Reject(e) => Verdict::Reject(e.to_string()),
+        }
+    })
+}
+
+/// The term-keys validator's state: the gate, and the plans of the scan it last saw.
+struct GateState {
+    gate: CertificateGate,
+    scan: Option<Arc<BurnScan>>,
+    plans: BTreeMap<u64, Option<TermPlan>>,
+}
+
+/// Whether `event` is one the follower takes.
+pub fn wants(event: &OverlayEvent) -> bool {
+    matches!(
+        event,
+        OverlayEvent::Gossip {
+            topic: Topic::Blocks | Topic::TermKeys,
+            ..
+        }
+    )
+}
+
+/// What the follower has, for progress and the summary.
+#[derive(Clone, Debug, Default)]
+pub struct FollowerStatus {
+    /// Height of its best tip.
+    pub height: u64,
+    /// The tip's hash.
+    pub tip: [u8; 32],
+    /// The tip's term.
+    pub term: u64,
+    /// Terms whose key it accepted from certificates.
+    pub terms_certified: Vec<u64>,
+    /// Blocks refused as invalid.
+    pub refused_blocks: u64,
+    /// Certificates refused.
+    pub refused_certificates: u64,
+    /// Blocks waiting for a parent or a term key.
+    pub waiting: usize,
+}
+
+/// Starts a follower on `overlay` for `network`: `events` are the node's blocks- and
+/// term-keys-topic messages (see [`wants`]), `producers` the peers whose blocks-topic
+/// messages are forwarded, `scans` the node's burnchain view. Runs until the events
+/// or the scans stop.
+pub async fn spawn(
+    network: &'static str,
+    overlay: &OverlayHandle,
+    mut events: OverlayEvents,
+    producers: Vec<PeerId>,
+    mut scans: watch::Receiver<Arc<BurnScan>>,
+) -> anyhow::Result<watch::Receiver<FollowerStatus>> {
+    overlay
+        .subscribe(
+            Topic::TermKeys,
+            validate_certificate(network, scans.clone()),
+        )
+        .await?;
+    overlay
+        .subscribe(
+            Topic::Blocks,
+            Arc::new(move |source: Option<PeerId>, data: &[u8]| {
+                if !source.is_some_and(|s| producers.contains(&s)) {
+                    Verdict::Reject("producer message from a non-producer".into())
+                } else if let Err(e) = ProducerMessage::from_bytes(data) {
+                    Verdict::Reject(e.to_string())
+                } else {
+                    Verdict::Accept
+                }
+            }),
+        )
+        .await?;
+    let (status_tx, status) = watch::channel(FollowerStatus::default());
+    tokio::spawn(async move {
+        let mut follower = Follower::new(network);
+        let scan = scans.borrow_and_update().clone();
+        on_scan(&mut follower, &scan);
+        loop {
+            tokio::select! {
+                changed = scans.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let scan = scans.borrow_and_update().clone();
+                    on_scan(&mut follower, &scan);
+                }
+                event = events.next() => match event {
+                    Some(OverlayEvent::Gossip { topic: Topic::TermKeys, data, .. }) => {
+                        match KeyCertificate::from_bytes(&data).map_err(|e| e.to_string()).and_then(|c| follower.on_certificate(c).map_err(|e| e.to_string())) {
+                            Ok(Some(term)) => {
+                                debug!(target: logs::PRODUCER, term, "follower accepted the term's key");
+                                follower.retry();
+                            }
+                            Ok(None) => {}
+                            Err(why) => debug!(target: logs::PRODUCER, %why, "follower refused a key certificate"),
+                        }
+                    }
+                    Some(OverlayEvent::Gossip { topic: Topic::Blocks, data, .. }) => {
+                        if let Ok(ProducerMessage { body: ProducerBody::Block(block), .. }) = ProducerMessage::from_bytes(&data)
+                            && let Followed::Refused(e) = follower.on_block(block)
+                        {
+                            debug!(target: logs::PRODUCER, %e, "follower refused a block");
+                        }
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+            }
+            let best = follower.best();
+            status_tx.send_replace(FollowerStatus {
+                height: best.height,
+                tip: best.tip,
+                term: best.term,
+                terms_certified: follower.terms_certified(),
+                refused_blocks: follower.refused_blocks(),
+                refused_certificates: follower.refused_certificates(),
+                waiting: follower.waiting(),
+            });
+        }
+    });
+    Ok(status)
+}
+
+/// Hands the follower every plan the scan knows from the current term on.
+fn on_scan(follower: &mut Follower, scan: &BurnScan) {
+    let Some(now) = scan.term() else { return };
+    for term in [now, now.saturating_add(1)] {
+        if let Some(plan) = scan.plan(term) {
+            let previous = scan.consensus_block(term.saturating_sub(1));
+            if !follower.on_plan(plan, previous).is_empty() {
+                follower.retry();
+            }
+        }
+    }
+}

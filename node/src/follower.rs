@@ -11,9 +11,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
 };
 
+use bitcoin::XOnlyPublicKey;
 use tenure_chain::produce::{
     BurnScan, ProducerBody, ProducerMessage, TermPlan,
     follower::{Followed, Follower},
@@ -112,15 +113,47 @@ pub struct FollowerStatus {
     pub waiting: usize,
 }
 
+/// The term keys a follower accepted, shared with its blocks-topic validator.
+pub type AcceptedKeys = Arc<RwLock<BTreeMap<u64, XOnlyPublicKey>>>;
+
+/// The blocks topic's validator on a follower: a signed block is forwarded when the
+/// group signature verifies under its term's accepted key (rejected, and its sender
+/// blamed, when it does not; ignored while the term's key is not accepted here), so a
+/// follower needs no list of the producers' peers and a peer without the group's key
+/// cannot get a block past it. The follower takes nothing else on the topic (the
+/// producers' election and proposals stay among the producers).
+pub fn validate_block(keys: AcceptedKeys) -> Arc<dyn GossipValidator> {
+    Arc::new(move |_: Option<PeerId>, data: &[u8]| {
+        let message = match ProducerMessage::from_bytes(data) {
+            Ok(message) => message,
+            Err(e) => return Verdict::Reject(e.to_string()),
+        };
+        let ProducerBody::Block(block) = message.body else {
+            return Verdict::Ignore("a followers takes signed blocks only".into());
+        };
+        let key = keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&block.header.term)
+            .copied();
+        match key {
+            Some(key) if block.group_signed_by(&key) => Verdict::Accept,
+            Some(_) => Verdict::Reject(format!(
+                "block {} is not signed by term {}'s key",
+                block.header.height, block.header.term
+            )),
+            None => Verdict::Ignore("the block's term key is not known here".into()),
+        }
+    })
+}
+
 /// Starts a follower on `overlay` for `network`: `events` are the node's blocks- and
-/// term-keys-topic messages (see [`wants`]), `producers` the peers whose blocks-topic
-/// messages are forwarded, `scans` the node's burnchain view. Runs until the events
-/// or the scans stop.
+/// term-keys-topic messages (see [`wants`]), `scans` the node's burnchain view. Runs
+/// until the events or the scans stop.
 pub async fn spawn(
     network: &'static str,
     overlay: &OverlayHandle,
     mut events: OverlayEvents,
-    producers: Vec<PeerId>,
     mut scans: watch::Receiver<Arc<BurnScan>>,
 ) -> anyhow::Result<watch::Receiver<FollowerStatus>> {
     overlay
@@ -129,25 +162,16 @@ pub async fn spawn(
             validate_certificate(network, scans.clone()),
         )
         .await?;
+    let keys = AcceptedKeys::default();
     overlay
-        .subscribe(
-            Topic::Blocks,
-            Arc::new(move |source: Option<PeerId>, data: &[u8]| {
-                if !source.is_some_and(|s| producers.contains(&s)) {
-                    Verdict::Reject("producer message from a non-producer".into())
-                } else if let Err(e) = ProducerMessage::from_bytes(data) {
-                    Verdict::Reject(e.to_string())
-                } else {
-                    Verdict::Accept
-                }
-            }),
-        )
+        .subscribe(Topic::Blocks, validate_block(keys.clone()))
         .await?;
     let (status_tx, status) = watch::channel(FollowerStatus::default());
     tokio::spawn(async move {
         let mut follower = Follower::new(network);
         let scan = scans.borrow_and_update().clone();
         on_scan(&mut follower, &scan);
+        let mut known_keys = 0usize;
         loop {
             tokio::select! {
                 changed = scans.changed() => {
@@ -162,6 +186,7 @@ pub async fn spawn(
                         match KeyCertificate::from_bytes(&data).map_err(|e| e.to_string()).and_then(|c| follower.on_certificate(c).map_err(|e| e.to_string())) {
                             Ok(Some(term)) => {
                                 debug!(target: logs::PRODUCER, term, "follower accepted the term's key");
+
                                 follower.retry();
                             }
                             Ok(None) => {}
@@ -178,6 +203,19 @@ pub async fn spawn(
                     Some(_) => {}
                     None => return,
                 },
+            }
+            // The validator forwards blocks of every term whose key is accepted.
+            let certified = follower.terms_certified();
+            if certified.len() != known_keys {
+                known_keys = certified.len();
+                let mut shared = keys
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for term in certified {
+                    if let Some(key) = follower.term_key(term) {
+                        shared.insert(term, key);
+                    }
+                }
             }
             let best = follower.best();
             status_tx.send_replace(FollowerStatus {
@@ -204,5 +242,83 @@ fn on_scan(follower: &mut Follower, scan: &BurnScan) {
                 follower.retry();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tenure_chain::{
+        block::{
+            AccountId, ChainState, TermContext,
+            build::{self, ProducerGroup},
+        },
+        produce::PRODUCER_MESSAGE_VERSION,
+    };
+
+    use super::*;
+
+    fn message(block: tenure_chain::block::Block) -> Vec<u8> {
+        ProducerMessage {
+            version: PRODUCER_MESSAGE_VERSION,
+            term: block.header.term,
+            body: ProducerBody::Block(block),
+        }
+        .to_bytes()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_block_is_forwarded_only_under_its_terms_accepted_key() {
+        let group = ProducerGroup::shared();
+        let context = TermContext {
+            term: 3,
+            producer_key: group.key(),
+            producer_shares: group.public.clone(),
+            stacker_key: None,
+            coinbase: vec![(AccountId([1; 32]), 100)],
+            cost_limit: 50_000,
+            consensus_hash: [0; 20],
+            previous_consensus_hash: [0; 20],
+            producers: vec![(AccountId([1; 32]), 1)],
+            share_owners: vec![0; 100],
+        };
+        let (block, _) = build::term_start(
+            &ChainState::default(),
+            &context,
+            Vec::new(),
+            group,
+            None,
+            "net",
+        )
+        .unwrap();
+        let keys = AcceptedKeys::default();
+        let validator = validate_block(keys.clone());
+        // Its term's key is not accepted yet: dropped without blame.
+        assert!(matches!(
+            validator.validate(None, &message(block.clone())),
+            Verdict::Ignore(_)
+        ));
+        keys.write().unwrap().insert(3, group.key());
+        assert_eq!(
+            validator.validate(None, &message(block.clone())),
+            Verdict::Accept
+        );
+        // A signature that is not the group's, or another term's key: rejected.
+        let mut forged = block.clone();
+        forged.producer_signature = serde_bytes::ByteBuf::from(vec![7; 64]);
+        assert!(matches!(
+            validator.validate(None, &message(forged)),
+            Verdict::Reject(_)
+        ));
+        let other = ProducerGroup::generate(2).unwrap();
+        keys.write().unwrap().insert(3, other.key());
+        assert!(matches!(
+            validator.validate(None, &message(block)),
+            Verdict::Reject(_)
+        ));
+        assert!(matches!(
+            validator.validate(None, b"junk"),
+            Verdict::Reject(_)
+        ));
     }
 }

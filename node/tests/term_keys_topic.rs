@@ -1,9 +1,11 @@
 //! A node that produces nothing follows the chain from public data, under attack: a
 //! peer with no producer key floods the term-keys and blocks topics with junk, a
 //! stranger's validly signed certificate, a producer's name on a forged signature and
-//! a block it has no standing to send. Every one is rejected before it is forwarded
-//! and its sender penalised; meanwhile the producers' real certificates make the
-//! follower accept term 3's key, and it validates and applies their blocks.
+//! a block of a term whose key the follower has not accepted. The certificates and
+//! junk are rejected before they are forwarded and their sender penalised; the block
+//! is dropped (the blocks validator checks the group signature under the accepted
+//! key). Meanwhile the producers' real certificates make the follower accept term 3's
+//! key, and it validates and applies their blocks.
 //!
 //! The burnchain is real (producers enroll on the embedded regtest chain and the
 //! follower's scan chooses them); the overlay is real (three nodes on loopback).
@@ -147,15 +149,9 @@ async fn a_follower_accepts_the_producers_term_key_and_their_blocks_while_a_keyl
     }
     let (follower_events, mut rest) = watcher.events.split(1024, follower::wants);
     tokio::spawn(async move { while rest.next().await.is_some() {} });
-    let status = follower::spawn(
-        NETWORK,
-        &watcher.handle,
-        follower_events,
-        vec![relay_handle.peer_id()],
-        scans.clone(),
-    )
-    .await
-    .unwrap();
+    let status = follower::spawn(NETWORK, &watcher.handle, follower_events, scans.clone())
+        .await
+        .unwrap();
 
     // Term 3's key, as its producers (keys 1 to 4) made it.
     let record = TermKeyRecord::new(
@@ -169,8 +165,7 @@ async fn a_follower_accepts_the_producers_term_key_and_their_blocks_while_a_keyl
     let context = record.context(&plan, scan.consensus_block(2)).unwrap();
 
     // The attack: junk, a stranger's validly signed certificate, a producer's name on
-    // the stranger's signature, and a validly signed block from a peer that is no
-    // producer.
+    // the stranger's signature, and a block before its term's key is accepted.
     let stranger = keypair(77);
     let signed_by_stranger = KeyCertificate::sign(NETWORK, record.clone(), &stranger);
     let mut forged = signed_by_stranger.clone();

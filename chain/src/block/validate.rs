@@ -544,6 +544,19 @@ pub(crate) fn block_cost(txs: &[Tx]) -> u64 {
 }
 
 /// Whether `signature` is a valid BIP340 signature of `key` over `digest`.
+impl Block {
+    /// Whether the producer signature verifies under the term key `key`: one BIP340
+    /// check, what a gossip validator can afford before forwarding a block (the signer
+    /// evidence and the contents are validation's).
+    pub fn group_signed_by(&self, key: &bitcoin::XOnlyPublicKey) -> bool {
+        group_signed(
+            &Block::signing_message(&self.header),
+            &self.producer_signature,
+            key,
+        )
+    }
+}
+
 fn group_signed(digest: &super::Hash, signature: &[u8], key: &bitcoin::XOnlyPublicKey) -> bool {
     schnorr::Signature::from_slice(signature).is_ok_and(|sig| {
         SECP256K1

@@ -99,6 +99,11 @@ impl Follower {
         self.contexts.keys().copied().collect()
     }
 
+    /// The output key of `term`, once accepted.
+    pub fn term_key(&self, term: u64) -> Option<bitcoin::XOnlyPublicKey> {
+        self.contexts.get(&term).map(|c| c.producer_key)
+    }
+
     /// Blocks refused as invalid.
     pub fn refused_blocks(&self) -> u64 {
         self.refused_blocks

@@ -407,8 +407,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
 
     let follower = match (handles.last(), follower_events, follower_scan) {
         (Some(miner), Some(events), Some(scan)) => {
-            let producers = producer_handles.iter().map(|h| h.peer_id()).collect();
-            follower::spawn(producers::NETWORK, miner, events, producers, scan).await?
+            follower::spawn(producers::NETWORK, miner, events, scan).await?
         }
         _ => anyhow::bail!("the testnet has no miner node to follow the chain"),
     };

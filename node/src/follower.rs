@@ -10,20 +10,21 @@
 //! is the follower's check.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex, RwLock},
+    time::Duration,
 };
 
 use bitcoin::XOnlyPublicKey;
 use tenure_chain::produce::{
-    BurnScan, ProducerBody, ProducerMessage, TermPlan,
-    follower::{Followed, Follower},
+    BurnScan, PRODUCER_MESSAGE_VERSION, ProducerBody, ProducerMessage, TermPlan,
+    follower::{BlockBatch, Followed, Follower},
     term_key::{CertificateGate, GateVerdict, KeyCertificate},
 };
 use tenure_overlay::{
-    GossipValidator, OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Topic, Verdict,
+    GossipValidator, OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Service, Topic, Verdict,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
 use crate::logs;
@@ -167,13 +168,43 @@ pub async fn spawn(
         .subscribe(Topic::Blocks, validate_block(keys.clone()))
         .await?;
     let (status_tx, status) = watch::channel(FollowerStatus::default());
+    let overlay = overlay.clone();
     tokio::spawn(async move {
         let mut follower = Follower::new(network);
         let scan = scans.borrow_and_update().clone();
         on_scan(&mut follower, &scan);
         let mut known_keys = 0usize;
+        let mut fetch_tick = tokio::time::interval(FETCH_INTERVAL);
+        let (fetched_tx, mut fetched) = mpsc::channel::<Option<BlockBatch>>(1);
+        let mut fetching = false;
+        // Peers that published blocks lately (producers): whom to ask for a gap.
+        let mut sources: VecDeque<PeerId> = VecDeque::new();
+        let mut next_source = 0usize;
         loop {
             tokio::select! {
+                _ = fetch_tick.tick(), if !fetching => {
+                    if let (Some(from), Some(peer)) = (follower.wanted(), sources.get(next_source % sources.len().max(1)).copied()) {
+                        next_source = next_source.wrapping_add(1);
+                        fetching = true;
+                        let overlay = overlay.clone();
+                        let fetched_tx = fetched_tx.clone();
+                        tokio::spawn(async move {
+                            let batch = match get_blocks(from).map(|ask| overlay.request(peer, Service::ProducerDirect, ask)) {
+                                Some(request) => request.await.ok().and_then(|bytes| BlockBatch::from_bytes(&bytes).ok()),
+                                None => None,
+                            };
+                            let _ = fetched_tx.send(batch).await;
+                        });
+                    }
+                }
+                Some(batch) = fetched.recv() => {
+                    fetching = false;
+                    for block in batch.map(|b| b.blocks).unwrap_or_default() {
+                        if let Followed::Refused(e) = follower.on_block(block) {
+                            debug!(target: logs::PRODUCER, %e, "follower refused a fetched block");
+                        }
+                    }
+                }
                 changed = scans.changed() => {
                     if changed.is_err() {
                         return;
@@ -193,7 +224,15 @@ pub async fn spawn(
                             Err(why) => debug!(target: logs::PRODUCER, %why, "follower refused a key certificate"),
                         }
                     }
-                    Some(OverlayEvent::Gossip { topic: Topic::Blocks, data, .. }) => {
+                    Some(OverlayEvent::Gossip { topic: Topic::Blocks, data, source }) => {
+                        if let Some(source) = source
+                            && !sources.contains(&source)
+                        {
+                            sources.push_back(source);
+                            if sources.len() > FETCH_SOURCES {
+                                sources.pop_front();
+                            }
+                        }
                         if let Ok(ProducerMessage { body: ProducerBody::Block(block), .. }) = ProducerMessage::from_bytes(&data)
                             && let Followed::Refused(e) = follower.on_block(block)
                         {
@@ -230,6 +269,23 @@ pub async fn spawn(
         }
     });
     Ok(status)
+}
+
+/// How often a follower with a gap asks a peer for the blocks it misses.
+const FETCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Peers that published blocks, remembered to ask for a gap, at most.
+const FETCH_SOURCES: usize = 8;
+
+/// A request for the blocks from `from` on.
+fn get_blocks(from: u64) -> Option<Vec<u8>> {
+    ProducerMessage {
+        version: PRODUCER_MESSAGE_VERSION,
+        term: 0,
+        body: ProducerBody::GetBlocks { from },
+    }
+    .to_bytes()
+    .ok()
 }
 
 /// Hands the follower every plan the scan knows from the current term on.

@@ -20,6 +20,10 @@
 //!   in the producer directory, which names its producer (gossipsub signs every message
 //!   with its publisher's peer key, request-response runs over the Noise-authenticated
 //!   connection); anything else is rejected and its sender penalised by the overlay.
+//!   The one exception is a follower's request for blocks (`GetBlocks` sent directly
+//!   by a peer that is no producer): it is answered in the response itself with the
+//!   blocks kept in memory, at most [`FOLLOWER_BATCH_BYTES`] of them
+//!   ([`tenure_chain::produce::follower::BlockBatch`]).
 //! - **Chain store.** With a [`ChainStore`], every block the producer applies is stored
 //!   durably before the loop goes on, the producer starts from the store's tip (a
 //!   restarted node resumes there and catches up from the others), and requests for
@@ -42,7 +46,7 @@ use tenure_chain::{
     block::{ChainState, Hash, SignerEvidence, TermContext, Transfer, Tx},
     produce::{
         PRODUCER_MESSAGE_VERSION, Producer, ProducerBody, ProducerId, ProducerMessage,
-        ProducerOutput, RelayJudgement, RelayedNonces, judge_relay,
+        ProducerOutput, RelayJudgement, RelayedNonces, follower::BlockBatch, judge_relay,
     },
     store::ChainStore,
 };
@@ -61,6 +65,10 @@ pub const TICK: Duration = Duration::from_millis(20);
 /// Gossiped transfers waiting for the producer's loop: a queue of their own, so a flood
 /// of them is dropped here and never delays the blocks topic's consensus messages.
 pub const TRANSACTIONS_QUEUE: usize = 1024;
+
+/// Bytes of blocks a producer sends a follower in one answer, at most (one block
+/// always goes).
+pub const FOLLOWER_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 /// (sender, nonce) pairs the transactions topic's validator remembers as relayed.
 const RELAYED_NONCES_KEPT: usize = 65_536;
@@ -534,7 +542,26 @@ impl Driver {
         }
     }
 
-    /// A message sent to this producer directly: only from a producer's peer.
+    /// The blocks from `from` on that this producer keeps in memory, at most
+    /// [`FOLLOWER_BATCH_BYTES`] of them (at least one), for a follower.
+    fn batch_for_follower(&self, from: u64) -> Result<Vec<u8>, Refusal> {
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        for block in self.producer.recent_blocks(from) {
+            let size = block.to_bytes().map_or(usize::MAX, |b| b.len());
+            if !blocks.is_empty() && bytes.saturating_add(size) > FOLLOWER_BATCH_BYTES {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            blocks.push(block.clone());
+        }
+        BlockBatch::new(blocks)
+            .to_bytes()
+            .map_err(|e| Refusal::Invalid(e.to_string()))
+    }
+
+    /// A message sent to this producer directly: from a producer's peer, or a
+    /// follower's request for blocks.
     async fn on_direct(
         &mut self,
         id: tenure_overlay::InboundId,
@@ -542,6 +569,16 @@ impl Driver {
         body: &[u8],
     ) -> Vec<ProducerOutput> {
         if !self.directory.contains_key(&peer) {
+            // A follower catching up: answered with the blocks kept in memory.
+            if let Ok(ProducerMessage {
+                body: ProducerBody::GetBlocks { from },
+                ..
+            }) = ProducerMessage::from_bytes(body)
+            {
+                let batch = self.batch_for_follower(from);
+                let _ = self.overlay.respond(id, batch).await;
+                return Vec::new();
+            }
             let _ = self
                 .overlay
                 .respond(id, Err(Refusal::NotServed(Service::ProducerDirect)))

@@ -5,7 +5,8 @@
 //! junk are rejected before they are forwarded and their sender penalised; the block
 //! is dropped (the blocks validator checks the group signature under the accepted
 //! key). Meanwhile the producers' real certificates make the follower accept term 3's
-//! key, and it validates and applies their blocks.
+//! key, and it validates and applies their blocks; two of them are never gossiped, and
+//! it fetches them from the peer that published the others.
 //!
 //! The burnchain is real (producers enroll on the embedded regtest chain and the
 //! follower's scan chooses them); the overlay is real (three nodes on loopback).
@@ -30,19 +31,20 @@ use bitcoin::{
 };
 use tenure_chain::{
     block::{
-        ChainState,
+        Block, ChainState,
         build::{self, ProducerGroup},
     },
     burnchain::regtest::{RegtestChain, Wallet},
     ops::enrollment::Magic,
     produce::{
         BurnScan, Enroller, PRODUCER_MESSAGE_VERSION, ProducerBody, ProducerMessage,
+        follower::BlockBatch,
         term_key::{KeyCertificate, TermKeyRecord},
     },
     terms::Terms,
 };
 use tenure_node::{follower, testnet::producers::NETWORK};
-use tenure_overlay::{NetworkId, OverlayHandle, Topic, localnet};
+use tenure_overlay::{NetworkId, OverlayEvent, OverlayHandle, Topic, localnet};
 use tokio::sync::watch;
 
 const FIRST: u64 = 110;
@@ -144,9 +146,37 @@ async fn a_follower_accepts_the_producers_term_key_and_their_blocks_while_a_keyl
     }
     let handles = [relay.handle.clone(), watcher.handle.clone()];
     let (relay_handle, attacker_handle) = (relay.handle.clone(), attacker.handle.clone());
-    for mut events in [relay.events, attacker.events] {
-        tokio::spawn(async move { while events.next().await.is_some() {} });
-    }
+    let mut attacker_events = attacker.events;
+    tokio::spawn(async move { while attacker_events.next().await.is_some() {} });
+    // The relay answers a follower's request for blocks as a producer does: with the
+    // blocks it holds from the height asked.
+    let served: Arc<std::sync::Mutex<Vec<Block>>> = Arc::default();
+    let mut relay_events = relay.events;
+    let serving = served.clone();
+    let answering = relay.handle.clone();
+    tokio::spawn(async move {
+        while let Some(event) = relay_events.next().await {
+            if let OverlayEvent::InboundRequest { id, body, .. } = event {
+                let Ok(ProducerMessage {
+                    body: ProducerBody::GetBlocks { from },
+                    ..
+                }) = ProducerMessage::from_bytes(&body)
+                else {
+                    continue;
+                };
+                let blocks: Vec<Block> = serving
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|b| b.header.height >= from)
+                    .cloned()
+                    .collect();
+                let _ = answering
+                    .respond(id, Ok(BlockBatch::new(blocks).to_bytes().unwrap()))
+                    .await;
+            }
+        }
+    });
     let (follower_events, mut rest) = watcher.events.split(1024, follower::wants);
     tokio::spawn(async move { while rest.next().await.is_some() {} });
     let status = follower::spawn(NETWORK, &watcher.handle, follower_events, scans.clone())
@@ -248,7 +278,7 @@ async fn a_follower_accepts_the_producers_term_key_and_their_blocks_while_a_keyl
     }
     let mut state = ChainState::default();
     let mut tip = [0; 32];
-    for n in 0..3 {
+    for n in 0..6 {
         let (block, after) = if n == 0 {
             (first.clone(), {
                 let changes = state.validate(&first, &context, NETWORK).unwrap();
@@ -268,7 +298,11 @@ async fn a_follower_accepts_the_producers_term_key_and_their_blocks_while_a_keyl
             .unwrap()
         };
         tip = block.header.hash();
-        publish(&relay_handle, Topic::Blocks, block_message(block)).await;
+        served.lock().unwrap().push(block.clone());
+        // Blocks 4 and 5 are never gossiped: the follower must ask for them.
+        if n != 3 && n != 4 {
+            publish(&relay_handle, Topic::Blocks, block_message(block)).await;
+        }
         state = after;
     }
     let started = Instant::now();
@@ -282,7 +316,7 @@ async fn a_follower_accepts_the_producers_term_key_and_their_blocks_while_a_keyl
     }
     let followed = status.borrow().clone();
     assert_eq!(followed.terms_certified, vec![3]);
-    assert_eq!(followed.height, 3);
+    assert_eq!(followed.height, 6);
     assert_eq!(followed.refused_blocks, 0);
     localnet::shutdown(&[relay_handle, watcher.handle, attacker_handle]).await;
 }

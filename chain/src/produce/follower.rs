@@ -18,6 +18,10 @@
 //! - **The best tip** is the applied block of the highest term, then the highest
 //!   height: a term's first block builds on the last announced block, which can be
 //!   below the previous term's tip, and the producers drop the unannounced rest.
+//! - **Gaps are fetched**: while blocks wait for a parent it never got, the follower
+//!   asks a peer that published blocks for those after its best tip
+//!   ([`Follower::wanted`]); the answer ([`BlockBatch`]) is offered block by block
+//!   like gossip, so a peer's answer is validated as fully as a gossiped block.
 //! - **Bounded memory**: the states of the last [`STATES_KEPT`] heights below the
 //!   best tip are kept, so a block may build on any of them; older ones are dropped.
 
@@ -26,7 +30,12 @@ use std::{
     sync::Arc,
 };
 
-use crate::block::{Block, BlockError, ChainState, Hash, TermContext};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    block::{Block, BlockError, ChainState, Hash, TermContext},
+    codec::{self, CodecError, Versioned},
+};
 
 use super::{
     TermPlan,
@@ -41,6 +50,48 @@ pub const MAX_EARLY_CERTIFICATES: usize = 256;
 
 /// Heights below the best tip whose states are kept.
 pub const STATES_KEPT: u64 = 256;
+
+/// Wire version of [`BlockBatch`].
+pub const BLOCK_BATCH_VERSION: u16 = 1;
+
+/// Largest encoded [`BlockBatch`] a follower decodes.
+pub const MAX_BLOCK_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Blocks a node sends a follower that asked for them (`GetBlocks`), in height order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockBatch {
+    /// Wire version ([`BLOCK_BATCH_VERSION`]).
+    pub version: u16,
+    /// The blocks.
+    pub blocks: Vec<Block>,
+}
+
+impl Versioned for BlockBatch {
+    const VERSION: u16 = BLOCK_BATCH_VERSION;
+    fn version(&self) -> u16 {
+        self.version
+    }
+}
+
+impl BlockBatch {
+    /// A batch of `blocks`.
+    pub fn new(blocks: Vec<Block>) -> BlockBatch {
+        BlockBatch {
+            version: BLOCK_BATCH_VERSION,
+            blocks,
+        }
+    }
+
+    /// Encodes the batch.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        codec::encode(self)
+    }
+
+    /// Decodes a batch of at most [`MAX_BLOCK_BATCH_BYTES`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<BlockBatch, CodecError> {
+        codec::decode(bytes, MAX_BLOCK_BATCH_BYTES)
+    }
+}
 
 /// What a block offered to the follower did.
 #[derive(Debug, PartialEq, Eq)]
@@ -112,6 +163,16 @@ impl Follower {
     /// Certificates refused.
     pub fn refused_certificates(&self) -> u64 {
         self.refused_certificates
+    }
+
+    /// The height to ask a peer for blocks from, when blocks wait for a parent this
+    /// follower never got (a gossiped block lost, or a follower that joined late):
+    /// the height after its best tip.
+    pub fn wanted(&self) -> Option<u64> {
+        self.waiting
+            .iter()
+            .any(|b| self.contexts.contains_key(&b.header.term))
+            .then(|| self.best.height.saturating_add(1))
     }
 
     /// Blocks waiting for a parent or a term key.
@@ -389,6 +450,31 @@ mod tests {
         );
         assert_eq!(follower.refused_blocks(), 1);
         assert_eq!(follower.refused_certificates(), 1);
+    }
+
+    #[test]
+    fn a_gap_is_wanted_from_the_height_after_the_best_tip() {
+        let (plan, record, certificates) = term_three();
+        let context = record.context(&plan, None).unwrap();
+        let blocks = chain(&context, 4);
+        let mut follower = Follower::new(NET);
+        follower.on_plan(plan, None);
+        for c in certificates {
+            let _ = follower.on_certificate(c);
+        }
+        assert_eq!(follower.wanted(), None);
+        follower.on_block(blocks[0].clone());
+        // Block 2 was lost; 3 and 4 wait for it.
+        follower.on_block(blocks[2].clone());
+        follower.on_block(blocks[3].clone());
+        assert_eq!(follower.wanted(), Some(2));
+        let batch = BlockBatch::new(blocks[1..].to_vec());
+        let batch = BlockBatch::from_bytes(&batch.to_bytes().unwrap()).unwrap();
+        for block in batch.blocks {
+            follower.on_block(block);
+        }
+        assert_eq!(follower.best().height, 4);
+        assert_eq!(follower.wanted(), None);
     }
 
     #[test]

@@ -1229,6 +1229,12 @@ impl Producer {
         Ok(vec![ProducerOutput::Applied(Box::new(block.clone()))])
     }
 
+    /// The blocks kept in memory (the last few applied) from height `from` on: what a
+    /// node serves a follower catching up.
+    pub fn recent_blocks(&self, from: u64) -> impl Iterator<Item = &Block> {
+        self.recent.iter().filter(move |b| b.header.height >= from)
+    }
+
     fn serve_blocks(&self, to: ProducerId, from: u64) -> Vec<ProducerOutput> {
         let oldest_kept = self.recent.front().map_or(u64::MAX, |b| b.header.height);
         if from < oldest_kept && from <= self.state.height {

@@ -482,8 +482,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             if !summary.follower.agrees && !summary.interrupted {
                 eprintln!(
-                    "error: the follower ended at height {}, not on the producers' tip",
-                    summary.follower.height
+                    "error: the follower ended at height {}, not on the producers' tip (height {})",
+                    summary.follower.height, summary.blocks
                 );
                 return Ok(ExitCode::FAILURE);
             }

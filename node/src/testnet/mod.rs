@@ -603,6 +603,9 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         production = Production::of(&set, dead);
     }
+    // The follower is judged at the moment the producers are: production may go on
+    // (the mempool drains) while the burnchain settles below.
+    let follower_summary = FollowerSummary::of(&follower.borrow(), &production);
     if let Some((_, at, height)) = killed
         && failover.is_none()
         && production.height > height
@@ -616,7 +619,9 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     // block the miner finished as it stopped, before anyone could follow it.
     let settle_until = Instant::now() + BURN_SETTLE;
     let mut view = NetView::gather(&view_handles, &progress).await;
-    while !interrupted && Instant::now() < settle_until && view.burn_tip_nodes() != options.nodes {
+    // A killed producer's node follows no more.
+    let burn_followers = options.nodes - usize::from(dead.is_some());
+    while !interrupted && Instant::now() < settle_until && view.burn_tip_nodes() < burn_followers {
         tokio::time::sleep(Duration::from_millis(100)).await;
         view = NetView::gather(&view_handles, &progress).await;
     }
@@ -717,7 +722,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         failover_ms: failover.map(|d| d.as_millis() as u64),
         byzantine,
         partition: partition.summary(),
-        follower: FollowerSummary::of(&follower.borrow(), &production),
+        follower: follower_summary,
     })
 }
 

@@ -8,11 +8,16 @@
 //! ([`CertificateGate`]): a peer without a producer key cannot get a certificate past
 //! its first hop. Whether the member is in the key's roster, and what it certified,
 //! is the follower's check.
+//!
+//! Blocks gossip did not bring are asked for by request-response from a peer that
+//! published blocks: at once when a block waits for a parent it never got, and, with
+//! no gap in sight, once gossip has been quiet for three seconds (the last blocks
+//! before production paused may never have reached this node).
 
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bitcoin::XOnlyPublicKey;
@@ -180,10 +185,19 @@ pub async fn spawn(
         // Peers that published blocks lately (producers): whom to ask for a gap.
         let mut sources: VecDeque<PeerId> = VecDeque::new();
         let mut next_source = 0usize;
+        // When a block last came by gossip, or blocks were last asked for.
+        let mut last_asked = Instant::now();
         loop {
             tokio::select! {
                 _ = fetch_tick.tick(), if !fetching => {
-                    if let (Some(from), Some(peer)) = (follower.wanted(), sources.get(next_source % sources.len().max(1)).copied()) {
+                    // A gap is asked for at once; with none, the blocks after the tip
+                    // once gossip has been quiet for a while (the last blocks before
+                    // production paused may never have reached this node).
+                    let wanted = follower.wanted().or_else(|| {
+                        (last_asked.elapsed() >= IDLE_ASK).then(|| follower.best().height.saturating_add(1))
+                    });
+                    if let (Some(from), Some(peer)) = (wanted, sources.get(next_source % sources.len().max(1)).copied()) {
+                        last_asked = Instant::now();
                         next_source = next_source.wrapping_add(1);
                         fetching = true;
                         let overlay = overlay.clone();
@@ -233,6 +247,7 @@ pub async fn spawn(
                                 sources.pop_front();
                             }
                         }
+                        last_asked = Instant::now();
                         if let Ok(ProducerMessage { body: ProducerBody::Block(block), .. }) = ProducerMessage::from_bytes(&data)
                             && let Followed::Refused(e) = follower.on_block(block)
                         {
@@ -273,6 +288,10 @@ pub async fn spawn(
 
 /// How often a follower with a gap asks a peer for the blocks it misses.
 const FETCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long a follower without a gap waits for gossip before it asks a peer for the
+/// blocks after its tip anyway.
+const IDLE_ASK: Duration = Duration::from_secs(3);
 
 /// Peers that published blocks, remembered to ask for a gap, at most.
 const FETCH_SOURCES: usize = 8;

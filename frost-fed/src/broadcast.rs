@@ -129,6 +129,9 @@ pub struct EchoBroadcast {
     me: MemberId,
     keypair: Keypair,
     members: Vec<MemberId>,
+    /// The members whose echoes count towards delivery (the session's roster, see
+    /// [`EchoBroadcast::count_only`]); all of `members` when unset.
+    counted: Option<BTreeSet<MemberId>>,
     instances: BTreeMap<(MemberId, BroadcastTag), Instance>,
     /// Each sender's instances, oldest first.
     order: BTreeMap<MemberId, std::collections::VecDeque<BroadcastTag>>,
@@ -141,14 +144,36 @@ impl EchoBroadcast {
             me: MemberId::from(keypair.x_only_public_key().0),
             keypair,
             members,
+            counted: None,
             instances: BTreeMap::new(),
             order: Default::default(),
         }
     }
 
+    /// Adds a member (one whose channel binding arrived after this broadcast was
+    /// made): its messages are taken, and it gets every later send and echo.
+    pub fn add_member(&mut self, member: MemberId) {
+        if !self.members.contains(&member) {
+            self.members.push(member);
+        }
+    }
+
+    /// Counts only `members`' echoes towards delivery, and sizes the quorum on them:
+    /// the roster of the session under way. Messages are still taken from, and
+    /// echoes still sent to, every member, so a member of the next session whose
+    /// messages arrive early loses nothing; but a member outside the roster (an
+    /// enrolled producer the term did not select) can neither help deliver nor, by
+    /// its silence, hold a delivery up.
+    pub fn count_only(&mut self, members: BTreeSet<MemberId>) {
+        self.counted = Some(members);
+    }
+
     /// Members that must echo one digest before it is delivered.
     pub fn quorum(&self) -> usize {
-        let n = self.members.len();
+        let n = self
+            .counted
+            .as_ref()
+            .map_or(self.members.len(), BTreeSet::len);
         let f = n.saturating_sub(1) / 3;
         (n + f + 1).div_ceil(2)
     }
@@ -296,10 +321,11 @@ impl EchoBroadcast {
         let Some((payload, digest)) = &instance.payload else {
             return Vec::new();
         };
+        let counted = &self.counted;
         let agreeing: BTreeSet<&MemberId> = instance
             .echoes
             .iter()
-            .filter(|(_, e)| e.digest == *digest)
+            .filter(|(m, e)| e.digest == *digest && counted.as_ref().is_none_or(|c| c.contains(m)))
             .map(|(m, _)| m)
             .collect();
         if agreeing.len() < quorum {

@@ -261,3 +261,84 @@ fn an_echo_copying_a_checked_digest_under_a_forged_signature_counts_for_nothing(
     let outs = node.handle(sender, BroadcastMessage::Echo(real));
     assert!(delivered(&outs), "honest echoes no longer deliver");
 }
+
+#[test]
+fn with_the_quorum_scoped_to_a_roster_a_silent_outsider_holds_nothing_up_and_its_echo_counts_for_nothing()
+ {
+    // Seven members know each other; the session's roster is members 1 to 4. Members
+    // 5 to 7 (enrolled, not selected) are silent: with the quorum over all seven (5
+    // echoes) the four could not deliver; over the roster (3 of 4) they do.
+    let mut nodes = nodes(7);
+    let roster: std::collections::BTreeSet<MemberId> = (1..=4).map(member).collect();
+    for node in nodes.values_mut() {
+        node.count_only(roster.clone());
+    }
+    assert_eq!(nodes[&member(1)].quorum(), 3);
+    let sender = member(1);
+    let first: Vec<_> = nodes
+        .get_mut(&sender)
+        .unwrap()
+        .broadcast(BroadcastTag([2; 32]), b"round 1".to_vec())
+        .into_iter()
+        .filter_map(|o| match o {
+            BroadcastOutput::Send { to, msg } => Some((sender, to, msg)),
+            _ => None,
+        })
+        // The outsiders are silent: nothing reaches them.
+        .filter(|(_, to, _)| roster.contains(to))
+        .collect();
+    let mut roster_nodes: BTreeMap<MemberId, EchoBroadcast> = nodes
+        .into_iter()
+        .filter(|(m, _)| roster.contains(m))
+        .collect();
+    let result = run(7, first, &mut roster_nodes);
+    for s in 2..=4 {
+        assert_eq!(result.delivered[&member(s)], vec![b"round 1".to_vec()]);
+    }
+
+    // An outsider's echo is taken but not counted: with the sender's own echo and
+    // one outsider's, a member still lacks the roster's quorum.
+    let mut nodes = self::nodes(7);
+    for node in nodes.values_mut() {
+        node.count_only(roster.clone());
+    }
+    let send = nodes
+        .get_mut(&sender)
+        .unwrap()
+        .broadcast(BroadcastTag([3; 32]), b"round 1".to_vec())
+        .into_iter()
+        .find_map(|o| match o {
+            BroadcastOutput::Send { to, msg } if to == member(2) => Some(msg),
+            _ => None,
+        })
+        .unwrap();
+    let two = nodes.get_mut(&member(2)).unwrap();
+    assert!(
+        !two.handle(sender, send.clone())
+            .iter()
+            .any(|o| matches!(o, BroadcastOutput::Deliver { .. }))
+    );
+    let BroadcastMessage::Send {
+        tag,
+        payload,
+        signature,
+    } = send
+    else {
+        unreachable!()
+    };
+    let echo = BroadcastMessage::Echo(SignedDigest {
+        sender,
+        tag,
+        digest: Sha256::digest(&payload).into(),
+        signature,
+    });
+    // Member 2 holds its own echo; with the sender's it has two of the roster's
+    // three. An outsider's echo would make three if it counted: it does not.
+    for (from, delivers) in [(sender, false), (member(6), false), (member(3), true)] {
+        let delivered = two
+            .handle(from, echo.clone())
+            .into_iter()
+            .any(|o| matches!(o, BroadcastOutput::Deliver { .. }));
+        assert_eq!(delivered, delivers, "echo from {from}");
+    }
+}

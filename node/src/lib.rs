@@ -15,6 +15,7 @@
 //! | transfers in, balances out (the transactions topic's judgement) | `tenure_chain::produce::mempool` | [`producer`], [`chain_api`], [`tx_client`] |
 //! | terms from the burnchain (registration, enrollment, selection, term keys, term UTXOs) | `tenure_chain::produce::{burn_scan, enroller}` | [`testnet::terms`] |
 //! | term keys made public, the chain followed without producing | `tenure_chain::produce::{term_key, follower}` | [`follower`] (the testnet's miner node) |
+//! | producers finding each other (contacts: federation channels bound to enrollment keys) | `tenure_chain::produce::contact` | [`contacts`] (the testnet's producers) |
 //!
 //! Cross-crate tests in the workspace's `tests` crate drive these modules over
 //! loopback.
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod burnchain;
 pub mod chain_api;
 pub mod config;
+pub mod contacts;
 pub mod federation;
 pub mod follower;
 pub mod http;

@@ -57,7 +57,7 @@ use tenure_overlay::{
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use crate::{federation::FedHandle, logs};
+use crate::{contacts::PeerDirectory, federation::FedHandle, logs};
 
 /// How often the producer's timers run.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -207,7 +207,7 @@ impl Stopped {
 struct Wiring {
     overlay: OverlayHandle,
     federation: FedHandle,
-    directory: BTreeMap<PeerId, ProducerId>,
+    directory: PeerDirectory,
     burn_txs: Option<mpsc::Sender<Transaction>>,
 }
 
@@ -324,7 +324,7 @@ pub async fn spawn(
     streams: ProducerStreams,
     federation: FedHandle,
     producer: Producer,
-    directory: BTreeMap<PeerId, ProducerId>,
+    directory: PeerDirectory,
     burn_txs: Option<mpsc::Sender<Transaction>>,
     store: Option<ChainStore>,
 ) -> anyhow::Result<ProducerHandle> {
@@ -336,7 +336,7 @@ pub async fn spawn(
             store.state().height
         );
     }
-    let members: Vec<PeerId> = directory.keys().copied().collect();
+    let members = directory.clone();
     overlay
         .subscribe(
             Topic::Blocks,
@@ -384,7 +384,6 @@ pub async fn spawn(
         )
         .await?;
     let (applied, _) = tokio::sync::broadcast::channel(1024);
-    let peers = directory.iter().map(|(peer, id)| (*id, *peer)).collect();
     let wiring = Wiring {
         overlay: overlay.clone(),
         federation: federation.clone(),
@@ -395,7 +394,6 @@ pub async fn spawn(
         byzantine: Arc::default(),
         wiring,
         applied: applied.clone(),
-        peers,
         store,
         producer,
         overlay: overlay.clone(),
@@ -431,12 +429,11 @@ struct Driver {
     /// Corrupts its proposals ([`ProducerHandle::misbehave`]).
     byzantine: Arc<std::sync::atomic::AtomicBool>,
     producer: Producer,
-    /// The producers' peers: where direct messages go.
-    peers: BTreeMap<ProducerId, PeerId>,
     store: Option<ChainStore>,
     overlay: OverlayHandle,
     federation: FedHandle,
-    directory: BTreeMap<PeerId, ProducerId>,
+    /// Which peer is which producer (filled from contacts as they arrive).
+    directory: PeerDirectory,
     status: watch::Sender<ProducerStatus>,
     state: watch::Sender<Arc<ChainState>>,
     applied: tokio::sync::broadcast::Sender<AppliedBlock>,
@@ -568,7 +565,7 @@ impl Driver {
         peer: PeerId,
         body: &[u8],
     ) -> Vec<ProducerOutput> {
-        if !self.directory.contains_key(&peer) {
+        if !self.directory.contains(&peer) {
             // A follower catching up: answered with the blocks kept in memory.
             if let Ok(ProducerMessage {
                 body: ProducerBody::GetBlocks { from },
@@ -608,7 +605,7 @@ impl Driver {
     /// Sends `bytes` to producer `to` directly, falling back to the blocks topic.
     fn send_direct(&self, to: ProducerId, bytes: Vec<u8>) {
         let overlay = self.overlay.clone();
-        let peer = self.peers.get(&to).copied();
+        let peer = self.directory.peer_of(&to);
         tokio::spawn(async move {
             if let Some(peer) = peer
                 && overlay
@@ -648,7 +645,7 @@ impl Driver {
     }
 
     fn on_message(&mut self, source: Option<PeerId>, data: &[u8]) -> Vec<ProducerOutput> {
-        let Some(from) = source.and_then(|s| self.directory.get(&s).copied()) else {
+        let Some(from) = source.and_then(|s| self.directory.producer_of(&s)) else {
             return Vec::new();
         };
         let Ok(msg) = ProducerMessage::from_bytes(data) else {

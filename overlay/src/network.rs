@@ -89,11 +89,13 @@ pub enum Topic {
     Transactions,
     /// Producers' certificates of their term's key, for every node to verify.
     TermKeys,
+    /// Producers' contacts: the federation channel each binds to its enrollment key.
+    Contacts,
 }
 
 impl Topic {
     /// Every topic, in a fixed order.
-    pub const ALL: [Topic; 7] = [
+    pub const ALL: [Topic; 8] = [
         Topic::Blocks,
         Topic::StackerDbChunks,
         Topic::BurnBlocks,
@@ -101,6 +103,7 @@ impl Topic {
         Topic::Heartbeat,
         Topic::Transactions,
         Topic::TermKeys,
+        Topic::Contacts,
     ];
 
     /// The short name used in topic strings and metrics.
@@ -113,6 +116,7 @@ impl Topic {
             Topic::Heartbeat => "heartbeat",
             Topic::Transactions => "transactions",
             Topic::TermKeys => "term-keys",
+            Topic::Contacts => "contacts",
         }
     }
 

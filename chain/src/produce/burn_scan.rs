@@ -34,8 +34,9 @@
 use std::collections::BTreeMap;
 
 use bitcoin::{
-    Amount, Block as BurnBlock, BlockHash, OutPoint, ScriptBuf, TxOut, hashes::Hash as _,
-    secp256k1::PublicKey,
+    Amount, Block as BurnBlock, BlockHash, OutPoint, ScriptBuf, TxOut,
+    hashes::Hash as _,
+    secp256k1::{PublicKey, XOnlyPublicKey},
 };
 
 use crate::{
@@ -342,6 +343,20 @@ impl BurnScan {
         self.blocks
             .range(self.terms.heights(term))
             .any(|(_, s)| s.enrollments.iter().any(|c| c.producer == *producer))
+    }
+
+    /// Whether the producer with x-only key `member` has a valid enrollment mined
+    /// during term `term` or one of the two before it: a producer of `term`, the next
+    /// term or the one after (the contacts topic's gate,
+    /// [`crate::produce::contact`]).
+    pub fn recently_enrolled(&self, term: u64, member: &XOnlyPublicKey) -> bool {
+        let from = self.terms.heights(term.saturating_sub(2)).start;
+        let to = self.terms.heights(term).end;
+        self.blocks.range(from..to).any(|(_, s)| {
+            s.enrollments
+                .iter()
+                .any(|c| c.producer.x_only_public_key().0 == *member)
+        })
     }
 
     /// Forgets every block at `height` and above (a burnchain reorg); the new branch

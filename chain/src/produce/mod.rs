@@ -41,6 +41,7 @@
 
 pub mod announce;
 pub mod burn_scan;
+pub mod contact;
 pub mod election;
 pub mod enroller;
 pub mod follower;

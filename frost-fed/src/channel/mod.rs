@@ -306,6 +306,26 @@ const STEP1_COPIES: u32 = 3;
 type Candidate = (u64, Box<StatelessTransportState>, u64);
 
 impl Peer {
+    /// A peer with binding `key` and no session yet.
+    fn new(key: ChannelKey) -> Peer {
+        Peer {
+            key,
+            session: Session::None,
+            next_seq: 1,
+            unacked: BTreeMap::new(),
+            received_upto: 0,
+            received_above: BTreeSet::new(),
+            candidate: None,
+            incarnation: None,
+            handshakes: 0,
+            ack_due: false,
+            heard_at: None,
+            answered: VecDeque::new(),
+            round_trip: RoundTrip::default(),
+            partial: BTreeMap::new(),
+        }
+    }
+
     /// A session is open with the peer's incarnation `incarnation`: unacked messages
     /// go again over it, at once. A new incarnation restarts what we count as
     /// received from the peer.
@@ -364,27 +384,7 @@ impl Channels {
         let peers = directory
             .iter()
             .filter(|k| k.member != me && k.verify())
-            .map(|k| {
-                (
-                    k.member,
-                    Peer {
-                        key: k.clone(),
-                        session: Session::None,
-                        next_seq: 1,
-                        unacked: BTreeMap::new(),
-                        received_upto: 0,
-                        received_above: BTreeSet::new(),
-                        candidate: None,
-                        incarnation: None,
-                        handshakes: 0,
-                        ack_due: false,
-                        heard_at: None,
-                        answered: VecDeque::new(),
-                        round_trip: RoundTrip::default(),
-                        partial: BTreeMap::new(),
-                    },
-                )
-            })
+            .map(|k| (k.member, Peer::new(k.clone())))
             .collect();
         Channels {
             me,
@@ -393,6 +393,23 @@ impl Channels {
             peers,
             incarnation: OsRng.next_u64(),
         }
+    }
+
+    /// Takes `key` as its member's binding: a member not known yet is added; a known
+    /// one whose Noise key or overlay identity changed (it restarted with new ones)
+    /// starts afresh, with no session and nothing pending. A binding that does not
+    /// verify, this member's own, or one already held changes nothing. The caller
+    /// decides which of two valid bindings is newer (a replayed older one would
+    /// otherwise reset the peer). Whether anything changed.
+    pub fn add(&mut self, key: ChannelKey) -> bool {
+        if key.member == self.me || !key.verify() {
+            return false;
+        }
+        if self.peers.get(&key.member).is_some_and(|p| p.key == key) {
+            return false;
+        }
+        self.peers.insert(key.member, Peer::new(key));
+        true
     }
 
     /// Queues `payload` for reliable delivery to `to`.

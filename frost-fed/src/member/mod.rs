@@ -254,6 +254,21 @@ impl<V: Validator> Member<V> {
         self.fault = fault;
     }
 
+    /// Takes `key` as a member's channel binding ([`Channels::add`]): a member that
+    /// arrived after this one started (its binding published later), or one that
+    /// restarted with a new Noise key or overlay identity. Whether anything changed.
+    pub fn add_contact(&mut self, key: ChannelKey) -> bool {
+        let member = key.member;
+        if !self.channels.add(key) {
+            return false;
+        }
+        if !self.others.contains(&member) {
+            self.others.push(member);
+        }
+        self.broadcast.add_member(member);
+        true
+    }
+
     /// Whether this member holds a key to sign with.
     pub fn can_sign(&self) -> bool {
         self.signing.is_some()
@@ -270,6 +285,10 @@ impl<V: Validator> Member<V> {
         rng: &mut R,
     ) -> Result<Vec<MemberOutput>, StartError> {
         let session = dkg::session_id(context, &roster, attempt);
+        // Delivery counts the roster's echoes only: members outside it may be known
+        // (enrolled, not selected) and must not hold the quorum up.
+        self.broadcast
+            .count_only(roster.members().iter().map(|(m, _)| *m).collect());
         let (state, out) = Dkg::start(
             session,
             roster,

@@ -108,6 +108,8 @@ enum FedCommand {
     RelayOnly(bool),
     /// Misbehave in signing (benchmarks, the testnet's byzantine producer).
     Misbehave(Option<SignFault>),
+    /// Members' channel bindings learnt since the start (producer contacts).
+    AddContacts(Vec<ChannelKey>),
 }
 
 /// A handle to a running member.
@@ -117,6 +119,9 @@ pub struct FedHandle {
     dkg_timings: Arc<std::sync::Mutex<Option<DkgTimings>>>,
     cheaters: Cheaters,
 }
+
+/// The overlay peers of the members this member knows.
+type MemberPeers = Arc<std::sync::RwLock<BTreeSet<PeerId>>>;
 
 /// Members this member found sending invalid signature shares, with how often.
 type Cheaters = Arc<std::sync::Mutex<BTreeMap<MemberId, u64>>>;
@@ -199,6 +204,15 @@ impl FedHandle {
     /// How long the phases of the last DKG this member completed took (benchmarks).
     pub fn last_dkg_timings(&self) -> Option<DkgTimings> {
         self.dkg_timings.lock().ok().and_then(|t| *t)
+    }
+
+    /// Takes members' channel bindings learnt since the start (the producer contacts
+    /// a node gathers from gossip): new members are reached from now on, and a member
+    /// whose Noise key or overlay peer changed is reached at the new one. The caller
+    /// hands over only bindings newer than those it handed over before
+    /// ([`tenure_frost_fed::channel::Channels::add`]).
+    pub async fn add_contacts(&self, keys: Vec<ChannelKey>) {
+        let _ = self.commands.send(FedCommand::AddContacts(keys)).await;
     }
 
     /// Makes the member send every frame by the gossip relay (for tests).
@@ -428,16 +442,24 @@ pub async fn spawn<V: Validator + Send + 'static>(
         .collect();
     // Relayed frames are accepted only from roster members' peers, and only as
     // bundles: anything else is rejected, and its publisher penalised.
-    let roster_peers: BTreeSet<PeerId> = peers.values().copied().collect();
+    let roster_peers: MemberPeers =
+        Arc::new(std::sync::RwLock::new(peers.values().copied().collect()));
     // Every member keeps a direct connection to every other, outside the peer cap.
     overlay
-        .keep_connected(roster_peers.iter().copied().collect())
+        .keep_connected(peers.values().copied().collect())
         .await;
+    let validator_peers = roster_peers.clone();
     overlay
         .subscribe(
             Topic::FederationFrames,
             Arc::new(move |source: Option<PeerId>, data: &[u8]| {
-                if !source.is_some_and(|s| roster_peers.contains(&s)) {
+                let member_peer = source.is_some_and(|s| {
+                    validator_peers
+                        .read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .contains(&s)
+                });
+                if !member_peer {
                     Verdict::Reject("federation frames from a non-member".into())
                 } else if let Err(error) = decode_bundle(data) {
                     Verdict::Reject(error.to_string())
@@ -468,6 +490,7 @@ pub async fn spawn<V: Validator + Send + 'static>(
         member,
         overlay,
         peers,
+        roster_peers,
         dkg_reply: None,
         dkg_activate: true,
         sign_replies: BTreeMap::new(),
@@ -490,6 +513,8 @@ struct Driver<V> {
     member: Member<V>,
     overlay: OverlayHandle,
     peers: BTreeMap<MemberId, PeerId>,
+    /// The members' peers, shared with the relayed-frames validator.
+    roster_peers: MemberPeers,
     dkg_reply: Option<oneshot::Sender<Result<Arc<KeyShare>, DkgError>>>,
     /// Whether the DKG under way signs as soon as it completes.
     dkg_activate: bool,
@@ -608,6 +633,7 @@ impl<V: Validator + Send + 'static> Driver<V> {
             }
             FedCommand::Crash(_) => {}
             FedCommand::UseKey(key) => self.member.use_key(key),
+            FedCommand::AddContacts(keys) => self.add_contacts(keys),
             FedCommand::Misbehave(fault) => self.member.set_fault(fault),
             FedCommand::RelayOnly(on) => {
                 self.relay_only = on;
@@ -716,6 +742,38 @@ impl<V: Validator + Send + 'static> Driver<V> {
             MemberOutput::Junk { from, error } => {
                 debug!(target: logs::FED_COURIER, from = %hex::encode(from), %error, "junk frames");
             }
+        }
+    }
+
+    /// Takes members' bindings learnt since the start ([`FedHandle::add_contacts`]).
+    fn add_contacts(&mut self, keys: Vec<ChannelKey>) {
+        let mut changed = false;
+        for key in keys {
+            let Ok(peer) = PeerId::from_bytes(&key.overlay_peer) else {
+                continue;
+            };
+            let member = key.member;
+            if !self.member.add_contact(key) {
+                continue;
+            }
+            changed = true;
+            // A member at a new peer gets a new courier.
+            if self
+                .peers
+                .insert(member, peer)
+                .is_some_and(|old| old != peer)
+            {
+                self.couriers.remove(&member);
+            }
+        }
+        if changed {
+            let peers: BTreeSet<PeerId> = self.peers.values().copied().collect();
+            *self
+                .roster_peers
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = peers.clone();
+            let overlay = self.overlay.clone();
+            tokio::spawn(async move { overlay.keep_connected(peers.into_iter().collect()).await });
         }
     }
 

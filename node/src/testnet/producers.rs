@@ -1,8 +1,10 @@
 //! The testnet's producer set: every testnet node is a producer with a federation
 //! member. With the burnchain ([`ProducerSet::start_terms`], the testnet's), each
 //! node enrolls with its own spend and its producer follows the terms the burnchain
-//! starts ([`super::terms`]). Without it ([`ProducerSet::start`], the benchmark's),
-//! the producers make one term's key at once and produce that term.
+//! starts ([`super::terms`]), and the members find each other from the producers'
+//! contacts ([`crate::contacts`]). Without it ([`ProducerSet::start`], the
+//! benchmark's), the members know each other's channels from the start, make one
+//! term's key at once and produce that term.
 //!
 //! Node `i` of `n` spends `2n - i` units in the benchmark's term; in the testnet's
 //! terms the spends rotate, so each term has its own weights ([`spend_of`]). Every
@@ -48,6 +50,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::terms::{TermDriver, TermKey, TermReports};
 use crate::{
+    contacts::{self, Contacts, PeerDirectory},
     federation::{self, FedHandle},
     producer::{self, ProducerHandle, ProducerStatus, ProducerStreams},
 };
@@ -80,17 +83,21 @@ pub fn spend_of(index: usize, nodes: usize, term: u64) -> u64 {
 pub struct ProducerEvents {
     federation: OverlayEvents,
     blocks: OverlayEvents,
+    contacts: OverlayEvents,
 }
 
-/// Splits `events`: federation frames, and blocks- and transactions-topic messages and
-/// direct producer messages for the producer; everything else returned for the node's
-/// own loop.
+/// Splits `events`: federation frames, blocks- and transactions-topic messages and
+/// direct producer messages for the producer, contacts for the node's contacts;
+/// everything else returned for the node's own loop.
 pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
     let (ours, rest) = events.split(4096, |e| {
         matches!(
             e,
             OverlayEvent::Gossip {
-                topic: Topic::FederationFrames | Topic::Blocks | Topic::Transactions,
+                topic: Topic::FederationFrames
+                    | Topic::Blocks
+                    | Topic::Transactions
+                    | Topic::Contacts,
                 ..
             } | OverlayEvent::InboundRequest {
                 service: Service::FederationFrame | Service::ProducerDirect,
@@ -98,6 +105,7 @@ pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
             }
         )
     });
+    let (contacts, ours) = ours.split(256, contacts::wants);
     let (blocks, federation) = ours.split(4096, |e| {
         matches!(
             e,
@@ -110,7 +118,14 @@ pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
             }
         )
     });
-    (ProducerEvents { federation, blocks }, rest)
+    (
+        ProducerEvents {
+            federation,
+            blocks,
+            contacts,
+        },
+        rest,
+    )
 }
 
 /// Nodes that run nothing but a producer (the benchmark's, tests'): their handles and
@@ -198,12 +213,15 @@ impl ProducerSet {
         let keypairs: Vec<Keypair> = (0..n)
             .map(|_| Keypair::new(SECP256K1, &mut bitcoin::secp256k1::rand::thread_rng()))
             .collect();
+        // The benchmark has no burnchain to enroll on: its members know each other's
+        // channels from the start.
         let Members {
             directory,
             approvals,
             members,
             blocks: blocks_events,
-        } = Members::start(overlays, events, &keypairs).await?;
+            contacts: _,
+        } = Members::start(overlays, events, &keypairs, true).await?;
 
         let ids: Vec<MemberId> = directory.iter().map(|k| k.member).collect();
         let roster = Roster::new(
@@ -283,7 +301,7 @@ impl ProducerSet {
                 ProducerStreams::split(events),
                 federation,
                 producer,
-                by_peer.clone(),
+                PeerDirectory::of(by_peer.clone()),
                 None,
                 store,
             )
@@ -321,20 +339,19 @@ impl ProducerSet {
                 && term_keys.len() == n,
             "a producer set has 2 to 100 producers, each with a key and a burn scan"
         );
+        // Each member starts knowing only its own channel; the others' come from
+        // their contacts, which each node takes once its burnchain view holds their
+        // enrollments.
         let Members {
             directory,
             approvals,
             members,
             blocks,
-        } = Members::start(overlays, events, &keypairs).await?;
+            contacts: mut contact_events,
+        } = Members::start(overlays, events, &keypairs, false).await?;
         let producer_ids: Vec<ProducerId> = keypairs
             .iter()
             .map(|k| ProducerId::of(&k.x_only_public_key().0))
-            .collect();
-        let by_peer: BTreeMap<PeerId, ProducerId> = overlays
-            .iter()
-            .map(|o| o.peer_id())
-            .zip(producer_ids.iter().copied())
             .collect();
         let reports = TermReports::default();
         let mut producers = Vec::with_capacity(n);
@@ -349,6 +366,26 @@ impl ProducerSet {
             let slot = Arc::new(OnceLock::new());
             producers.push(slot.clone());
             let keypair = *keypairs.get(index).context("a key per node")?;
+            let peers = PeerDirectory::default();
+            Contacts {
+                network: NETWORK,
+                keypair,
+                channel: directory
+                    .get(index)
+                    .cloned()
+                    .context("a channel per node")?,
+                federation: federation.clone(),
+                directory: peers.clone(),
+            }
+            .spawn(
+                overlay,
+                contact_events
+                    .get_mut(index)
+                    .and_then(Option::take)
+                    .context("contacts per node")?,
+                scans.clone(),
+            )
+            .await?;
             let driver = TermDriver {
                 index,
                 keypair,
@@ -356,7 +393,7 @@ impl ProducerSet {
                 blocks,
                 federation,
                 approvals,
-                directory: by_peer.clone(),
+                directory: peers,
                 keys: keypairs.clone(),
                 slot,
                 reports: reports.clone(),
@@ -508,16 +545,21 @@ struct Members {
     members: Vec<FedHandle>,
     /// Each node's blocks-topic events.
     blocks: Vec<OverlayEvents>,
+    /// Each node's contacts-topic events.
+    contacts: Vec<Option<OverlayEvents>>,
 }
 
 impl Members {
     /// Starts a member on every node, each approving what its producer allows, and
     /// waits until every node is connected to every other (members send frames
-    /// directly).
+    /// directly). Each member knows every member's channel from the start when
+    /// `known`, else only its own (the others' arrive as contacts); `directory` holds
+    /// every member's either way, in node order.
     async fn start(
         overlays: &[OverlayHandle],
         events: Vec<ProducerEvents>,
         keypairs: &[Keypair],
+        known: bool,
     ) -> anyhow::Result<Members> {
         let n = overlays.len();
         let mut noise = Vec::with_capacity(n);
@@ -534,26 +576,34 @@ impl Members {
         let approvals: Vec<Approvals> = (0..n).map(|_| Approvals::default()).collect();
         let mut members: Vec<FedHandle> = Vec::with_capacity(n);
         let mut blocks_events = Vec::with_capacity(n);
-        for (((overlay, events), keypair), (private, approvals)) in overlays
+        let mut contacts = Vec::with_capacity(n);
+        for ((((overlay, events), keypair), (private, approvals)), own) in overlays
             .iter()
             .zip(events)
             .zip(keypairs)
             .zip(noise.into_iter().zip(approvals.iter().cloned()))
+            .zip(&directory)
         {
             let validator = move |payload: &[u8]| approvals.approve(payload, NETWORK);
+            let channels = if known {
+                directory.clone()
+            } else {
+                vec![own.clone()]
+            };
             members.push(
                 federation::spawn(
                     overlay.clone(),
                     events.federation,
                     *keypair,
                     private,
-                    directory.clone(),
+                    channels,
                     validator,
                     None,
                 )
                 .await?,
             );
             blocks_events.push(events.blocks);
+            contacts.push(Some(events.contacts));
         }
         localnet::wait_for_peers(
             overlays,
@@ -566,6 +616,7 @@ impl Members {
             approvals,
             members,
             blocks: blocks_events,
+            contacts,
         })
     }
 }

@@ -11,6 +11,12 @@
 //!   ([`premine`]).
 //! - **Term 0**: every producer registers its key. **Terms E ≥ 1**: every producer
 //!   enrolls for term E + 2 ([`tenure_chain::produce::Enroller`]).
+//! - **Contacts.** Each node's federation member starts knowing only its own channel.
+//!   Once a node's enrollment is in its burnchain view it gossips its contact, and it
+//!   takes the others' as their enrollments show up in its view
+//!   ([`crate::contacts`]): the members and the producers' peer directory are filled
+//!   from public data, with nothing handed out of band. A term's DKG waits (at most
+//!   [`CONTACT_WAIT`]) until the node took the contact of every member of its roster.
 //! - **During term N − 1** (N ≥ [`FIRST_TERM`]): once term N − 2 has ended, the scan
 //!   gives term N's producers and shares; they run the DKG for term N's key while
 //!   term N − 1 still signs with its own ([`crate::federation::FedHandle::dkg_next`]).
@@ -57,11 +63,12 @@ use tenure_chain::{
     terms::Terms,
 };
 use tenure_frost_fed::{KeyShare, MemberId, Roster};
-use tenure_overlay::{OverlayEvents, OverlayHandle, PeerId, Topic};
+use tenure_overlay::{OverlayEvents, OverlayHandle, Topic};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 use crate::{
+    contacts::PeerDirectory,
     federation::{DkgError, FedHandle},
     follower, logs,
     producer::{self, ProducerHandle, ProducerStreams},
@@ -71,6 +78,9 @@ use super::producers::NETWORK;
 
 /// The first term with producers: enrollments start in term 1 and choose term 3.
 pub const FIRST_TERM: u64 = 3;
+
+/// How long a term's DKG waits for its members' contacts before it starts anyway.
+pub const CONTACT_WAIT: Duration = Duration::from_secs(10);
 
 /// DKG attempts per term before the term is given up.
 pub const DKG_ATTEMPTS: u32 = 3;
@@ -118,8 +128,8 @@ pub struct TermDriver {
     pub federation: FedHandle,
     /// Shared with the member's validator.
     pub approvals: Approvals,
-    /// Overlay peers to producers, for every node.
-    pub directory: BTreeMap<PeerId, ProducerId>,
+    /// Overlay peers to producers, filled from the producers' contacts.
+    pub directory: PeerDirectory,
     /// Every node's producer key, in node order.
     pub keys: Vec<Keypair>,
     /// Where the node's producer is published once it starts.
@@ -201,6 +211,7 @@ impl TermDriver {
                 asked.insert(next);
                 let job = KeyJob {
                     index: self.index,
+                    directory: self.directory.clone(),
                     federation: self.federation.clone(),
                     keys: self.keys.clone(),
                     me: self.keypair,
@@ -283,6 +294,8 @@ async fn publish(overlay: &OverlayHandle, certificate: &KeyCertificate) {
 /// Making one term's key.
 struct KeyJob {
     index: usize,
+    /// Whose contacts this node took: the DKG waits for its roster's.
+    directory: PeerDirectory,
     federation: FedHandle,
     keys: Vec<Keypair>,
     me: Keypair,
@@ -304,6 +317,7 @@ impl KeyJob {
             if roster.weight_of(&me) == 0 {
                 return None;
             }
+            self.await_contacts(&roster).await;
             match self
                 .federation
                 .dkg_next(roster.clone(), context_bytes.clone(), attempt)
@@ -345,6 +359,30 @@ impl KeyJob {
             }
         }
         None
+    }
+
+    /// Waits until this node took the contact of every member of `roster`, at most
+    /// [`CONTACT_WAIT`]: frames to a member whose channel is not known yet would be
+    /// lost, and the member blamed for silence. Past the wait the DKG starts anyway
+    /// (a member that never published its contact is then blamed, and the retry goes
+    /// on without it).
+    async fn await_contacts(&self, roster: &Roster) {
+        let started = Instant::now();
+        let missing = || {
+            roster
+                .members()
+                .iter()
+                .filter_map(|(m, _)| m.key())
+                .filter(|k| self.directory.peer_of(&ProducerId::of(k)).is_none())
+                .count()
+        };
+        while missing() > 0 && started.elapsed() < CONTACT_WAIT {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let missing = missing();
+        if missing > 0 {
+            info!(target: logs::FED_DKG, node = self.index, missing, "term DKG starts without every member's contact");
+        }
     }
 
     fn report(

@@ -4,11 +4,24 @@
 //! Gossiped burn blocks and fetch answers go into the protocol; its fetch requests go
 //! out as request-response calls on spawned tasks, so the node's loop never waits on
 //! the network; peers whose bytes break the rules are reported for a penalty.
+//!
+//! Burn transactions (enrollments, term UTXO payments, announcements) travel on the
+//! burn-transactions topic to whoever mines ([`BurnNode::relay`]): the topic's
+//! validator ([`BurnNode::relay_validator`]) forwards a transaction only when the next
+//! block could take it, by [`tenure_chain::burnchain::relay`]'s rules, against the
+//! node's chain and mempool, which every node keeps (so the miner's is everyone's).
 
-use bitcoin::ScriptBuf;
-use tenure_chain::burnchain::follow::{BurnError, BurnSync, check_gossip};
+use std::sync::{Arc, RwLock};
+
+use bitcoin::{ScriptBuf, Transaction, consensus};
+use tenure_chain::burnchain::{
+    follow::{BurnError, BurnSync, check_gossip},
+    regtest::PendingUtxos,
+    relay::{self, RelayVerdict},
+};
 use tenure_overlay::{
-    Misbehaviour, OverlayEvent, OverlayHandle, PeerId, RequestError, Service, Topic, Verdict,
+    GossipValidator, Misbehaviour, OverlayEvent, OverlayHandle, PeerId, RequestError, Service,
+    Topic, Verdict,
 };
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -46,6 +59,8 @@ pub struct BurnNode {
     /// Fetches that failed in a row; at most one round of the peers is tried.
     failures: usize,
     next_peer: usize,
+    /// What the next block may spend, for the burn-transactions validator.
+    pending: Arc<RwLock<PendingUtxos>>,
 }
 
 impl BurnNode {
@@ -63,6 +78,7 @@ impl BurnNode {
                 peers: Vec::new(),
                 failures: 0,
                 next_peer: 0,
+                pending: Arc::default(),
             },
             answers,
         )
@@ -78,7 +94,58 @@ impl BurnNode {
         &mut self,
         tx: bitcoin::Transaction,
     ) -> Result<(), tenure_chain::burnchain::regtest::RegtestError> {
-        self.sync.submit(tx)
+        let submitted = self.sync.submit(tx);
+        self.refresh_pending();
+        submitted
+    }
+
+    /// The burn-transactions topic's validator, judging against this node's chain and
+    /// mempool as they are when a message arrives.
+    pub fn relay_validator(&self) -> Arc<dyn GossipValidator> {
+        let pending = self.pending.clone();
+        Arc::new(move |_: Option<PeerId>, data: &[u8]| {
+            let pending = pending
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match relay::judge(data, &pending) {
+                RelayVerdict::Forward(_) => Verdict::Accept,
+                RelayVerdict::Ignore(why) => Verdict::Ignore(why),
+                RelayVerdict::Reject(why) => Verdict::Reject(why),
+            }
+        })
+    }
+
+    /// Subscribes to the burn-transactions topic: transactions that peers relay go
+    /// into this node's mempool ([`BurnNode::on_event`]).
+    pub async fn relay_transactions(&mut self) -> anyhow::Result<()> {
+        self.refresh_pending();
+        self.overlay
+            .subscribe(Topic::BurnTransactions, self.relay_validator())
+            .await?;
+        Ok(())
+    }
+
+    /// Takes `tx` into this node's mempool and relays it to the others (whoever mines
+    /// takes it from there). A transaction this node's chain refuses is not relayed.
+    pub async fn relay(&mut self, tx: Transaction) {
+        if let Err(e) = self.submit(tx.clone()) {
+            debug!(target: logs::BURNCHAIN, %e, "own burn transaction refused");
+            return;
+        }
+        if let Err(e) = self
+            .overlay
+            .publish(Topic::BurnTransactions, consensus::serialize(&tx))
+            .await
+        {
+            debug!(target: logs::BURNCHAIN, %e, "burn transaction not relayed");
+        }
+    }
+
+    fn refresh_pending(&self) {
+        *self
+            .pending
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = self.sync.chain().pending_utxos();
     }
 
     /// Mines a block paying `reward` and publishes it.
@@ -87,6 +154,7 @@ impl BurnNode {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
         let (bytes, change) = self.sync.mine(reward, time);
+        self.refresh_pending();
         // With nobody subscribed yet the block still reaches peers: they fetch it
         // when they connect or see its successor.
         let _ = self.overlay.publish(Topic::BurnBlocks, bytes).await;
@@ -96,7 +164,9 @@ impl BurnNode {
     /// Mines a block paying `reward` and tells no one: peers learn of it only by
     /// fetching (anti-entropy tests).
     pub fn mine_unpublished(&mut self, reward: &ScriptBuf) -> TipChange {
-        self.sync.mine(reward, 1_800_000_000).1
+        let change = self.sync.mine(reward, 1_800_000_000).1;
+        self.refresh_pending();
+        change
     }
 
     /// Handles the overlay events that concern the burnchain (others pass untouched);
@@ -108,7 +178,12 @@ impl BurnNode {
                 source,
                 data,
             } => match self.sync.on_block(data) {
-                Ok(change) => change,
+                Ok(change) => {
+                    if change.is_some() {
+                        self.refresh_pending();
+                    }
+                    change
+                }
                 Err(e) => {
                     if let Some(peer) = source {
                         self.on_refused(*peer, &e).await;
@@ -144,6 +219,20 @@ impl BurnNode {
             }
             OverlayEvent::PeerDisconnected { peer } => {
                 self.peers.retain(|p| p != peer);
+                None
+            }
+            OverlayEvent::Gossip {
+                topic: Topic::BurnTransactions,
+                data,
+                ..
+            } => {
+                // The validator judged it against this view; a spend that came in
+                // between wins, without blame.
+                if let Ok(tx) = consensus::deserialize::<Transaction>(data)
+                    && let Err(e) = self.submit(tx)
+                {
+                    debug!(target: logs::BURNCHAIN, %e, "relayed burn transaction not taken");
+                }
                 None
             }
             _ => None,
@@ -187,6 +276,7 @@ impl BurnNode {
         self.failures = 0;
         match self.sync.on_fetch_response(&body) {
             Ok(Some(change)) => {
+                self.refresh_pending();
                 self.fetch_from(peer);
                 Some(change)
             }

@@ -194,14 +194,18 @@ impl Contacts {
                         Some(OverlayEvent::Gossip { topic: Topic::Contacts, data, .. }) => {
                             // The validator checked it.
                             let Ok(contact) = ProducerContact::from_bytes(&data) else { continue };
-                            if contact.member().0 == me.serialize() || !book.offer(contact.clone()) {
+                            let member = contact.member();
+                            let first = book.get(&member).is_none();
+                            if member.0 == me.serialize() || !book.offer(contact.clone()) {
                                 continue;
                             }
                             let Ok(peer) = PeerId::from_bytes(&contact.channel.overlay_peer) else { continue };
                             let Some(key) = contact.member().key() else { continue };
                             self.directory.insert(peer, ProducerId::of(&key));
                             self.federation.add_contacts(vec![contact.channel]).await;
-                            owed = true;
+                            // A producer heard of for the first time may not have heard
+                            // of this one: answer (another republishing is no news).
+                            owed |= first;
                             known_tx.send_replace(book.len());
                             debug!(target: logs::PRODUCER, %peer, "took a producer's contact");
                         }

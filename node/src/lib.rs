@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | overlay (hello, gossip, discovery, peer scores) | `tenure_overlay` | [`run`], [`testnet`] |
 //! | Stacker DB replication | `tenure_stackerdb::sync` | [`stackerdb`] |
-//! | burnchain following | `tenure_chain::burnchain::follow` | [`burnchain`] |
+//! | burnchain following, burn transactions relayed to the miner | `tenure_chain::burnchain::{follow, relay}` | [`burnchain`] |
 //! | federation channels, broadcast, DKG, signing | `tenure_frost_fed::member` | [`federation`] |
 //! | block validation | `tenure_chain::block` | [`producer`], [`bench::validate`] |
 //! | block production (election, proposals, pre-commits, mempool, announcements) | `tenure_chain::produce` | [`producer`] (in [`testnet`]; not yet in `tenure node`) |

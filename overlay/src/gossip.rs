@@ -165,7 +165,10 @@ fn score_params(network: &NetworkId) -> PeerScoreParams {
 fn topic_score(topic: Topic) -> TopicScoreParams {
     let topic_weight = match topic {
         Topic::Blocks | Topic::FederationFrames | Topic::TermKeys | Topic::Contacts => 1.0,
-        Topic::StackerDbChunks | Topic::BurnBlocks | Topic::Transactions => 0.7,
+        Topic::StackerDbChunks
+        | Topic::BurnBlocks
+        | Topic::Transactions
+        | Topic::BurnTransactions => 0.7,
         Topic::Heartbeat => 0.2,
     };
     TopicScoreParams {

@@ -91,11 +91,13 @@ pub enum Topic {
     TermKeys,
     /// Producers' contacts: the federation channel each binds to its enrollment key.
     Contacts,
+    /// Bitcoin transactions on their way to the embedded regtest chain's miner.
+    BurnTransactions,
 }
 
 impl Topic {
     /// Every topic, in a fixed order.
-    pub const ALL: [Topic; 8] = [
+    pub const ALL: [Topic; 9] = [
         Topic::Blocks,
         Topic::StackerDbChunks,
         Topic::BurnBlocks,
@@ -104,6 +106,7 @@ impl Topic {
         Topic::Transactions,
         Topic::TermKeys,
         Topic::Contacts,
+        Topic::BurnTransactions,
     ];
 
     /// The short name used in topic strings and metrics.
@@ -117,6 +120,7 @@ impl Topic {
             Topic::Transactions => "transactions",
             Topic::TermKeys => "term-keys",
             Topic::Contacts => "contacts",
+            Topic::BurnTransactions => "burn-txs",
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod bitcoind;
 pub mod follow;
 pub mod regtest;
+pub mod relay;
 
 pub use bitcoind::BitcoindRpc;
 

@@ -66,6 +66,9 @@ pub enum RegtestError {
     /// The transaction breaks a context-free rule of Bitcoin.
     #[error("malformed transaction: {0}")]
     Malformed(TxFault),
+    /// The mempool holds [`MAX_MEMPOOL`] transactions.
+    #[error("the mempool is full")]
+    MempoolFull,
 }
 
 /// Bitcoin's context-free transaction rules (Bitcoin Core's `CheckTransaction`).
@@ -129,6 +132,25 @@ struct Coin {
     height: u64,
     coinbase: bool,
 }
+
+/// What the next block may spend: the best chain's unspent outputs with the mempool's
+/// transactions applied ([`RegtestChain::pending_utxos`]). A relayed transaction is
+/// checked against it before it is forwarded.
+#[derive(Clone, Debug, Default)]
+pub struct PendingUtxos {
+    utxos: BTreeMap<OutPoint, (TxOut, Coin)>,
+    height: u64,
+}
+
+impl PendingUtxos {
+    /// Checks `tx` as the mempool would take it: every rule of the module docs.
+    pub fn check(&self, tx: &Transaction) -> Result<Amount, RegtestError> {
+        check_tx(tx, &self.utxos, self.height)
+    }
+}
+
+/// Transactions the mempool holds, at most; more are refused until a block takes some.
+pub const MAX_MEMPOOL: usize = 10_000;
 
 /// The embedded regtest chain.
 #[derive(Clone, Debug)]
@@ -237,80 +259,90 @@ impl RegtestChain {
         self.blocks.push(block);
     }
 
-    /// Checks `tx` against `utxos` (spent in this block so far are gone from it).
-    fn check_tx(
-        &self,
-        tx: &Transaction,
-        utxos: &BTreeMap<OutPoint, (TxOut, Coin)>,
-        height: u64,
-    ) -> Result<Amount, RegtestError> {
-        let output_value = check_sanity(tx, false).map_err(RegtestError::Malformed)?;
-        let mut prevouts = Vec::with_capacity(tx.input.len());
-        let mut input_value = Amount::ZERO;
-        for (i, input) in tx.input.iter().enumerate() {
-            let (out, coin) = utxos
-                .get(&input.previous_output)
-                .ok_or(RegtestError::MissingInput(i))?;
-            if coin.coinbase && height.saturating_sub(coin.height) < COINBASE_MATURITY {
-                return Err(RegtestError::Immature(i));
-            }
-            // Unspent outputs passed the money range when they were made, so this
-            // cannot overflow; checked all the same.
-            input_value = input_value
-                .checked_add(out.value)
-                .ok_or(RegtestError::Malformed(TxFault::TotalOutOfRange))?;
-            prevouts.push(out.clone());
-        }
-        let fee = input_value
-            .checked_sub(output_value)
-            .ok_or(RegtestError::Overspend)?;
-        let mut cache = SighashCache::new(tx);
-        for (index, (input, prevout)) in tx.input.iter().zip(&prevouts).enumerate() {
-            let script = |reason: &str| RegtestError::Script {
-                index,
-                reason: reason.to_owned(),
-            };
-            if !prevout.script_pubkey.is_p2tr() {
-                return Err(script("not a taproot output"));
-            }
-            let key = prevout
-                .script_pubkey
-                .as_bytes()
-                .get(2..34)
-                .and_then(|k| XOnlyPublicKey::from_slice(k).ok())
-                .ok_or_else(|| script("bad taproot key"))?;
-            let sig_bytes = match input.witness.len() {
-                1 => input.witness.nth(0).unwrap_or_default(),
-                _ => return Err(script("not a key-path spend")),
-            };
-            let (sig, hash_type) = match sig_bytes.len() {
-                64 => (sig_bytes, TapSighashType::Default),
-                65 => (
-                    sig_bytes.get(..64).unwrap_or_default(),
-                    TapSighashType::from_consensus_u8(*sig_bytes.last().unwrap_or(&0))
-                        .map_err(|_| script("bad sighash type"))?,
-                ),
-                _ => return Err(script("bad signature length")),
-            };
-            let sighash = cache
-                .taproot_key_spend_signature_hash(index, &Prevouts::All(&prevouts), hash_type)
-                .map_err(|e| script(&e.to_string()))?;
-            let sig = schnorr::Signature::from_slice(sig).map_err(|_| script("bad signature"))?;
-            SECP256K1
-                .verify_schnorr(&sig, &Message::from_digest(sighash.to_byte_array()), &key)
-                .map_err(|_| script("signature does not verify"))?;
-        }
-        Ok(fee)
-    }
-
-    /// Adds `tx` to the mempool after checking it against the tip and the mempool.
-    pub fn submit(&mut self, tx: Transaction) -> Result<(), RegtestError> {
+    /// What the next block may spend, the mempool applied.
+    pub fn pending_utxos(&self) -> PendingUtxos {
         let mut utxos = self.utxos.clone();
         let height = self.height().saturating_add(1);
         for pending in &self.mempool {
             apply(&mut utxos, pending, height);
         }
-        self.check_tx(&tx, &utxos, height)?;
+        PendingUtxos { utxos, height }
+    }
+}
+
+/// Checks `tx` against `utxos` (spent in this block so far are gone from it).
+fn check_tx(
+    tx: &Transaction,
+    utxos: &BTreeMap<OutPoint, (TxOut, Coin)>,
+    height: u64,
+) -> Result<Amount, RegtestError> {
+    let output_value = check_sanity(tx, false).map_err(RegtestError::Malformed)?;
+    let mut prevouts = Vec::with_capacity(tx.input.len());
+    let mut input_value = Amount::ZERO;
+    for (i, input) in tx.input.iter().enumerate() {
+        let (out, coin) = utxos
+            .get(&input.previous_output)
+            .ok_or(RegtestError::MissingInput(i))?;
+        if coin.coinbase && height.saturating_sub(coin.height) < COINBASE_MATURITY {
+            return Err(RegtestError::Immature(i));
+        }
+        // Unspent outputs passed the money range when they were made, so this
+        // cannot overflow; checked all the same.
+        input_value = input_value
+            .checked_add(out.value)
+            .ok_or(RegtestError::Malformed(TxFault::TotalOutOfRange))?;
+        prevouts.push(out.clone());
+    }
+    let fee = input_value
+        .checked_sub(output_value)
+        .ok_or(RegtestError::Overspend)?;
+    let mut cache = SighashCache::new(tx);
+    for (index, (input, prevout)) in tx.input.iter().zip(&prevouts).enumerate() {
+        let script = |reason: &str| RegtestError::Script {
+            index,
+            reason: reason.to_owned(),
+        };
+        if !prevout.script_pubkey.is_p2tr() {
+            return Err(script("not a taproot output"));
+        }
+        let key = prevout
+            .script_pubkey
+            .as_bytes()
+            .get(2..34)
+            .and_then(|k| XOnlyPublicKey::from_slice(k).ok())
+            .ok_or_else(|| script("bad taproot key"))?;
+        let sig_bytes = match input.witness.len() {
+            1 => input.witness.nth(0).unwrap_or_default(),
+            _ => return Err(script("not a key-path spend")),
+        };
+        let (sig, hash_type) = match sig_bytes.len() {
+            64 => (sig_bytes, TapSighashType::Default),
+            65 => (
+                sig_bytes.get(..64).unwrap_or_default(),
+                TapSighashType::from_consensus_u8(*sig_bytes.last().unwrap_or(&0))
+                    .map_err(|_| script("bad sighash type"))?,
+            ),
+            _ => return Err(script("bad signature length")),
+        };
+        let sighash = cache
+            .taproot_key_spend_signature_hash(index, &Prevouts::All(&prevouts), hash_type)
+            .map_err(|e| script(&e.to_string()))?;
+        let sig = schnorr::Signature::from_slice(sig).map_err(|_| script("bad signature"))?;
+        SECP256K1
+            .verify_schnorr(&sig, &Message::from_digest(sighash.to_byte_array()), &key)
+            .map_err(|_| script("signature does not verify"))?;
+    }
+    Ok(fee)
+}
+
+impl RegtestChain {
+    /// Adds `tx` to the mempool after checking it against the tip and the mempool
+    /// (at most [`MAX_MEMPOOL`] transactions wait).
+    pub fn submit(&mut self, tx: Transaction) -> Result<(), RegtestError> {
+        if self.mempool.len() >= MAX_MEMPOOL {
+            return Err(RegtestError::MempoolFull);
+        }
+        self.pending_utxos().check(&tx)?;
         self.mempool.push(tx);
         Ok(())
     }
@@ -327,7 +359,7 @@ impl RegtestChain {
         let mut txs = Vec::new();
         let mut fees = Amount::ZERO;
         for tx in std::mem::take(&mut self.mempool) {
-            let Ok(fee) = self.check_tx(&tx, &utxos, height) else {
+            let Ok(fee) = check_tx(&tx, &utxos, height) else {
                 continue;
             };
             // Fees of valid transactions are each in the money range; a sum past it
@@ -376,7 +408,7 @@ impl RegtestChain {
             if tx.is_coinbase() {
                 return Err(invalid("a second coinbase"));
             }
-            let fee = base.check_tx(tx, &utxos, height)?;
+            let fee = check_tx(tx, &utxos, height)?;
             fees = fees
                 .checked_add(fee)
                 .filter(|f| *f <= Amount::MAX_MONEY)

@@ -323,13 +323,14 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let (mining_tx, mining_rx) = watch::channel(true);
-    let (to_miner, from_nodes) = mpsc::channel(1024);
-    let mut from_nodes = Some(from_nodes);
     // Progress is kept miner first.
     let mut progress: Vec<Arc<Mutex<Progress>>> = Vec::with_capacity(all);
     let mut tasks = Vec::with_capacity(all);
     let mut scans = Vec::with_capacity(options.nodes);
     let mut term_keys = Vec::with_capacity(options.nodes);
+    // Each producer's burn transactions (announcements, from its producer) go to its
+    // node's loop, which relays them on the burn-transactions topic.
+    let mut burn_txs = Vec::with_capacity(options.nodes);
     let mut follower_scan = None;
     let producer_count = options.nodes;
     for (index, node) in nodes.into_iter().enumerate() {
@@ -356,11 +357,13 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         );
         let (scan_tx, scan_rx) = watch::channel(Arc::new(scan.clone()));
         let (keys_tx, keys_rx) = mpsc::channel(8);
+        let (own_tx, own_txs) = mpsc::channel(64);
         if miner {
             follower_scan = Some(scan_rx);
         } else {
             scans.push(scan_rx);
             term_keys.push(keys_tx);
+            burn_txs.push(own_tx.clone());
         }
         let burn = NodeBurn {
             scan,
@@ -373,15 +376,12 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
                     Magic::Regtest,
                 )
             }),
-            to_miner: to_miner.clone(),
-            mining: miner
-                .then(|| from_nodes.take())
-                .flatten()
-                .map(|txs| Mining {
-                    schedule: schedule.clone(),
-                    on: mining_rx.clone(),
-                    txs,
-                }),
+            to_relay: own_tx,
+            own_txs,
+            mining: miner.then(|| Mining {
+                schedule: schedule.clone(),
+                on: mining_rx.clone(),
+            }),
         };
         tasks.push(tokio::spawn(run_node(node, state, burn, stop_rx.clone())));
     }
@@ -416,7 +416,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         producer_events,
         keys,
         scans.clone(),
-        to_miner,
+        burn_txs,
         term_keys,
     )
     .await?;
@@ -957,8 +957,6 @@ impl Schedule {
 struct Mining {
     schedule: Schedule,
     on: watch::Receiver<bool>,
-    /// Burn transactions from every node.
-    txs: mpsc::Receiver<Transaction>,
 }
 
 /// A node's part in the burnchain beyond following it: scanning, enrolling, mining.
@@ -969,7 +967,10 @@ struct NodeBurn {
     scans: watch::Sender<Arc<BurnScan>>,
     /// The producer's enrolling (none on the miner).
     enroller: Option<Enroller>,
-    to_miner: mpsc::Sender<Transaction>,
+    /// The node's own burn transactions, to relay: its enroller's (sent from the scan)
+    /// and its producer's announcements.
+    to_relay: mpsc::Sender<Transaction>,
+    own_txs: mpsc::Receiver<Transaction>,
     mining: Option<Mining>,
 }
 
@@ -1025,7 +1026,7 @@ impl NodeBurn {
             .as_mut()
             .and_then(|e| e.on_burn_block(chain, &self.scan))
         {
-            let _ = self.to_miner.try_send(tx);
+            let _ = self.to_relay.try_send(tx);
         }
         self.scans.send_replace(Arc::new(self.scan.clone()));
     }
@@ -1044,7 +1045,10 @@ async fn run_node(
     let beat = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(beat);
     let (mut burn, mut fetched) = BurnNode::new(node.handle.clone());
-    let mut mining = burn_part.mining.take();
+    if let Err(e) = burn.relay_transactions().await {
+        debug!(target: logs::BURNCHAIN, %e, "burn transactions not subscribed");
+    }
+    let mining = burn_part.mining.take();
     let mut anti_entropy = tokio::time::interval(burnchain::ANTI_ENTROPY_INTERVAL);
     let mine_at = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(mine_at);
@@ -1084,11 +1088,7 @@ async fn run_node(
                 };
                 mine_at.as_mut().reset(tokio::time::Instant::now() + wait);
             }
-            Some(tx) = async { match mining.as_mut() { Some(m) => m.txs.recv().await, None => None } }, if mining.is_some() => {
-                if let Err(e) = burn.submit(tx) {
-                    debug!(target: logs::BURNCHAIN, %e, "burn transaction refused");
-                }
-            }
+            Some(tx) = burn_part.own_txs.recv() => burn.relay(tx).await,
             Some(answer) = fetched.recv() => {
                 let change = burn.on_fetched(answer).await;
                 record(change, &burn, &mut burn_part);
@@ -1116,7 +1116,7 @@ async fn run_node(
             event = node.events.next() => match event {
                 Some(event) if matches!(
                     event,
-                    OverlayEvent::Gossip { topic: Topic::BurnBlocks, .. }
+                    OverlayEvent::Gossip { topic: Topic::BurnBlocks | Topic::BurnTransactions, .. }
                         | OverlayEvent::InboundRequest { .. }
                         | OverlayEvent::PeerConnected { .. }
                         | OverlayEvent::PeerDisconnected { .. }

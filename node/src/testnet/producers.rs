@@ -328,7 +328,7 @@ impl ProducerSet {
         events: Vec<ProducerEvents>,
         keypairs: Vec<Keypair>,
         scans: Vec<watch::Receiver<Arc<BurnScan>>>,
-        burn_txs: mpsc::Sender<Transaction>,
+        burn_txs: Vec<mpsc::Sender<Transaction>>,
         term_keys: Vec<mpsc::Sender<TermKey>>,
     ) -> anyhow::Result<ProducerSet> {
         let n = overlays.len();
@@ -336,8 +336,9 @@ impl ProducerSet {
             (2..=100).contains(&n)
                 && keypairs.len() == n
                 && scans.len() == n
-                && term_keys.len() == n,
-            "a producer set has 2 to 100 producers, each with a key and a burn scan"
+                && term_keys.len() == n
+                && burn_txs.len() == n,
+            "a producer set has 2 to 100 producers, each with a key, a burn scan and a way to the burnchain"
         );
         // Each member starts knowing only its own channel; the others' come from
         // their contacts, which each node takes once its burnchain view holds their
@@ -355,12 +356,16 @@ impl ProducerSet {
             .collect();
         let reports = TermReports::default();
         let mut producers = Vec::with_capacity(n);
-        for (index, ((((overlay, blocks), federation), (approvals, scans)), term_keys)) in overlays
+        for (
+            index,
+            (((((overlay, blocks), federation), (approvals, scans)), term_keys), burn_txs),
+        ) in overlays
             .iter()
             .zip(blocks)
             .zip(members)
             .zip(approvals.into_iter().zip(scans))
             .zip(term_keys)
+            .zip(burn_txs)
             .enumerate()
         {
             let slot = Arc::new(OnceLock::new());
@@ -397,7 +402,7 @@ impl ProducerSet {
                 keys: keypairs.clone(),
                 slot,
                 reports: reports.clone(),
-                burn_txs: burn_txs.clone(),
+                burn_txs,
                 term_keys,
             };
             tokio::spawn(driver.run(scans));

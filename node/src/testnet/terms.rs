@@ -43,9 +43,10 @@
 //!   context is the one every follower derives from the record. The miner's node
 //!   follows the chain from these certificates alone ([`crate::follower`]).
 //!
-//! Decisions of the testnet: transactions reach the miner in-process (the nodes share
-//! one process; a burn-transactions topic is a later step); the DKG context names the
-//! term and its plan's seed, so a key cannot be replayed into another term.
+//! Burn transactions (enrollments, term UTXO payments, announcements) reach the miner
+//! node on the burn-transactions topic ([`crate::burnchain::BurnNode::relay`]), as
+//! they would between processes. The DKG context names the term and its plan's seed,
+//! so a key cannot be replayed into another term.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -136,7 +137,7 @@ pub struct TermDriver {
     pub slot: Arc<OnceLock<ProducerHandle>>,
     /// Term reports.
     pub reports: TermReports,
-    /// Burn transactions (announcements) to the miner.
+    /// Burn transactions (announcements) to the node's loop, which relays them.
     pub burn_txs: mpsc::Sender<Transaction>,
     /// Term keys to the node's burnchain loop, which scans for their UTXOs.
     pub term_keys: mpsc::Sender<TermKey>,

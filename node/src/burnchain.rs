@@ -333,3 +333,280 @@ impl BurnNode {
         });
     }
 }
+
+/// A node's reading of the burnchain it follows: every burn block scanned for
+/// registrations, enrollments, term UTXOs and announcements
+/// ([`tenure_chain::produce::BurnScan`], which states the rules), its producer's
+/// enrolling if it has one, and each new scan published to whoever watches.
+pub struct BurnView {
+    scan: tenure_chain::produce::BurnScan,
+    enroller: Option<tenure_chain::produce::Enroller>,
+    scans: tokio::sync::watch::Sender<Arc<tenure_chain::produce::BurnScan>>,
+}
+
+impl BurnView {
+    /// A view scanning with `scan`, enrolling with `enroller` if given; the scans go
+    /// to the returned receiver.
+    pub fn new(
+        scan: tenure_chain::produce::BurnScan,
+        enroller: Option<tenure_chain::produce::Enroller>,
+    ) -> (
+        BurnView,
+        tokio::sync::watch::Receiver<Arc<tenure_chain::produce::BurnScan>>,
+    ) {
+        let (scans, receiver) = tokio::sync::watch::channel(Arc::new(scan.clone()));
+        (
+            BurnView {
+                scan,
+                enroller,
+                scans,
+            },
+            receiver,
+        )
+    }
+
+    /// The scan so far.
+    pub fn scan(&self) -> &tenure_chain::produce::BurnScan {
+        &self.scan
+    }
+
+    /// Follows `burn` after `change`: rewinds on a reorg, scans what is new, and
+    /// returns the transaction the producer submits now, if any.
+    pub fn follow(&mut self, change: &TipChange, burn: &BurnNode) -> Option<Transaction> {
+        if let TipChange::Reorganised { fork_height, .. } = change {
+            self.scan.rewind(fork_height.saturating_add(1));
+        }
+        self.scan_and_enroll(burn)
+    }
+
+    /// A term's key is known: scans for its UTXO from the start of the term before
+    /// (the payment may already be mined), and has the producer pay it when `fund`.
+    pub fn expect_term_key(
+        &mut self,
+        term: u64,
+        script: ScriptBuf,
+        fund: bool,
+        burn: &BurnNode,
+    ) -> Option<Transaction> {
+        let terms = self.scan.terms();
+        self.scan.expect_term_key(term, script.clone());
+        let from = terms.heights(term.saturating_sub(1)).start;
+        if self.scan.next_height() > from {
+            self.scan.rewind(from.max(terms.first_burn_height));
+        }
+        if fund && let Some(enroller) = &mut self.enroller {
+            enroller.fund_term(
+                term,
+                script,
+                tenure_chain::produce::announce::TERM_UTXO_VALUE,
+            );
+        }
+        self.scan_and_enroll(burn)
+    }
+
+    fn scan_and_enroll(&mut self, burn: &BurnNode) -> Option<Transaction> {
+        let chain = burn.sync().chain();
+        while self.scan.next_height() <= chain.height() {
+            let height = self.scan.next_height();
+            let Some(block) = chain.block_at(height) else {
+                break;
+            };
+            let prevout = |op: &bitcoin::OutPoint| chain.output(op).cloned();
+            match self.scan.scan_block(height, block, &prevout) {
+                Ok(ignored) => {
+                    for i in ignored {
+                        debug!(target: logs::BURNCHAIN, height = i.height, offset = i.offset, reason = %i.reason, "burn operation ignored");
+                    }
+                }
+                Err(e) => {
+                    debug!(target: logs::BURNCHAIN, %e, "burn scan stopped");
+                    break;
+                }
+            }
+        }
+        let tx = self
+            .enroller
+            .as_mut()
+            .and_then(|e| e.on_burn_block(chain, &self.scan));
+        self.scans.send_replace(Arc::new(self.scan.clone()));
+        tx
+    }
+}
+
+/// When a mining node mines: the premine (blocks before term 0, paying the listed
+/// wallets in turn so their coinbases mature by term 0) at once, then one block per
+/// interval.
+#[derive(Clone, Debug)]
+pub struct MinerSchedule {
+    /// Term 0's first burn block.
+    pub first_term_height: u64,
+    /// The interval from term 0 on.
+    pub interval: std::time::Duration,
+    /// Whom the premine pays, in turn; the rest pay `reward`.
+    pub premine_to: Vec<ScriptBuf>,
+    /// Where the other blocks' rewards go.
+    pub reward: ScriptBuf,
+}
+
+impl MinerSchedule {
+    /// How long to wait before mining on top of `height`, and whom the block pays.
+    pub fn next(&self, height: u64) -> (std::time::Duration, ScriptBuf) {
+        if height.saturating_add(1) < self.first_term_height {
+            let pay = self
+                .premine_to
+                .get(height as usize % self.premine_to.len().max(1))
+                .unwrap_or(&self.reward);
+            return (std::time::Duration::from_millis(5), pay.clone());
+        }
+        (self.interval, self.reward.clone())
+    }
+}
+
+/// What a node's burnchain looks like, for its status.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BurnStatus {
+    /// Height of the tip.
+    pub height: u64,
+    /// The tip's hash.
+    pub tip: String,
+    /// The term the tip is in (none before term 0).
+    pub term: Option<u64>,
+    /// The current term's producers, heaviest first.
+    pub producers: Vec<PlannedProducer>,
+    /// The next term's producers, once the burnchain names them.
+    pub next_producers: Vec<PlannedProducer>,
+}
+
+/// A producer of a term as the burnchain chose it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlannedProducer {
+    /// Its enrollment's signing key, x-only, hex.
+    pub key: String,
+    /// What counted for it (its spend and carried credit), in satoshis.
+    pub weight_sat: u64,
+    /// Its signer shares of 100.
+    pub shares: u16,
+}
+
+impl BurnStatus {
+    fn of(
+        scan: &tenure_chain::produce::BurnScan,
+        chain: &tenure_chain::burnchain::regtest::RegtestChain,
+    ) -> BurnStatus {
+        let planned = |term: Option<u64>| {
+            term.and_then(|t| scan.plan(t))
+                .map(|plan| {
+                    plan.producers
+                        .iter()
+                        .zip(plan.shares())
+                        .map(|(p, shares)| PlannedProducer {
+                            key: p.producer.x_only_public_key().0.to_string(),
+                            weight_sat: p.weight.to_sat(),
+                            shares: *shares,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let term = scan.term();
+        BurnStatus {
+            height: chain.height(),
+            tip: chain.tip().to_string(),
+            term,
+            producers: planned(term),
+            next_producers: planned(term.map(|t| t.saturating_add(1))),
+        }
+    }
+}
+
+/// Whether `event` is one only the burnchain driver takes (peers connecting and
+/// leaving it gets as copies, [`BurnDriver::run`]).
+pub fn wants(event: &OverlayEvent) -> bool {
+    matches!(
+        event,
+        OverlayEvent::Gossip {
+            topic: Topic::BurnBlocks | Topic::BurnTransactions,
+            ..
+        } | OverlayEvent::InboundRequest {
+            service: Service::BurnBlockFetch,
+            ..
+        }
+    )
+}
+
+/// A `tenure node`'s burnchain: follows the embedded regtest chain over the overlay,
+/// scans it ([`BurnView`]), relays its producer's transactions, and mines when it is
+/// the network's miner.
+pub struct BurnDriver {
+    /// The chain followed.
+    pub burn: BurnNode,
+    /// Fetch answers for it.
+    pub fetched: mpsc::Receiver<Fetched>,
+    /// The scans.
+    pub view: BurnView,
+    /// The mining schedule, if this node mines.
+    pub mining: Option<MinerSchedule>,
+}
+
+impl BurnDriver {
+    /// Runs until `events` stop: `events` are the burnchain's own ([`wants`]),
+    /// `peers` copies of peers connecting and leaving, `own_txs` the node's burn
+    /// transactions to relay (its producer's announcements); the status goes to
+    /// `status`.
+    pub async fn run(
+        mut self,
+        mut events: tenure_overlay::OverlayEvents,
+        mut peers: mpsc::Receiver<OverlayEvent>,
+        mut own_txs: mpsc::Receiver<Transaction>,
+        status: tokio::sync::watch::Sender<BurnStatus>,
+    ) {
+        if let Err(e) = self.burn.relay_transactions().await {
+            debug!(target: logs::BURNCHAIN, %e, "burn transactions not subscribed");
+        }
+        if let Err(e) = self
+            .burn
+            .overlay
+            .subscribe(Topic::BurnBlocks, Arc::new(validate_gossip))
+            .await
+        {
+            debug!(target: logs::BURNCHAIN, %e, "burn blocks not subscribed");
+        }
+        let mut anti_entropy = tokio::time::interval(ANTI_ENTROPY_INTERVAL);
+        let mine_at = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(mine_at);
+        loop {
+            let change = tokio::select! {
+                _ = &mut mine_at, if self.mining.is_some() => {
+                    let height = self.burn.sync().chain().height();
+                    let Some((_, pay)) = self.mining.as_ref().map(|m| m.next(height)) else { continue };
+                    let change = self.burn.mine(&pay).await;
+                    let height = self.burn.sync().chain().height();
+                    if let Some((wait, _)) = self.mining.as_ref().map(|m| m.next(height)) {
+                        mine_at.as_mut().reset(tokio::time::Instant::now() + wait);
+                    }
+                    Some(change)
+                }
+                Some(answer) = self.fetched.recv() => self.burn.on_fetched(answer).await,
+                Some(event) = peers.recv() => self.burn.on_event(&event).await,
+                Some(tx) = own_txs.recv() => {
+                    self.burn.relay(tx).await;
+                    None
+                }
+                _ = anti_entropy.tick(), if self.mining.is_none() => {
+                    self.burn.on_tick();
+                    None
+                }
+                event = events.next() => match event {
+                    Some(event) => self.burn.on_event(&event).await,
+                    None => return,
+                },
+            };
+            if let Some(change) = change {
+                if let Some(tx) = self.view.follow(&change, &self.burn) {
+                    self.burn.relay(tx).await;
+                }
+                status.send_replace(BurnStatus::of(self.view.scan(), self.burn.sync().chain()));
+            }
+        }
+    }
+}

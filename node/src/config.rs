@@ -8,6 +8,15 @@
 //! key_file = "data/node0/node.key"
 //! http_listen = "127.0.0.1:7700"   # optional: the HTTP API
 //! enable_mdns = false               # optional
+//!
+//! [burnchain]                       # optional: follow the embedded regtest chain
+//! first_term_height = 111           # term 0's first burn block (the whole network's)
+//! mine_interval_ms = 1000           # optional: this node mines, one block this often
+//! premine_to = ["<x-only key hex>"] # the miner's blocks before term 0 pay these in turn
+//!
+//! [producer]                        # optional: enroll as a producer (needs [burnchain])
+//! key_file = "producer.key"         # its secp256k1 key (`tenure keygen` writes one)
+//! spend_sat = 200000                # what each enrollment burns
 //! ```
 //!
 //! Every problem is reported on one line that names the field: a user fixing a config
@@ -72,6 +81,48 @@ struct RawConfig {
     enable_mdns: bool,
     #[serde(default)]
     stackerdb: Vec<RawStackerDb>,
+    #[serde(default)]
+    burnchain: Option<RawBurnchain>,
+    #[serde(default)]
+    producer: Option<RawProducer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBurnchain {
+    first_term_height: u64,
+    #[serde(default)]
+    mine_interval_ms: Option<u64>,
+    #[serde(default)]
+    premine_to: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProducer {
+    key_file: PathBuf,
+    spend_sat: u64,
+}
+
+/// The embedded regtest burnchain as this node follows (and maybe mines) it.
+#[derive(Clone, Debug)]
+pub struct BurnchainConfig {
+    /// Term 0's first burn block: every node of the network must say the same.
+    pub first_term_height: u64,
+    /// This node mines, one block per interval once term 0 starts (the blocks before
+    /// it, the premine, at once).
+    pub mine_interval: Option<std::time::Duration>,
+    /// Whom the premine pays, in turn (their wallets' taproot outputs).
+    pub premine_to: Vec<bitcoin::XOnlyPublicKey>,
+}
+
+/// This node's producer: its key and what it spends on each enrollment.
+#[derive(Clone, Debug)]
+pub struct ProducerSettings {
+    /// Its secp256k1 key file.
+    pub key_file: PathBuf,
+    /// What each enrollment burns, in satoshis.
+    pub spend_sat: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +168,10 @@ pub struct NodeConfig {
     pub http_listen: Option<SocketAddr>,
     /// The Stacker DBs this node replicates.
     pub stacker_dbs: Vec<StackerDbConfig>,
+    /// The burnchain it follows, if any.
+    pub burnchain: Option<BurnchainConfig>,
+    /// Its producer, if it enrolls as one.
+    pub producer: Option<ProducerSettings>,
 }
 
 impl NodeConfig {
@@ -175,6 +230,29 @@ impl NodeConfig {
                 format!("{} DBs, at most 256", stacker_dbs.len()),
             ));
         }
+        let burnchain = raw
+            .burnchain
+            .map(|b| parse_burnchain(&b).map_err(|m| field("burnchain", m)))
+            .transpose()?;
+        let producer = match raw.producer {
+            Some(p) if burnchain.is_none() => {
+                return Err(field(
+                    "producer",
+                    format!(
+                        "{}: a producer enrolls on a burnchain: add a [burnchain] section",
+                        p.key_file.display()
+                    ),
+                ));
+            }
+            Some(p) if p.spend_sat == 0 => {
+                return Err(field("producer", "spend_sat must be above 0".into()));
+            }
+            Some(p) => Some(ProducerSettings {
+                key_file: base.join(p.key_file),
+                spend_sat: p.spend_sat,
+            }),
+            None => None,
+        };
         let mut overlay = OverlayConfig::loopback(network_id);
         overlay.listen_addrs = listen_addrs;
         overlay.bootstrap_peers = bootstrap_peers;
@@ -188,8 +266,41 @@ impl NodeConfig {
             key_file: base.join(raw.key_file),
             http_listen,
             stacker_dbs,
+            burnchain,
+            producer,
         })
     }
+}
+
+fn parse_burnchain(raw: &RawBurnchain) -> Result<BurnchainConfig, String> {
+    let maturity = tenure_chain::burnchain::regtest::COINBASE_MATURITY;
+    if raw.first_term_height <= maturity {
+        return Err(format!(
+            "first_term_height {} must be above {maturity}: the premine's coinbases mature before term 0",
+            raw.first_term_height
+        ));
+    }
+    let mine_interval = match raw.mine_interval_ms {
+        Some(0) => return Err("mine_interval_ms must be above 0".into()),
+        Some(ms) => Some(std::time::Duration::from_millis(ms)),
+        None => None,
+    };
+    let premine_to = raw
+        .premine_to
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            hex::decode(key)
+                .ok()
+                .and_then(|bytes| bitcoin::XOnlyPublicKey::from_slice(&bytes).ok())
+                .ok_or_else(|| format!("premine_to[{i}] is not an x-only public key"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(BurnchainConfig {
+        first_term_height: raw.first_term_height,
+        mine_interval,
+        premine_to,
+    })
 }
 
 fn parse_stacker_db(raw: &RawStackerDb) -> Result<StackerDbConfig, String> {
@@ -327,6 +438,38 @@ http_listen = "127.0.0.1:0"
         let old = format!("{GOOD}\n[[stackerdb]]\nid = \"demo.db\"\nslot_signers = [\"zz\"]\n");
         let err = parse(&old).unwrap_err().to_string();
         assert!(err.contains("slot_writers[0]"), "{err}");
+    }
+
+    #[test]
+    fn a_producer_and_its_burnchain_are_read_and_checked() {
+        let key =
+            bitcoin::secp256k1::Keypair::from_seckey_slice(bitcoin::secp256k1::SECP256K1, &[7; 32])
+                .unwrap()
+                .x_only_public_key()
+                .0;
+        let burn = format!(
+            "\n[burnchain]\nfirst_term_height = 111\nmine_interval_ms = 500\npremine_to = [\"{key}\"]\n"
+        );
+        let producer = "\n[producer]\nkey_file = \"producer.key\"\nspend_sat = 200000\n";
+        let config = parse(&format!("{GOOD}{burn}{producer}")).unwrap();
+        let b = config.burnchain.unwrap();
+        assert_eq!(b.first_term_height, 111);
+        assert_eq!(b.mine_interval, Some(std::time::Duration::from_millis(500)));
+        assert_eq!(b.premine_to, vec![key]);
+        let p = config.producer.unwrap();
+        assert_eq!(p.key_file, Path::new("/etc/tenure/producer.key"));
+        assert_eq!(p.spend_sat, 200_000);
+        // A producer without a burnchain, a premine too short to mature, a bad key.
+        let err = parse(&format!("{GOOD}{producer}")).unwrap_err().to_string();
+        assert!(err.contains("[burnchain]"), "{err}");
+        let err = parse(&format!("{GOOD}{}", burn.replace("111", "50")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("first_term_height"), "{err}");
+        let err = parse(&format!("{GOOD}{}", burn.replace(&key.to_string(), "zz")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("premine_to[0]"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The node's HTTP API (JSON), bound where the config says (loopback by default).
 //!
-//! - `GET /v1/status`: peer id, listen addresses, peers with their hellos, mesh sizes.
+//! - `GET /v1/status`: peer id, listen addresses, peers with their hellos, mesh sizes;
+//!   with a burnchain, `burn`: its tip, the term, and the current and next terms'
+//!   producers with their weights and shares ([`crate::burnchain::BurnStatus`]).
 //! - `GET /metrics`: the Prometheus registry as text.
 //! - `/v1/stackerdb/…`: the Stacker DB API ([`crate::stackerdb::api`]).
 
@@ -10,7 +12,8 @@ use std::net::SocketAddr;
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use tenure_overlay::OverlayHandle;
 
-use crate::stackerdb::StackerDbHandle;
+use crate::{burnchain::BurnStatus, stackerdb::StackerDbHandle};
+use tokio::sync::watch;
 use tracing::warn;
 
 /// Bodies up to this size are read (a 1 MiB chunk as hex, with its JSON).
@@ -21,6 +24,7 @@ pub async fn serve(
     addr: SocketAddr,
     overlay: OverlayHandle,
     dbs: StackerDbHandle,
+    burn: Option<watch::Receiver<BurnStatus>>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -29,7 +33,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(overlay)
+        .with_state(Api { overlay, burn })
         .merge(crate::stackerdb::api::routes().with_state(dbs))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     tokio::spawn(async move {
@@ -40,13 +44,32 @@ pub async fn serve(
     Ok(bound)
 }
 
-async fn status(State(overlay): State<OverlayHandle>) -> impl IntoResponse {
-    match overlay.status().await {
-        Ok(status) => Json(status).into_response(),
-        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
-    }
+/// What the status and metrics routes read.
+#[derive(Clone)]
+struct Api {
+    overlay: OverlayHandle,
+    burn: Option<watch::Receiver<BurnStatus>>,
 }
 
-async fn metrics(State(overlay): State<OverlayHandle>) -> String {
-    overlay.metrics().encode_text()
+async fn status(State(api): State<Api>) -> impl IntoResponse {
+    let status = match api.overlay.status().await {
+        Ok(status) => status,
+        Err(err) => return (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
+    };
+    let mut body = match serde_json::to_value(status) {
+        Ok(body) => body,
+        Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    };
+    if let (Some(burn), Some(fields)) = (&api.burn, body.as_object_mut()) {
+        let burn = burn.borrow().clone();
+        fields.insert(
+            "burn".into(),
+            serde_json::to_value(burn).unwrap_or_default(),
+        );
+    }
+    Json(body).into_response()
+}
+
+async fn metrics(State(api): State<Api>) -> String {
+    api.overlay.metrics().encode_text()
 }

@@ -1,5 +1,7 @@
-//! Node key files: the 32-byte ed25519 secret as one line of hex, readable only by
-//! its owner.
+//! Key files: a 32-byte secret as one line of hex, readable only by its owner. A node
+//! key is an ed25519 secret (the overlay identity); a producer key is a secp256k1
+//! secret (the enrollment's signing key, the wallet, the federation member). `tenure
+//! keygen` writes either.
 
 use std::{
     io::Write,
@@ -45,6 +47,26 @@ pub enum KeyFileError {
 
 /// Reads the node key at `path`.
 pub fn load(path: &Path) -> Result<NodeKey, KeyFileError> {
+    let secret = read_secret(path)?;
+    NodeKey::from_secret_bytes(secret).map_err(|e| KeyFileError::Key {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads the producer key at `path`.
+pub fn load_producer(path: &Path) -> Result<bitcoin::secp256k1::Keypair, KeyFileError> {
+    let secret = read_secret(path)?;
+    bitcoin::secp256k1::Keypair::from_seckey_slice(bitcoin::secp256k1::SECP256K1, &secret).map_err(
+        |e| KeyFileError::Key {
+            path: path.to_owned(),
+            message: format!("not a secp256k1 secret: {e}"),
+        },
+    )
+}
+
+/// The 32-byte secret in the key file at `path`.
+fn read_secret(path: &Path) -> Result<[u8; 32], KeyFileError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -63,13 +85,9 @@ pub fn load(path: &Path) -> Result<NodeKey, KeyFileError> {
     };
     let trimmed = text.trim();
     let bytes = hex::decode(trimmed).map_err(|e| malformed(format!("not hex ({e})")))?;
-    let secret: [u8; 32] = bytes
+    bytes
         .try_into()
-        .map_err(|b: Vec<u8>| malformed(format!("{} bytes", b.len())))?;
-    NodeKey::from_secret_bytes(secret).map_err(|e| KeyFileError::Key {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
+        .map_err(|b: Vec<u8>| malformed(format!("{} bytes", b.len())))
 }
 
 /// Writes `key` to `path` (mode 0600 on Unix), refusing to overwrite unless `force`.
@@ -108,6 +126,23 @@ mod tests {
         let key = NodeKey::generate();
         save(&key, &path, false).unwrap();
         assert_eq!(load(&path).unwrap().peer_id(), key.peer_id());
+    }
+
+    #[test]
+    fn a_key_file_also_serves_as_a_producer_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("producer.key");
+        let key = NodeKey::generate();
+        save(&key, &path, false).unwrap();
+        let producer = load_producer(&path).unwrap();
+        assert_eq!(producer.secret_bytes(), key.secret_bytes().unwrap());
+        std::fs::write(&path, format!("{}\n", "00".repeat(32))).unwrap();
+        assert!(
+            load_producer(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("secp256k1")
+        );
     }
 
     #[test]

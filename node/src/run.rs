@@ -3,6 +3,15 @@
 //! On start it writes `node.json` into its data directory (peer id, listen addresses,
 //! HTTP address) so scripts and tests can find it without guessing ports; it removes
 //! the file on a clean shutdown.
+//!
+//! With a `[burnchain]` section the node follows the embedded regtest chain over the
+//! overlay and scans every burn block ([`crate::burnchain::BurnDriver`]), mining it
+//! when the section says so; with a `[producer]` section it registers and enrolls its
+//! producer every term from its key's wallet, with the spend the config names, its
+//! transactions relayed to the miner by gossip. `GET /v1/status` then shows the burn
+//! tip, the term and the producers the burnchain chose with their shares. (Running
+//! the term's DKG and producing blocks in `tenure node` is the next step; the
+//! testnet does both.)
 
 use std::{
     path::Path,
@@ -13,14 +22,20 @@ use std::{
 use crate::logs;
 use anyhow::Context;
 use serde::Serialize;
+use tenure_chain::{
+    ops::enrollment::Magic,
+    produce::{BurnScan, Enroller},
+    terms::Terms,
+};
 use tenure_overlay::{
     OverlayEvent, OverlayEvents, OverlayHandle, Service, Topic, heartbeat::Heartbeat,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::{
-    config::NodeConfig,
+    burnchain::{BurnDriver, BurnNode, BurnView, MinerSchedule},
+    config::{BurnchainConfig, NodeConfig},
     http, keys,
     stackerdb::{DbCommand, StackerDbHandle, StackerDbs},
 };
@@ -59,6 +74,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .map(|db| db.id.as_str().to_owned())
         .collect();
     let (overlay, events) = tenure_overlay::spawn(overlay_config, key).await?;
+    let (burn_status, peer_copies, events) = match &config.burnchain {
+        Some(burnchain) => {
+            let (burn_events, rest) = events.split(4096, crate::burnchain::wants);
+            let (status, peers) = start_burnchain(&config, burnchain, &overlay, burn_events)?;
+            (Some(status), Some(peers), rest)
+        }
+        None => (None, None, events),
+    };
     overlay
         .subscribe(
             Topic::Heartbeat,
@@ -74,7 +97,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     .await?;
     let (db_handle, db_commands) = StackerDbHandle::channel(DB_COMMAND_QUEUE);
     let http = match config.http_listen {
-        Some(addr) => Some(http::serve(addr, overlay.clone(), db_handle).await?),
+        Some(addr) => Some(http::serve(addr, overlay.clone(), db_handle, burn_status).await?),
         None => None,
     };
     let info_path = config.data_dir.join("node.json");
@@ -98,6 +121,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         dbs,
         db_commands,
         Beacons::On,
+        peer_copies,
         async move {
             shutdown.await;
             info!(target: logs::NODE, "shutting down");
@@ -107,6 +131,58 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     overlay.shutdown().await;
     let _ = std::fs::remove_file(&info_path);
     Ok(())
+}
+
+/// Starts the node's burnchain ([`BurnDriver`]) on `events`, enrolling its producer
+/// if the config names one; returns its status and where peers' comings and goings
+/// are copied to it.
+fn start_burnchain(
+    config: &NodeConfig,
+    burnchain: &BurnchainConfig,
+    overlay: &OverlayHandle,
+    events: OverlayEvents,
+) -> anyhow::Result<(
+    watch::Receiver<crate::burnchain::BurnStatus>,
+    mpsc::Sender<OverlayEvent>,
+)> {
+    let enroller = match &config.producer {
+        Some(producer) => {
+            let keypair = keys::load_producer(&producer.key_file)?;
+            info!(target: logs::NODE, producer = %keypair.x_only_public_key().0, spend_sat = producer.spend_sat, "enrolling as a producer");
+            Some(Enroller::new(
+                keypair,
+                bitcoin::Amount::from_sat(producer.spend_sat),
+                Magic::Regtest,
+            ))
+        }
+        None => None,
+    };
+    let terms = Terms::new(burnchain.first_term_height);
+    let scan = BurnScan::new(Magic::Regtest, terms, terms.first_burn_height);
+    let (view, _scans) = BurnView::new(scan, enroller);
+    let (burn, fetched) = BurnNode::new(overlay.clone());
+    let reward = |key: &bitcoin::XOnlyPublicKey| {
+        bitcoin::ScriptBuf::new_p2tr(bitcoin::secp256k1::SECP256K1, *key, None)
+    };
+    let mining = burnchain.mine_interval.map(|interval| MinerSchedule {
+        first_term_height: burnchain.first_term_height,
+        interval,
+        premine_to: burnchain.premine_to.iter().map(reward).collect(),
+        // Blocks after the premine pay nobody in particular.
+        reward: bitcoin::ScriptBuf::new_op_return([0u8; 4]),
+    });
+    let (status_tx, status) = watch::channel(crate::burnchain::BurnStatus::default());
+    let (peers_tx, peers) = mpsc::channel(256);
+    // Its producer's announcements come with block production; none yet.
+    let (_own_tx, own_txs) = mpsc::channel(16);
+    let driver = BurnDriver {
+        burn,
+        fetched,
+        view,
+        mining,
+    };
+    tokio::spawn(driver.run(events, peers, own_txs, status_tx));
+    Ok((status, peers_tx))
 }
 
 /// Whether the node gossips heartbeats.
@@ -126,6 +202,7 @@ pub async fn serve(
     mut dbs: StackerDbs,
     mut db_commands: mpsc::Receiver<DbCommand>,
     beacons: Beacons,
+    peer_copies: Option<mpsc::Sender<OverlayEvent>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -142,7 +219,19 @@ pub async fn serve(
                 }
             }
             event = events.next() => match event {
-                Some(event) => on_event(event, &overlay, &mut dbs).await,
+                Some(event) => {
+                    if let Some(copies) = &peer_copies {
+                        let copy = match &event {
+                            OverlayEvent::PeerConnected { peer, hello } => Some(OverlayEvent::PeerConnected { peer: *peer, hello: hello.clone() }),
+                            OverlayEvent::PeerDisconnected { peer } => Some(OverlayEvent::PeerDisconnected { peer: *peer }),
+                            _ => None,
+                        };
+                        if let Some(copy) = copy {
+                            let _ = copies.try_send(copy);
+                        }
+                    }
+                    on_event(event, &overlay, &mut dbs).await
+                }
                 None => break,
             },
             Some(command) = db_commands.recv() => {

@@ -86,6 +86,7 @@ async fn start_node(
         dbs,
         commands,
         Beacons::Off,
+        None,
         async move {
             let _ = stop.wait_for(|s| *s).await;
         },

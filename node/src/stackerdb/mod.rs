@@ -469,6 +469,7 @@ mod tests {
             dbs,
             commands,
             Beacons::Off,
+            None,
             async {
                 let _ = stopped.await;
             },

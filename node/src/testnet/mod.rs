@@ -27,7 +27,7 @@ use bitcoin::{
 use serde::Serialize;
 use tenure_chain::{
     ops::enrollment::Magic,
-    produce::{BurnScan, Enroller, announce},
+    produce::{BurnScan, Enroller},
     terms::Terms,
 };
 use tenure_overlay::{
@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
 use crate::{
-    burnchain::{self, BurnNode, TipChange},
+    burnchain::{self, BurnNode, BurnView, TipChange},
     follower::{self, FollowerStatus},
     logs,
     process_stats::{mib, rss},
@@ -355,7 +355,14 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
             schedule.terms,
             schedule.terms.first_burn_height,
         );
-        let (scan_tx, scan_rx) = watch::channel(Arc::new(scan.clone()));
+        let enroller = keys.get(index).map(|key| {
+            Enroller::with_spends(
+                *key,
+                move |term| Amount::from_sat(producers::spend_of(index, producer_count, term)),
+                Magic::Regtest,
+            )
+        });
+        let (view, scan_rx) = BurnView::new(scan, enroller);
         let (keys_tx, keys_rx) = mpsc::channel(8);
         let (own_tx, own_txs) = mpsc::channel(64);
         if miner {
@@ -366,16 +373,8 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
             burn_txs.push(own_tx.clone());
         }
         let burn = NodeBurn {
-            scan,
+            view,
             term_keys: keys_rx,
-            scans: scan_tx,
-            enroller: keys.get(index).map(|key| {
-                Enroller::with_spends(
-                    *key,
-                    move |term| Amount::from_sat(producers::spend_of(index, producer_count, term)),
-                    Magic::Regtest,
-                )
-            }),
             to_relay: own_tx,
             own_txs,
             mining: miner.then(|| Mining {
@@ -959,76 +958,24 @@ struct Mining {
     on: watch::Receiver<bool>,
 }
 
-/// A node's part in the burnchain beyond following it: scanning, enrolling, mining.
+/// A node's part in the burnchain beyond following it: scanning and enrolling (its
+/// [`BurnView`]), term keys, relaying, mining.
 struct NodeBurn {
-    scan: BurnScan,
+    view: BurnView,
     /// Term keys from the node's term driver.
     term_keys: mpsc::Receiver<TermKey>,
-    scans: watch::Sender<Arc<BurnScan>>,
-    /// The producer's enrolling (none on the miner).
-    enroller: Option<Enroller>,
-    /// The node's own burn transactions, to relay: its enroller's (sent from the scan)
-    /// and its producer's announcements.
+    /// The node's own burn transactions, to relay: its enroller's and its producer's
+    /// announcements.
     to_relay: mpsc::Sender<Transaction>,
     own_txs: mpsc::Receiver<Transaction>,
     mining: Option<Mining>,
 }
 
 impl NodeBurn {
-    /// A term's key is known: scan for its UTXO from the start of the term before
-    /// (the payment may already be mined), and pay it if this node funds it.
-    fn on_term_key(&mut self, key: TermKey, burn: &BurnNode) {
-        let terms = self.scan.terms();
-        self.scan.expect_term_key(key.term, key.script.clone());
-        let from = terms.heights(key.term.saturating_sub(1)).start;
-        if self.scan.next_height() > from {
-            self.scan.rewind(from.max(terms.first_burn_height));
-        }
-        if key.fund
-            && let Some(enroller) = &mut self.enroller
-        {
-            enroller.fund_term(key.term, key.script, announce::TERM_UTXO_VALUE);
-        }
-        self.scan_and_enroll(burn);
-    }
-
-    /// Scans what `burn` holds past the scan (rewinding first on a reorg), enrolls,
-    /// and publishes the scan.
-    fn follow(&mut self, change: &TipChange, burn: &BurnNode) {
-        if let TipChange::Reorganised { fork_height, .. } = change {
-            self.scan.rewind(fork_height.saturating_add(1));
-        }
-        self.scan_and_enroll(burn);
-    }
-
-    fn scan_and_enroll(&mut self, burn: &BurnNode) {
-        let chain = burn.sync().chain();
-        while self.scan.next_height() <= chain.height() {
-            let height = self.scan.next_height();
-            let Some(block) = chain.block_at(height) else {
-                break;
-            };
-            let prevout = |op: &bitcoin::OutPoint| chain.output(op).cloned();
-            match self.scan.scan_block(height, block, &prevout) {
-                Ok(ignored) => {
-                    for i in ignored {
-                        debug!(target: logs::BURNCHAIN, height = i.height, offset = i.offset, reason = %i.reason, "burn operation ignored");
-                    }
-                }
-                Err(e) => {
-                    debug!(target: logs::BURNCHAIN, %e, "burn scan stopped");
-                    break;
-                }
-            }
-        }
-        if let Some(tx) = self
-            .enroller
-            .as_mut()
-            .and_then(|e| e.on_burn_block(chain, &self.scan))
-        {
+    fn relay(&self, tx: Option<Transaction>) {
+        if let Some(tx) = tx {
             let _ = self.to_relay.try_send(tx);
         }
-        self.scans.send_replace(Arc::new(self.scan.clone()));
     }
 }
 
@@ -1061,7 +1008,8 @@ async fn run_node(
     );
     let record = |change: Option<TipChange>, burn: &BurnNode, part: &mut NodeBurn| {
         let Some(change) = change else { return };
-        part.follow(&change, burn);
+        let tx = part.view.follow(&change, burn);
+        part.relay(tx);
         if let Ok(mut p) = progress.lock() {
             p.burn_height = burn.sync().chain().height();
             p.burn_tip = Some(burn.sync().chain().tip());
@@ -1093,7 +1041,10 @@ async fn run_node(
                 let change = burn.on_fetched(answer).await;
                 record(change, &burn, &mut burn_part);
             }
-            Some(key) = burn_part.term_keys.recv() => burn_part.on_term_key(key, &burn),
+            Some(key) = burn_part.term_keys.recv() => {
+                let tx = burn_part.view.expect_term_key(key.term, key.script, key.fund, &burn);
+                burn_part.relay(tx);
+            }
             _ = anti_entropy.tick(), if mining.is_none() => burn.on_tick(),
             _ = &mut beat => {
                 // Until subscriptions are exchanged there is nobody to publish to: try

@@ -1,0 +1,180 @@
+//! `tenure node` processes on one embedded regtest burnchain: one mines it (its
+//! premine pays the producers' wallets), three enroll as producers with the spends
+//! their configs name. Their enrollments reach the miner by gossip, and every node's
+//! scan chooses the same producers, weighted by spend. One producer is killed with
+//! SIGKILL and restarted: it catches up with the burnchain and keeps enrolling, and
+//! the producers chosen after the restart include it again.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use bitcoin::secp256k1::{Keypair, SECP256K1};
+use common::{NodeProcess, TENURE};
+
+/// Term 0's first burn block: the premine (103 blocks) pays the three producers in
+/// turn and their coinbases mature first.
+const FIRST_TERM_HEIGHT: u64 = 104;
+
+/// How long the whole run may take.
+const RUN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Writes a producer key with `tenure keygen`; its x-only key, hex.
+fn producer_key(dir: &Path, name: &str) -> String {
+    let path = dir.join(format!("{name}-producer.key"));
+    let out = std::process::Command::new(TENURE)
+        .args(["keygen", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "keygen failed: {out:?}");
+    let secret = hex::decode(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
+    let keypair = Keypair::from_seckey_slice(SECP256K1, &secret).unwrap();
+    keypair.x_only_public_key().0.to_string()
+}
+
+/// The node's burnchain status, if it answers.
+fn burn_status(node: &mut NodeProcess) -> Option<serde_json::Value> {
+    let http = node.info()["http"].as_str()?.to_owned();
+    let status: serde_json::Value = ureq::get(&format!("http://{http}/v1/status"))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()?;
+    Some(status["burn"].clone())
+}
+
+/// The keys of the producers `burn` shows for the current term, with their shares.
+fn producers(burn: &serde_json::Value) -> Vec<(String, u64)> {
+    burn["producers"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    (
+                        p["key"].as_str().unwrap_or_default().to_owned(),
+                        p["shares"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until every node's status satisfies `done`; returns their statuses.
+fn wait_all(
+    nodes: &mut [&mut NodeProcess],
+    started: Instant,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    loop {
+        let statuses: Vec<serde_json::Value> = nodes
+            .iter_mut()
+            .map(|n| burn_status(n).unwrap_or_default())
+            .collect();
+        if statuses.iter().all(&done) {
+            return statuses;
+        }
+        assert!(
+            started.elapsed() < RUN_DEADLINE,
+            "never: {what}; statuses {statuses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn producer_processes_enroll_on_the_miners_burnchain_and_one_killed_with_sigkill_enrolls_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..3)
+        .map(|i| producer_key(dir.path(), &format!("p{i}")))
+        .collect();
+    let premine = keys
+        .iter()
+        .map(|k| format!("{k:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let burnchain = format!("\n[burnchain]\nfirst_term_height = {FIRST_TERM_HEIGHT}\n");
+    let mut miner = NodeProcess::start(
+        dir.path(),
+        "miner",
+        &[],
+        &format!("{burnchain}mine_interval_ms = 300\npremine_to = [{premine}]\n"),
+    );
+    let bootstrap = miner.info()["listen_addrs"][0].as_str().unwrap().to_owned()
+        + "/p2p/"
+        + miner.info()["peer_id"].as_str().unwrap();
+    let mut producers_nodes: Vec<NodeProcess> = (0..3)
+        .map(|i| {
+            NodeProcess::start(
+                dir.path(),
+                &format!("p{i}"),
+                std::slice::from_ref(&bootstrap),
+                &format!(
+                    "{burnchain}\n[producer]\nkey_file = \"p{i}-producer.key\"\nspend_sat = {}\n",
+                    100_000 * (3 + i)
+                ),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+
+    // Term 3's producers are the three, chosen alike everywhere, the heaviest spend
+    // with the most shares.
+    let statuses = {
+        let mut all: Vec<&mut NodeProcess> = std::iter::once(&mut miner)
+            .chain(producers_nodes.iter_mut())
+            .collect();
+        wait_all(&mut all, started, "term 3 with three producers", |b| {
+            b["term"].as_u64() >= Some(3) && producers(b).len() == 3
+        })
+    };
+    let chosen = producers(&statuses[0]);
+    let mut chosen_keys: Vec<&String> = chosen.iter().map(|(k, _)| k).collect();
+    chosen_keys.sort();
+    let mut expected: Vec<&String> = keys.iter().collect();
+    expected.sort();
+    assert_eq!(chosen_keys, expected, "{statuses:?}");
+    assert_eq!(chosen.iter().map(|(_, s)| s).sum::<u64>(), 100);
+    // p2 spent the most: it leads with the most shares.
+    assert_eq!(chosen[0].0, keys[2], "{chosen:?}");
+    assert!(chosen[0].1 > chosen[2].1, "{chosen:?}");
+
+    // SIGKILL p1 and start it again on its data: it catches up and enrolls again.
+    let term_killed = statuses[0]["term"].as_u64().unwrap();
+    producers_nodes[1].kill_and_restart();
+    let restarted_at = Instant::now();
+    let later = term_killed + 3;
+    let statuses = {
+        let mut all: Vec<&mut NodeProcess> = std::iter::once(&mut miner)
+            .chain(producers_nodes.iter_mut())
+            .collect();
+        wait_all(
+            &mut all,
+            started,
+            "a term after the restart with three producers",
+            |b| {
+                b["term"].as_u64() >= Some(later)
+                    && producers(b).iter().any(|(k, _)| *k == keys[1])
+                    && producers(b).len() == 3
+            },
+        )
+    };
+    assert_eq!(statuses.len(), 4);
+    eprintln!(
+        "term {later} reached {:.1} s after the restart; {:.1} s in all",
+        restarted_at.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}

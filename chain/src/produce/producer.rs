@@ -442,6 +442,9 @@ struct InFlight {
     started: Instant,
 }
 
+/// Terms before the current one whose contexts a producer keeps.
+pub const EARLIER_TERMS_KEPT: usize = 8;
+
 /// One producer of a term.
 #[derive(Debug)]
 pub struct Producer {
@@ -449,8 +452,10 @@ pub struct Producer {
     keypair: Keypair,
     me: ProducerId,
     context: TermContext,
-    /// The term before this one: its late blocks are still validated and applied.
-    previous: Option<TermContext>,
+    /// Terms before this one, the last [`EARLIER_TERMS_KEPT`]: their late blocks are
+    /// still validated and applied, so a producer that missed a block before a term
+    /// with no block (a stalled term) still catches up across it.
+    earlier: BTreeMap<u64, TermContext>,
     /// The announcement being signed: its digest and unsigned transaction.
     announcing: Option<(Hash, Transaction)>,
     /// Messages of the next term that came before this producer moved to it
@@ -526,7 +531,7 @@ impl Producer {
             keypair,
             mempool: Mempool::new(network, config.mempool_capacity),
             context,
-            previous: None,
+            earlier: BTreeMap::new(),
             announcing: None,
             announced: 0,
             early: VecDeque::new(),
@@ -623,7 +628,11 @@ impl Producer {
             now,
             rng,
         );
-        self.previous = Some(std::mem::replace(&mut self.context, context));
+        let before = std::mem::replace(&mut self.context, context);
+        self.earlier.insert(before.term, before);
+        while self.earlier.len() > EARLIER_TERMS_KEPT {
+            self.earlier.pop_first();
+        }
         self.leader_seen = now;
         self.last_proposal = None;
         self.in_flight = None;
@@ -652,14 +661,10 @@ impl Producer {
         self.context.term
     }
 
-    /// The context of `term`, if it is this producer's term or the one before.
-    /// The context of `term` if it is this producer's term or the one before, else
-    /// this producer's term's: what a block of `term` is validated under.
+    /// The context of `term` if it is this producer's term or one it kept from
+    /// before, else this producer's term's: what a block of `term` is validated under.
     pub fn context_for(&self, term: u64) -> &TermContext {
-        match &self.previous {
-            Some(previous) if previous.term == term => previous,
-            _ => &self.context,
-        }
+        self.earlier.get(&term).unwrap_or(&self.context)
     }
 
     /// This producer.
@@ -977,12 +982,13 @@ impl Producer {
         now: Instant,
         rng: &mut impl RngCore,
     ) -> Result<Vec<ProducerOutput>, ProducerRefusal> {
-        // Blocks and catch-up requests cross a term change: a producer that moved on
-        // still serves and takes the blocks of the term before.
+        // Blocks and catch-up requests cross term changes: a producer that moved on
+        // still serves and takes the blocks of the terms it kept.
         let crosses = matches!(
             msg.body,
             ProducerBody::Block(_) | ProducerBody::GetBlocks { .. }
-        ) && msg.term.abs_diff(self.context.term) <= 1;
+        ) && (msg.term.abs_diff(self.context.term) <= 1
+            || self.earlier.contains_key(&msg.term));
         if msg.term == self.context.term.saturating_add(1) && !crosses {
             self.early.push_back((from, msg));
             while self.early.len() > EARLY_KEPT {
@@ -1384,6 +1390,71 @@ mod tests {
             approvals.approve(&fresh, "net").is_ok(),
             "the opening on the new tip is approved"
         );
+    }
+
+    /// Seen in `tenure node` processes: a producer missed the last block of term 3,
+    /// term 4 made no block (its leader waited on that producer), and in term 5 the
+    /// block came, two terms back. It used to be refused for its term, and the set
+    /// stalled.
+    #[test]
+    fn a_block_missed_before_a_term_with_no_block_is_still_taken_two_terms_on() {
+        use crate::block::{AccountId, build};
+        use rand_chacha::{ChaCha12Rng, rand_core::SeedableRng};
+        let mut rng = ChaCha12Rng::seed_from_u64(9);
+        let group = build::ProducerGroup::shared();
+        let me = keypair(1);
+        let account = AccountId(ProducerId::of(&me.x_only_public_key().0).0);
+        let context = |term: u64| TermContext {
+            term,
+            producer_key: group.key(),
+            producer_shares: group.public.clone(),
+            stacker_key: None,
+            coinbase: vec![(account, 1_000)],
+            cost_limit: 1_000,
+            consensus_hash: crate::tenure_change::consensus_hash(term, &[term as u8; 32]),
+            previous_consensus_hash: crate::tenure_change::consensus_hash(
+                term - 1,
+                &[term as u8 - 1; 32],
+            ),
+            producers: vec![(account, 1)],
+            share_owners: vec![0; SIGNER_SHARES],
+        };
+        let (missed, _) = build::term_start(
+            &ChainState::default(),
+            &context(3),
+            vec![],
+            group,
+            None,
+            "net",
+        )
+        .unwrap();
+        let now = Instant::now();
+        let mut producer = Producer::new(
+            "net",
+            me,
+            context(3),
+            ChainState::default(),
+            ProducerConfig::default(),
+            Approvals::default(),
+            now,
+            &mut rng,
+        );
+        let _ = producer.begin_term(context(4), now, &mut rng);
+        let _ = producer.begin_term(context(5), now, &mut rng);
+        let msg = ProducerMessage {
+            version: PRODUCER_MESSAGE_VERSION,
+            term: 3,
+            body: ProducerBody::Block(missed),
+        };
+        producer
+            .handle(
+                ProducerId::of(&keypair(2).x_only_public_key().0),
+                msg,
+                now,
+                &mut rng,
+            )
+            .unwrap();
+        assert_eq!((producer.state().term, producer.state().height), (3, 1));
     }
 
     #[test]

@@ -434,7 +434,8 @@ impl BurnView {
 }
 
 /// When a mining node mines: the premine (blocks before term 0, paying the listed
-/// wallets in turn so their coinbases mature by term 0) at once, then one block per
+/// wallets in turn so their coinbases mature by term 0) at once, terms 0 and 1 (which
+/// only register and enroll) five times faster than the interval, then one block per
 /// interval.
 #[derive(Clone, Debug)]
 pub struct MinerSchedule {
@@ -457,6 +458,12 @@ impl MinerSchedule {
                 .get(height as usize % self.premine_to.len().max(1))
                 .unwrap_or(&self.reward);
             return (std::time::Duration::from_millis(5), pay.clone());
+        }
+        let producing = self
+            .first_term_height
+            .saturating_add(2 * tenure_chain::terms::TERM_LENGTH);
+        if height.saturating_add(1) < producing {
+            return (self.interval / 5, self.reward.clone());
         }
         (self.interval, self.reward.clone())
     }
@@ -551,13 +558,15 @@ pub struct BurnDriver {
 impl BurnDriver {
     /// Runs until `events` stop: `events` are the burnchain's own ([`wants`]),
     /// `peers` copies of peers connecting and leaving, `own_txs` the node's burn
-    /// transactions to relay (its producer's announcements); the status goes to
-    /// `status`.
+    /// transactions to relay (its producer's announcements), `term_keys` the terms'
+    /// keys whose UTXOs to look for (and pay, for the roster's first member); the
+    /// status goes to `status`.
     pub async fn run(
         mut self,
         mut events: tenure_overlay::OverlayEvents,
         mut peers: mpsc::Receiver<OverlayEvent>,
         mut own_txs: mpsc::Receiver<Transaction>,
+        mut term_keys: mpsc::Receiver<crate::terms::TermKey>,
         status: tokio::sync::watch::Sender<BurnStatus>,
     ) {
         if let Err(e) = self.burn.relay_transactions().await {
@@ -590,6 +599,12 @@ impl BurnDriver {
                 Some(event) = peers.recv() => self.burn.on_event(&event).await,
                 Some(tx) = own_txs.recv() => {
                     self.burn.relay(tx).await;
+                    None
+                }
+                Some(key) = term_keys.recv() => {
+                    if let Some(tx) = self.view.expect_term_key(key.term, key.script, key.fund, &self.burn) {
+                        self.burn.relay(tx).await;
+                    }
                     None
                 }
                 _ = anti_entropy.tick(), if self.mining.is_none() => {

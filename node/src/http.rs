@@ -2,7 +2,11 @@
 //!
 //! - `GET /v1/status`: peer id, listen addresses, peers with their hellos, mesh sizes;
 //!   with a burnchain, `burn`: its tip, the term, and the current and next terms'
-//!   producers with their weights and shares ([`crate::burnchain::BurnStatus`]).
+//!   producers with their weights and shares ([`crate::burnchain::BurnStatus`]);
+//!   with a chain, `chain`: `{role, term, height, tip}` as the node's producer or
+//!   follower has it.
+//! - A producer's node also serves the chain API ([`crate::chain_api`]): the tip,
+//!   accounts, transfers in.
 //! - `GET /metrics`: the Prometheus registry as text.
 //! - `/v1/stackerdb/…`: the Stacker DB API ([`crate::stackerdb::api`]).
 
@@ -25,17 +29,25 @@ pub async fn serve(
     overlay: OverlayHandle,
     dbs: StackerDbHandle,
     burn: Option<watch::Receiver<BurnStatus>>,
+    chain: Option<ChainSource>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind the HTTP API on {addr}: {e}"))?;
     let bound = listener.local_addr()?;
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(Api { overlay, burn })
-        .merge(crate::stackerdb::api::routes().with_state(dbs))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .with_state(Api {
+            overlay,
+            burn,
+            chain: chain.clone(),
+        })
+        .merge(crate::stackerdb::api::routes().with_state(dbs));
+    if let Some(ChainSource::Producer(slot)) = chain {
+        app = app.merge(crate::chain_api::routes().with_state(slot));
+    }
+    let app = app.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             warn!(target: logs::HTTP, %err, "HTTP API stopped");
@@ -44,11 +56,42 @@ pub async fn serve(
     Ok(bound)
 }
 
+/// Where a node's chain is read from.
+#[derive(Clone)]
+pub enum ChainSource {
+    /// Its producer (once it runs).
+    Producer(crate::chain_api::ProducerSlot),
+    /// Its follower.
+    Follower(watch::Receiver<crate::follower::FollowerStatus>),
+}
+
+impl ChainSource {
+    fn json(&self) -> serde_json::Value {
+        let (role, term, height, tip) = match self {
+            ChainSource::Producer(slot) => {
+                let status = slot.get().map(|p| p.status()).unwrap_or_default();
+                ("producer", status.term, status.height, status.tip)
+            }
+            ChainSource::Follower(status) => {
+                let status = status.borrow();
+                ("follower", status.term, status.height, status.tip)
+            }
+        };
+        serde_json::json!({
+            "role": role,
+            "term": term,
+            "height": height,
+            "tip": hex::encode(tip),
+        })
+    }
+}
+
 /// What the status and metrics routes read.
 #[derive(Clone)]
 struct Api {
     overlay: OverlayHandle,
     burn: Option<watch::Receiver<BurnStatus>>,
+    chain: Option<ChainSource>,
 }
 
 async fn status(State(api): State<Api>) -> impl IntoResponse {
@@ -66,6 +109,9 @@ async fn status(State(api): State<Api>) -> impl IntoResponse {
             "burn".into(),
             serde_json::to_value(burn).unwrap_or_default(),
         );
+    }
+    if let (Some(chain), Some(fields)) = (&api.chain, body.as_object_mut()) {
+        fields.insert("chain".into(), chain.json());
     }
     Json(body).into_response()
 }

@@ -10,12 +10,12 @@
 //! | burnchain following, burn transactions relayed to the miner | `tenure_chain::burnchain::{follow, relay}` | [`burnchain`] |
 //! | federation channels, broadcast, DKG, signing | `tenure_frost_fed::member` | [`federation`] |
 //! | block validation | `tenure_chain::block` | [`producer`], [`bench::validate`] |
-//! | block production (election, proposals, pre-commits, mempool, announcements) | `tenure_chain::produce` | [`producer`] (in [`testnet`]; not yet in `tenure node`) |
+//! | block production (election, proposals, pre-commits, mempool, announcements) | `tenure_chain::produce` | [`producer`], [`terms`] (in [`testnet`] and [`run`]) |
 //! | the chain on disk (a producer resumes at its stored tip; old blocks served to producers catching up) | `tenure_chain::store` | [`producer`] (tests; not yet in the testnet or `tenure node`) |
 //! | transfers in, balances out (the transactions topic's judgement) | `tenure_chain::produce::mempool` | [`producer`], [`chain_api`], [`tx_client`] |
-//! | terms from the burnchain (registration, enrollment, selection, term keys, term UTXOs) | `tenure_chain::produce::{burn_scan, enroller}` | [`testnet::terms`] |
-//! | term keys made public, the chain followed without producing | `tenure_chain::produce::{term_key, follower}` | [`follower`] (the testnet's miner node) |
-//! | producers finding each other (contacts: federation channels bound to enrollment keys) | `tenure_chain::produce::contact` | [`contacts`] (the testnet's producers) |
+//! | terms from the burnchain (registration, enrollment, selection, term keys, term UTXOs) | `tenure_chain::produce::{burn_scan, enroller}` | [`burnchain`], [`terms`] |
+//! | term keys made public, the chain followed without producing | `tenure_chain::produce::{term_key, follower}` | [`follower`] (the testnet's miner node, `tenure node` without a producer) |
+//! | producers finding each other (contacts: federation channels bound to enrollment keys) | `tenure_chain::produce::contact` | [`contacts`] |
 //!
 //! Cross-crate tests in the workspace's `tests` crate drive these modules over
 //! loopback.
@@ -34,5 +34,6 @@ pub mod process_stats;
 pub mod producer;
 pub mod run;
 pub mod stackerdb;
+pub mod terms;
 pub mod testnet;
 pub mod tx_client;

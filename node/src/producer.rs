@@ -202,6 +202,59 @@ impl Stopped {
     }
 }
 
+/// The events of one node a producer needs, split from the node's stream.
+pub struct ProducerEvents {
+    /// Federation frames, for the node's member.
+    pub federation: OverlayEvents,
+    /// Blocks- and transactions-topic messages and direct producer messages, for the
+    /// producer.
+    pub blocks: OverlayEvents,
+    /// Contacts, for the node's contacts.
+    pub contacts: OverlayEvents,
+}
+
+/// Splits `events`: federation frames, blocks- and transactions-topic messages and
+/// direct producer messages for the producer, contacts for the node's contacts;
+/// everything else returned for the node's own loop.
+pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
+    let (ours, rest) = events.split(4096, |e| {
+        matches!(
+            e,
+            OverlayEvent::Gossip {
+                topic: Topic::FederationFrames
+                    | Topic::Blocks
+                    | Topic::Transactions
+                    | Topic::Contacts,
+                ..
+            } | OverlayEvent::InboundRequest {
+                service: Service::FederationFrame | Service::ProducerDirect,
+                ..
+            }
+        )
+    });
+    let (contacts, ours) = ours.split(256, crate::contacts::wants);
+    let (blocks, federation) = ours.split(4096, |e| {
+        matches!(
+            e,
+            OverlayEvent::Gossip {
+                topic: Topic::Blocks | Topic::Transactions,
+                ..
+            } | OverlayEvent::InboundRequest {
+                service: Service::ProducerDirect,
+                ..
+            }
+        )
+    });
+    (
+        ProducerEvents {
+            federation,
+            blocks,
+            contacts,
+        },
+        rest,
+    )
+}
+
 /// What a producer's driver is wired to.
 #[derive(Clone)]
 struct Wiring {

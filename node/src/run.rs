@@ -9,9 +9,16 @@
 //! when the section says so; with a `[producer]` section it registers and enrolls its
 //! producer every term from its key's wallet, with the spend the config names, its
 //! transactions relayed to the miner by gossip. `GET /v1/status` then shows the burn
-//! tip, the term and the producers the burnchain chose with their shares. (Running
-//! the term's DKG and producing blocks in `tenure node` is the next step; the
-//! testnet does both.)
+//! tip, the term and the producers the burnchain chose with their shares.
+//!
+//! A producer node also runs a federation member (its channel known to the others
+//! from its contact, [`crate::contacts`]), the term driver ([`crate::terms`]: each
+//! term's DKG, certificate and term UTXO) and, from its first term on, the producer
+//! ([`crate::producer`]), whose chain API the HTTP server then serves; a node without
+//! a producer follows the chain from the term keys' certificates
+//! ([`crate::follower`]). A producer killed and restarted has lost its key shares
+//! (they are not kept across restarts yet): it follows its producer's term from the
+//! next key it helps make.
 
 use std::{
     path::Path,
@@ -24,7 +31,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tenure_chain::{
     ops::enrollment::Magic,
-    produce::{BurnScan, Enroller},
+    produce::{Approvals, BurnScan, Enroller},
     terms::Terms,
 };
 use tenure_overlay::{
@@ -36,8 +43,10 @@ use tracing::{info, warn};
 use crate::{
     burnchain::{BurnDriver, BurnNode, BurnView, MinerSchedule},
     config::{BurnchainConfig, NodeConfig},
+    contacts::{Contacts, PeerDirectory},
     http, keys,
     stackerdb::{DbCommand, StackerDbHandle, StackerDbs},
+    terms::{TermDriver, TermKey, TermReports},
 };
 
 /// How often Stacker DB sync checks whether anti-entropy is due.
@@ -74,11 +83,55 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .map(|db| db.id.as_str().to_owned())
         .collect();
     let (overlay, events) = tenure_overlay::spawn(overlay_config, key).await?;
+    // Signed on by the producers and followers for the whole run.
+    let network: &'static str = Box::leak(
+        config
+            .overlay
+            .network_id
+            .as_str()
+            .to_owned()
+            .into_boxed_str(),
+    );
+    let mut chain = None;
     let (burn_status, peer_copies, events) = match &config.burnchain {
         Some(burnchain) => {
             let (burn_events, rest) = events.split(4096, crate::burnchain::wants);
-            let (status, peers) = start_burnchain(&config, burnchain, &overlay, burn_events)?;
-            (Some(status), Some(peers), rest)
+            let (own_txs_tx, own_txs) = mpsc::channel(64);
+            let (term_keys_tx, term_keys) = mpsc::channel(8);
+            let started = start_burnchain(
+                &config,
+                burnchain,
+                &overlay,
+                burn_events,
+                own_txs,
+                term_keys,
+            )?;
+            let rest = match started.producer {
+                Some(keypair) => {
+                    let (ours, rest) = crate::producer::split_events(rest);
+                    let slot = start_producer(
+                        network,
+                        keypair,
+                        &overlay,
+                        ours,
+                        started.scans.clone(),
+                        own_txs_tx,
+                        term_keys_tx,
+                    )
+                    .await?;
+                    chain = Some(http::ChainSource::Producer(slot));
+                    rest
+                }
+                None => {
+                    let (ours, rest) = rest.split(4096, crate::follower::wants);
+                    let status =
+                        crate::follower::spawn(network, &overlay, ours, started.scans.clone())
+                            .await?;
+                    chain = Some(http::ChainSource::Follower(status));
+                    rest
+                }
+            };
+            (Some(started.status), Some(started.peers), rest)
         }
         None => (None, None, events),
     };
@@ -97,7 +150,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     .await?;
     let (db_handle, db_commands) = StackerDbHandle::channel(DB_COMMAND_QUEUE);
     let http = match config.http_listen {
-        Some(addr) => Some(http::serve(addr, overlay.clone(), db_handle, burn_status).await?),
+        Some(addr) => {
+            Some(http::serve(addr, overlay.clone(), db_handle, burn_status, chain).await?)
+        }
         None => None,
     };
     let info_path = config.data_dir.join("node.json");
@@ -133,33 +188,38 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A node's burnchain, started.
+struct BurnStarted {
+    status: watch::Receiver<crate::burnchain::BurnStatus>,
+    /// Where peers' comings and goings are copied to it.
+    peers: mpsc::Sender<OverlayEvent>,
+    scans: watch::Receiver<Arc<BurnScan>>,
+    /// The producer's key, when the config names one.
+    producer: Option<bitcoin::secp256k1::Keypair>,
+}
+
 /// Starts the node's burnchain ([`BurnDriver`]) on `events`, enrolling its producer
-/// if the config names one; returns its status and where peers' comings and goings
-/// are copied to it.
+/// if the config names one; `own_txs` are the producer's transactions to relay,
+/// `term_keys` the term keys whose UTXOs to look for (and pay).
 fn start_burnchain(
     config: &NodeConfig,
     burnchain: &BurnchainConfig,
     overlay: &OverlayHandle,
     events: OverlayEvents,
-) -> anyhow::Result<(
-    watch::Receiver<crate::burnchain::BurnStatus>,
-    mpsc::Sender<OverlayEvent>,
-)> {
-    let enroller = match &config.producer {
-        Some(producer) => {
-            let keypair = keys::load_producer(&producer.key_file)?;
-            info!(target: logs::NODE, producer = %keypair.x_only_public_key().0, spend_sat = producer.spend_sat, "enrolling as a producer");
-            Some(Enroller::new(
-                keypair,
-                bitcoin::Amount::from_sat(producer.spend_sat),
-                Magic::Regtest,
-            ))
-        }
+    own_txs: mpsc::Receiver<bitcoin::Transaction>,
+    term_keys: mpsc::Receiver<TermKey>,
+) -> anyhow::Result<BurnStarted> {
+    let producer = match &config.producer {
+        Some(producer) => Some((keys::load_producer(&producer.key_file)?, producer.spend_sat)),
         None => None,
     };
+    let enroller = producer.map(|(keypair, spend_sat)| {
+        info!(target: logs::NODE, producer = %keypair.x_only_public_key().0, spend_sat, "enrolling as a producer");
+        Enroller::new(keypair, bitcoin::Amount::from_sat(spend_sat), Magic::Regtest)
+    });
     let terms = Terms::new(burnchain.first_term_height);
     let scan = BurnScan::new(Magic::Regtest, terms, terms.first_burn_height);
-    let (view, _scans) = BurnView::new(scan, enroller);
+    let (view, scans) = BurnView::new(scan, enroller);
     let (burn, fetched) = BurnNode::new(overlay.clone());
     let reward = |key: &bitcoin::XOnlyPublicKey| {
         bitcoin::ScriptBuf::new_p2tr(bitcoin::secp256k1::SECP256K1, *key, None)
@@ -173,16 +233,76 @@ fn start_burnchain(
     });
     let (status_tx, status) = watch::channel(crate::burnchain::BurnStatus::default());
     let (peers_tx, peers) = mpsc::channel(256);
-    // Its producer's announcements come with block production; none yet.
-    let (_own_tx, own_txs) = mpsc::channel(16);
     let driver = BurnDriver {
         burn,
         fetched,
         view,
         mining,
     };
-    tokio::spawn(driver.run(events, peers, own_txs, status_tx));
-    Ok((status, peers_tx))
+    tokio::spawn(driver.run(events, peers, own_txs, term_keys, status_tx));
+    Ok(BurnStarted {
+        status,
+        peers: peers_tx,
+        scans,
+        producer: producer.map(|(keypair, _)| keypair),
+    })
+}
+
+/// Starts a producer node's federation member, contacts and term driver (which starts
+/// the producer at its first term); returns where the producer appears.
+async fn start_producer(
+    network: &'static str,
+    keypair: bitcoin::secp256k1::Keypair,
+    overlay: &OverlayHandle,
+    events: crate::producer::ProducerEvents,
+    scans: watch::Receiver<Arc<BurnScan>>,
+    burn_txs: mpsc::Sender<bitcoin::Transaction>,
+    term_keys: mpsc::Sender<TermKey>,
+) -> anyhow::Result<crate::chain_api::ProducerSlot> {
+    let (private, public) = tenure_frost_fed::channel::noise_keypair()
+        .ok_or_else(|| anyhow::anyhow!("no Noise key could be made"))?;
+    let channel =
+        tenure_frost_fed::channel::ChannelKey::bind(&keypair, public, overlay.peer_id().to_bytes());
+    let approvals = Approvals::default();
+    let validating = approvals.clone();
+    let federation = crate::federation::spawn(
+        overlay.clone(),
+        events.federation,
+        keypair,
+        private,
+        vec![channel.clone()],
+        move |payload: &[u8]| validating.approve(payload, network),
+        None,
+    )
+    .await?;
+    let directory = PeerDirectory::default();
+    Contacts {
+        network,
+        keypair,
+        channel,
+        federation: federation.clone(),
+        directory: directory.clone(),
+    }
+    .spawn(overlay, events.contacts, scans.clone())
+    .await?;
+    let slot = crate::chain_api::ProducerSlot::default();
+    let driver = TermDriver {
+        network,
+        index: 0,
+        keypair,
+        overlay: overlay.clone(),
+        blocks: events.blocks,
+        federation,
+        approvals,
+        directory,
+        keys: vec![keypair],
+        slot: slot.clone(),
+        reports: TermReports::default(),
+        burn_txs,
+        term_keys,
+    };
+    tokio::spawn(driver.run(scans));
+    Ok(slot)
 }
 
 /// Whether the node gossips heartbeats.

@@ -4,6 +4,15 @@
 //! scan chooses the same producers, weighted by spend. One producer is killed with
 //! SIGKILL and restarted: it catches up with the burnchain and keeps enrolling, and
 //! the producers chosen after the restart include it again.
+//!
+//! The same processes produce blocks: the producers find each other from their
+//! contacts, make each term's key, and sign blocks; the miner's node follows the chain
+//! from the key certificates. The producer with the fewest shares is killed with
+//! SIGKILL mid-term: the two others (above the 67 shares) go on producing. Restarted,
+//! it is chosen again and takes part in the terms' keys, and production goes on with
+//! it. (Its chain does not catch up yet: the blocks it missed belong to terms whose
+//! keys it never held; taking those keys from the certificates, as a follower does,
+//! is the next step.)
 
 #![allow(
     clippy::unwrap_used,
@@ -27,7 +36,7 @@ use common::{NodeProcess, TENURE};
 const FIRST_TERM_HEIGHT: u64 = 104;
 
 /// How long the whole run may take.
-const RUN_DEADLINE: Duration = Duration::from_secs(120);
+const RUN_DEADLINE: Duration = Duration::from_secs(240);
 
 /// Writes a producer key with `tenure keygen`; its x-only key, hex.
 fn producer_key(dir: &Path, name: &str) -> String {
@@ -45,13 +54,54 @@ fn producer_key(dir: &Path, name: &str) -> String {
 
 /// The node's burnchain status, if it answers.
 fn burn_status(node: &mut NodeProcess) -> Option<serde_json::Value> {
+    Some(status(node)?["burn"].clone())
+}
+
+/// The node's `/v1/status`, if it answers.
+fn status(node: &mut NodeProcess) -> Option<serde_json::Value> {
     let http = node.info()["http"].as_str()?.to_owned();
-    let status: serde_json::Value = ureq::get(&format!("http://{http}/v1/status"))
+    ureq::get(&format!("http://{http}/v1/status"))
         .call()
         .ok()?
         .into_json()
-        .ok()?;
-    Some(status["burn"].clone())
+        .ok()
+}
+
+/// A miner (a burn block every `interval_ms` from term 2 on) and three producers
+/// (spends 3, 4 and 5 units) on loopback.
+fn start_network(dir: &Path, interval_ms: u64) -> (Vec<String>, NodeProcess, Vec<NodeProcess>) {
+    let keys: Vec<String> = (0..3)
+        .map(|i| producer_key(dir, &format!("p{i}")))
+        .collect();
+    let premine = keys
+        .iter()
+        .map(|k| format!("{k:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let burnchain = format!("\n[burnchain]\nfirst_term_height = {FIRST_TERM_HEIGHT}\n");
+    let mut miner = NodeProcess::start(
+        dir,
+        "miner",
+        &[],
+        &format!("{burnchain}mine_interval_ms = {interval_ms}\npremine_to = [{premine}]\n"),
+    );
+    let bootstrap = miner.info()["listen_addrs"][0].as_str().unwrap().to_owned()
+        + "/p2p/"
+        + miner.info()["peer_id"].as_str().unwrap();
+    let producers = (0..3)
+        .map(|i| {
+            NodeProcess::start(
+                dir,
+                &format!("p{i}"),
+                std::slice::from_ref(&bootstrap),
+                &format!(
+                    "{burnchain}\n[producer]\nkey_file = \"p{i}-producer.key\"\nspend_sat = {}\n",
+                    100_000 * (3 + i)
+                ),
+            )
+        })
+        .collect();
+    (keys, miner, producers)
 }
 
 /// The keys of the producers `burn` shows for the current term, with their shares.
@@ -97,37 +147,7 @@ fn wait_all(
 #[test]
 fn producer_processes_enroll_on_the_miners_burnchain_and_one_killed_with_sigkill_enrolls_again() {
     let dir = tempfile::tempdir().unwrap();
-    let keys: Vec<String> = (0..3)
-        .map(|i| producer_key(dir.path(), &format!("p{i}")))
-        .collect();
-    let premine = keys
-        .iter()
-        .map(|k| format!("{k:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let burnchain = format!("\n[burnchain]\nfirst_term_height = {FIRST_TERM_HEIGHT}\n");
-    let mut miner = NodeProcess::start(
-        dir.path(),
-        "miner",
-        &[],
-        &format!("{burnchain}mine_interval_ms = 300\npremine_to = [{premine}]\n"),
-    );
-    let bootstrap = miner.info()["listen_addrs"][0].as_str().unwrap().to_owned()
-        + "/p2p/"
-        + miner.info()["peer_id"].as_str().unwrap();
-    let mut producers_nodes: Vec<NodeProcess> = (0..3)
-        .map(|i| {
-            NodeProcess::start(
-                dir.path(),
-                &format!("p{i}"),
-                std::slice::from_ref(&bootstrap),
-                &format!(
-                    "{burnchain}\n[producer]\nkey_file = \"p{i}-producer.key\"\nspend_sat = {}\n",
-                    100_000 * (3 + i)
-                ),
-            )
-        })
-        .collect();
+    let (keys, mut miner, mut producers_nodes) = start_network(dir.path(), 300);
     let started = Instant::now();
 
     // Term 3's producers are the three, chosen alike everywhere, the heaviest spend
@@ -175,6 +195,115 @@ fn producer_processes_enroll_on_the_miners_burnchain_and_one_killed_with_sigkill
     eprintln!(
         "term {later} reached {:.1} s after the restart; {:.1} s in all",
         restarted_at.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Every node's chain status (`height`, `tip`, `role`), once all answer.
+fn chains(nodes: &mut [&mut NodeProcess]) -> Vec<serde_json::Value> {
+    nodes
+        .iter_mut()
+        .map(|n| status(n).map(|s| s["chain"].clone()).unwrap_or_default())
+        .collect()
+}
+
+/// Waits until the nodes' chains satisfy `done`.
+fn wait_chains(
+    nodes: &mut [&mut NodeProcess],
+    started: Instant,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    loop {
+        let chains = chains(nodes);
+        if done(&chains) {
+            return chains;
+        }
+        assert!(
+            started.elapsed() < RUN_DEADLINE,
+            "never: {what}; chains {chains:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn height(chain: &serde_json::Value) -> u64 {
+    chain["height"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn producer_processes_produce_blocks_and_go_on_when_one_is_killed_with_sigkill_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // Terms of 15 s: a term's DKG with a member killed waits 10 s for it before it
+    // blames it and tries again without it, and must end before the term starts.
+    let (keys, mut miner, mut producers) = start_network(dir.path(), 1_500);
+    let started = Instant::now();
+
+    // Blocks from term 3 on, at every producer and at the miner's follower alike.
+    let chains = {
+        let mut all: Vec<&mut NodeProcess> = std::iter::once(&mut miner)
+            .chain(producers.iter_mut())
+            .collect();
+        wait_chains(&mut all, started, "blocks everywhere on one tip", |c| {
+            height(&c[0]) >= 2 && c.iter().all(|x| x["tip"] == c[0]["tip"])
+        })
+    };
+    assert_eq!(chains[0]["role"], "follower");
+    assert!(
+        chains[1..].iter().all(|c| c["role"] == "producer"),
+        "{chains:?}"
+    );
+
+    // p0 spent least: fewest shares, the two others hold more than 67. SIGKILL it.
+    let term_killed = burn_status(&mut producers[1]).unwrap()["term"]
+        .as_u64()
+        .unwrap();
+    producers[0].kill();
+    let killed_at = height(&chains[1]);
+    let killed = Instant::now();
+    {
+        let mut rest: Vec<&mut NodeProcess> = producers.iter_mut().skip(1).collect();
+        wait_chains(&mut rest, started, "blocks without p0", |c| {
+            c.iter().all(|x| height(x) > killed_at + 1)
+        });
+    }
+    eprintln!(
+        "two blocks without p0 {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    producers[0].restart();
+    let restarted = Instant::now();
+    // Chosen again from an enrollment made after the restart (in the term after the
+    // kill, for the term two later), and the set it is back in produces.
+    let back_in = {
+        let mut all: Vec<&mut NodeProcess> = std::iter::once(&mut miner)
+            .chain(producers.iter_mut())
+            .collect();
+        wait_all(&mut all, started, "p0 a producer of a term again", |b| {
+            b["term"].as_u64() >= Some(term_killed + 3)
+                && crate::producers(b).iter().any(|(k, _)| *k == keys[0])
+        })
+    };
+    let term_back = back_in[0]["term"].as_u64().unwrap();
+    let resumed_at = {
+        let mut all: Vec<&mut NodeProcess> = vec![&mut miner, &mut producers[1]];
+        let c = crate::chains(&mut all);
+        height(&c[1])
+    };
+    let chains = {
+        let mut all: Vec<&mut NodeProcess> = std::iter::once(&mut miner)
+            .chain(producers.iter_mut().skip(1))
+            .collect();
+        wait_chains(&mut all, started, "blocks with p0 back, followed", |c| {
+            height(&c[1]) > resumed_at + 1
+                && c[1]["term"].as_u64() >= Some(term_back)
+                && c.iter().all(|x| x["tip"] == c[1]["tip"])
+        })
+    };
+    eprintln!(
+        "p0 chosen again in term {term_back}, {:.1} s after its restart; height {} ({:.1} s in all)",
+        restarted.elapsed().as_secs_f64(),
+        height(&chains[1]),
         started.elapsed().as_secs_f64()
     );
 }

@@ -43,14 +43,13 @@ use tenure_frost_fed::{
     MemberId, Roster,
     channel::{ChannelKey, noise_keypair},
 };
-use tenure_overlay::{
-    OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Service, Topic, localnet,
-};
+use tenure_overlay::{OverlayEvents, OverlayHandle, PeerId, localnet};
 use tokio::sync::{mpsc, watch};
 
 use super::terms::{TermDriver, TermKey, TermReports};
+pub use crate::producer::{ProducerEvents, split_events};
 use crate::{
-    contacts::{self, Contacts, PeerDirectory},
+    contacts::{Contacts, PeerDirectory},
     federation::{self, FedHandle},
     producer::{self, ProducerHandle, ProducerStatus, ProducerStreams},
 };
@@ -77,55 +76,6 @@ pub fn spend_of(index: usize, nodes: usize, term: u64) -> u64 {
     let nodes = nodes.max(1);
     let rank = (index + term as usize) % nodes;
     100_000 * (2 * nodes - rank) as u64
-}
-
-/// The events of one node a producer set needs, split from the node's stream.
-pub struct ProducerEvents {
-    federation: OverlayEvents,
-    blocks: OverlayEvents,
-    contacts: OverlayEvents,
-}
-
-/// Splits `events`: federation frames, blocks- and transactions-topic messages and
-/// direct producer messages for the producer, contacts for the node's contacts;
-/// everything else returned for the node's own loop.
-pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
-    let (ours, rest) = events.split(4096, |e| {
-        matches!(
-            e,
-            OverlayEvent::Gossip {
-                topic: Topic::FederationFrames
-                    | Topic::Blocks
-                    | Topic::Transactions
-                    | Topic::Contacts,
-                ..
-            } | OverlayEvent::InboundRequest {
-                service: Service::FederationFrame | Service::ProducerDirect,
-                ..
-            }
-        )
-    });
-    let (contacts, ours) = ours.split(256, contacts::wants);
-    let (blocks, federation) = ours.split(4096, |e| {
-        matches!(
-            e,
-            OverlayEvent::Gossip {
-                topic: Topic::Blocks | Topic::Transactions,
-                ..
-            } | OverlayEvent::InboundRequest {
-                service: Service::ProducerDirect,
-                ..
-            }
-        )
-    });
-    (
-        ProducerEvents {
-            federation,
-            blocks,
-            contacts,
-        },
-        rest,
-    )
 }
 
 /// Nodes that run nothing but a producer (the benchmark's, tests'): their handles and
@@ -392,6 +342,7 @@ impl ProducerSet {
             )
             .await?;
             let driver = TermDriver {
+                network: NETWORK,
                 index,
                 keypair,
                 overlay: overlay.clone(),

@@ -3,8 +3,8 @@
 //! - `GET /v1/status`: peer id, listen addresses, peers with their hellos, mesh sizes;
 //!   with a burnchain, `burn`: its tip, the term, and the current and next terms'
 //!   producers with their weights and shares ([`crate::burnchain::BurnStatus`]);
-//!   with a chain, `chain`: `{role, term, height, tip}` as the node's producer or
-//!   follower has it.
+//!   with a chain, `chain`: `{role, term, height, tip, leader}` as the node's
+//!   producer or follower has it (a follower names no leader).
 //! - A producer's node also serves the chain API ([`crate::chain_api`]): the tip,
 //!   accounts, transfers in.
 //! - `GET /metrics`: the Prometheus registry as text.
@@ -67,14 +67,15 @@ pub enum ChainSource {
 
 impl ChainSource {
     fn json(&self) -> serde_json::Value {
-        let (role, term, height, tip) = match self {
+        let (role, term, height, tip, leader) = match self {
             ChainSource::Producer(slot) => {
                 let status = slot.get().map(|p| p.status()).unwrap_or_default();
-                ("producer", status.term, status.height, status.tip)
+                let leader = status.leader.map(|l| hex::encode(l.0));
+                ("producer", status.term, status.height, status.tip, leader)
             }
             ChainSource::Follower(status) => {
                 let status = status.borrow();
-                ("follower", status.term, status.height, status.tip)
+                ("follower", status.term, status.height, status.tip, None)
             }
         };
         serde_json::json!({
@@ -82,6 +83,7 @@ impl ChainSource {
             "term": term,
             "height": height,
             "tip": hex::encode(tip),
+            "leader": leader,
         })
     }
 }

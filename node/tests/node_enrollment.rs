@@ -250,6 +250,10 @@ fn producer_processes_produce_blocks_and_go_on_when_one_is_killed_with_sigkill_a
     };
     assert_eq!(chains[0]["role"], "follower");
     assert!(
+        chains[1..].iter().any(|c| c["leader"].is_string()),
+        "no producer names its leader: {chains:?}"
+    );
+    assert!(
         chains[1..].iter().all(|c| c["role"] == "producer"),
         "{chains:?}"
     );

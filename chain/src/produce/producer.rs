@@ -1295,6 +1295,28 @@ mod tests {
         }
     }
 
+    /// Term `term` of `me` alone, signing with the shared test group's key.
+    fn one_producer_term(me: &Keypair, term: u64) -> TermContext {
+        use crate::block::{AccountId, build};
+        let group = build::ProducerGroup::shared();
+        let account = AccountId(ProducerId::of(&me.x_only_public_key().0).0);
+        TermContext {
+            term,
+            producer_key: group.key(),
+            producer_shares: group.public.clone(),
+            stacker_key: None,
+            coinbase: vec![(account, 1_000)],
+            cost_limit: 1_000,
+            consensus_hash: crate::tenure_change::consensus_hash(term, &[term as u8; 32]),
+            previous_consensus_hash: crate::tenure_change::consensus_hash(
+                term - 1,
+                &[term as u8 - 1; 32],
+            ),
+            producers: vec![(account, 1)],
+            share_owners: vec![0; SIGNER_SHARES],
+        }
+    }
+
     #[test]
     fn only_what_was_allowed_is_approved_and_revoking_takes_it_back() {
         let approvals = Approvals::default();
@@ -1318,27 +1340,12 @@ mod tests {
 
     #[test]
     fn a_late_block_of_the_term_before_moves_the_opening_a_producer_approves() {
-        use crate::block::{AccountId, build};
+        use crate::block::build;
         use rand_chacha::{ChaCha12Rng, rand_core::SeedableRng};
         let mut rng = ChaCha12Rng::seed_from_u64(7);
-        let group = build::ProducerGroup::shared();
         let me = keypair(1);
-        let account = AccountId(ProducerId::of(&me.x_only_public_key().0).0);
-        let context = |term: u64| TermContext {
-            term,
-            producer_key: group.key(),
-            producer_shares: group.public.clone(),
-            stacker_key: None,
-            coinbase: vec![(account, 1_000)],
-            cost_limit: 1_000,
-            consensus_hash: crate::tenure_change::consensus_hash(term, &[term as u8; 32]),
-            previous_consensus_hash: crate::tenure_change::consensus_hash(
-                term - 1,
-                &[term as u8 - 1; 32],
-            ),
-            producers: vec![(account, 1)],
-            share_owners: vec![0; SIGNER_SHARES],
-        };
+        let context = |term: u64| one_producer_term(&me, term);
+        let group = build::ProducerGroup::shared();
         // Term 3's first block exists; this producer has not received it when term 4
         // begins.
         let (late, _) = build::term_start(
@@ -1398,27 +1405,12 @@ mod tests {
     /// stalled.
     #[test]
     fn a_block_missed_before_a_term_with_no_block_is_still_taken_two_terms_on() {
-        use crate::block::{AccountId, build};
+        use crate::block::build;
         use rand_chacha::{ChaCha12Rng, rand_core::SeedableRng};
         let mut rng = ChaCha12Rng::seed_from_u64(9);
-        let group = build::ProducerGroup::shared();
         let me = keypair(1);
-        let account = AccountId(ProducerId::of(&me.x_only_public_key().0).0);
-        let context = |term: u64| TermContext {
-            term,
-            producer_key: group.key(),
-            producer_shares: group.public.clone(),
-            stacker_key: None,
-            coinbase: vec![(account, 1_000)],
-            cost_limit: 1_000,
-            consensus_hash: crate::tenure_change::consensus_hash(term, &[term as u8; 32]),
-            previous_consensus_hash: crate::tenure_change::consensus_hash(
-                term - 1,
-                &[term as u8 - 1; 32],
-            ),
-            producers: vec![(account, 1)],
-            share_owners: vec![0; SIGNER_SHARES],
-        };
+        let context = |term: u64| one_producer_term(&me, term);
+        let group = build::ProducerGroup::shared();
         let (missed, _) = build::term_start(
             &ChainState::default(),
             &context(3),

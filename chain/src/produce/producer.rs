@@ -1317,6 +1317,21 @@ mod tests {
         }
     }
 
+    /// The first block of `me`'s term 3, on an empty chain.
+    fn first_block_of_term_three(me: &Keypair) -> Block {
+        use crate::block::build;
+        let (block, _) = build::term_start(
+            &ChainState::default(),
+            &one_producer_term(me, 3),
+            vec![],
+            build::ProducerGroup::shared(),
+            None,
+            "net",
+        )
+        .unwrap();
+        block
+    }
+
     #[test]
     fn only_what_was_allowed_is_approved_and_revoking_takes_it_back() {
         let approvals = Approvals::default();
@@ -1340,23 +1355,13 @@ mod tests {
 
     #[test]
     fn a_late_block_of_the_term_before_moves_the_opening_a_producer_approves() {
-        use crate::block::build;
         use rand_chacha::{ChaCha12Rng, rand_core::SeedableRng};
         let mut rng = ChaCha12Rng::seed_from_u64(7);
         let me = keypair(1);
         let context = |term: u64| one_producer_term(&me, term);
-        let group = build::ProducerGroup::shared();
         // Term 3's first block exists; this producer has not received it when term 4
         // begins.
-        let (late, _) = build::term_start(
-            &ChainState::default(),
-            &context(3),
-            vec![],
-            group,
-            None,
-            "net",
-        )
-        .unwrap();
+        let late = first_block_of_term_three(&me);
         let approvals = Approvals::default();
         let now = Instant::now();
         let mut producer = Producer::new(
@@ -1405,21 +1410,11 @@ mod tests {
     /// stalled.
     #[test]
     fn a_block_missed_before_a_term_with_no_block_is_still_taken_two_terms_on() {
-        use crate::block::build;
         use rand_chacha::{ChaCha12Rng, rand_core::SeedableRng};
         let mut rng = ChaCha12Rng::seed_from_u64(9);
         let me = keypair(1);
         let context = |term: u64| one_producer_term(&me, term);
-        let group = build::ProducerGroup::shared();
-        let (missed, _) = build::term_start(
-            &ChainState::default(),
-            &context(3),
-            vec![],
-            group,
-            None,
-            "net",
-        )
-        .unwrap();
+        let missed = first_block_of_term_three(&me);
         let now = Instant::now();
         let mut producer = Producer::new(
             "net",

@@ -82,6 +82,19 @@ impl PeerDirectory {
         self.read().producers.contains_key(peer)
     }
 
+    /// A producer's peer other than `except`: the `n`-th, counting round (so a caller
+    /// that counts up asks each in turn).
+    pub fn any_peer(&self, n: usize, except: &PeerId) -> Option<PeerId> {
+        let d = self.read();
+        let others: Vec<PeerId> = d
+            .producers
+            .keys()
+            .filter(|p| *p != except)
+            .copied()
+            .collect();
+        others.get(n % others.len().max(1)).copied()
+    }
+
     /// Producers known.
     pub fn len(&self) -> usize {
         self.read().producers.len()

@@ -12,7 +12,9 @@
 //! Blocks gossip did not bring are asked for by request-response from a peer that
 //! published blocks: at once when a block waits for a parent it never got, and, with
 //! no gap in sight, once gossip has been quiet for three seconds (the last blocks
-//! before production paused may never have reached this node).
+//! before production paused may never have reached this node). The answer carries
+//! the key proofs of its blocks' terms, so a follower that joined after a term's
+//! certificates were gossiped still follows it.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -213,9 +215,10 @@ pub async fn spawn(
                 }
                 Some(batch) = fetched.recv() => {
                     fetching = false;
-                    for block in batch.map(|b| b.blocks).unwrap_or_default() {
-                        if let Followed::Refused(e) = follower.on_block(block) {
-                            debug!(target: logs::PRODUCER, %e, "follower refused a fetched block");
+                    if let Some(batch) = batch {
+                        let (_, refused) = follower.on_batch(batch);
+                        for why in refused {
+                            debug!(target: logs::PRODUCER, %why, "follower refused part of a fetched batch");
                         }
                     }
                 }
@@ -307,10 +310,15 @@ fn get_blocks(from: u64) -> Option<Vec<u8>> {
     .ok()
 }
 
-/// Hands the follower every plan the scan knows from the current term on.
+/// Hands the follower every plan the scan knows that it does not have yet, from the
+/// first term with producers to the next (a follower that joined late takes the keys
+/// of earlier terms from the proofs fetched batches carry).
 fn on_scan(follower: &mut Follower, scan: &BurnScan) {
     let Some(now) = scan.term() else { return };
-    for term in [now, now.saturating_add(1)] {
+    for term in crate::terms::FIRST_TERM..=now.saturating_add(1) {
+        if follower.has_plan(term) {
+            continue;
+        }
         if let Some(plan) = scan.plan(term) {
             let previous = scan.consensus_block(term.saturating_sub(1));
             if !follower.on_plan(plan, previous).is_empty() {

@@ -19,7 +19,10 @@
 //!   where the others' producers ignore it. A message counts only from an overlay peer
 //!   in the producer directory, which names its producer (gossipsub signs every message
 //!   with its publisher's peer key, request-response runs over the Noise-authenticated
-//!   connection); anything else is rejected and its sender penalised by the overlay.
+//!   connection). A message from another peer is dropped without penalty (the
+//!   directory lags: a producer that restarted publishes from a new peer before its
+//!   new contact arrives, and penalising it banned its relayers); one from a
+//!   producer's peer that does not decode is rejected and its sender penalised.
 //!   The one exception is a follower's request for blocks (`GetBlocks` sent directly
 //!   by a peer that is no producer): it is answered in the response itself with the
 //!   blocks kept in memory, at most [`FOLLOWER_BATCH_BYTES`] of them
@@ -28,6 +31,11 @@
 //!   durably before the loop goes on, the producer starts from the store's tip (a
 //!   restarted node resumes there and catches up from the others), and requests for
 //!   blocks older than the producer keeps in memory are answered from the store.
+//! - **Term keys for those that missed them.** With the node's term key book
+//!   ([`crate::terms::SharedKeyBook`]), a follower's batch carries the proofs of its
+//!   blocks' terms, and a `GetTermKeys` request from any peer is answered with the
+//!   proofs from the term it names on ([`MAX_BATCH_PROOFS`] at most): public data, so
+//!   nobody is asked who they are.
 //! - **Signing.** A `Sign` output goes to the federation member
 //!   ([`crate::federation::FedHandle::sign`]) on a task of its own; the signature and
 //!   its evidence come back into the producer's loop.
@@ -46,7 +54,9 @@ use tenure_chain::{
     block::{ChainState, Hash, SignerEvidence, TermContext, Transfer, Tx},
     produce::{
         PRODUCER_MESSAGE_VERSION, Producer, ProducerBody, ProducerId, ProducerMessage,
-        ProducerOutput, RelayJudgement, RelayedNonces, follower::BlockBatch, judge_relay,
+        ProducerOutput, RelayJudgement, RelayedNonces,
+        follower::{BlockBatch, MAX_BATCH_PROOFS},
+        judge_relay,
     },
     store::ChainStore,
 };
@@ -57,7 +67,7 @@ use tenure_overlay::{
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use crate::{contacts::PeerDirectory, federation::FedHandle, logs};
+use crate::{contacts::PeerDirectory, federation::FedHandle, logs, terms::SharedKeyBook};
 
 /// How often the producer's timers run.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -188,6 +198,7 @@ impl Stopped {
             federation,
             directory,
             burn_txs,
+            book,
         } = self.wiring;
         spawn(
             overlay,
@@ -195,8 +206,11 @@ impl Stopped {
             federation,
             producer,
             directory,
-            burn_txs,
-            Some(store),
+            ProducerOptions {
+                burn_txs,
+                store: Some(store),
+                book,
+            },
         )
         .await
     }
@@ -207,14 +221,16 @@ pub struct ProducerEvents {
     /// Federation frames, for the node's member.
     pub federation: OverlayEvents,
     /// Blocks- and transactions-topic messages and direct producer messages, for the
-    /// producer.
+    /// producer; term-keys-topic messages, which the term driver takes out
+    /// ([`crate::terms`]).
     pub blocks: OverlayEvents,
     /// Contacts, for the node's contacts.
     pub contacts: OverlayEvents,
 }
 
-/// Splits `events`: federation frames, blocks- and transactions-topic messages and
-/// direct producer messages for the producer, contacts for the node's contacts;
+/// Splits `events`: federation frames, blocks-, transactions- and term-keys-topic
+/// messages and direct producer messages for the producer and its term driver,
+/// contacts for the node's contacts;
 /// everything else returned for the node's own loop.
 pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
     let (ours, rest) = events.split(4096, |e| {
@@ -224,7 +240,8 @@ pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
                 topic: Topic::FederationFrames
                     | Topic::Blocks
                     | Topic::Transactions
-                    | Topic::Contacts,
+                    | Topic::Contacts
+                    | Topic::TermKeys,
                 ..
             } | OverlayEvent::InboundRequest {
                 service: Service::FederationFrame | Service::ProducerDirect,
@@ -237,7 +254,7 @@ pub fn split_events(events: OverlayEvents) -> (ProducerEvents, OverlayEvents) {
         matches!(
             e,
             OverlayEvent::Gossip {
-                topic: Topic::Blocks | Topic::Transactions,
+                topic: Topic::Blocks | Topic::Transactions | Topic::TermKeys,
                 ..
             } | OverlayEvent::InboundRequest {
                 service: Service::ProducerDirect,
@@ -262,6 +279,26 @@ struct Wiring {
     federation: FedHandle,
     directory: PeerDirectory,
     burn_txs: Option<mpsc::Sender<Transaction>>,
+    book: Option<SharedKeyBook>,
+}
+
+/// What a producer may be given besides its overlay, member and directory.
+#[derive(Default)]
+pub struct ProducerOptions {
+    /// Where the announcements the group signs go (dropped without).
+    pub burn_txs: Option<mpsc::Sender<Transaction>>,
+    /// Where the blocks it applies are stored; the producer must start from its tip.
+    pub store: Option<ChainStore>,
+    /// The node's term keys, whose proofs it sends those that missed them.
+    pub book: Option<SharedKeyBook>,
+}
+
+/// A term change for the producer's loop.
+enum TermChange {
+    /// [`Producer::begin_term`].
+    Begin(TermContext),
+    /// [`Producer::learn_term`].
+    Learn(TermContext),
 }
 
 /// A handle to a running producer.
@@ -270,7 +307,7 @@ pub struct ProducerHandle {
     network: String,
     overlay: OverlayHandle,
     submit: mpsc::Sender<Transfer>,
-    terms: mpsc::Sender<TermContext>,
+    terms: mpsc::Sender<TermChange>,
     burn: mpsc::Sender<Option<(OutPoint, TxOut)>>,
     status: watch::Receiver<ProducerStatus>,
     state: watch::Receiver<Arc<ChainState>>,
@@ -342,7 +379,13 @@ impl ProducerHandle {
 
     /// Moves the producer to the next term (see [`Producer::begin_term`]).
     pub async fn begin_term(&self, context: TermContext) {
-        let _ = self.terms.send(context).await;
+        let _ = self.terms.send(TermChange::Begin(context)).await;
+    }
+
+    /// Gives the producer an earlier term's context, learned from the term key's
+    /// proof (see [`Producer::learn_term`]).
+    pub async fn learn_term(&self, context: TermContext) {
+        let _ = self.terms.send(TermChange::Learn(context)).await;
     }
 
     /// A burn block arrived; `term_utxo` is the producer's term's UTXO now (see
@@ -369,18 +412,21 @@ impl ProducerHandle {
 }
 
 /// Starts `producer` on `overlay`: `streams` are the node's producer events,
-/// `directory` maps overlay peers to producers; announcements the group signs go to
-/// `burn_txs` (dropped without one); blocks applied go to `store`, whose tip the
-/// producer must start from.
+/// `directory` maps overlay peers to producers; `options` say where announcements go,
+/// where blocks are stored and where term key proofs come from.
 pub async fn spawn(
     overlay: OverlayHandle,
     streams: ProducerStreams,
     federation: FedHandle,
     producer: Producer,
     directory: PeerDirectory,
-    burn_txs: Option<mpsc::Sender<Transaction>>,
-    store: Option<ChainStore>,
+    options: ProducerOptions,
 ) -> anyhow::Result<ProducerHandle> {
+    let ProducerOptions {
+        burn_txs,
+        store,
+        book,
+    } = options;
     if let Some(store) = &store {
         anyhow::ensure!(
             store.state().tip == producer.state().tip,
@@ -395,7 +441,10 @@ pub async fn spawn(
             Topic::Blocks,
             Arc::new(move |source: Option<PeerId>, data: &[u8]| {
                 if !source.is_some_and(|s| members.contains(&s)) {
-                    Verdict::Reject("producer message from a non-producer".into())
+                    // Not a producer's peer as this node's contacts have it: a
+                    // stranger, or a producer whose new contact has not arrived yet
+                    // (it restarted). Dropped without blame either way.
+                    Verdict::Ignore("producer message from a peer not known as a producer".into())
                 } else if let Err(e) = ProducerMessage::from_bytes(data) {
                     Verdict::Reject(e.to_string())
                 } else {
@@ -442,6 +491,7 @@ pub async fn spawn(
         federation: federation.clone(),
         directory: directory.clone(),
         burn_txs: burn_txs.clone(),
+        book,
     };
     let driver = Driver {
         byzantine: Arc::default(),
@@ -508,7 +558,7 @@ impl Driver {
         mut self,
         streams: ProducerStreams,
         mut submitted: mpsc::Receiver<Transfer>,
-        mut terms: mpsc::Receiver<TermContext>,
+        mut terms: mpsc::Receiver<TermChange>,
         mut burn_blocks: mpsc::Receiver<Option<(OutPoint, TxOut)>>,
         mut stops: mpsc::Receiver<tokio::sync::oneshot::Sender<Stopped>>,
     ) {
@@ -536,10 +586,17 @@ impl Driver {
                 Some((digest, signature, evidence)) = signed.recv() => {
                     self.producer.on_signed(digest, signature, evidence, Instant::now(), &mut OsRng)
                 }
-                Some(context) = terms.recv() => {
-                    debug!(target: logs::PRODUCER, term = context.term, "term begins");
-                    self.producer.begin_term(context, Instant::now(), &mut OsRng)
-                }
+                Some(change) = terms.recv() => match change {
+                    TermChange::Begin(context) => {
+                        debug!(target: logs::PRODUCER, term = context.term, "term begins");
+                        self.producer.begin_term(context, Instant::now(), &mut OsRng)
+                    }
+                    TermChange::Learn(context) => {
+                        debug!(target: logs::PRODUCER, term = context.term, "earlier term learned");
+                        self.producer.learn_term(context);
+                        Vec::new()
+                    }
+                },
                 Some(term_utxo) = burn_blocks.recv() => self.producer.on_burn_block(term_utxo),
                 event = events.next() => match event {
                     Some(OverlayEvent::Gossip { topic: Topic::Blocks, source, data }) => {
@@ -592,32 +649,100 @@ impl Driver {
         }
     }
 
-    /// The blocks from `from` on that this producer keeps in memory, at most
-    /// [`FOLLOWER_BATCH_BYTES`] of them (at least one), for a follower.
+    /// The blocks from `from` on, at most [`FOLLOWER_BATCH_BYTES`] of them (at least
+    /// one), for a follower, with the key proofs of their terms: those the producer
+    /// keeps in memory, or from the chain store when `from` is older.
     fn batch_for_follower(&self, from: u64) -> Result<Vec<u8>, Refusal> {
-        let mut blocks = Vec::new();
+        let mut blocks: Vec<tenure_chain::block::Block> = Vec::new();
         let mut bytes = 0usize;
-        for block in self.producer.recent_blocks(from) {
+        let mut take = |block: tenure_chain::block::Block| {
             let size = block.to_bytes().map_or(usize::MAX, |b| b.len());
             if !blocks.is_empty() && bytes.saturating_add(size) > FOLLOWER_BATCH_BYTES {
-                break;
+                return false;
             }
             bytes = bytes.saturating_add(size);
-            blocks.push(block.clone());
+            blocks.push(block);
+            true
+        };
+        let in_memory = self
+            .producer
+            .recent_blocks(0)
+            .next()
+            .is_some_and(|b| b.header.height <= from);
+        match &self.store {
+            Some(store) if !in_memory => {
+                for height in from..=self.producer.state().height {
+                    let Ok(Some(block)) = store.block_at(height) else {
+                        break;
+                    };
+                    if !take(block) {
+                        break;
+                    }
+                }
+            }
+            _ => {
+                for block in self.producer.recent_blocks(from) {
+                    if !take(block.clone()) {
+                        break;
+                    }
+                }
+            }
         }
-        BlockBatch::new(blocks)
+        let mut terms: Vec<u64> = blocks.iter().map(|b| b.header.term).collect();
+        terms.dedup();
+        let proofs = match &self.wiring.book {
+            Some(book) => {
+                let book = book
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                terms
+                    .iter()
+                    .filter_map(|t| book.proof(*t).cloned())
+                    .take(MAX_BATCH_PROOFS)
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        BlockBatch::new(blocks, proofs)
+            .to_bytes()
+            .map_err(|e| Refusal::Invalid(e.to_string()))
+    }
+
+    /// The proofs of the term keys from term `from` on, at most [`MAX_BATCH_PROOFS`],
+    /// in a batch without blocks.
+    fn term_keys_from(&self, from: u64) -> Result<Vec<u8>, Refusal> {
+        let proofs = match &self.wiring.book {
+            Some(book) => book
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .proofs_from(from)
+                .take(MAX_BATCH_PROOFS)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        BlockBatch::new(Vec::new(), proofs)
             .to_bytes()
             .map_err(|e| Refusal::Invalid(e.to_string()))
     }
 
     /// A message sent to this producer directly: from a producer's peer, or a
-    /// follower's request for blocks.
+    /// follower's request for blocks, or anyone's for term keys.
     async fn on_direct(
         &mut self,
         id: tenure_overlay::InboundId,
         peer: PeerId,
         body: &[u8],
     ) -> Vec<ProducerOutput> {
+        if let Ok(ProducerMessage {
+            body: ProducerBody::GetTermKeys { from },
+            ..
+        }) = ProducerMessage::from_bytes(body)
+        {
+            let answer = self.term_keys_from(from);
+            let _ = self.overlay.respond(id, answer).await;
+            return Vec::new();
+        }
         if !self.directory.contains(&peer) {
             // A follower catching up: answered with the blocks kept in memory.
             if let Ok(ProducerMessage {
@@ -629,15 +754,10 @@ impl Driver {
                 let _ = self.overlay.respond(id, batch).await;
                 return Vec::new();
             }
+            // Refused without penalty, as on the blocks topic (module docs).
             let _ = self
                 .overlay
                 .respond(id, Err(Refusal::NotServed(Service::ProducerDirect)))
-                .await;
-            self.overlay
-                .report(
-                    peer,
-                    Misbehaviour::Protocol("a producer message from a non-producer".into()),
-                )
                 .await;
             return Vec::new();
         }

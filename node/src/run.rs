@@ -16,9 +16,11 @@
 //! term's DKG, certificate and term UTXO) and, from its first term on, the producer
 //! ([`crate::producer`]), whose chain API the HTTP server then serves; a node without
 //! a producer follows the chain from the term keys' certificates
-//! ([`crate::follower`]). A producer killed and restarted has lost its key shares
-//! (they are not kept across restarts yet): it follows its producer's term from the
-//! next key it helps make.
+//! ([`crate::follower`]). A producer node keeps its chain in a store (`chain/` in its
+//! data directory): killed and restarted, it resumes at the store's tip, takes the
+//! keys of the terms it missed from the others' proofs and catches up. It has lost
+//! its key shares (they are not kept across restarts yet): it follows the terms it
+//! cannot sign in and produces again from the next key it helps make.
 
 use std::{
     path::Path,
@@ -32,6 +34,7 @@ use serde::Serialize;
 use tenure_chain::{
     ops::enrollment::Magic,
     produce::{Approvals, BurnScan, Enroller},
+    store::ChainStore,
     terms::Terms,
 };
 use tenure_overlay::{
@@ -109,14 +112,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             let rest = match started.producer {
                 Some(keypair) => {
                     let (ours, rest) = crate::producer::split_events(rest);
+                    let store = ChainStore::open(&config.data_dir.join("chain"))
+                        .context("cannot open the chain store")?;
+                    info!(target: logs::NODE, height = store.state().height, "chain store opened");
                     let slot = start_producer(
                         network,
                         keypair,
                         &overlay,
                         ours,
                         started.scans.clone(),
-                        own_txs_tx,
-                        term_keys_tx,
+                        (own_txs_tx, term_keys_tx),
+                        store,
                     )
                     .await?;
                     chain = Some(http::ChainSource::Producer(slot));
@@ -249,16 +255,19 @@ fn start_burnchain(
 }
 
 /// Starts a producer node's federation member, contacts and term driver (which starts
-/// the producer at its first term); returns where the producer appears.
+/// the producer, on `store`, at its first term); `to_burnchain` carries the producer's
+/// transactions and its term keys to the burnchain loop. Returns where the producer
+/// appears.
 async fn start_producer(
     network: &'static str,
     keypair: bitcoin::secp256k1::Keypair,
     overlay: &OverlayHandle,
     events: crate::producer::ProducerEvents,
     scans: watch::Receiver<Arc<BurnScan>>,
-    burn_txs: mpsc::Sender<bitcoin::Transaction>,
-    term_keys: mpsc::Sender<TermKey>,
+    to_burnchain: (mpsc::Sender<bitcoin::Transaction>, mpsc::Sender<TermKey>),
+    store: ChainStore,
 ) -> anyhow::Result<crate::chain_api::ProducerSlot> {
+    let (burn_txs, term_keys) = to_burnchain;
     let (private, public) = tenure_frost_fed::channel::noise_keypair()
         .ok_or_else(|| anyhow::anyhow!("no Noise key could be made"))?;
     let channel =
@@ -300,6 +309,7 @@ async fn start_producer(
         reports: TermReports::default(),
         burn_txs,
         term_keys,
+        store: Some(store),
     };
     tokio::spawn(driver.run(scans));
     Ok(slot)

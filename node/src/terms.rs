@@ -31,13 +31,26 @@
 //!   loop, which relays it to the miner.
 //! - **At term N's first burn block** the node switches its member to term N's key
 //!   and its producer to term N; term N's first block carries its `BlockFound`.
+//! - **Terms it is not in.** The node keeps a term key book
+//!   ([`tenure_chain::produce::key_book`]) from the term-keys topic and from proofs it
+//!   asks producers for ([`SharedKeyBook`]). Its producer starts at the first term
+//!   whose context it has, made or certified: a node that is not a producer of the
+//!   term (it restarted and lost its shares, or was not chosen) follows it, applying
+//!   its blocks without a vote, and produces again from the next term it helps make.
+//! - **Catching up.** The producer starts from the chain store's tip (a node that
+//!   restarted resumes there). While a term between that tip's and the burnchain's has
+//!   a plan but no accepted key here, the node asks a producer's peer for the proofs
+//!   (`GetTermKeys`, every [`KEY_FETCH_INTERVAL`], doubling to [`KEY_FETCH_MAX`] while
+//!   answers bring nothing new) and hands each earlier term's context to its producer
+//!   ([`tenure_chain::produce::Producer::learn_term`]), which then takes the blocks
+//!   of those terms from the others.
 //!
 //! The DKG context names the network, the term and its plan's seed, so a key cannot be
 //! replayed into another term.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock, RwLock},
     time::{Duration, Instant},
 };
 
@@ -45,12 +58,16 @@ use bitcoin::{ScriptBuf, Transaction, secp256k1::Keypair};
 use tenure_chain::{
     block::{ChainState, TermContext},
     produce::{
-        Approvals, BurnScan, Producer, ProducerConfig, ProducerId, TermPlan, announce,
+        Approvals, BurnScan, PRODUCER_MESSAGE_VERSION, Producer, ProducerBody, ProducerConfig,
+        ProducerId, ProducerMessage, TermPlan, announce,
+        follower::BlockBatch,
+        key_book::TermKeyBook,
         term_key::{KeyCertificate, TermKeyRecord, roster_of},
     },
+    store::ChainStore,
 };
 use tenure_frost_fed::{KeyShare, MemberId, Roster};
-use tenure_overlay::{OverlayEvents, OverlayHandle, Topic};
+use tenure_overlay::{OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Service, Topic};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
@@ -58,8 +75,19 @@ use crate::{
     contacts::PeerDirectory,
     federation::{DkgError, FedHandle},
     follower, logs,
-    producer::{self, ProducerHandle, ProducerStreams},
+    producer::{self, ProducerHandle, ProducerOptions, ProducerStreams},
 };
+
+/// A node's term key book, shared by its term driver (which fills it) and its
+/// producer (which sends its proofs on).
+pub type SharedKeyBook = Arc<RwLock<TermKeyBook>>;
+
+/// How often a node missing an earlier term's key asks a producer for the proofs, at
+/// first.
+pub const KEY_FETCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The longest wait between two asks, once answers bring nothing new.
+pub const KEY_FETCH_MAX: Duration = Duration::from_secs(60);
 
 /// The first term with producers: enrollments start in term 1 and choose term 3.
 pub const FIRST_TERM: u64 = 3;
@@ -117,6 +145,8 @@ pub struct TermDriver {
     pub burn_txs: mpsc::Sender<Transaction>,
     /// Term keys to the node's burnchain loop, which scans for their UTXOs.
     pub term_keys: mpsc::Sender<TermKey>,
+    /// The chain store the producer starts from and writes to (`tenure node`).
+    pub store: Option<ChainStore>,
 }
 
 /// A term's key, for the node's burnchain loop: it scans for the term's UTXO, and
@@ -144,10 +174,26 @@ impl TermDriver {
     /// Runs until the node's burn scans stop.
     pub async fn run(self, mut scans: watch::Receiver<Arc<BurnScan>>) {
         let (made_tx, mut made_rx) = mpsc::channel::<(u64, Option<Made>)>(4);
+        let (proofs_tx, mut proofs_rx) = mpsc::channel::<Option<BlockBatch>>(1);
         let mut asked: BTreeSet<u64> = BTreeSet::new();
         let mut ready: BTreeMap<u64, Made> = BTreeMap::new();
         let mut current: Option<u64> = None;
-        let mut events = Some(self.blocks);
+        let book: SharedKeyBook = Arc::new(RwLock::new(TermKeyBook::new(self.network)));
+        let (mut certificates, blocks) = self.blocks.split(256, |e| {
+            matches!(
+                e,
+                OverlayEvent::Gossip {
+                    topic: Topic::TermKeys,
+                    ..
+                }
+            )
+        });
+        let mut events = Some(blocks);
+        let mut store = self.store;
+        // Terms whose key the producer was given, as earlier terms or to begin.
+        let mut given: BTreeSet<u64> = BTreeSet::new();
+        let mut fetch = KeyFetch::default();
+        let mut fetch_tick = tokio::time::interval(KEY_FETCH_INTERVAL);
         // Every producer forwards the term keys' certificates, for the followers.
         if let Err(e) = self
             .overlay
@@ -173,11 +219,41 @@ impl TermDriver {
                         ready.insert(term, made);
                     }
                 }
+                Some(event) = certificates.next() => {
+                    if let OverlayEvent::Gossip { data, .. } = event
+                        && let Ok(certificate) = KeyCertificate::from_bytes(&data)
+                        && let Err(e) = lock(&book).on_certificate(certificate)
+                    {
+                        debug!(target: logs::PRODUCER, %e, "term key certificate not taken");
+                    }
+                }
+                Some(batch) = proofs_rx.recv() => {
+                    fetch.asking = false;
+                    let before = lock(&book).terms_certified().len();
+                    for proof in batch.map(|b| b.proofs).unwrap_or_default() {
+                        if let Err(e) = lock(&book).on_proof(&proof) {
+                            debug!(target: logs::PRODUCER, %e, "term key proof refused");
+                        }
+                    }
+                    fetch.answered(lock(&book).terms_certified().len() > before);
+                }
+                _ = fetch_tick.tick(), if !fetch.asking => {}
             }
             let scan = scans.borrow_and_update().clone();
             let Some(now) = scan.term() else { continue };
             if let (Some(handle), Some(term)) = (self.slot.get(), current) {
                 handle.burn_block(scan.term_utxo(term));
+            }
+            // Every term's plan, for the book to check certificates and proofs against.
+            {
+                let mut book = lock(&book);
+                for term in FIRST_TERM..=now.saturating_add(1) {
+                    if !book.has_plan(term)
+                        && let Some(plan) = scan.plan(term)
+                    {
+                        book.on_plan(plan, scan.consensus_block(term.saturating_sub(1)));
+                    }
+                }
             }
             // The next term's key, once the burnchain names its producers.
             let next = now.saturating_add(1);
@@ -202,44 +278,66 @@ impl TermDriver {
                     let _ = made_tx.send((next, made)).await;
                 });
             }
-            // The term the burnchain is in, once its key is made.
+            // This term's key share, once this node made it.
+            let made = ready.remove(&now);
+            let made_context = match made {
+                Some(made) => {
+                    self.federation.use_key(made.key).await;
+                    // Again at the term's start, signed afresh (gossip drops a message
+                    // it has seen), for followers that were not listening before.
+                    publish(
+                        &self.overlay,
+                        &KeyCertificate::sign(
+                            self.network,
+                            made.certificate.record.clone(),
+                            &self.keypair,
+                        ),
+                    )
+                    .await;
+                    Some(made.context)
+                }
+                None => None,
+            };
+            ready.retain(|t, _| *t > now);
+            // The term the burnchain is in, once its context is known: from the key
+            // this node made, or from the certificates of those that made it.
             if current.is_none_or(|c| c < now)
-                && let Some(made) = ready.remove(&now)
+                && let Some(context) = made_context.or_else(|| lock(&book).context(now).cloned())
             {
-                self.federation.use_key(made.key).await;
-                // Again at the term's start, signed afresh (gossip drops a message it
-                // has seen), for followers that were not listening before.
-                publish(
-                    &self.overlay,
-                    &KeyCertificate::sign(
-                        self.network,
-                        made.certificate.record.clone(),
-                        &self.keypair,
-                    ),
-                )
-                .await;
+                given.insert(now);
                 match self.slot.get() {
-                    Some(handle) => handle.begin_term(made.context).await,
+                    Some(handle) => handle.begin_term(context).await,
                     None => {
                         let Some(blocks) = events.take() else { return };
-                        let producer = Producer::new(
+                        let state = store
+                            .as_ref()
+                            .map_or_else(ChainState::default, |s| s.state().clone());
+                        let mut producer = Producer::new(
                             self.network,
                             self.keypair,
-                            made.context,
-                            ChainState::default(),
+                            context,
+                            state,
                             ProducerConfig::default(),
                             self.approvals.clone(),
                             Instant::now(),
                             &mut rand_core::OsRng,
                         );
+                        for earlier in lock(&book).contexts_from(producer.state().term) {
+                            if earlier.term < now && given.insert(earlier.term) {
+                                producer.learn_term(earlier.clone());
+                            }
+                        }
                         match producer::spawn(
                             self.overlay.clone(),
                             ProducerStreams::split(blocks),
                             self.federation.clone(),
                             producer,
                             self.directory.clone(),
-                            Some(self.burn_txs.clone()),
-                            None,
+                            ProducerOptions {
+                                burn_txs: Some(self.burn_txs.clone()),
+                                store: store.take(),
+                                book: Some(book.clone()),
+                            },
                         )
                         .await
                         {
@@ -255,10 +353,114 @@ impl TermDriver {
                 }
                 info!(target: logs::PRODUCER, node = self.index, term = now, "term begins");
                 current = Some(now);
-                ready.retain(|t, _| *t > now);
+            }
+            // Earlier terms learned since: the producer catches up through them.
+            if let (Some(handle), Some(current)) = (self.slot.get(), current) {
+                let tip_term = handle.state().term;
+                let learned: Vec<_> = lock(&book)
+                    .contexts_from(tip_term)
+                    .filter(|c| c.term < current && !given.contains(&c.term))
+                    .cloned()
+                    .collect();
+                for context in learned {
+                    given.insert(context.term);
+                    handle.learn_term(context).await;
+                }
+            }
+            // Ask for the proofs of terms between the tip's and now that have a plan
+            // but no key accepted here.
+            let tip_term = self
+                .slot
+                .get()
+                .map(|h| h.state().term)
+                .or_else(|| store.as_ref().map(|s| s.state().term))
+                .unwrap_or(0)
+                .max(FIRST_TERM);
+            let missing = {
+                let book = lock(&book);
+                (tip_term..=now).find(|t| book.has_plan(*t) && book.context(*t).is_none())
+            };
+            if let Some(from) = missing
+                && fetch.due()
+                && let Some(peer) = self
+                    .directory
+                    .any_peer(fetch.rotation, &self.overlay.peer_id())
+            {
+                fetch.asking = true;
+                fetch.rotation = fetch.rotation.wrapping_add(1);
+                let overlay = self.overlay.clone();
+                let proofs_tx = proofs_tx.clone();
+                tokio::spawn(async move {
+                    let _ = proofs_tx
+                        .send(ask_term_keys(&overlay, peer, from).await)
+                        .await;
+                });
             }
         }
     }
+}
+
+/// Locks the book (a poisoned lock is taken as it is: the book stays consistent
+/// between calls).
+fn lock(book: &SharedKeyBook) -> std::sync::RwLockWriteGuard<'_, TermKeyBook> {
+    book.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// When to ask for term key proofs next.
+#[derive(Debug)]
+struct KeyFetch {
+    /// A request is out.
+    asking: bool,
+    /// Not before.
+    next: Instant,
+    /// The wait after the next answer that brings nothing.
+    backoff: Duration,
+    /// Which producer's peer to ask next.
+    rotation: usize,
+}
+
+impl Default for KeyFetch {
+    fn default() -> KeyFetch {
+        KeyFetch {
+            asking: false,
+            next: Instant::now(),
+            backoff: KEY_FETCH_INTERVAL,
+            rotation: 0,
+        }
+    }
+}
+
+impl KeyFetch {
+    fn due(&self) -> bool {
+        !self.asking && Instant::now() >= self.next
+    }
+
+    /// An answer came (or the ask failed): `useful` if it brought a term's key.
+    fn answered(&mut self, useful: bool) {
+        if useful {
+            self.backoff = KEY_FETCH_INTERVAL;
+        } else {
+            self.backoff = (self.backoff * 2).min(KEY_FETCH_MAX);
+        }
+        self.next = Instant::now() + self.backoff;
+    }
+}
+
+/// Asks `peer` for the term key proofs from term `from` on.
+async fn ask_term_keys(overlay: &OverlayHandle, peer: PeerId, from: u64) -> Option<BlockBatch> {
+    let ask = ProducerMessage {
+        version: PRODUCER_MESSAGE_VERSION,
+        term: 0,
+        body: ProducerBody::GetTermKeys { from },
+    }
+    .to_bytes()
+    .ok()?;
+    let answer = overlay
+        .request(peer, Service::ProducerDirect, ask)
+        .await
+        .ok()?;
+    BlockBatch::from_bytes(&answer).ok()
 }
 
 /// Gossips a producer's certificate of a term's key.

@@ -9,10 +9,9 @@
 //! contacts, make each term's key, and sign blocks; the miner's node follows the chain
 //! from the key certificates. The producer with the fewest shares is killed with
 //! SIGKILL mid-term: the two others (above the 67 shares) go on producing. Restarted,
-//! it is chosen again and takes part in the terms' keys, and production goes on with
-//! it. (Its chain does not catch up yet: the blocks it missed belong to terms whose
-//! keys it never held; taking those keys from the certificates, as a follower does,
-//! is the next step.)
+//! it resumes at its chain store's tip, takes the keys of the terms it missed from
+//! the others' proofs, catches up with the blocks made without it, is chosen again and
+//! takes part in the terms' keys, and production goes on with it on the same tip.
 
 #![allow(
     clippy::unwrap_used,
@@ -294,16 +293,20 @@ fn producer_processes_produce_blocks_and_go_on_when_one_is_killed_with_sigkill_a
         let c = crate::chains(&mut all);
         height(&c[1])
     };
+    // Every node on one tip, p0 included: it caught up with the blocks made while
+    // it was down (in terms whose keys it took from proofs) and produces with the
+    // others.
     let chains = {
         let mut all: Vec<&mut NodeProcess> = std::iter::once(&mut miner)
-            .chain(producers.iter_mut().skip(1))
+            .chain(producers.iter_mut())
             .collect();
-        wait_chains(&mut all, started, "blocks with p0 back, followed", |c| {
+        wait_chains(&mut all, started, "blocks with p0 back, on one tip", |c| {
             height(&c[1]) > resumed_at + 1
                 && c[1]["term"].as_u64() >= Some(term_back)
                 && c.iter().all(|x| x["tip"] == c[1]["tip"])
         })
     };
+    assert!(height(&chains[1]) > killed_at + 1);
     eprintln!(
         "p0 chosen again in term {term_back}, {:.1} s after its restart; height {} ({:.1} s in all)",
         restarted.elapsed().as_secs_f64(),

@@ -112,7 +112,10 @@ async fn a_follower_accepts_the_producers_term_key_and_their_blocks_while_a_keyl
                     .cloned()
                     .collect();
                 let _ = answering
-                    .respond(id, Ok(BlockBatch::new(blocks).to_bytes().unwrap()))
+                    .respond(
+                        id,
+                        Ok(BlockBatch::new(blocks, Vec::new()).to_bytes().unwrap()),
+                    )
                     .await;
             }
         }

@@ -22,6 +22,14 @@
 //!   asks a peer that published blocks for those after its best tip
 //!   ([`Follower::wanted`]); the answer ([`BlockBatch`]) is offered block by block
 //!   like gossip, so a peer's answer is validated as fully as a gossiped block.
+//! - **Term keys come with the blocks**: a batch carries the proofs
+//!   ([`TermKeyProof`]) of its blocks' terms, so a follower that joined late, or a
+//!   node that restarted after the certificates were gossiped, still learns every
+//!   term's key. A proof counts exactly as its certificates would; one that does not
+//!   verify is refused whole, and a batch carries at most [`MAX_BATCH_PROOFS`] of them.
+//!   The follower keeps the proof of every term it accepted, to send on.
+//! - **Resuming**: a follower can start from a stored tip instead of genesis
+//!   ([`Follower::resume`]).
 //! - **Bounded memory**: the states of the last [`STATES_KEPT`] heights below the
 //!   best tip are kept, so a block may build on any of them; older ones are dropped.
 
@@ -33,26 +41,30 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    block::{Block, BlockError, ChainState, Hash, TermContext},
+    block::{Block, BlockError, ChainState, Hash},
     codec::{self, CodecError, Versioned},
 };
 
 use super::{
     TermPlan,
-    term_key::{KeyCertificate, Offered, TermKeyError, TermKeys},
+    key_book::TermKeyBook,
+    term_key::{KeyCertificate, TermKeyError, TermKeyProof},
 };
 
 /// Blocks held until their parent or their term's key is known, at most.
 pub const MAX_WAITING: usize = 256;
 
-/// Certificates held until the burnchain names their term's producers, at most.
-pub const MAX_EARLY_CERTIFICATES: usize = 256;
+pub use super::key_book::MAX_EARLY_CERTIFICATES;
 
 /// Heights below the best tip whose states are kept.
 pub const STATES_KEPT: u64 = 256;
 
-/// Wire version of [`BlockBatch`].
-pub const BLOCK_BATCH_VERSION: u16 = 1;
+/// Wire version of [`BlockBatch`]. Version 2 carries term key proofs.
+pub const BLOCK_BATCH_VERSION: u16 = 2;
+
+/// Term key proofs a [`BlockBatch`] carries, at most: each costs its receiver up to
+/// 100 signature checks.
+pub const MAX_BATCH_PROOFS: usize = 8;
 
 /// Largest encoded [`BlockBatch`] a follower decodes.
 pub const MAX_BLOCK_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -64,6 +76,9 @@ pub struct BlockBatch {
     pub version: u16,
     /// The blocks.
     pub blocks: Vec<Block>,
+    /// The key proofs of the blocks' terms the sender holds, at most
+    /// [`MAX_BATCH_PROOFS`].
+    pub proofs: Vec<TermKeyProof>,
 }
 
 impl Versioned for BlockBatch {
@@ -74,11 +89,14 @@ impl Versioned for BlockBatch {
 }
 
 impl BlockBatch {
-    /// A batch of `blocks`.
-    pub fn new(blocks: Vec<Block>) -> BlockBatch {
+    /// A batch of `blocks` with the key `proofs` of their terms (the first
+    /// [`MAX_BATCH_PROOFS`] kept).
+    pub fn new(blocks: Vec<Block>, mut proofs: Vec<TermKeyProof>) -> BlockBatch {
+        proofs.truncate(MAX_BATCH_PROOFS);
         BlockBatch {
             version: BLOCK_BATCH_VERSION,
             blocks,
+            proofs,
         }
     }
 
@@ -110,33 +128,30 @@ pub enum Followed {
 #[derive(Debug)]
 pub struct Follower {
     network: String,
-    keys: TermKeys,
-    /// Each term's plan and the burn block term N-1's consensus hash came from.
-    plans: BTreeMap<u64, (TermPlan, Option<[u8; 32]>)>,
-    contexts: BTreeMap<u64, TermContext>,
+    book: TermKeyBook,
     states: BTreeMap<Hash, Arc<ChainState>>,
     best: Arc<ChainState>,
     waiting: VecDeque<Block>,
-    early: VecDeque<KeyCertificate>,
     refused_blocks: u64,
-    refused_certificates: u64,
 }
 
 impl Follower {
     /// A follower at genesis on `network`.
     pub fn new(network: &str) -> Follower {
-        let genesis = Arc::new(ChainState::default());
+        Follower::resume(network, ChainState::default())
+    }
+
+    /// A follower on `network` starting from `tip` (a chain store's): blocks below it
+    /// are not taken again.
+    pub fn resume(network: &str, tip: ChainState) -> Follower {
+        let tip = Arc::new(tip);
         Follower {
             network: network.to_owned(),
-            keys: TermKeys::new(network),
-            plans: BTreeMap::new(),
-            contexts: BTreeMap::new(),
-            states: BTreeMap::from([(genesis.tip, genesis.clone())]),
-            best: genesis,
+            book: TermKeyBook::new(network),
+            states: BTreeMap::from([(tip.tip, tip.clone())]),
+            best: tip,
             waiting: VecDeque::new(),
-            early: VecDeque::new(),
             refused_blocks: 0,
-            refused_certificates: 0,
         }
     }
 
@@ -147,12 +162,27 @@ impl Follower {
 
     /// The terms whose key this follower accepted.
     pub fn terms_certified(&self) -> Vec<u64> {
-        self.contexts.keys().copied().collect()
+        self.book.terms_certified()
     }
 
     /// The output key of `term`, once accepted.
     pub fn term_key(&self, term: u64) -> Option<bitcoin::XOnlyPublicKey> {
-        self.contexts.get(&term).map(|c| c.producer_key)
+        self.book.context(term).map(|c| c.producer_key)
+    }
+
+    /// The term keys this follower accepted.
+    pub fn book(&self) -> &TermKeyBook {
+        &self.book
+    }
+
+    /// The proof of `term`'s key, once accepted.
+    pub fn proof(&self, term: u64) -> Option<&TermKeyProof> {
+        self.book.proof(term)
+    }
+
+    /// Whether the burnchain named `term`'s producers to this follower.
+    pub fn has_plan(&self, term: u64) -> bool {
+        self.book.has_plan(term)
     }
 
     /// Blocks refused as invalid.
@@ -160,9 +190,9 @@ impl Follower {
         self.refused_blocks
     }
 
-    /// Certificates refused.
+    /// Certificates and proofs refused.
     pub fn refused_certificates(&self) -> u64 {
-        self.refused_certificates
+        self.book.refused()
     }
 
     /// The height to ask a peer for blocks from, when blocks wait for a parent this
@@ -171,7 +201,7 @@ impl Follower {
     pub fn wanted(&self) -> Option<u64> {
         self.waiting
             .iter()
-            .any(|b| self.contexts.contains_key(&b.header.term))
+            .any(|b| self.book.context(b.header.term).is_some())
             .then(|| self.best.height.saturating_add(1))
     }
 
@@ -188,21 +218,7 @@ impl Follower {
         plan: TermPlan,
         previous_consensus_block: Option<[u8; 32]>,
     ) -> Vec<u64> {
-        let term = plan.term;
-        if self.plans.contains_key(&term) {
-            return Vec::new();
-        }
-        self.plans.insert(term, (plan, previous_consensus_block));
-        let (now, later): (Vec<KeyCertificate>, Vec<KeyCertificate>) =
-            self.early.drain(..).partition(|c| c.record.term == term);
-        self.early = later.into();
-        let mut certified = Vec::new();
-        for certificate in now {
-            if let Ok(Some(term)) = self.on_certificate(certificate) {
-                certified.push(term);
-            }
-        }
-        certified
+        self.book.on_plan(plan, previous_consensus_block)
     }
 
     /// A producer's certificate of its term's key: `Ok(Some(term))` when it made the
@@ -212,31 +228,34 @@ impl Follower {
         &mut self,
         certificate: KeyCertificate,
     ) -> Result<Option<u64>, TermKeyError> {
-        let term = certificate.record.term;
-        let Some((plan, previous)) = self.plans.get(&term) else {
-            if let Err(e) = certificate.check_signature(&self.network) {
-                self.refused_certificates = self.refused_certificates.saturating_add(1);
-                return Err(e);
+        self.book.on_certificate(certificate)
+    }
+
+    /// A proof of a term's key, sent with blocks (module docs): `Ok(Some(term))` when
+    /// it made the term's key accepted.
+    pub fn on_proof(&mut self, proof: &TermKeyProof) -> Result<Option<u64>, TermKeyError> {
+        self.book.on_proof(proof)
+    }
+
+    /// A batch a peer sent: its proofs, then its blocks. Returns the heights applied
+    /// and the refusals (a proof or a block that does not verify).
+    pub fn on_batch(&mut self, batch: BlockBatch) -> (Vec<u64>, Vec<String>) {
+        let mut refused = Vec::new();
+        for proof in batch.proofs.iter().take(MAX_BATCH_PROOFS) {
+            if let Err(e) = self.on_proof(proof) {
+                refused.push(format!("term {} key proof: {e}", proof.record.term));
             }
-            if self.early.len() >= MAX_EARLY_CERTIFICATES {
-                self.early.pop_front();
+        }
+        let mut applied = self.retry();
+        for block in batch.blocks {
+            let height = block.header.height;
+            match self.on_block(block) {
+                Followed::Applied(heights) => applied.extend(heights),
+                Followed::Refused(e) => refused.push(format!("block {height}: {e}")),
+                Followed::Waiting | Followed::Known => {}
             }
-            self.early.push_back(certificate);
-            return Ok(None);
-        };
-        let offered = match self.keys.offer(&certificate, plan) {
-            Ok(offered) => offered,
-            Err(e) => {
-                self.refused_certificates = self.refused_certificates.saturating_add(1);
-                return Err(e);
-            }
-        };
-        let Offered::Certified(record) = offered else {
-            return Ok(None);
-        };
-        let context = record.context(plan, *previous)?;
-        self.contexts.insert(term, context);
-        Ok(Some(term))
+        }
+        (applied, refused)
     }
 
     /// A signed block from a peer.
@@ -298,7 +317,7 @@ impl Follower {
     /// `None`: its parent's state or its term's key is not known yet.
     fn try_apply(&mut self, block: &Block) -> Option<Result<u64, BlockError>> {
         let parent = self.states.get(&block.header.parent)?;
-        let context = self.contexts.get(&block.header.term)?;
+        let context = self.book.context(block.header.term)?;
         let changes = match parent.validate(block, context, &self.network) {
             Ok(changes) => changes,
             Err(e) => return Some(Err(e)),
@@ -313,7 +332,8 @@ impl Follower {
         self.states.insert(state.tip, state);
         let floor = self.best.height.saturating_sub(STATES_KEPT);
         self.states.retain(|_, s| s.height >= floor);
-        self.keys.forget_before(self.best.term.saturating_sub(1));
+        self.book
+            .forget_certificates_before(self.best.term.saturating_sub(1));
         Some(Ok(height))
     }
 }
@@ -330,7 +350,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        block::build::{self, ProducerGroup},
+        block::{
+            TermContext,
+            build::{self, ProducerGroup},
+        },
         produce::term_key::{TermKeyRecord, roster_of},
         shares,
         terms::Producer,
@@ -468,13 +491,107 @@ mod tests {
         follower.on_block(blocks[2].clone());
         follower.on_block(blocks[3].clone());
         assert_eq!(follower.wanted(), Some(2));
-        let batch = BlockBatch::new(blocks[1..].to_vec());
+        let batch = BlockBatch::new(blocks[1..].to_vec(), Vec::new());
         let batch = BlockBatch::from_bytes(&batch.to_bytes().unwrap()).unwrap();
         for block in batch.blocks {
             follower.on_block(block);
         }
         assert_eq!(follower.best().height, 4);
         assert_eq!(follower.wanted(), None);
+    }
+
+    /// A follower that heard none of the term's certificates (it joined late) takes
+    /// the term's key from the proof a batch carries, keeps the proof to pass on, and
+    /// applies the batch's blocks; a proof with one forged signature, or without the
+    /// threshold's weight, makes no key accepted and no block applied.
+    #[test]
+    fn a_late_follower_takes_the_terms_key_from_a_batchs_proof() {
+        let (plan, record, certificates) = term_three();
+        let context = record.context(&plan, None).unwrap();
+        let blocks = chain(&context, 3);
+        let mut source = Follower::new(NET);
+        source.on_plan(plan.clone(), None);
+        for c in certificates.iter().cloned() {
+            let _ = source.on_certificate(c);
+        }
+        let proof = source
+            .proof(3)
+            .expect("the source accepted term 3's key")
+            .clone();
+        let weight = roster_of(&plan, &BTreeSet::new()).unwrap();
+        let proven: u16 = proof
+            .signatures
+            .iter()
+            .map(|(m, _)| weight.roster.weight_of(m))
+            .sum();
+        assert!(proven >= 67, "the proof carries the threshold: {proven}");
+
+        // A forged signature in the proof: refused whole, nothing applied.
+        let mut forged = proof.clone();
+        forged.signatures[0].1 = KeyCertificate::sign(NET, record.clone(), &keypair(77)).signature;
+        let mut late = Follower::new(NET);
+        late.on_plan(plan.clone(), None);
+        let batch = BlockBatch::new(blocks.clone(), vec![forged]);
+        let (applied, refused) =
+            late.on_batch(BlockBatch::from_bytes(&batch.to_bytes().unwrap()).unwrap());
+        assert!(applied.is_empty());
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(late.terms_certified(), Vec::<u64>::new());
+
+        // Signatures short of the threshold: counted, nothing accepted.
+        let mut short = proof.clone();
+        while short
+            .signatures
+            .iter()
+            .map(|(m, _)| weight.roster.weight_of(m))
+            .sum::<u16>()
+            >= 67
+        {
+            short.signatures.pop();
+        }
+        let mut late = Follower::new(NET);
+        late.on_plan(plan.clone(), None);
+        let (applied, _) = late.on_batch(BlockBatch::new(blocks.clone(), vec![short]));
+        assert!(applied.is_empty());
+        assert_eq!(late.waiting(), 3);
+
+        // The whole proof: the key is accepted and the blocks applied.
+        let mut late = Follower::new(NET);
+        late.on_plan(plan, None);
+        let (applied, refused) =
+            late.on_batch(BlockBatch::new(blocks.clone(), vec![proof.clone()]));
+        assert_eq!((applied, refused), (vec![1, 2, 3], Vec::<String>::new()));
+        assert_eq!(late.proof(3), Some(&proof));
+        assert_eq!(late.best().tip, blocks[2].header.hash());
+    }
+
+    #[test]
+    fn a_resumed_follower_takes_blocks_from_its_stored_tip_on() {
+        let (plan, record, certificates) = term_three();
+        let context = record.context(&plan, None).unwrap();
+        let blocks = chain(&context, 4);
+        let mut full = Follower::new(NET);
+        full.on_plan(plan.clone(), None);
+        for c in certificates.iter().cloned() {
+            let _ = full.on_certificate(c);
+        }
+        for b in &blocks[..2] {
+            full.on_block(b.clone());
+        }
+        let stored = ChainState::clone(full.best());
+        let mut resumed = Follower::resume(NET, stored);
+        resumed.on_plan(plan, None);
+        for c in certificates {
+            let _ = resumed.on_certificate(c);
+        }
+        assert_eq!(resumed.best().height, 2);
+        assert_eq!(
+            resumed.on_block(blocks[2].clone()),
+            Followed::Applied(vec![3])
+        );
+        // Below the stored tip: its parent is not known here, so it only waits.
+        assert_eq!(resumed.on_block(blocks[0].clone()), Followed::Waiting);
+        assert_eq!(resumed.best().height, 3);
     }
 
     #[test]

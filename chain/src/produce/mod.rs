@@ -45,6 +45,7 @@ pub mod contact;
 pub mod election;
 pub mod enroller;
 pub mod follower;
+pub mod key_book;
 pub mod mempool;
 pub mod producer;
 pub mod term_key;

@@ -173,6 +173,13 @@ pub enum ProducerBody {
         /// The first height wanted.
         from: u64,
     },
+    /// The proofs of the term keys from this term on, please (a node that restarted
+    /// or joined late, missing the certificates gossiped before): answered by the
+    /// node with a `follower::BlockBatch` holding proofs and no block.
+    GetTermKeys {
+        /// The first term wanted.
+        from: u64,
+    },
 }
 
 /// A producer message, versioned.
@@ -630,9 +637,7 @@ impl Producer {
         );
         let before = std::mem::replace(&mut self.context, context);
         self.earlier.insert(before.term, before);
-        while self.earlier.len() > EARLIER_TERMS_KEPT {
-            self.earlier.pop_first();
-        }
+        self.forget_earlier();
         self.leader_seen = now;
         self.last_proposal = None;
         self.in_flight = None;
@@ -654,6 +659,30 @@ impl Producer {
             }
         }
         out
+    }
+
+    /// Keeps the last [`EARLIER_TERMS_KEPT`] earlier terms, and every one from the
+    /// tip's term on (a producer far behind needs them all to catch up).
+    fn forget_earlier(&mut self) {
+        while self.earlier.len() > EARLIER_TERMS_KEPT
+            && self
+                .earlier
+                .first_key_value()
+                .is_some_and(|(term, _)| *term < self.state.term)
+        {
+            self.earlier.pop_first();
+        }
+    }
+
+    /// The context of an earlier `context.term`, learned from its key's certificates
+    /// (a producer that restarted, or joined late, catches up through blocks of terms
+    /// it was not in). Ignored for this term or a later one, and for a term below the
+    /// tip's.
+    pub fn learn_term(&mut self, context: TermContext) {
+        if context.term < self.context.term && context.term >= self.state.term {
+            self.earlier.entry(context.term).or_insert(context);
+            self.forget_earlier();
+        }
     }
 
     /// The term this producer is in.
@@ -689,10 +718,11 @@ impl Producer {
 
     /// This producer as it starts again after a stop or a crash: the same key, term,
     /// configuration and approvals, on `state` (its chain store's tip), with nothing of
-    /// the running protocol (election, proposals, mempool) kept. It catches up from the
-    /// other producers by asking for the blocks it lacks.
+    /// the running protocol (election, proposals, mempool) kept, only the earlier terms'
+    /// contexts. It catches up from the other producers by asking for the blocks it
+    /// lacks.
     pub fn restarted(&self, state: ChainState, now: Instant, rng: &mut impl RngCore) -> Producer {
-        Producer::new(
+        let mut producer = Producer::new(
             &self.network,
             self.keypair,
             self.context.clone(),
@@ -701,7 +731,11 @@ impl Producer {
             self.approvals.clone(),
             now,
             rng,
-        )
+        );
+        for context in self.earlier.values() {
+            producer.learn_term(context.clone());
+        }
+        producer
     }
 
     /// What this producer approves for signing: hand it to the federation member's
@@ -1028,6 +1062,8 @@ impl Producer {
             } => self.on_proposal(from, round, block, certificate, now, rng),
             ProducerBody::Block(block) => self.on_block(from, block, now, rng),
             ProducerBody::GetBlocks { from: height } => Ok(self.serve_blocks(from, height)),
+            // The node answers it from its term key book; the protocol has no part.
+            ProducerBody::GetTermKeys { .. } => Ok(Vec::new()),
         }
     }
 
@@ -1442,6 +1478,44 @@ mod tests {
             )
             .unwrap();
         assert_eq!((producer.state().term, producer.state().height), (3, 1));
+    }
+
+    /// A producer that starts in term 5 (restarted, or newly chosen) on a chain that
+    /// is still in term 3 catches up only through term 3's blocks: refused until it
+    /// learns term 3's context (the node takes it from the term key's proof), applied
+    /// after; a context of its own term or later is not taken as an earlier one.
+    #[test]
+    fn a_producer_that_starts_later_catches_up_through_terms_it_learns() {
+        use rand_chacha::{ChaCha12Rng, rand_core::SeedableRng};
+        let mut rng = ChaCha12Rng::seed_from_u64(11);
+        let me = keypair(1);
+        let context = |term: u64| one_producer_term(&me, term);
+        let block = first_block_of_term_three(&me);
+        let now = Instant::now();
+        let mut producer = Producer::new(
+            "net",
+            me,
+            context(5),
+            ChainState::default(),
+            ProducerConfig::default(),
+            Approvals::default(),
+            now,
+            &mut rng,
+        );
+        let msg = ProducerMessage {
+            version: PRODUCER_MESSAGE_VERSION,
+            term: 3,
+            body: ProducerBody::Block(block),
+        };
+        let from = ProducerId::of(&keypair(2).x_only_public_key().0);
+        assert!(producer.handle(from, msg.clone(), now, &mut rng).is_err());
+        assert_eq!(producer.state().height, 0);
+        producer.learn_term(context(6));
+        assert_eq!(producer.context_for(6).term, 5);
+        producer.learn_term(context(3));
+        let mut restarted = producer.restarted(ChainState::default(), now, &mut rng);
+        restarted.handle(from, msg, now, &mut rng).unwrap();
+        assert_eq!((restarted.state().term, restarted.state().height), (3, 1));
     }
 
     #[test]

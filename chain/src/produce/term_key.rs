@@ -45,6 +45,14 @@
 //! The term's context ([`TermKeyRecord::context`]) is built from the record and the
 //! plan by one function for producers and followers alike, so every node validates
 //! blocks against the same context.
+//!
+//! Certificates are gossiped when the key is made and again at the term's start; a
+//! node that was not listening then (a follower that joined late, a producer that
+//! restarts) takes the term's key from a [`TermKeyProof`] instead: the accepted record
+//! with the signatures that carried it to the threshold, sent with blocks of the term
+//! (`follower::BlockBatch`). A proof is checked as its certificates one by one, against
+//! the node's own plan of the term: it is worth exactly what the certificates are, and
+//! a proof with a signature that does not verify is refused whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -481,13 +489,47 @@ pub enum Offered {
     Known,
 }
 
+/// A term's key with the signatures that made it accepted (module docs): what a node
+/// that missed the term's certificates is sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermKeyProof {
+    /// The accepted record.
+    pub record: TermKeyRecord,
+    /// Its certifiers, each with its BIP340 signature on the record's digest.
+    pub signatures: Vec<(MemberId, ByteBuf)>,
+}
+
+impl TermKeyProof {
+    /// The certificates the proof stands for.
+    pub fn certificates(&self) -> impl Iterator<Item = KeyCertificate> + '_ {
+        self.signatures
+            .iter()
+            .map(|(member, signature)| KeyCertificate {
+                version: KEY_CERTIFICATE_VERSION,
+                record: self.record.clone(),
+                member: *member,
+                signature: signature.clone(),
+            })
+    }
+}
+
+/// One record certified for a term, with its certifiers.
+#[derive(Debug)]
+struct Certifications {
+    record: TermKeyRecord,
+    /// Shares of its certifiers.
+    shares: u16,
+    /// Its certifiers' signatures.
+    signatures: Vec<(MemberId, ByteBuf)>,
+}
+
 /// Certificates of one term.
 #[derive(Debug, Default)]
 struct TermCertificates {
     /// The record digest each member certified (its first).
     by_member: BTreeMap<MemberId, [u8; 32]>,
-    /// Each record certified, and the shares of its certifiers.
-    records: BTreeMap<[u8; 32], (TermKeyRecord, u16)>,
+    /// Each record certified, with its certifiers.
+    records: BTreeMap<[u8; 32], Certifications>,
     /// The accepted record's digest.
     certified: Option<[u8; 32]>,
 }
@@ -536,29 +578,50 @@ impl TermKeys {
             }
             None => {}
         }
-        // Decoded only once a roster member signed it: nobody else makes a node
-        // parse a key package.
-        record.public_key_package()?;
+        // Decoded once per record, and only once a roster member signed it: nobody
+        // else makes a node parse a key package.
+        if !term.records.contains_key(&digest) {
+            record.public_key_package()?;
+        }
         term.by_member.insert(member, digest);
         let entry = term
             .records
             .entry(digest)
-            .or_insert_with(|| (record.clone(), 0));
-        entry.1 = entry.1.saturating_add(shares);
+            .or_insert_with(|| Certifications {
+                record: record.clone(),
+                shares: 0,
+                signatures: Vec::new(),
+            });
+        entry.shares = entry.shares.saturating_add(shares);
         if term.certified.is_some() {
             return Ok(Offered::Known);
         }
-        if entry.1 >= roster.roster.threshold() {
+        entry
+            .signatures
+            .push((member, certificate.signature.clone()));
+        if entry.shares >= roster.roster.threshold() {
             term.certified = Some(digest);
-            return Ok(Offered::Certified(Box::new(entry.0.clone())));
+            return Ok(Offered::Certified(Box::new(entry.record.clone())));
         }
-        Ok(Offered::Counted { shares: entry.1 })
+        Ok(Offered::Counted {
+            shares: entry.shares,
+        })
     }
 
     /// The accepted record of `term`, if one is.
     pub fn certified(&self, term: u64) -> Option<&TermKeyRecord> {
         let term = self.terms.get(&term)?;
-        term.records.get(&term.certified?).map(|(r, _)| r)
+        term.records.get(&term.certified?).map(|c| &c.record)
+    }
+
+    /// The accepted record of `term` with the signatures that carried it to the
+    /// threshold.
+    pub fn proof(&self, term: u64) -> Option<TermKeyProof> {
+        let term = self.terms.get(&term)?;
+        term.records.get(&term.certified?).map(|c| TermKeyProof {
+            record: c.record.clone(),
+            signatures: c.signatures.clone(),
+        })
     }
 
     /// Forgets the terms before `term`.

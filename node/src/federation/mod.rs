@@ -9,6 +9,15 @@
 //! receives either way to its member. The Noise channels keep them confidential and
 //! authentic whichever way they travel.
 //!
+//! Frames count only from roster members' peers, as the member's contacts bind them.
+//! A frame from any other peer is refused (by request) or dropped unforwarded (by
+//! gossip) without penalising the peer: a member that restarted binds a new peer, and
+//! until the others take its new contact its frames come from a peer they do not know,
+//! while it does not know theirs yet either (penalising them, two honest producers
+//! banned each other, and a restarted producer banned the miner relaying the others'
+//! frames and lost the burnchain). The check costs a map lookup, so a stranger's
+//! frames cost no more than any other refused message.
+//!
 //! Key shares go to the sled [`KeyStore`] before the DKG is reported complete, and a
 //! restarted member signs with the stored one at once.
 
@@ -440,8 +449,9 @@ pub async fn spawn<V: Validator + Send + 'static>(
         .filter(|k| k.verify())
         .filter_map(|k| Some((k.member, PeerId::from_bytes(&k.overlay_peer).ok()?)))
         .collect();
-    // Relayed frames are accepted only from roster members' peers, and only as
-    // bundles: anything else is rejected, and its publisher penalised.
+    // Relayed frames are accepted only from roster members' peers (others' dropped,
+    // module docs), and only as bundles (a member's junk is rejected, its relayer
+    // penalised).
     let roster_peers: MemberPeers =
         Arc::new(std::sync::RwLock::new(peers.values().copied().collect()));
     // Every member keeps a direct connection to every other, outside the peer cap.
@@ -460,7 +470,7 @@ pub async fn spawn<V: Validator + Send + 'static>(
                         .contains(&s)
                 });
                 if !member_peer {
-                    Verdict::Reject("federation frames from a non-member".into())
+                    Verdict::Ignore("federation frames from a peer not known as a member".into())
                 } else if let Err(error) = decode_bundle(data) {
                     Verdict::Reject(error.to_string())
                 } else {
@@ -568,17 +578,11 @@ impl<V: Validator + Send + 'static> Driver<V> {
                 service: Service::FederationFrame,
                 body,
             } => {
-                // Frames come only from roster members' peers.
+                // Frames come only from roster members' peers (module docs).
                 if !self.peers.values().any(|p| *p == peer) {
                     let _ = self
                         .overlay
                         .respond(id, Err(Refusal::NotServed(Service::FederationFrame)))
-                        .await;
-                    self.overlay
-                        .report(
-                            peer,
-                            Misbehaviour::Protocol("federation frames from a non-member".into()),
-                        )
                         .await;
                     return;
                 }

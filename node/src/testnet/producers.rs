@@ -252,8 +252,10 @@ impl ProducerSet {
                 federation,
                 producer,
                 PeerDirectory::of(by_peer.clone()),
-                None,
-                store,
+                producer::ProducerOptions {
+                    store,
+                    ..Default::default()
+                },
             )
             .await?;
             producers.push(Arc::new(OnceLock::from(handle)));
@@ -355,6 +357,7 @@ impl ProducerSet {
                 reports: reports.clone(),
                 burn_txs,
                 term_keys,
+                store: None,
             };
             tokio::spawn(driver.run(scans));
         }

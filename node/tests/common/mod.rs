@@ -28,13 +28,30 @@ impl Drop for NodeProcess {
     }
 }
 
+/// Starts `tenure node` on `config`. Its log is dropped, unless
+/// `TENURE_TEST_LOG_DIR` names a directory: then each node appends its log (at the
+/// level `TENURE_TEST_LOG` names, `info` by default) to a file named after its config
+/// there, to read after a failure.
 fn spawn_node(config: &Path) -> Child {
+    let (level, stderr) = match std::env::var_os("TENURE_TEST_LOG_DIR") {
+        Some(dir) => {
+            let name = config.file_stem().unwrap_or_default().to_string_lossy();
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(Path::new(&dir).join(format!("{name}.log")))
+                .unwrap();
+            let level = std::env::var("TENURE_TEST_LOG").unwrap_or_else(|_| "info".into());
+            (level, Stdio::from(file))
+        }
+        None => ("warn".to_owned(), Stdio::null()),
+    };
     Command::new(TENURE)
         .args(["node", "--config"])
         .arg(config)
-        .env("TENURE_LOG", "warn")
+        .env("TENURE_LOG", level)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap()
 }

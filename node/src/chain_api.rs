@@ -5,6 +5,12 @@
 //!   producer followed, or null).
 //! - `GET  /v1/accounts/{account}` → `{account, balance, nonce}` at the producer's tip
 //!   (`account` is the x-only key, 64 hex digits; an account never paid is 0 and 0).
+//! - `GET  /v1/blocks/{id}` → the best chain's block at a height (`id` decimal) or
+//!   with a header hash (`id` 64 hex digits): `{height, hash, parent, term, time,
+//!   state_root, signer_shares, txs, bytes}`, `txs` each `{id, kind}` and the
+//!   transfer's or coinbase's fields, `bytes` the block's encoding in hex; 404 if the
+//!   node has no such block. A node with a chain store (`tenure node`) serves its
+//!   whole chain; one without (the testnet's) the last 64 blocks it applied.
 //! - `POST /v1/transactions` with `{tx}` (hex of a chain transaction, bodies of at most
 //!   4 KiB) → 202 `{txid}` once it passed the topic's checks and is queued for the
 //!   producer's mempool and gossiped on the transactions topic (the mempool checks it
@@ -25,11 +31,11 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use tenure_chain::{
-    block::{AccountId, Tx},
+    block::{AccountId, Block, Tx},
     produce::{RelayJudgement, judge_relay},
 };
 
-use crate::producer::ProducerHandle;
+use crate::producer::{BlockQuery, ProducerHandle};
 
 /// Bodies up to this size are read: a transaction is at most 1 KiB, twice that in hex.
 const MAX_BODY_BYTES: usize = 4096;
@@ -59,6 +65,78 @@ pub struct AccountJson {
     pub balance: u64,
     /// The nonce its next transfer must carry.
     pub nonce: u64,
+}
+
+/// A block as `GET /v1/blocks/{id}` returns it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BlockJson {
+    /// Its height.
+    pub height: u64,
+    /// Its header's hash, hex.
+    pub hash: String,
+    /// Its parent's, hex.
+    pub parent: String,
+    /// Its term.
+    pub term: u64,
+    /// Its header's time, seconds since the Unix epoch.
+    pub time: u64,
+    /// The state root after it, hex.
+    pub state_root: String,
+    /// The shares (1 to 100) whose signature shares its group signature holds.
+    pub signer_shares: Vec<u16>,
+    /// Its transactions.
+    pub txs: Vec<serde_json::Value>,
+    /// The whole block, encoded, hex.
+    pub bytes: String,
+}
+
+impl BlockJson {
+    /// `block` as the API shows it.
+    pub fn of(block: &Block) -> BlockJson {
+        let txs = block
+            .txs
+            .iter()
+            .map(|tx| {
+                let id = hex::encode(tx.id());
+                match tx {
+                    Tx::Coinbase { term, payouts } => serde_json::json!({
+                        "id": id,
+                        "kind": "coinbase",
+                        "term": term,
+                        "payouts": payouts
+                            .iter()
+                            .map(|(account, amount)| serde_json::json!({"account": account.to_string(), "amount": amount}))
+                            .collect::<Vec<_>>(),
+                    }),
+                    Tx::Transfer(t) => serde_json::json!({
+                        "id": id,
+                        "kind": "transfer",
+                        "from": t.from.to_string(),
+                        "to": t.to.to_string(),
+                        "amount": t.amount,
+                        "fee": t.fee,
+                        "nonce": t.nonce,
+                    }),
+                    Tx::TenureChange(change) => serde_json::json!({
+                        "id": id,
+                        "kind": "tenure_change",
+                        "cause": format!("{:?}", change.cause),
+                    }),
+                }
+            })
+            .collect();
+        BlockJson {
+            height: block.header.height,
+            hash: hex::encode(block.header.hash()),
+            parent: hex::encode(block.header.parent),
+            term: block.header.term,
+            time: block.header.time,
+            state_root: hex::encode(block.header.state_root),
+            signer_shares: block.signers.shares.iter().map(|(n, _)| *n).collect(),
+            txs,
+            bytes: block.to_bytes().map(hex::encode).unwrap_or_default(),
+        }
+    }
 }
 
 /// A transaction as `POST /v1/transactions` takes it.
@@ -94,6 +172,7 @@ pub fn routes() -> Router<ProducerSlot> {
     Router::new()
         .route("/v1/chain", get(chain))
         .route("/v1/accounts/{account}", get(account))
+        .route("/v1/blocks/{id}", get(block))
         .route("/v1/transactions", post(submit))
 }
 
@@ -141,6 +220,29 @@ async fn account(State(slot): State<ProducerSlot>, Path(account): Path<String>) 
         nonce: held.nonce,
     })
     .into_response()
+}
+
+async fn block(State(slot): State<ProducerSlot>, Path(id): Path<String>) -> Response {
+    let Some(producer) = slot.get() else {
+        return not_started();
+    };
+    let query = if let Ok(height) = id.parse::<u64>() {
+        BlockQuery::Height(height)
+    } else if let Some(hash) = hex::decode(&id)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+    {
+        BlockQuery::Hash(hash)
+    } else {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "a block is named by its height (decimal) or its hash (64 hex digits)",
+        );
+    };
+    match producer.block(query).await {
+        Some(block) => Json(BlockJson::of(&block)).into_response(),
+        None => refused(StatusCode::NOT_FOUND, format!("no block {id} here")),
+    }
 }
 
 async fn submit(State(slot): State<ProducerSlot>, Json(body): Json<TxJson>) -> Response {

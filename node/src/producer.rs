@@ -80,6 +80,9 @@ pub const TRANSACTIONS_QUEUE: usize = 1024;
 /// always goes).
 pub const FOLLOWER_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
+/// Block queries (the HTTP API) waiting for the producer's loop, at most.
+const BLOCK_ASKS_QUEUE: usize = 64;
+
 /// (sender, nonce) pairs the transactions topic's validator remembers as relayed.
 const RELAYED_NONCES_KEPT: usize = 65_536;
 
@@ -293,6 +296,21 @@ pub struct ProducerOptions {
     pub book: Option<SharedKeyBook>,
 }
 
+/// Which block `GET /v1/blocks/{id}` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockQuery {
+    /// The best chain's block at this height.
+    Height(u64),
+    /// The block with this header hash, if it is on the best chain.
+    Hash(Hash),
+}
+
+/// A block asked of the producer's loop, with where the answer goes.
+type BlockAsk = (
+    BlockQuery,
+    tokio::sync::oneshot::Sender<Option<tenure_chain::block::Block>>,
+);
+
 /// A term change for the producer's loop.
 enum TermChange {
     /// [`Producer::begin_term`].
@@ -307,6 +325,7 @@ pub struct ProducerHandle {
     network: String,
     overlay: OverlayHandle,
     submit: mpsc::Sender<Transfer>,
+    blocks: mpsc::Sender<BlockAsk>,
     terms: mpsc::Sender<TermChange>,
     burn: mpsc::Sender<Option<(OutPoint, TxOut)>>,
     status: watch::Receiver<ProducerStatus>,
@@ -394,6 +413,14 @@ impl ProducerHandle {
         let _ = self.burn.try_send(term_utxo);
     }
 
+    /// A block of the producer's chain: from its chain store, or without one from the
+    /// blocks it keeps in memory (the last 64). `None` if it has none such, or is busy.
+    pub async fn block(&self, query: BlockQuery) -> Option<tenure_chain::block::Block> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.blocks.try_send((query, reply)).ok()?;
+        answer.await.ok().flatten()
+    }
+
     /// The producer's latest status.
     pub fn status(&self) -> ProducerStatus {
         self.status.borrow().clone()
@@ -454,6 +481,7 @@ pub async fn spawn(
         )
         .await?;
     let (submit, submitted) = mpsc::channel(4096);
+    let (blocks, block_asks) = mpsc::channel(BLOCK_ASKS_QUEUE);
     let (terms, term_changes) = mpsc::channel(4);
     let (burn, burn_blocks) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(ProducerStatus::default());
@@ -511,11 +539,19 @@ pub async fn spawn(
     let (stop, stops) = mpsc::channel(1);
     let byzantine = driver.byzantine.clone();
     let fed_handle = driver.wiring.federation.clone();
-    tokio::spawn(driver.run(streams, submitted, term_changes, burn_blocks, stops));
+    tokio::spawn(driver.run(
+        streams,
+        submitted,
+        term_changes,
+        burn_blocks,
+        stops,
+        block_asks,
+    ));
     Ok(ProducerHandle {
         network,
         overlay,
         submit,
+        blocks,
         terms,
         burn,
         status,
@@ -561,6 +597,7 @@ impl Driver {
         mut terms: mpsc::Receiver<TermChange>,
         mut burn_blocks: mpsc::Receiver<Option<(OutPoint, TxOut)>>,
         mut stops: mpsc::Receiver<tokio::sync::oneshot::Sender<Stopped>>,
+        mut block_asks: mpsc::Receiver<BlockAsk>,
     ) {
         let ProducerStreams {
             blocks: mut events,
@@ -615,6 +652,10 @@ impl Driver {
                     Some(_) => Vec::new(),
                     None => return,
                 },
+                Some((query, reply)) = block_asks.recv() => {
+                    let _ = reply.send(self.block(query));
+                    Vec::new()
+                }
                 Some(transfer) = submitted.recv() => {
                     if let Err(e) = self.producer.submit(transfer) {
                         debug!(target: logs::PRODUCER, %e, "transfer refused");
@@ -706,6 +747,24 @@ impl Driver {
         BlockBatch::new(blocks, proofs)
             .to_bytes()
             .map_err(|e| Refusal::Invalid(e.to_string()))
+    }
+
+    /// The best chain's block `query` names: from the store, or from memory.
+    fn block(&self, query: BlockQuery) -> Option<tenure_chain::block::Block> {
+        if let Some(store) = &self.store {
+            let height = match query {
+                BlockQuery::Height(height) => height,
+                BlockQuery::Hash(hash) => store.height_of(&hash).ok().flatten()?,
+            };
+            return store.block_at(height).ok().flatten();
+        }
+        self.producer
+            .recent_blocks(0)
+            .find(|b| match query {
+                BlockQuery::Height(height) => b.header.height == height,
+                BlockQuery::Hash(hash) => b.header.hash() == hash,
+            })
+            .cloned()
     }
 
     /// The proofs of the term keys from term `from` on, at most [`MAX_BATCH_PROOFS`],

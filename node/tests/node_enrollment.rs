@@ -66,6 +66,16 @@ fn status(node: &mut NodeProcess) -> Option<serde_json::Value> {
         .ok()
 }
 
+/// `GET /v1/blocks/{id}` of the node: the status and the JSON.
+fn block(node: &mut NodeProcess, id: &str) -> (u16, serde_json::Value) {
+    let http = node.info()["http"].as_str().unwrap().to_owned();
+    match ureq::get(&format!("http://{http}/v1/blocks/{id}")).call() {
+        Ok(r) => (r.status(), r.into_json().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or_default()),
+        Err(e) => panic!("GET /v1/blocks/{id}: {e}"),
+    }
+}
+
 /// A miner (a burn block every `interval_ms` from term 2 on) and three producers
 /// (spends 3, 4 and 5 units) on loopback.
 fn start_network(dir: &Path, interval_ms: u64) -> (Vec<String>, NodeProcess, Vec<NodeProcess>) {
@@ -307,6 +317,21 @@ fn producer_processes_produce_blocks_and_go_on_when_one_is_killed_with_sigkill_a
         })
     };
     assert!(height(&chains[1]) > killed_at + 1);
+    // p0 serves the whole chain from its store, by height and by hash: the blocks it
+    // made before the kill and those it caught up with alike, linked parent to child.
+    let tip = chains[1]["tip"].as_str().unwrap().to_owned();
+    let (code, top) = block(&mut producers[0], &tip);
+    assert_eq!(code, 200, "{top}");
+    assert_eq!(top["hash"], tip.as_str());
+    let mut child = top;
+    for h in (1..child["height"].as_u64().unwrap()).rev() {
+        let (code, parent) = block(&mut producers[0], &h.to_string());
+        assert_eq!(code, 200, "block {h}: {parent}");
+        assert_eq!(child["parent"], parent["hash"], "block {h}");
+        child = parent;
+    }
+    assert_eq!(block(&mut producers[0], &"ab".repeat(32)).0, 404);
+    assert_eq!(block(&mut producers[0], "neither").0, 400);
     eprintln!(
         "p0 chosen again in term {term_back}, {:.1} s after its restart; height {} ({:.1} s in all)",
         restarted.elapsed().as_secs_f64(),

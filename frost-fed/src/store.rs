@@ -110,6 +110,20 @@ impl KeyStore {
         }
     }
 
+    /// The key share whose DKG transcript is `transcript` (what a term key's record
+    /// names), if this member holds one: a producer that restarted takes its share of
+    /// the term's key back.
+    pub fn by_transcript(&self, transcript: &[u8; 32]) -> Result<Option<KeyShare>, KeyStoreError> {
+        for entry in self.keys.iter().rev() {
+            let (_, bytes) = entry?;
+            let key = KeyShare::from_bytes(&bytes)?;
+            if key.transcript == *transcript {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
+    }
+
     /// The newest key share.
     pub fn current(&self) -> Result<Option<KeyShare>, KeyStoreError> {
         let Some(session) = self.db.get(CURRENT_KEY)? else {

@@ -408,6 +408,12 @@ fn key_shares_are_reloaded_from_sled_after_a_restart() {
     let store = KeyStore::open(dir.path()).unwrap();
     assert_eq!(store.current().unwrap().as_ref(), Some(key));
     assert_eq!(store.get(&key.session).unwrap().as_ref(), Some(key));
+    // Found again by the transcript a term key's record names; another is not held.
+    assert_eq!(
+        store.by_transcript(&key.transcript).unwrap().as_ref(),
+        Some(key)
+    );
+    assert_eq!(store.by_transcript(&[7; 32]).unwrap(), None);
     assert_eq!(
         store.get(&tenure_frost_fed::SessionId([0; 32])).unwrap(),
         None

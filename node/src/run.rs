@@ -17,10 +17,11 @@
 //! ([`crate::producer`]), whose chain API the HTTP server then serves; a node without
 //! a producer follows the chain from the term keys' certificates
 //! ([`crate::follower`]). A producer node keeps its chain in a store (`chain/` in its
-//! data directory): killed and restarted, it resumes at the store's tip, takes the
-//! keys of the terms it missed from the others' proofs and catches up. It has lost
-//! its key shares (they are not kept across restarts yet): it follows the terms it
-//! cannot sign in and produces again from the next key it helps make.
+//! data directory) and its key shares in a key store (`keys/`): killed and
+//! restarted, it resumes at the store's tip, takes the keys of the terms it missed
+//! from the others' proofs, catches up, and signs again in the current term with its
+//! stored share of the term's key (a term whose key it did not help make, it follows
+//! without signing).
 
 use std::{
     path::Path,
@@ -37,6 +38,7 @@ use tenure_chain::{
     store::ChainStore,
     terms::Terms,
 };
+use tenure_frost_fed::store::KeyStore;
 use tenure_overlay::{
     OverlayEvent, OverlayEvents, OverlayHandle, Service, Topic, heartbeat::Heartbeat,
 };
@@ -115,6 +117,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                     let store = ChainStore::open(&config.data_dir.join("chain"))
                         .context("cannot open the chain store")?;
                     info!(target: logs::NODE, height = store.state().height, "chain store opened");
+                    let key_store = KeyStore::open(&config.data_dir.join("keys"))
+                        .context("cannot open the key store")?;
                     let slot = start_producer(
                         network,
                         keypair,
@@ -122,7 +126,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                         ours,
                         started.scans.clone(),
                         (own_txs_tx, term_keys_tx),
-                        store,
+                        (store, key_store),
                     )
                     .await?;
                     chain = Some(http::ChainSource::Producer(slot));
@@ -265,9 +269,10 @@ async fn start_producer(
     events: crate::producer::ProducerEvents,
     scans: watch::Receiver<Arc<BurnScan>>,
     to_burnchain: (mpsc::Sender<bitcoin::Transaction>, mpsc::Sender<TermKey>),
-    store: ChainStore,
+    stores: (ChainStore, KeyStore),
 ) -> anyhow::Result<crate::chain_api::ProducerSlot> {
     let (burn_txs, term_keys) = to_burnchain;
+    let (store, key_store) = stores;
     let (private, public) = tenure_frost_fed::channel::noise_keypair()
         .ok_or_else(|| anyhow::anyhow!("no Noise key could be made"))?;
     let channel =
@@ -281,7 +286,7 @@ async fn start_producer(
         private,
         vec![channel.clone()],
         move |payload: &[u8]| validating.approve(payload, network),
-        None,
+        Some(key_store.clone()),
     )
     .await?;
     let directory = PeerDirectory::default();
@@ -310,6 +315,7 @@ async fn start_producer(
         burn_txs,
         term_keys,
         store: Some(store),
+        key_store: Some(key_store),
     };
     tokio::spawn(driver.run(scans));
     Ok(slot)

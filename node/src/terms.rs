@@ -66,7 +66,7 @@ use tenure_chain::{
     },
     store::ChainStore,
 };
-use tenure_frost_fed::{KeyShare, MemberId, Roster};
+use tenure_frost_fed::{KeyShare, MemberId, Roster, store::KeyStore};
 use tenure_overlay::{OverlayEvent, OverlayEvents, OverlayHandle, PeerId, Service, Topic};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
@@ -147,6 +147,9 @@ pub struct TermDriver {
     pub term_keys: mpsc::Sender<TermKey>,
     /// The chain store the producer starts from and writes to (`tenure node`).
     pub store: Option<ChainStore>,
+    /// The member's key store (`tenure node`): a node that restarted mid-term takes
+    /// its share of the term's key from it.
+    pub key_store: Option<KeyStore>,
 }
 
 /// A term's key, for the node's burnchain loop: it scans for the term's UTXO, and
@@ -301,10 +304,31 @@ impl TermDriver {
             ready.retain(|t, _| *t > now);
             // The term the burnchain is in, once its context is known: from the key
             // this node made, or from the certificates of those that made it.
+            let made_here = made_context.is_some();
             if current.is_none_or(|c| c < now)
                 && let Some(context) = made_context.or_else(|| lock(&book).context(now).cloned())
             {
                 given.insert(now);
+                if !made_here {
+                    // The node may have made it before a restart: its share is stored.
+                    restore_share(
+                        self.key_store.as_ref(),
+                        &self.federation,
+                        &self.keypair,
+                        &book,
+                        now,
+                    )
+                    .await;
+                    // Its UTXO is looked for all the same (announcements spend it).
+                    let _ = self
+                        .term_keys
+                        .send(TermKey {
+                            term: now,
+                            script: announce::term_script(&context.producer_key),
+                            fund: false,
+                        })
+                        .await;
+                }
                 match self.slot.get() {
                     Some(handle) => handle.begin_term(context).await,
                     None => {
@@ -397,6 +421,29 @@ impl TermDriver {
                 });
             }
         }
+    }
+}
+
+/// Takes `me`'s share of `term`'s key from `store`, if it holds one (it made the key
+/// before it restarted), and has `federation` sign with it.
+async fn restore_share(
+    store: Option<&KeyStore>,
+    federation: &FedHandle,
+    me: &Keypair,
+    book: &SharedKeyBook,
+    term: u64,
+) {
+    let Some(store) = store else { return };
+    let Some(transcript) = lock(book).proof(term).map(|p| p.record.transcript) else {
+        return;
+    };
+    match store.by_transcript(&transcript) {
+        Ok(Some(share)) if share.member == MemberId::from(me.x_only_public_key().0) => {
+            info!(target: logs::PRODUCER, term, "term key share restored from the key store");
+            federation.use_key(Arc::new(share)).await;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(target: logs::PRODUCER, term, %e, "key store unreadable"),
     }
 }
 

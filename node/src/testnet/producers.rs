@@ -358,6 +358,7 @@ impl ProducerSet {
                 burn_txs,
                 term_keys,
                 store: None,
+                key_store: None,
             };
             tokio::spawn(driver.run(scans));
         }

@@ -322,7 +322,8 @@ impl ChainState {
 
     /// The signers a block pays what its parent owed them: those of the parent version
     /// it carries, checked as a block's own (the group signature over the tip, every
-    /// share, at least 67 of 100). A block opening a term pays none and must carry
+    /// share, at least 67 of 100) unless it is the version this state applied, which
+    /// was checked so when it was. A block opening a term pays none and must carry
     /// none.
     pub(crate) fn paid_signers(
         &self,
@@ -343,6 +344,15 @@ impl ChainState {
             }
             (true, Some(parent)) => parent,
         };
+        // The version this node applied was verified then (signature and every
+        // share, all or nothing): carried again unchanged, its listed shares are the
+        // verified ones. Half of a validator's signature-share work (profiled: share
+        // verification was 37% of the CPU of `tenure bench produce`).
+        if self.tip_signature.as_ref() == Some(parent) {
+            let shares: std::collections::BTreeSet<u16> =
+                parent.signers.shares.iter().map(|(n, _)| *n).collect();
+            return Ok(signers_of(context, &shares));
+        }
         let message = Block::signing_message_of(&self.tip);
         if !group_signed(&message, &parent.signature, &context.producer_key) {
             return Err(BlockError::ParentSignature(

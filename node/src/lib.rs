@@ -32,6 +32,7 @@ pub mod keys;
 pub mod logs;
 pub mod process_stats;
 pub mod producer;
+pub mod producer_db;
 pub mod run;
 pub mod stackerdb;
 pub mod terms;

@@ -11,6 +11,11 @@
 //! transactions relayed to the miner by gossip. `GET /v1/status` then shows the burn
 //! tip, the term and the producers the burnchain chose with their shares.
 //!
+//! With a burnchain every node also replicates the boot producer DB, whose policy
+//! follows the terms and whose old chunks are collected at each term's first burn
+//! block ([`crate::producer_db`]); a producer writes its certificate of each term's
+//! key there.
+//!
 //! A producer node also runs a federation member (its channel known to the others
 //! from its contact, [`crate::contacts`]), the term driver ([`crate::terms`]: each
 //! term's DKG, certificate and term UTXO) and, from its first term on, the producer
@@ -34,7 +39,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tenure_chain::{
     ops::enrollment::Magic,
-    produce::{Approvals, BurnScan, Enroller},
+    produce::{Approvals, BurnScan, Enroller, producer_db, term_key::KeyCertificate},
     store::ChainStore,
     terms::Terms,
 };
@@ -81,9 +86,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let key = keys::load(&config.key_file)?;
+    // With a burnchain, the boot producer DB too: its policy follows the terms.
+    let mut stacker_dbs = config.stacker_dbs.clone();
+    if let Some(burnchain) = &config.burnchain {
+        stacker_dbs.push(crate::config::StackerDbConfig {
+            id: producer_db::producer_db_id()?,
+            policy: producer_db::policy(None, &Terms::new(burnchain.first_term_height)),
+        });
+    }
     let mut overlay_config = config.overlay.clone();
-    overlay_config.stacker_dbs = config
-        .stacker_dbs
+    overlay_config.stacker_dbs = stacker_dbs
         .iter()
         .map(|db| db.id.as_str().to_owned())
         .collect();
@@ -98,6 +110,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             .into_boxed_str(),
     );
     let mut chain = None;
+    let (db_handle, db_commands) = StackerDbHandle::channel(DB_COMMAND_QUEUE);
     let (burn_status, peer_copies, events) = match &config.burnchain {
         Some(burnchain) => {
             let (burn_events, rest) = events.split(4096, crate::burnchain::wants);
@@ -111,6 +124,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 own_txs,
                 term_keys,
             )?;
+            let (certificates_tx, certificates) = mpsc::channel(4);
+            tokio::spawn(
+                crate::producer_db::ProducerDbDriver {
+                    network,
+                    dbs: db_handle.clone(),
+                    terms: Terms::new(burnchain.first_term_height),
+                    keypair: started.producer,
+                }
+                .run(started.scans.clone(), certificates),
+            );
             let rest = match started.producer {
                 Some(keypair) => {
                     let (ours, rest) = crate::producer::split_events(rest);
@@ -125,7 +148,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                         &overlay,
                         ours,
                         started.scans.clone(),
-                        (own_txs_tx, term_keys_tx),
+                        (own_txs_tx, term_keys_tx, certificates_tx),
                         (store, key_store),
                     )
                     .await?;
@@ -155,10 +178,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         &overlay,
         config.overlay.network_id.as_str(),
         &config.data_dir.join("stackerdb"),
-        &config.stacker_dbs,
+        &stacker_dbs,
     )
     .await?;
-    let (db_handle, db_commands) = StackerDbHandle::channel(DB_COMMAND_QUEUE);
     let http = match config.http_listen {
         Some(addr) => {
             Some(http::serve(addr, overlay.clone(), db_handle, burn_status, chain).await?)
@@ -268,10 +290,14 @@ async fn start_producer(
     overlay: &OverlayHandle,
     events: crate::producer::ProducerEvents,
     scans: watch::Receiver<Arc<BurnScan>>,
-    to_burnchain: (mpsc::Sender<bitcoin::Transaction>, mpsc::Sender<TermKey>),
+    to_burnchain: (
+        mpsc::Sender<bitcoin::Transaction>,
+        mpsc::Sender<TermKey>,
+        mpsc::Sender<KeyCertificate>,
+    ),
     stores: (ChainStore, KeyStore),
 ) -> anyhow::Result<crate::chain_api::ProducerSlot> {
-    let (burn_txs, term_keys) = to_burnchain;
+    let (burn_txs, term_keys, certificates) = to_burnchain;
     let (store, key_store) = stores;
     let (private, public) = tenure_frost_fed::channel::noise_keypair()
         .ok_or_else(|| anyhow::anyhow!("no Noise key could be made"))?;
@@ -316,6 +342,7 @@ async fn start_producer(
         term_keys,
         store: Some(store),
         key_store: Some(key_store),
+        certificates: Some(certificates),
     };
     tokio::spawn(driver.run(scans));
     Ok(slot)

@@ -150,6 +150,9 @@ pub struct TermDriver {
     /// The member's key store (`tenure node`): a node that restarted mid-term takes
     /// its share of the term's key from it.
     pub key_store: Option<KeyStore>,
+    /// Where its certificate of each term's key goes at the term's start, for the
+    /// producer DB ([`crate::producer_db`]; `tenure node`).
+    pub certificates: Option<mpsc::Sender<KeyCertificate>>,
 }
 
 /// A term's key, for the node's burnchain loop: it scans for the term's UTXO, and
@@ -287,16 +290,17 @@ impl TermDriver {
                 Some(made) => {
                     self.federation.use_key(made.key).await;
                     // Again at the term's start, signed afresh (gossip drops a message
-                    // it has seen), for followers that were not listening before.
-                    publish(
-                        &self.overlay,
-                        &KeyCertificate::sign(
-                            self.network,
-                            made.certificate.record.clone(),
-                            &self.keypair,
-                        ),
-                    )
-                    .await;
+                    // it has seen), for followers that were not listening before; and
+                    // into the producer DB, now the term's policy is in force.
+                    let again = KeyCertificate::sign(
+                        self.network,
+                        made.certificate.record.clone(),
+                        &self.keypair,
+                    );
+                    publish(&self.overlay, &again).await;
+                    if let Some(certificates) = &self.certificates {
+                        let _ = certificates.send(again).await;
+                    }
                     Some(made.context)
                 }
                 None => None,

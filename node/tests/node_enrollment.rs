@@ -76,6 +76,36 @@ fn block(node: &mut NodeProcess, id: &str) -> (u16, serde_json::Value) {
     }
 }
 
+/// The term key certificates in the node's producer DB signer slots (0–99), with the
+/// term of each.
+fn producer_db_certificates(node: &mut NodeProcess) -> Vec<(u32, u64, String)> {
+    use tenure_chain::produce::{producer_db::PRODUCER_DB, term_key::KeyCertificate};
+    let http = node.info()["http"].as_str().unwrap().to_owned();
+    let mut found = Vec::new();
+    for slot in 0..100u32 {
+        let Ok(reply) =
+            ureq::get(&format!("http://{http}/v1/stackerdb/{PRODUCER_DB}/{slot}")).call()
+        else {
+            continue;
+        };
+        let value: serde_json::Value = reply.into_json().unwrap();
+        let Some(bytes) = value["chunk"].as_str().and_then(|h| hex::decode(h).ok()) else {
+            continue;
+        };
+        if let Ok(certificate) = KeyCertificate::from_bytes(&bytes) {
+            certificate
+                .check_signature("cli-test")
+                .expect("a certificate in the producer DB verifies");
+            found.push((
+                slot,
+                certificate.record.term,
+                certificate.member.to_string(),
+            ));
+        }
+    }
+    found
+}
+
 /// A miner (a burn block every `interval_ms` from term 2 on) and three producers
 /// (spends 3, 4 and 5 units) on loopback.
 fn start_network(dir: &Path, interval_ms: u64) -> (Vec<String>, NodeProcess, Vec<NodeProcess>) {
@@ -332,6 +362,33 @@ fn producer_processes_produce_blocks_and_go_on_when_one_is_killed_with_sigkill_a
     }
     assert_eq!(block(&mut producers[0], &"ab".repeat(32)).0, 404);
     assert_eq!(block(&mut producers[0], "neither").0, 400);
+
+    // The producer DB follows the terms: the miner's replica holds this term's key
+    // certificates, written by the term's producers into their own signer slots under
+    // the term's policy, and no certificate of a term before (collected at the term's
+    // first burn block).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let term = burn_status(&mut miner).unwrap()["term"].as_u64().unwrap();
+        let found = producer_db_certificates(&mut miner);
+        let this_term: std::collections::BTreeSet<&String> = found
+            .iter()
+            .filter(|(_, t, _)| *t == term)
+            .map(|(_, _, m)| m)
+            .collect();
+        if this_term.len() >= 2 && found.iter().all(|(_, t, _)| *t == term) {
+            eprintln!(
+                "producer DB: {} certificates of term {term} ({found:?})",
+                this_term.len()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "producer DB of the miner at term {term}: {found:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     eprintln!(
         "p0 chosen again in term {term_back}, {:.1} s after its restart; height {} ({:.1} s in all)",
         restarted.elapsed().as_secs_f64(),

@@ -36,7 +36,7 @@ pub mod sync;
 
 pub use chunk::Chunk;
 pub use clock::VectorClock;
-pub use db::DbId;
+pub use db::{DbId, DbIdError};
 pub use policy::{DbPolicy, SlotWriters, TermSchedule};
-pub use replica::{Rejection, Replica, SlotValue, WriteError};
+pub use replica::{PolicyMismatch, Rejection, Replica, SlotValue, WriteError};
 pub use store::{Store, StoreError};

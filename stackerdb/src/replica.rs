@@ -103,6 +103,16 @@ struct Held {
     standing: SlotVersion,
 }
 
+/// A policy a replica cannot switch to ([`Replica::set_policy`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a policy of {slots} slots (or a smaller chunk limit) cannot replace one of {held}")]
+pub struct PolicyMismatch {
+    /// Slots of the policy offered.
+    pub slots: u32,
+    /// Slots of the replica's.
+    pub held: u32,
+}
+
 /// A replica of one Stacker DB.
 pub struct Replica {
     network: String,
@@ -153,6 +163,25 @@ impl Replica {
     /// The DB's id.
     pub fn db(&self) -> &DbId {
         &self.db
+    }
+
+    /// Replaces the policy (a boot DB's, at a term's start: the new producers' slot
+    /// keys), keeping what the slots hold: the next garbage collection (the term's
+    /// first burn block) clears the previous term's chunks. Writes from now on are
+    /// judged by the new policy. Refused, and nothing changed, if the new policy has
+    /// another slot count or a smaller chunk limit: the slots and their clock would no
+    /// longer match the DB's neighbours'.
+    pub fn set_policy(&mut self, policy: Arc<dyn DbPolicy>) -> Result<(), PolicyMismatch> {
+        if policy.slot_count() != self.policy.slot_count()
+            || policy.max_chunk_bytes() < self.policy.max_chunk_bytes()
+        {
+            return Err(PolicyMismatch {
+                slots: policy.slot_count(),
+                held: self.policy.slot_count(),
+            });
+        }
+        self.policy = policy;
+        Ok(())
     }
 
     /// Applies a write. `Ok` means it is stored durably.

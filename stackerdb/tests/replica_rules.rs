@@ -263,6 +263,37 @@ fn garbage_slots_reset_to_empty_on_a_term_boundary() {
     assert_eq!(r.read(3).chunk.unwrap().data, b"term 1");
 }
 
+/// A boot DB's policy follows the terms: at a term's start the new writers' policy
+/// replaces the old and the term's first burn block clears the old term's chunks.
+/// From the switch on the old writer is refused and the new one accepted; a policy of
+/// another shape is refused and changes nothing.
+#[test]
+fn a_switched_policy_judges_writes_from_then_on_and_gc_clears_the_old_terms_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = replica(dir.path());
+    r.write(write(0, 1, b"term 0")).unwrap();
+    // Term 1: slot 0 passes from key 1 to key 9.
+    let mut owners: Vec<Option<PublicKey>> =
+        (0..SLOTS as u8).map(|i| Some(public(i + 1))).collect();
+    owners[0] = Some(public(9));
+    r.set_policy(Arc::new(SlotWriters::new(owners, MAX_CHUNK, SCHEDULE)))
+        .unwrap();
+    assert_eq!(r.on_burn_block(110).unwrap(), vec![0]);
+    assert!(r.read(0).chunk.is_none());
+    assert!(matches!(
+        r.write(write(0, 2, b"old writer")),
+        Err(WriteError::Rejected(_))
+    ));
+    let by_nine = Chunk::sign(NET, &db(), 0, 1, b"term 1".to_vec(), &secret(9));
+    r.write(by_nine).unwrap();
+    assert_eq!(r.read(0).chunk.unwrap().data, b"term 1");
+    // Another shape: refused, the policy in force unchanged.
+    let wider = Arc::new(SlotWriters::new(vec![None; SLOTS + 1], MAX_CHUNK, SCHEDULE));
+    assert!(r.set_policy(wider).is_err());
+    let by_nine = Chunk::sign(NET, &db(), 0, 2, b"still".to_vec(), &secret(9));
+    r.write(by_nine).unwrap();
+}
+
 #[test]
 fn a_replica_that_missed_the_term_start_still_collects() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,11 +12,16 @@
 //!   BIP340-signed votes, a leader proven by votes of at least 67% of the weight, and
 //!   deposing a leader that stops proposing, proposes invalid blocks or equivocates.
 //! - [`follower`]: a node following the chain without producing: term keys from
-//!   their certificates, every block validated against them.
+//!   their certificates (or the proofs batches of blocks carry), every block
+//!   validated against them.
+//! - [`key_book`]: the term keys a node accepted, with their contexts and proofs,
+//!   kept by followers and producers alike.
 //! - [`mempool`]: transfers waiting for a block, bounded, admitted against the chain
 //!   state, selected by fee in each sender's nonce order.
 //! - [`producer`]: one producer's side of a term: proposals, checks, pre-commits,
 //!   what the federation may sign, blocks completed, validated and applied.
+//! - [`producer_db`]: the boot producer DB's policy for each term (who writes each
+//!   of its 300 slots) and where a producer keeps its certificate of the term's key.
 //! - [`term_key`]: a term's key made public: the record its producers certify with
 //!   their enrollment keys, and how any node accepts it from public data.
 //!
@@ -48,6 +53,7 @@ pub mod follower;
 pub mod key_book;
 pub mod mempool;
 pub mod producer;
+pub mod producer_db;
 pub mod term_key;
 
 pub use burn_scan::{BurnScan, TermPlan};

@@ -16,7 +16,7 @@ use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
 pub use bitcoin::secp256k1::PublicKey;
 use tenure_overlay::{Hello, Misbehaviour, OverlayHandle, PeerId, Service, Topic, Verdict};
 use tenure_stackerdb::{
-    Chunk, DbId, Replica, SlotValue, Store, VectorClock, WriteError,
+    Chunk, DbId, Replica, SlotValue, SlotWriters, Store, VectorClock, WriteError,
     order::SlotVersion,
     sync::{DbSync, SyncConfig, SyncOutput, message},
 };
@@ -59,8 +59,7 @@ pub enum DbCommand {
         reply: oneshot::Sender<Option<VectorClock>>,
     },
     /// A burn block arrived: collect garbage where the DBs' policies say so. Sent by
-    /// the node's burnchain view, which the chain crate provides.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// the node's burnchain view ([`crate::producer_db`]).
     BurnBlock {
         /// Its height.
         height: u64,
@@ -73,6 +72,15 @@ pub enum DbCommand {
         db: DbId,
         /// `None` when the node does not replicate the DB.
         reply: oneshot::Sender<Option<PeerClocks>>,
+    },
+    /// A new policy for a DB (a boot DB's, at a term's start).
+    SetPolicy {
+        /// The DB.
+        db: DbId,
+        /// Its policy from now on.
+        policy: SlotWriters,
+        /// Why not, if refused.
+        reply: oneshot::Sender<Result<(), String>>,
     },
 }
 
@@ -131,9 +139,20 @@ impl StackerDbHandle {
         answer.await.ok().flatten()
     }
 
+    /// Replaces `db`'s policy ([`tenure_stackerdb::Replica::set_policy`]).
+    pub async fn set_policy(&self, db: DbId, policy: SlotWriters) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .send(DbCommand::SetPolicy { db, policy, reply })
+            .await
+            .map_err(|_| "the node is shutting down".to_owned())?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the node is shutting down".to_owned()))
+    }
+
     /// Delivers a burn block (from the node's burnchain view): the DBs collect
     /// garbage where their policies say so. Returns the slots reset per DB.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn burn_block(&self, height: u64) -> Result<Collected, String> {
         let (reply, answer) = oneshot::channel();
         self.0
@@ -332,6 +351,16 @@ impl StackerDbs {
                         .map(|(peer, clock)| (*peer, clock.cloned()))
                         .collect()
                 }));
+            }
+            DbCommand::SetPolicy { db, policy, reply } => {
+                let outcome = match self.dbs.get_mut(&db) {
+                    Some(d) => d
+                        .replica
+                        .set_policy(Arc::new(policy))
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!("{db} is not replicated here")),
+                };
+                let _ = reply.send(outcome);
             }
         }
     }

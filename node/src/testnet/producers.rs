@@ -359,6 +359,7 @@ impl ProducerSet {
                 term_keys,
                 store: None,
                 key_store: None,
+                certificates: None,
             };
             tokio::spawn(driver.run(scans));
         }

@@ -116,8 +116,10 @@ impl KeyStore {
     pub fn by_transcript(&self, transcript: &[u8; 32]) -> Result<Option<KeyShare>, KeyStoreError> {
         for entry in self.keys.iter().rev() {
             let (_, bytes) = entry?;
-            let key = KeyShare::from_bytes(&bytes)?;
-            if key.transcript == *transcript {
+            // One share that does not decode does not hide the others.
+            if let Ok(key) = KeyShare::from_bytes(&bytes)
+                && key.transcript == *transcript
+            {
                 return Ok(Some(key));
             }
         }

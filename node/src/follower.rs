@@ -311,12 +311,14 @@ fn get_blocks(from: u64) -> Option<Vec<u8>> {
 }
 
 /// Hands the follower every plan the scan knows that it does not have yet, from the
-/// first term with producers to the next (a follower that joined late takes the keys
-/// of earlier terms from the proofs fetched batches carry).
+/// first term with producers to the next, and the current and next terms' again (a
+/// plan changed by a reorg replaces the old); a follower that joined late takes the
+/// keys of earlier terms from the proofs fetched batches carry.
 fn on_scan(follower: &mut Follower, scan: &BurnScan) {
     let Some(now) = scan.term() else { return };
     for term in crate::terms::FIRST_TERM..=now.saturating_add(1) {
-        if follower.has_plan(term) {
+        // The current and next terms' plans each time (a reorg may change them).
+        if term < now && follower.has_plan(term) {
             continue;
         }
         if let Some(plan) = scan.plan(term) {

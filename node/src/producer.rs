@@ -35,7 +35,10 @@
 //!   ([`crate::terms::SharedKeyBook`]), a follower's batch carries the proofs of its
 //!   blocks' terms, and a `GetTermKeys` request from any peer is answered with the
 //!   proofs from the term it names on ([`MAX_BATCH_PROOFS`] at most): public data, so
-//!   nobody is asked who they are.
+//!   nobody is asked who they are. These answers to anyone (blocks and keys) are
+//!   rationed per peer ([`ANSWERS_PER_S`], bursts of [`ANSWERS_BURST`]): a peer over
+//!   its budget is refused and penalised, so a stranger cannot keep the producer's
+//!   loop reading its store.
 //! - **Signing.** A `Sign` output goes to the federation member
 //!   ([`crate::federation::FedHandle::sign`]) on a task of its own; the signature and
 //!   its evidence come back into the producer's loop.
@@ -534,6 +537,7 @@ pub async fn spawn(
         state: state_tx,
         report: ProducerStatus::default(),
         published: VecDeque::new(),
+        answers: AnswerBudget::default(),
         burn_txs,
     };
     let (stop, stops) = mpsc::channel(1);
@@ -580,7 +584,67 @@ struct Driver {
     /// Digests of messages published lately: gossip refuses to publish the same bytes
     /// twice (a vote or certificate answered again), so they are not sent again.
     published: VecDeque<Hash>,
+    /// Each peer's budget for requests answered to anyone (blocks, term keys).
+    answers: AnswerBudget,
     burn_txs: Option<mpsc::Sender<Transaction>>,
+}
+
+/// Requests for blocks or term keys a peer may make each second, once its burst is
+/// spent (a follower with a gap asks twice a second, a node missing keys every two
+/// seconds or less often).
+const ANSWERS_PER_S: f64 = 4.0;
+
+/// The burst of such requests a peer may make at once.
+const ANSWERS_BURST: f64 = 16.0;
+
+/// Peers whose budgets are remembered; past it, the idle ones are forgotten.
+const ANSWER_PEERS_KEPT: usize = 4096;
+
+/// Each peer's budget for the requests a producer answers to anyone: a token bucket.
+/// A peer over budget is refused, and penalised at most once per ten seconds.
+#[derive(Debug, Default)]
+struct AnswerBudget {
+    peers: std::collections::HashMap<PeerId, (f64, Instant, Option<Instant>)>,
+}
+
+impl AnswerBudget {
+    /// Whether `peer` may be answered now (and its budget spent).
+    fn admit(&mut self, peer: PeerId, now: Instant) -> bool {
+        if self.peers.len() >= ANSWER_PEERS_KEPT && !self.peers.contains_key(&peer) {
+            self.peers.retain(|_, (_, last, _)| {
+                now.saturating_duration_since(*last) < Duration::from_secs(60)
+            });
+            if self.peers.len() >= ANSWER_PEERS_KEPT {
+                return false;
+            }
+        }
+        let (tokens, last, _) = self.peers.entry(peer).or_insert((ANSWERS_BURST, now, None));
+        let refill = now.saturating_duration_since(*last).as_secs_f64() * ANSWERS_PER_S;
+        *tokens = (*tokens + refill).min(ANSWERS_BURST);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether to penalise `peer`, over budget, now (once per ten seconds).
+    fn penalise_now(&mut self, peer: PeerId) -> bool {
+        let now = Instant::now();
+        match self.peers.get_mut(&peer) {
+            Some((_, _, penalised)) => {
+                let due = penalised
+                    .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(10));
+                if due {
+                    *penalised = Some(now);
+                }
+                due
+            }
+            None => false,
+        }
+    }
 }
 
 /// Recently published messages remembered.
@@ -793,26 +857,45 @@ impl Driver {
         peer: PeerId,
         body: &[u8],
     ) -> Vec<ProducerOutput> {
-        if let Ok(ProducerMessage {
-            body: ProducerBody::GetTermKeys { from },
-            ..
-        }) = ProducerMessage::from_bytes(body)
-        {
-            let answer = self.term_keys_from(from);
+        // Answers for anyone (public data), within each peer's budget.
+        let public = match ProducerMessage::from_bytes(body) {
+            Ok(ProducerMessage {
+                body: ProducerBody::GetTermKeys { from },
+                ..
+            }) => Some((true, from)),
+            Ok(ProducerMessage {
+                body: ProducerBody::GetBlocks { from },
+                ..
+            }) if !self.directory.contains(&peer) => Some((false, from)),
+            _ => None,
+        };
+        if let Some((term_keys, from)) = public {
+            if !self.answers.admit(peer, Instant::now()) {
+                let _ = self
+                    .overlay
+                    .respond(id, Err(Refusal::NotServed(Service::ProducerDirect)))
+                    .await;
+                if self.answers.penalise_now(peer) {
+                    self.overlay
+                        .report(
+                            peer,
+                            Misbehaviour::Protocol(
+                                "requests for blocks or keys over budget".into(),
+                            ),
+                        )
+                        .await;
+                }
+                return Vec::new();
+            }
+            let answer = if term_keys {
+                self.term_keys_from(from)
+            } else {
+                self.batch_for_follower(from)
+            };
             let _ = self.overlay.respond(id, answer).await;
             return Vec::new();
         }
         if !self.directory.contains(&peer) {
-            // A follower catching up: answered with the blocks kept in memory.
-            if let Ok(ProducerMessage {
-                body: ProducerBody::GetBlocks { from },
-                ..
-            }) = ProducerMessage::from_bytes(body)
-            {
-                let batch = self.batch_for_follower(from);
-                let _ = self.overlay.respond(id, batch).await;
-                return Vec::new();
-            }
             // Refused without penalty, as on the blocks topic (module docs).
             let _ = self
                 .overlay
@@ -1000,5 +1083,28 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer gets its burst at once, then the refill rate; another peer is not
+    /// charged for it; penalties come at most once per ten seconds.
+    #[test]
+    fn answers_are_rationed_per_peer() {
+        let mut budget = AnswerBudget::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let start = Instant::now();
+        let granted = (0..40).filter(|_| budget.admit(a, start)).count();
+        assert_eq!(granted, ANSWERS_BURST as usize);
+        assert!(budget.admit(b, start));
+        // A second later, the refill: four more.
+        let later = start + Duration::from_secs(1);
+        let granted = (0..40).filter(|_| budget.admit(a, later)).count();
+        assert_eq!(granted, ANSWERS_PER_S as usize);
+        assert!(budget.penalise_now(a));
+        assert!(!budget.penalise_now(a));
     }
 }

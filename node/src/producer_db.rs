@@ -1,9 +1,10 @@
 //! The node's boot producer DB follows its burnchain view (the rules:
 //! [`tenure_chain::produce::producer_db`]). At every burn block the driver hands the
 //! block to the node's Stacker DBs, whose policies collect garbage at a term's first
-//! block; before that, at each new term, it switches the producer DB's policy to the
+//! block; with the term's first block it switches the producer DB's policy to the
 //! term's producers' slot keys (and again once the term's plan is known, if it was not
-//! when the term began). A producer's certificate of the term's key is written into its
+//! when the term began), in the same command, so no sync message is judged between
+//! the switch and the collection. A producer's certificate of the term's key is written into its
 //! first signer slot once the term's policy is in force and the old term's chunks are
 //! collected: one task does all three, in that order, so a write never lands under the
 //! previous term's policy or before the collection that would erase it. The chunk's
@@ -69,24 +70,27 @@ impl ProducerDbDriver {
                 continue;
             };
             let plan = scan.plan(term);
-            if applied != Some((term, plan.is_some())) {
-                let policy = producer_db::policy(plan.as_ref(), &self.terms);
-                match self.dbs.set_policy(db.clone(), policy).await {
-                    Ok(()) => {
-                        debug!(target: logs::STACKERDB, term, producers = plan.as_ref().map_or(0, |p| p.producers.len()), "producer DB policy switched");
-                        applied = Some((term, plan.is_some()));
-                    }
-                    Err(e) => {
-                        warn!(target: logs::STACKERDB, term, %e, "producer DB policy not switched")
-                    }
-                }
-            }
-            if collected_at != Some(height) {
+            // The term's policy when it changes, with the burn block that collects
+            // the term before's chunks: one command, so no sync message is judged
+            // between the switch and the collection.
+            let switch = applied != Some((term, plan.is_some()));
+            if switch || collected_at != Some(height) {
+                let policies = if switch {
+                    vec![(db.clone(), producer_db::policy(plan.as_ref(), &self.terms))]
+                } else {
+                    Vec::new()
+                };
                 // The DBs log what they collect.
-                match self.dbs.burn_block(height).await {
-                    Ok(_) => collected_at = Some(height),
+                match self.dbs.burn_block_with(height, policies).await {
+                    Ok(_) => {
+                        if switch {
+                            debug!(target: logs::STACKERDB, term, producers = plan.as_ref().map_or(0, |p| p.producers.len()), "producer DB policy switched");
+                        }
+                        applied = Some((term, plan.is_some()));
+                        collected_at = Some(height);
+                    }
                     Err(e) => {
-                        warn!(target: logs::STACKERDB, height, %e, "garbage collection failed")
+                        warn!(target: logs::STACKERDB, term, height, %e, "producer DB not moved to the burn block")
                     }
                 }
             }

@@ -60,7 +60,7 @@ use tenure_chain::{
     produce::{
         Approvals, BurnScan, PRODUCER_MESSAGE_VERSION, Producer, ProducerBody, ProducerConfig,
         ProducerId, ProducerMessage, TermPlan, announce,
-        follower::BlockBatch,
+        follower::{BlockBatch, MAX_BATCH_PROOFS},
         key_book::TermKeyBook,
         term_key::{KeyCertificate, TermKeyRecord, roster_of},
     },
@@ -199,6 +199,8 @@ impl TermDriver {
         // Terms whose key the producer was given, as earlier terms or to begin.
         let mut given: BTreeSet<u64> = BTreeSet::new();
         let mut fetch = KeyFetch::default();
+        // Settled terms the burnchain named no producers for.
+        let mut unplanned: BTreeSet<u64> = BTreeSet::new();
         let mut fetch_tick = tokio::time::interval(KEY_FETCH_INTERVAL);
         // Every producer forwards the term keys' certificates, for the followers.
         if let Err(e) = self
@@ -236,8 +238,8 @@ impl TermDriver {
                 Some(batch) = proofs_rx.recv() => {
                     fetch.asking = false;
                     let before = lock(&book).terms_certified().len();
-                    for proof in batch.map(|b| b.proofs).unwrap_or_default() {
-                        if let Err(e) = lock(&book).on_proof(&proof) {
+                    for proof in batch.map(|b| b.proofs).unwrap_or_default().iter().take(MAX_BATCH_PROOFS) {
+                        if let Err(e) = lock(&book).on_proof(proof) {
                             debug!(target: logs::PRODUCER, %e, "term key proof refused");
                         }
                     }
@@ -250,16 +252,27 @@ impl TermDriver {
             if let (Some(handle), Some(term)) = (self.slot.get(), current) {
                 handle.burn_block(scan.term_utxo(term));
             }
-            // Every term's plan, for the book to check certificates and proofs against.
+            // Every term's plan, for the book to check certificates and proofs against:
+            // the current and next terms' each time (a reorg may change them), earlier
+            // ones once (a term that never had a plan is not worked out again).
             {
                 let mut book = lock(&book);
                 for term in FIRST_TERM..=now.saturating_add(1) {
-                    if !book.has_plan(term)
-                        && let Some(plan) = scan.plan(term)
-                    {
-                        book.on_plan(plan, scan.consensus_block(term.saturating_sub(1)));
+                    let settled = term < now;
+                    if settled && (book.has_plan(term) || unplanned.contains(&term)) {
+                        continue;
+                    }
+                    match scan.plan(term) {
+                        Some(plan) => {
+                            book.on_plan(plan, scan.consensus_block(term.saturating_sub(1)));
+                        }
+                        None if settled => {
+                            unplanned.insert(term);
+                        }
+                        None => {}
                     }
                 }
+                book.forget_certificates_before(now.saturating_sub(1));
             }
             // The next term's key, once the burnchain names its producers.
             let next = now.saturating_add(1);
@@ -404,9 +417,14 @@ impl TermDriver {
                 .or_else(|| store.as_ref().map(|s| s.state().term))
                 .unwrap_or(0)
                 .max(FIRST_TERM);
+            // Each ask starts at another missing term, so a term whose key was never
+            // made (its DKG failed) does not keep the later ones from being asked for.
             let missing = {
                 let book = lock(&book);
-                (tip_term..=now).find(|t| book.has_plan(*t) && book.context(*t).is_none())
+                let missing: Vec<u64> = (tip_term..=now)
+                    .filter(|t| book.has_plan(*t) && book.context(*t).is_none())
+                    .collect();
+                missing.get(fetch.rotation % missing.len().max(1)).copied()
             };
             if let Some(from) = missing
                 && fetch.due()

@@ -25,8 +25,9 @@
 //! - **Term keys come with the blocks**: a batch carries the proofs
 //!   ([`TermKeyProof`]) of its blocks' terms, so a follower that joined late, or a
 //!   node that restarted after the certificates were gossiped, still learns every
-//!   term's key. A proof counts exactly as its certificates would; one that does not
-//!   verify is refused whole, and a batch carries at most [`MAX_BATCH_PROOFS`] of them.
+//!   term's key. A proof counts exactly as its certificates would, only for a term
+//!   whose plan the follower has ([`super::key_book`]), and a batch carries at most
+//!   [`MAX_BATCH_PROOFS`] of them.
 //!   The follower keeps the proof of every term it accepted, to send on.
 //! - **Resuming**: a follower can start from a stored tip instead of genesis
 //!   ([`Follower::resume`]).
@@ -526,7 +527,24 @@ mod tests {
             .sum();
         assert!(proven >= 67, "the proof carries the threshold: {proven}");
 
-        // A forged signature in the proof: refused whole, nothing applied.
+        // A proof of a term whose plan the follower does not have: dropped unchecked,
+        // and not kept for when the plan comes.
+        let mut unplanned = Follower::new(NET);
+        let (applied, refused) =
+            unplanned.on_batch(BlockBatch::new(blocks.clone(), vec![proof.clone()]));
+        assert!(applied.is_empty() && refused.is_empty());
+        assert!(unplanned.on_plan(plan.clone(), None).is_empty());
+        // A member twice: refused before any signature is checked.
+        let mut doubled = proof.clone();
+        doubled.signatures.push(doubled.signatures[0].clone());
+        let mut late = Follower::new(NET);
+        late.on_plan(plan.clone(), None);
+        assert!(matches!(
+            late.on_proof(&doubled),
+            Err(TermKeyError::BadProof(_))
+        ));
+
+        // A forged signature in the proof: refused there, nothing applied.
         let mut forged = proof.clone();
         forged.signatures[0].1 = KeyCertificate::sign(NET, record.clone(), &keypair(77)).signature;
         let mut late = Follower::new(NET);

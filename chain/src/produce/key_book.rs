@@ -7,8 +7,14 @@
 //! - Certificates are counted against the node's own plan of their term, from its
 //!   burnchain scan; ones that arrive before the plan wait, at most
 //!   [`MAX_EARLY_CERTIFICATES`], once their signature is checked.
-//! - A proof ([`TermKeyProof`]) counts exactly as its certificates; a proof with a
-//!   signature that does not verify is refused whole.
+//! - A proof ([`TermKeyProof`]) counts exactly as its certificates, and only for a
+//!   term whose plan the book has (a proof of any other term is dropped unchecked, so
+//!   nobody can fill the early queue with keys of their own making); its shape is
+//!   checked first (at most 100 signatures, no member twice, a record no larger than
+//!   a certificate), and its signatures are offered until one does not verify, which
+//!   refuses the rest (those before it count, as they would have one by one).
+//! - A plan replaced by another for the same term (a burnchain reorg changed its
+//!   seed) drops what was counted and accepted for the term under the old one.
 //! - Every accepted term keeps its context and its proof (a proof is the record, about
 //!   7 KB, and up to 100 signatures: about 17 KB a term at most).
 
@@ -56,6 +62,11 @@ impl TermKeyBook {
         self.plans.contains_key(&term)
     }
 
+    /// The seed of the plan of `term` this book has.
+    pub fn plan_seed(&self, term: u64) -> Option<[u8; 32]> {
+        self.plans.get(&term).map(|(plan, _)| plan.seed)
+    }
+
     /// The burnchain named term `plan.term`'s producers; `previous_consensus_block`
     /// is the block term N-1's consensus hash was made from. Certificates that were
     /// waiting for it are offered; returns the terms whose key was accepted.
@@ -65,8 +76,19 @@ impl TermKeyBook {
         previous_consensus_block: Option<[u8; 32]>,
     ) -> Vec<u64> {
         let term = plan.term;
-        if self.plans.contains_key(&term) {
-            return Vec::new();
+        match self.plans.get(&term) {
+            Some((known, previous))
+                if known.seed == plan.seed && *previous == previous_consensus_block =>
+            {
+                return Vec::new();
+            }
+            Some(_) => {
+                // Another history of the burnchain: what the old plan accepted goes.
+                self.keys.forget(term);
+                self.contexts.remove(&term);
+                self.proofs.remove(&term);
+            }
+            None => {}
         }
         self.plans.insert(term, (plan, previous_consensus_block));
         let (now, later): (Vec<KeyCertificate>, Vec<KeyCertificate>) =
@@ -121,8 +143,14 @@ impl TermKeyBook {
     /// when it made the term's key accepted; a proof of a term already accepted is
     /// not checked again.
     pub fn on_proof(&mut self, proof: &TermKeyProof) -> Result<Option<u64>, TermKeyError> {
-        if self.contexts.contains_key(&proof.record.term) {
+        if self.contexts.contains_key(&proof.record.term)
+            || !self.plans.contains_key(&proof.record.term)
+        {
             return Ok(None);
+        }
+        if let Err(e) = proof.check_shape() {
+            self.refused = self.refused.saturating_add(1);
+            return Err(TermKeyError::BadProof(e.to_string()));
         }
         for certificate in proof.certificates() {
             if let Some(term) = self.on_certificate(certificate)? {

@@ -52,7 +52,8 @@
 //! with the signatures that carried it to the threshold, sent with blocks of the term
 //! (`follower::BlockBatch`). A proof is checked as its certificates one by one, against
 //! the node's own plan of the term: it is worth exactly what the certificates are, and
-//! a proof with a signature that does not verify is refused whole.
+//! a signature that does not verify stops the proof there (the ones before it count,
+//! as they would have one by one).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -117,6 +118,9 @@ pub enum TermKeyError {
     /// 100 verifying shares.
     #[error("bad public key package: {0}")]
     BadKey(String),
+    /// A proof of the wrong shape (too many signatures, a member twice, too large).
+    #[error("bad proof: {0}")]
+    BadProof(String),
     /// The member already certified another record for this term.
     #[error("{member} certified two records for term {term}")]
     Equivocation {
@@ -499,7 +503,36 @@ pub struct TermKeyProof {
     pub signatures: Vec<(MemberId, ByteBuf)>,
 }
 
+/// Why a proof is refused before any of its signatures is checked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// More signatures than a roster has members, or a member twice.
+    #[error("a proof of {0} signatures, or one member twice")]
+    Signatures(usize),
+    /// A record larger than a certificate may be.
+    #[error("a record of {0} bytes")]
+    TooLarge(usize),
+}
+
 impl TermKeyProof {
+    /// The cheap checks before any signature: at most one signature per possible
+    /// roster member (100), no member twice, a record no larger than a certificate's.
+    pub fn check_shape(&self) -> Result<(), ProofError> {
+        let members: BTreeSet<&MemberId> = self.signatures.iter().map(|(m, _)| m).collect();
+        if self.signatures.len() > SIGNER_SHARES || members.len() != self.signatures.len() {
+            return Err(ProofError::Signatures(self.signatures.len()));
+        }
+        let size = self
+            .record
+            .public
+            .len()
+            .saturating_add(self.record.excluded.len().saturating_mul(32));
+        if size > MAX_KEY_CERTIFICATE_BYTES {
+            return Err(ProofError::TooLarge(size));
+        }
+        Ok(())
+    }
+
     /// The certificates the proof stands for.
     pub fn certificates(&self) -> impl Iterator<Item = KeyCertificate> + '_ {
         self.signatures
@@ -627,6 +660,11 @@ impl TermKeys {
     /// Forgets the terms before `term`.
     pub fn forget_before(&mut self, term: u64) {
         self.terms = self.terms.split_off(&term);
+    }
+
+    /// Forgets what was counted for `term` (its plan changed: a burnchain reorg).
+    pub fn forget(&mut self, term: u64) {
+        self.terms.remove(&term);
     }
 }
 

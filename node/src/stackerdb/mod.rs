@@ -58,11 +58,15 @@ pub enum DbCommand {
         /// `None` when the node does not replicate the DB.
         reply: oneshot::Sender<Option<VectorClock>>,
     },
-    /// A burn block arrived: collect garbage where the DBs' policies say so. Sent by
-    /// the node's burnchain view ([`crate::producer_db`]).
+    /// A burn block arrived: switch the DBs given new policies (a boot DB's at a
+    /// term's start), then collect garbage where the policies say so, in one step so
+    /// no sync message is judged between the two. Sent by the node's burnchain view
+    /// ([`crate::producer_db`]).
     BurnBlock {
         /// Its height.
         height: u64,
+        /// New policies, by DB.
+        policies: Vec<(DbId, SlotWriters)>,
         /// The slots reset, per DB that collected.
         reply: oneshot::Sender<Result<Collected, String>>,
     },
@@ -72,15 +76,6 @@ pub enum DbCommand {
         db: DbId,
         /// `None` when the node does not replicate the DB.
         reply: oneshot::Sender<Option<PeerClocks>>,
-    },
-    /// A new policy for a DB (a boot DB's, at a term's start).
-    SetPolicy {
-        /// The DB.
-        db: DbId,
-        /// Its policy from now on.
-        policy: SlotWriters,
-        /// Why not, if refused.
-        reply: oneshot::Sender<Result<(), String>>,
     },
 }
 
@@ -139,24 +134,26 @@ impl StackerDbHandle {
         answer.await.ok().flatten()
     }
 
-    /// Replaces `db`'s policy ([`tenure_stackerdb::Replica::set_policy`]).
-    pub async fn set_policy(&self, db: DbId, policy: SlotWriters) -> Result<(), String> {
-        let (reply, answer) = oneshot::channel();
-        self.0
-            .send(DbCommand::SetPolicy { db, policy, reply })
-            .await
-            .map_err(|_| "the node is shutting down".to_owned())?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err("the node is shutting down".to_owned()))
-    }
-
     /// Delivers a burn block (from the node's burnchain view): the DBs collect
     /// garbage where their policies say so. Returns the slots reset per DB.
     pub async fn burn_block(&self, height: u64) -> Result<Collected, String> {
+        self.burn_block_with(height, Vec::new()).await
+    }
+
+    /// As [`StackerDbHandle::burn_block`], switching the DBs in `policies` to their
+    /// new policies first ([`tenure_stackerdb::Replica::set_policy`]).
+    pub async fn burn_block_with(
+        &self,
+        height: u64,
+        policies: Vec<(DbId, SlotWriters)>,
+    ) -> Result<Collected, String> {
         let (reply, answer) = oneshot::channel();
         self.0
-            .send(DbCommand::BurnBlock { height, reply })
+            .send(DbCommand::BurnBlock {
+                height,
+                policies,
+                reply,
+            })
             .await
             .map_err(|_| "the node is shutting down".to_owned())?;
         answer
@@ -341,8 +338,26 @@ impl StackerDbs {
             DbCommand::Clock { db, reply } => {
                 let _ = reply.send(self.dbs.get(&db).map(|d| d.replica.clock()));
             }
-            DbCommand::BurnBlock { height, reply } => {
-                let _ = reply.send(self.on_burn_block(height, Instant::now()));
+            DbCommand::BurnBlock {
+                height,
+                policies,
+                reply,
+            } => {
+                let mut outcome = Ok(());
+                for (db, policy) in policies {
+                    let switched = match self.dbs.get_mut(&db) {
+                        Some(d) => d
+                            .replica
+                            .set_policy(Arc::new(policy))
+                            .map_err(|e| format!("{db}: {e}")),
+                        None => Err(format!("{db} is not replicated here")),
+                    };
+                    if let Err(e) = switched {
+                        outcome = Err(e);
+                    }
+                }
+                let collected = self.on_burn_block(height, Instant::now());
+                let _ = reply.send(outcome.and(collected));
             }
             DbCommand::PeerClocks { db, reply } => {
                 let _ = reply.send(self.dbs.get(&db).map(|d| {
@@ -351,16 +366,6 @@ impl StackerDbs {
                         .map(|(peer, clock)| (*peer, clock.cloned()))
                         .collect()
                 }));
-            }
-            DbCommand::SetPolicy { db, policy, reply } => {
-                let outcome = match self.dbs.get_mut(&db) {
-                    Some(d) => d
-                        .replica
-                        .set_policy(Arc::new(policy))
-                        .map_err(|e| e.to_string()),
-                    None => Err(format!("{db} is not replicated here")),
-                };
-                let _ = reply.send(outcome);
             }
         }
     }

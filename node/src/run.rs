@@ -270,6 +270,7 @@ fn start_burnchain(
         fetched,
         view,
         mining,
+        mining_on: None,
     };
     tokio::spawn(driver.run(events, peers, own_txs, term_keys, status_tx));
     Ok(BurnStarted {

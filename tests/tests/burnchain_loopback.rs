@@ -298,10 +298,19 @@ async fn a_burn_transaction_reaches_the_miner_by_gossip_and_forgeries_reach_no_m
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // No forgery and no double spend in any mempool. (The payment itself may be
+    // missing at a node whose chain lagged when it came by: a spend of a coin it did
+    // not know yet is dropped there, without blame, and gossip does not send it twice.
+    // Under load that happened; the miner has it, which is what counts.)
     for f in &followers {
         let (_, mempool) = &*f.chain.borrow();
-        assert_eq!(mempool, &vec![paid], "mempool of {}", f.handle.peer_id());
+        assert!(
+            mempool.iter().all(|t| *t == paid),
+            "mempool of {}: {mempool:?}",
+            f.handle.peer_id()
+        );
     }
+    assert_eq!(followers[0].chain.borrow().1, vec![paid]);
     let penalties: u64 = handles
         .iter()
         .map(|h| h.metrics().snapshot().peer_penalties)

@@ -21,7 +21,7 @@ use std::{
 };
 
 use bitcoin::{
-    Amount, BlockHash, ScriptBuf, Transaction,
+    Amount, ScriptBuf, Transaction,
     secp256k1::{Keypair, SECP256K1},
 };
 use serde::Serialize;
@@ -36,12 +36,10 @@ use tenure_overlay::{
     localnet::{self, LocalNode},
 };
 use tokio::sync::{mpsc, watch};
-use tracing::debug;
 
 use crate::{
-    burnchain::{self, BurnNode, BurnView, TipChange},
+    burnchain::{self, BurnDriver, BurnNode, BurnStatus, BurnView, MinerSchedule},
     follower::{self, FollowerStatus},
-    logs,
     process_stats::{mib, rss},
     producer::TermBlocks,
 };
@@ -101,7 +99,7 @@ struct Progress {
     sent: u64,
     received: u64,
     burn_height: u64,
-    burn_tip: Option<BlockHash>,
+    burn_tip: Option<String>,
     reorgs: u64,
 }
 
@@ -315,11 +313,14 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     let keys: Vec<Keypair> = (0..options.nodes)
         .map(|_| Keypair::new(SECP256K1, &mut bitcoin::secp256k1::rand::thread_rng()))
         .collect();
-    let schedule = Schedule {
-        terms: terms::testnet_terms(options.nodes),
-        premine: terms::premine(options.nodes),
+    let burn_terms = terms::testnet_terms(options.nodes);
+    let premine = terms::premine(options.nodes);
+    let schedule = MinerSchedule {
+        first_term_height: burn_terms.first_burn_height,
         interval: options.burn_interval,
-        rewards: terms::wallet_scripts(&keys),
+        premine_to: terms::wallet_scripts(&keys),
+        // The blocks after the premine pay nobody in particular.
+        reward: ScriptBuf::new_op_return([0u8; 4]),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let (mining_tx, mining_rx) = watch::channel(true);
@@ -340,9 +341,6 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
                 Arc::new(tenure_overlay::heartbeat::validate),
             )
             .await?;
-        node.handle
-            .subscribe(Topic::BurnBlocks, Arc::new(burnchain::validate_gossip))
-            .await?;
         let state = Arc::new(Mutex::new(Progress::default()));
         let miner = index == producer_count;
         if miner {
@@ -350,11 +348,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
         } else {
             progress.push(state.clone());
         }
-        let scan = BurnScan::new(
-            Magic::Regtest,
-            schedule.terms,
-            schedule.terms.first_burn_height,
-        );
+        let scan = BurnScan::new(Magic::Regtest, burn_terms, burn_terms.first_burn_height);
         let enroller = keys.get(index).map(|key| {
             Enroller::with_spends(
                 *key,
@@ -372,15 +366,17 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
             term_keys.push(keys_tx);
             burn_txs.push(own_tx.clone());
         }
+        let (burn, fetched) = BurnNode::new(node.handle.clone());
         let burn = NodeBurn {
-            view,
+            driver: BurnDriver {
+                burn,
+                fetched,
+                view,
+                mining: miner.then(|| schedule.clone()),
+                mining_on: Some(mining_rx.clone()),
+            },
             term_keys: keys_rx,
-            to_relay: own_tx,
             own_txs,
-            mining: miner.then(|| Mining {
-                schedule: schedule.clone(),
-                on: mining_rx.clone(),
-            }),
         };
         tasks.push(tokio::spawn(run_node(node, state, burn, stop_rx.clone())));
     }
@@ -399,8 +395,8 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
             .and_then(|h| h.listen_addrs().first())
             .map(ToString::to_string)
             .unwrap_or_default(),
-        schedule.premine,
-        schedule.terms.length,
+        premine,
+        burn_terms.length,
         terms::FIRST_TERM,
     );
 
@@ -430,13 +426,12 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     }
     set.start_load(options.faucet);
     let last_term = terms::FIRST_TERM + options.terms - 1;
-    let done_at = schedule.terms.heights(last_term).end;
+    let done_at = burn_terms.heights(last_term).end;
     // Halfway through the middle producing term: not at a term change.
-    let kill_at = schedule
-        .terms
+    let kill_at = burn_terms
         .heights(terms::FIRST_TERM + options.terms / 2)
         .start
-        + schedule.terms.length / 2;
+        + burn_terms.length / 2;
     let mut first_block_at: Option<Instant> = None;
     // (node, when, height then) of the leader killed, and when the next block came.
     let mut killed: Option<(usize, Instant, u64)> = None;
@@ -449,9 +444,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
     // A producing term before the last (the middle one of three): a producer is cut
     // off from its second burn block (once the next term's key is made, which it must
     // take part in) to its last, so it is back before the next term starts.
-    let middle = schedule
-        .terms
-        .heights(terms::FIRST_TERM + options.terms.saturating_sub(1) / 2);
+    let middle = burn_terms.heights(terms::FIRST_TERM + options.terms.saturating_sub(1) / 2);
     let (cut_from, cut_until) = (middle.start.saturating_add(1), middle.end.saturating_sub(1));
     let mut partition = Partition::default();
     let mut reported_terms = 0usize;
@@ -558,7 +551,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
                 }
                 eprintln!(
                     "{} | {}",
-                    view.progress_line(started.elapsed(), wanted_mesh, meshed_at, &schedule.terms),
+                    view.progress_line(started.elapsed(), wanted_mesh, meshed_at, &burn_terms),
                     production.line(live)
                 );
                 if burn_height >= done_at {
@@ -664,7 +657,7 @@ pub async fn run(options: TestnetOptions) -> anyhow::Result<TestnetSummary> {
             let blocks = production.by_term.get(&term).copied().unwrap_or_default();
             TermSummary {
                 term,
-                completed: burn_height >= schedule.terms.heights(term).end && blocks.blocks > 0,
+                completed: burn_height >= burn_terms.heights(term).end && blocks.blocks > 0,
                 shares: report.map(|r| r.shares.clone()).unwrap_or_default(),
                 dkg_ms: report.map(|r| r.dkg.as_millis() as u64),
                 dkg_attempts: report.map_or(0, |r| r.attempts),
@@ -920,132 +913,49 @@ impl Production {
     }
 }
 
-/// When the miner node mines.
-#[derive(Clone)]
-struct Schedule {
-    terms: Terms,
-    /// Burn blocks before term 0, mined at once.
-    premine: u64,
-    /// The interval between burn blocks from term 2 on (terms 0 and 1, which only
-    /// register and enroll, go five times faster).
-    interval: Duration,
-    /// The premine's rewards, paid in turn.
-    rewards: Vec<ScriptBuf>,
-}
-
-impl Schedule {
-    /// How long to wait before mining on top of `height`, and whom to pay.
-    fn next(&self, height: u64, default_reward: &ScriptBuf) -> (Duration, ScriptBuf) {
-        if height < self.premine {
-            let reward = self
-                .rewards
-                .get(height as usize % self.rewards.len().max(1))
-                .unwrap_or(default_reward);
-            return (Duration::from_millis(5), reward.clone());
-        }
-        let wait = if height.saturating_add(1) < self.terms.heights(2).start {
-            self.interval / 5
-        } else {
-            self.interval
-        };
-        (wait, default_reward.clone())
-    }
-}
-
-/// The miner node's mining.
-struct Mining {
-    schedule: Schedule,
-    on: watch::Receiver<bool>,
-}
-
-/// A node's part in the burnchain beyond following it: scanning and enrolling (its
-/// [`BurnView`]), term keys, relaying, mining.
+/// A node's burnchain: the driver `tenure node` runs too ([`BurnDriver`]: follow,
+/// scan, enroll, relay, mine on the miner node), and what its term driver sends it.
 struct NodeBurn {
-    view: BurnView,
+    driver: BurnDriver,
     /// Term keys from the node's term driver.
     term_keys: mpsc::Receiver<TermKey>,
-    /// The node's own burn transactions, to relay: its enroller's and its producer's
-    /// announcements.
-    to_relay: mpsc::Sender<Transaction>,
+    /// The node's producer's burn transactions (announcements), to relay.
     own_txs: mpsc::Receiver<Transaction>,
-    mining: Option<Mining>,
 }
 
-impl NodeBurn {
-    fn relay(&self, tx: Option<Transaction>) {
-        if let Some(tx) = tx {
-            let _ = self.to_relay.try_send(tx);
-        }
-    }
-}
-
-/// One node's loop: publish heartbeats, record the ones heard, follow and scan the
-/// burnchain, enroll (and, on the miner node, mine as the schedule says).
+/// One node's loop: its burnchain driver on a task of its own, heartbeats published
+/// and the ones heard recorded, the burn tip copied into the progress.
 async fn run_node(
-    mut node: LocalNode,
+    node: LocalNode,
     progress: Arc<Mutex<Progress>>,
-    mut burn_part: NodeBurn,
+    burn: NodeBurn,
     mut stop: watch::Receiver<bool>,
 ) {
     let me = node.handle.peer_id();
     let mut seq = 0u64;
     let beat = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(beat);
-    let (mut burn, mut fetched) = BurnNode::new(node.handle.clone());
-    if let Err(e) = burn.relay_transactions().await {
-        debug!(target: logs::BURNCHAIN, %e, "burn transactions not subscribed");
-    }
-    let mining = burn_part.mining.take();
-    let mut anti_entropy = tokio::time::interval(burnchain::ANTI_ENTROPY_INTERVAL);
-    let mine_at = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(mine_at);
-    let reward = ScriptBuf::new_p2tr(
-        SECP256K1,
-        Keypair::new(SECP256K1, &mut bitcoin::secp256k1::rand::thread_rng())
-            .x_only_public_key()
-            .0,
-        None,
-    );
-    let record = |change: Option<TipChange>, burn: &BurnNode, part: &mut NodeBurn| {
-        let Some(change) = change else { return };
-        let tx = part.view.follow(&change, burn);
-        part.relay(tx);
-        if let Ok(mut p) = progress.lock() {
-            p.burn_height = burn.sync().chain().height();
-            p.burn_tip = Some(burn.sync().chain().tip());
-            if matches!(change, TipChange::Reorganised { .. }) {
-                p.reorgs += 1;
-            }
-        }
-    };
+    let (burn_events, mut events) = node.events.split(4096, burnchain::wants);
+    let (peers_tx, peers) = mpsc::channel(256);
+    let (status_tx, mut status) = watch::channel(BurnStatus::default());
+    let driver =
+        tokio::spawn(
+            burn.driver
+                .run(burn_events, peers, burn.own_txs, burn.term_keys, status_tx),
+        );
     loop {
-        let mining_on = mining.as_ref().is_some_and(|m| *m.on.borrow());
         tokio::select! {
-            _ = &mut mine_at, if mining_on => {
-                let height = burn.sync().chain().height();
-                let (wait, pay) = match &mining {
-                    Some(m) => m.schedule.next(height, &reward),
-                    None => (Duration::from_secs(1), reward.clone()),
-                };
-                let change = burn.mine(&pay).await;
-                record(Some(change), &burn, &mut burn_part);
-                let height = burn.sync().chain().height();
-                let wait = match &mining {
-                    Some(m) => m.schedule.next(height, &reward).0,
-                    None => wait,
-                };
-                mine_at.as_mut().reset(tokio::time::Instant::now() + wait);
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let status = status.borrow_and_update().clone();
+                if let Ok(mut p) = progress.lock() {
+                    p.burn_height = status.height;
+                    p.burn_tip = Some(status.tip);
+                    p.reorgs = status.reorgs;
+                }
             }
-            Some(tx) = burn_part.own_txs.recv() => burn.relay(tx).await,
-            Some(answer) = fetched.recv() => {
-                let change = burn.on_fetched(answer).await;
-                record(change, &burn, &mut burn_part);
-            }
-            Some(key) = burn_part.term_keys.recv() => {
-                let tx = burn_part.view.expect_term_key(key.term, key.script, key.fund, &burn);
-                burn_part.relay(tx);
-            }
-            _ = anti_entropy.tick(), if mining.is_none() => burn.on_tick(),
             _ = &mut beat => {
                 // Until subscriptions are exchanged there is nobody to publish to: try
                 // again shortly rather than a whole interval later.
@@ -1064,16 +974,12 @@ async fn run_node(
                 };
                 beat.as_mut().reset(tokio::time::Instant::now() + next);
             }
-            event = node.events.next() => match event {
-                Some(event) if matches!(
-                    event,
-                    OverlayEvent::Gossip { topic: Topic::BurnBlocks | Topic::BurnTransactions, .. }
-                        | OverlayEvent::InboundRequest { .. }
-                        | OverlayEvent::PeerConnected { .. }
-                        | OverlayEvent::PeerDisconnected { .. }
-                ) => {
-                    let change = burn.on_event(&event).await;
-                    record(change, &burn, &mut burn_part);
+            event = events.next() => match event {
+                Some(OverlayEvent::PeerConnected { peer, hello }) => {
+                    let _ = peers_tx.try_send(OverlayEvent::PeerConnected { peer, hello });
+                }
+                Some(OverlayEvent::PeerDisconnected { peer }) => {
+                    let _ = peers_tx.try_send(OverlayEvent::PeerDisconnected { peer });
                 }
                 Some(OverlayEvent::Gossip { topic: Topic::Heartbeat, data, .. }) => {
                     if let (Some(sender), Ok(mut p)) =
@@ -1084,11 +990,12 @@ async fn run_node(
                     }
                 }
                 Some(_) => {}
-                None => return,
+                None => break,
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         }
     }
+    driver.abort();
 }
 
 /// The network as seen at one moment.
@@ -1099,7 +1006,7 @@ struct NetView {
     sent: u64,
     received: u64,
     /// Burn height and tip of every node, the miner first.
-    burn: Vec<(u64, Option<BlockHash>)>,
+    burn: Vec<(u64, Option<String>)>,
     reorgs: u64,
 }
 
@@ -1128,7 +1035,7 @@ impl NetView {
                 view.heard.push(p.heard_from.len());
                 view.sent += p.sent;
                 view.received += p.received;
-                view.burn.push((p.burn_height, p.burn_tip));
+                view.burn.push((p.burn_height, p.burn_tip.clone()));
                 view.reorgs += p.reorgs;
             }
         }

@@ -592,10 +592,10 @@ struct Driver {
 /// Requests for blocks or term keys a peer may make each second, once its burst is
 /// spent (a follower with a gap asks twice a second, a node missing keys every two
 /// seconds or less often).
-const ANSWERS_PER_S: f64 = 4.0;
+pub const ANSWERS_PER_S: f64 = 4.0;
 
 /// The burst of such requests a peer may make at once.
-const ANSWERS_BURST: f64 = 16.0;
+pub const ANSWERS_BURST: f64 = 16.0;
 
 /// Peers whose budgets are remembered; past it, the idle ones are forgotten.
 const ANSWER_PEERS_KEPT: usize = 4096;

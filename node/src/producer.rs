@@ -857,16 +857,18 @@ impl Driver {
         peer: PeerId,
         body: &[u8],
     ) -> Vec<ProducerOutput> {
-        // Answers for anyone (public data), within each peer's budget.
-        let public = match ProducerMessage::from_bytes(body) {
+        // Decoded once: answers for anyone (public data), within each peer's
+        // budget; anything else only from a producer's peer.
+        let message = ProducerMessage::from_bytes(body);
+        let public = match &message {
             Ok(ProducerMessage {
                 body: ProducerBody::GetTermKeys { from },
                 ..
-            }) => Some((true, from)),
+            }) => Some((true, *from)),
             Ok(ProducerMessage {
                 body: ProducerBody::GetBlocks { from },
                 ..
-            }) if !self.directory.contains(&peer) => Some((false, from)),
+            }) if !self.directory.contains(&peer) => Some((false, *from)),
             _ => None,
         };
         if let Some((term_keys, from)) = public {
@@ -903,18 +905,21 @@ impl Driver {
                 .await;
             return Vec::new();
         }
-        if let Err(e) = ProducerMessage::from_bytes(body) {
-            let _ = self
-                .overlay
-                .respond(id, Err(Refusal::Invalid(e.to_string())))
-                .await;
-            self.overlay
-                .report(peer, Misbehaviour::Protocol(e.to_string()))
-                .await;
-            return Vec::new();
-        }
+        let msg = match message {
+            Ok(msg) => msg,
+            Err(e) => {
+                let _ = self
+                    .overlay
+                    .respond(id, Err(Refusal::Invalid(e.to_string())))
+                    .await;
+                self.overlay
+                    .report(peer, Misbehaviour::Protocol(e.to_string()))
+                    .await;
+                return Vec::new();
+            }
+        };
         let _ = self.overlay.respond(id, Ok(Vec::new())).await;
-        self.on_message(Some(peer), body)
+        self.on_decoded(Some(peer), msg)
     }
 
     /// Sends `bytes` to producer `to` directly, falling back to the blocks topic.
@@ -960,10 +965,15 @@ impl Driver {
     }
 
     fn on_message(&mut self, source: Option<PeerId>, data: &[u8]) -> Vec<ProducerOutput> {
+        match ProducerMessage::from_bytes(data) {
+            Ok(msg) => self.on_decoded(source, msg),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// A decoded message from `source`: taken only from a producer's peer.
+    fn on_decoded(&mut self, source: Option<PeerId>, msg: ProducerMessage) -> Vec<ProducerOutput> {
         let Some(from) = source.and_then(|s| self.directory.producer_of(&s)) else {
-            return Vec::new();
-        };
-        let Ok(msg) = ProducerMessage::from_bytes(data) else {
             return Vec::new();
         };
         match self.producer.handle(from, msg, Instant::now(), &mut OsRng) {

@@ -1353,6 +1353,26 @@ mod tests {
         }
     }
 
+    /// `me`'s producer of `context` on an empty chain.
+    fn starting(
+        me: Keypair,
+        context: TermContext,
+        approvals: Approvals,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) -> Producer {
+        Producer::new(
+            "net",
+            me,
+            context,
+            ChainState::default(),
+            ProducerConfig::default(),
+            approvals,
+            now,
+            rng,
+        )
+    }
+
     /// The first block of `me`'s term 3, on an empty chain.
     fn first_block_of_term_three(me: &Keypair) -> Block {
         use crate::block::build;
@@ -1400,16 +1420,7 @@ mod tests {
         let late = first_block_of_term_three(&me);
         let approvals = Approvals::default();
         let now = Instant::now();
-        let mut producer = Producer::new(
-            "net",
-            me,
-            context(3),
-            ChainState::default(),
-            ProducerConfig::default(),
-            approvals.clone(),
-            now,
-            &mut rng,
-        );
+        let mut producer = starting(me, context(3), approvals.clone(), now, &mut rng);
         let _ = producer.begin_term(context(4), now, &mut rng);
         let stale = SignPayload::TenureChange(producer.expected_opening())
             .to_bytes()
@@ -1452,16 +1463,7 @@ mod tests {
         let context = |term: u64| one_producer_term(&me, term);
         let missed = first_block_of_term_three(&me);
         let now = Instant::now();
-        let mut producer = Producer::new(
-            "net",
-            me,
-            context(3),
-            ChainState::default(),
-            ProducerConfig::default(),
-            Approvals::default(),
-            now,
-            &mut rng,
-        );
+        let mut producer = starting(me, context(3), Approvals::default(), now, &mut rng);
         let _ = producer.begin_term(context(4), now, &mut rng);
         let _ = producer.begin_term(context(5), now, &mut rng);
         let msg = ProducerMessage {
@@ -1492,16 +1494,7 @@ mod tests {
         let context = |term: u64| one_producer_term(&me, term);
         let block = first_block_of_term_three(&me);
         let now = Instant::now();
-        let mut producer = Producer::new(
-            "net",
-            me,
-            context(5),
-            ChainState::default(),
-            ProducerConfig::default(),
-            Approvals::default(),
-            now,
-            &mut rng,
-        );
+        let mut producer = starting(me, context(5), Approvals::default(), now, &mut rng);
         let msg = ProducerMessage {
             version: PRODUCER_MESSAGE_VERSION,
             term: 3,

@@ -573,3 +573,40 @@ fn a_peer_still_heard_keeps_its_session_and_a_silent_one_gets_a_new_one() {
         "no new session for a silent peer"
     );
 }
+
+/// An ack taken at once (to go back in the answer that carried the data) is the
+/// message's only ack: the next tick sends none, and the sender, taking it, sends
+/// nothing again.
+#[test]
+fn an_ack_taken_at_once_replaces_the_ticks_ack_and_stops_retransmission() {
+    let mut pair = Pair::new();
+    let (a, b) = (member(1), member(2));
+    // Open the session and settle.
+    pair.send(a, b, b"hello");
+    pair.run(20, &mut |_, _| true);
+    assert_eq!(pair.delivered.len(), 1);
+    let before = pair.nodes[&a].stats();
+    let acks_before = pair.nodes[&b].stats().acks;
+
+    pair.send(a, b, b"share");
+    let data: Vec<_> = std::mem::take(&mut pair.wire);
+    assert_eq!(data.len(), 1, "one data frame");
+    for (to, frame) in data {
+        let out = pair.nodes.get_mut(&to).unwrap().handle(&frame, pair.now);
+        pair.take(to, out);
+    }
+    assert_eq!(pair.delivered.len(), 2);
+    let ack = pair.nodes.get_mut(&b).unwrap().ack_now(a);
+    assert_eq!(ack.len(), 1, "the ack leaves at once");
+    assert_eq!(pair.nodes[&b].stats().acks, acks_before + 1);
+    // Nothing else is due at b: its tick sends no second ack.
+    let tick = pair.nodes.get_mut(&b).unwrap().on_tick(pair.now);
+    assert!(tick.is_empty(), "no second ack: {tick:?}");
+    assert!(pair.nodes.get_mut(&b).unwrap().ack_now(a).is_empty());
+    // The sender takes the ack and never sends the message again.
+    pair.take(b, ack);
+    pair.run(300, &mut |_, _| true);
+    let after = pair.nodes[&a].stats();
+    assert_eq!(after.messages, before.messages + 1);
+    assert_eq!(after.retransmissions, before.retransmissions);
+}

@@ -169,6 +169,20 @@ impl Default for ChannelConfig {
     }
 }
 
+/// What one member's channels sent, by kind: how much of a round's traffic is the
+/// protocol's own messages and how much is acknowledgements, copies and handshakes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Application messages sent for the first time.
+    pub messages: u64,
+    /// Application messages sent again (no ack in time).
+    pub retransmissions: u64,
+    /// Acknowledgements sent.
+    pub acks: u64,
+    /// Handshake frames sent (step 1s, their copies, and step 2 answers).
+    pub handshakes: u64,
+}
+
 /// What the channels ask their driver to do, or report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChannelOutput {
@@ -370,6 +384,7 @@ pub struct Channels {
     peers: BTreeMap<MemberId, Peer>,
     /// This instance's incarnation: drawn at start, so a restart is told apart.
     incarnation: u64,
+    stats: ChannelStats,
 }
 
 impl Channels {
@@ -392,7 +407,13 @@ impl Channels {
             config,
             peers,
             incarnation: OsRng.next_u64(),
+            stats: ChannelStats::default(),
         }
+    }
+
+    /// What these channels sent so far, by kind.
+    pub fn stats(&self) -> ChannelStats {
+        self.stats
     }
 
     /// Takes `key` as its member's binding: a member not known yet is added; a known
@@ -449,18 +470,29 @@ impl Channels {
         let ids: Vec<MemberId> = self.peers.keys().copied().collect();
         let mut out = Vec::new();
         for id in ids {
-            let ack = self.peers.get_mut(&id).and_then(|peer| {
-                std::mem::take(&mut peer.ack_due).then(|| Packet::Ack {
-                    upto: peer.received_upto,
-                    also: peer.received_above.iter().rev().take(64).copied().collect(),
-                })
-            });
-            if let Some(ack) = ack {
-                out.extend(self.transmit(id, &ack));
-            }
+            out.extend(self.ack_now(id));
             out.extend(self.flush(id, now));
         }
         out
+    }
+
+    /// The ack due to `to`, now rather than at the next tick: the carrier can take it
+    /// back on the exchange that brought the data (an answer to the request), so an
+    /// ack costs no exchange of its own.
+    pub fn ack_now(&mut self, to: MemberId) -> Vec<ChannelOutput> {
+        let ack = self.peers.get_mut(&to).and_then(|peer| {
+            std::mem::take(&mut peer.ack_due).then(|| Packet::Ack {
+                upto: peer.received_upto,
+                also: peer.received_above.iter().rev().take(64).copied().collect(),
+            })
+        });
+        match ack {
+            Some(ack) => {
+                self.stats.acks += 1;
+                self.transmit(to, &ack)
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Sends what is due to `to`: a handshake when there is no session, else every
@@ -496,6 +528,7 @@ impl Channels {
                     *sent = now;
                     *copies += 1;
                     peer.handshakes += 1;
+                    self.stats.handshakes += 1;
                     return vec![ChannelOutput::Transmit {
                         to,
                         frame: step1.clone(),
@@ -554,7 +587,9 @@ impl Channels {
             pending.in_session += 1;
             if pending.sent_at.is_some() {
                 pending.resent = true;
+                self.stats.retransmissions += 1;
             } else {
+                self.stats.messages += 1;
                 pending.sent_at = Some(now);
             }
             pending.due = now + pending.rto;
@@ -610,6 +645,7 @@ impl Channels {
         let ChannelOutput::Transmit { frame, .. } = &step1 else {
             return vec![step1];
         };
+        self.stats.handshakes += 1;
         peer.session = Session::Initiating {
             epoch,
             handshake: Box::new(handshake),
@@ -727,6 +763,7 @@ impl Channels {
                     .iter()
                     .find(|(e, d, _)| *e == epoch && *d == noise_digest)
                 {
+                    self.stats.handshakes += 1;
                     return vec![ChannelOutput::Transmit {
                         to: from,
                         frame: frame.clone(),
@@ -786,6 +823,7 @@ impl Channels {
                     peer.answered
                         .push_back((epoch, noise_digest, frame.clone()));
                 }
+                self.stats.handshakes += 1;
                 let mut out = vec![step2];
                 if !live {
                     out.extend(self.flush(from, now));

@@ -23,6 +23,9 @@ pub struct DkgReport {
     pub shares: u16,
     /// Shares needed to sign.
     pub threshold: u16,
+    /// Wall time for the members' overlay nodes to start and connect every one to
+    /// every other (before the DKG).
+    pub connect_ms: f64,
     /// Wall time from start until every member holds its certified key share.
     pub dkg_ms: f64,
     /// CPU time of the whole process (all members) during the DKG.
@@ -38,18 +41,32 @@ pub struct DkgReport {
     /// Overlay requests each member sent per DKG round (3 rounds); each carries every
     /// frame queued for that member meanwhile (shares, echoes, acks).
     pub requests_per_member_per_round: f64,
+    /// Channel messages each member sent per round, first copies only.
+    pub messages_per_member_per_round: f64,
+    /// Channel messages each member sent again per round (no ack in time).
+    pub retransmissions_per_member_per_round: f64,
+    /// Acknowledgements each member sent per round.
+    pub acks_per_member_per_round: f64,
+    /// Handshake frames each member sent in the whole DKG.
+    pub handshakes_per_member: f64,
 }
 
 /// Runs the DKG benchmark.
 pub async fn dkg(members: usize, shares: u16, threshold: u16) -> anyhow::Result<DkgReport> {
+    let connect_started = Instant::now();
     let federation = LocalFederation::start(members, "bench-dkg", None).await?;
+    let connect = connect_started.elapsed();
     let frames_before = federation.requests_sent();
+    let stats_before = federation.channel_stats();
     let cpu_before = process_stats::cpu_time();
     let started = Instant::now();
     let keys = federation.dkg(shares, threshold).await?;
     let elapsed = started.elapsed();
     let cpu = process_stats::cpu_time().saturating_sub(cpu_before);
     let frames = federation.requests_sent().saturating_sub(frames_before);
+    let stats = federation.channel_stats();
+    let per_round =
+        |after: u64, before: u64| after.saturating_sub(before) as f64 / members.max(1) as f64 / 3.0;
     let timings: Vec<_> = federation
         .members
         .iter()
@@ -68,6 +85,7 @@ pub async fn dkg(members: usize, shares: u16, threshold: u16) -> anyhow::Result<
         members,
         shares,
         threshold,
+        connect_ms: ms(connect),
         dkg_ms: ms(elapsed),
         cpu_ms: ms(cpu),
         cpu_ms_per_member: ms(cpu) / members.max(1) as f64,
@@ -75,6 +93,13 @@ pub async fn dkg(members: usize, shares: u16, threshold: u16) -> anyhow::Result<
         round2_ms: slowest(|t| t.round2),
         certify_ms: slowest(|t| t.certify),
         requests_per_member_per_round: frames as f64 / members as f64 / 3.0,
+        messages_per_member_per_round: per_round(stats.messages, stats_before.messages),
+        retransmissions_per_member_per_round: per_round(
+            stats.retransmissions,
+            stats_before.retransmissions,
+        ),
+        acks_per_member_per_round: per_round(stats.acks, stats_before.acks),
+        handshakes_per_member: per_round(stats.handshakes, stats_before.handshakes) * 3.0,
     })
 }
 
@@ -245,17 +270,22 @@ impl DkgReport {
     /// The figures for people.
     pub fn to_text(&self) -> String {
         format!(
-            "dkg: {} members, {} shares, threshold {}\n  wall {:.0} ms, CPU {:.0} ms (all members), {:.0} ms per member\n  phases at the slowest member: round 1 {:.0} ms, round 2 {:.0} ms, certify {:.0} ms\n  {:.1} requests per member per round",
+            "dkg: {} members, {} shares, threshold {} (members connected in {:.0} ms)\n  wall {:.0} ms, CPU {:.0} ms (all members), {:.0} ms per member\n  phases at the slowest member: round 1 {:.0} ms, round 2 {:.0} ms, certify {:.0} ms\n  per member per round: {:.1} requests, {:.1} messages, {:.1} sent again, {:.1} acks; {:.1} handshake frames per member",
             self.members,
             self.shares,
             self.threshold,
+            self.connect_ms,
             self.dkg_ms,
             self.cpu_ms,
             self.cpu_ms_per_member,
             self.round1_ms,
             self.round2_ms,
             self.certify_ms,
-            self.requests_per_member_per_round
+            self.requests_per_member_per_round,
+            self.messages_per_member_per_round,
+            self.retransmissions_per_member_per_round,
+            self.acks_per_member_per_round,
+            self.handshakes_per_member
         )
     }
 }

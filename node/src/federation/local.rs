@@ -191,6 +191,18 @@ impl LocalFederation {
         Ok(results.into_iter().collect::<Result<_, _>>()?)
     }
 
+    /// What all members' channels sent, summed, as of their last DKG or signature.
+    pub fn channel_stats(&self) -> tenure_frost_fed::channel::ChannelStats {
+        let mut sum = tenure_frost_fed::channel::ChannelStats::default();
+        for stats in self.members.iter().map(FedHandle::channel_stats) {
+            sum.messages += stats.messages;
+            sum.retransmissions += stats.retransmissions;
+            sum.acks += stats.acks;
+            sum.handshakes += stats.handshakes;
+        }
+        sum
+    }
+
     /// Overlay requests all members sent so far.
     pub fn requests_sent(&self) -> u64 {
         self.overlays

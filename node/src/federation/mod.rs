@@ -3,7 +3,10 @@
 //! timer and the key store.
 //!
 //! Frames go to a member's overlay peer by request-response through a per-member
-//! courier that bundles whatever is queued; a request that fails goes out on the
+//! courier that bundles whatever is queued. The answer carries the receiving member's
+//! frames for the sender that are ready at once (its acks of what the request brought,
+//! a handshake answer), so an ack costs no exchange of its own: at 50 members the
+//! acks were as many requests as the messages they acked. A request that fails goes out on the
 //! federation-frames gossip topic instead (one that is slow is left to the channels'
 //! retransmission), and every node hands bundles it
 //! receives either way to its member. The Noise channels keep them confidential and
@@ -32,7 +35,7 @@ use rand_core::OsRng;
 use sha2::{Digest, Sha256};
 use tenure_frost_fed::{
     KeyShare, MemberId, RequestId, Roster,
-    channel::ChannelKey,
+    channel::{ChannelKey, ChannelStats},
     dkg::{DkgFailure, DkgTimings},
     member::{
         MAX_BUNDLE_BYTES, MAX_BUNDLE_FRAMES, Member, MemberConfig, MemberOutput, decode_bundle,
@@ -126,6 +129,7 @@ enum FedCommand {
 pub struct FedHandle {
     commands: mpsc::Sender<FedCommand>,
     dkg_timings: Arc<std::sync::Mutex<Option<DkgTimings>>>,
+    channel_stats: Arc<std::sync::Mutex<ChannelStats>>,
     cheaters: Cheaters,
 }
 
@@ -213,6 +217,12 @@ impl FedHandle {
     /// How long the phases of the last DKG this member completed took (benchmarks).
     pub fn last_dkg_timings(&self) -> Option<DkgTimings> {
         self.dkg_timings.lock().ok().and_then(|t| *t)
+    }
+
+    /// What the member's channels had sent when its last DKG or signature ended, by
+    /// kind (benchmarks).
+    pub fn channel_stats(&self) -> ChannelStats {
+        self.channel_stats.lock().map(|s| *s).unwrap_or_default()
     }
 
     /// Takes members' channel bindings learnt since the start (the producer contacts
@@ -349,6 +359,11 @@ const COURIER_IN_FLIGHT: usize = 2;
 /// own courier.
 const COURIER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Answers to our requests (frames the members sent back) waiting for the member, at
+/// most; past it they are dropped and come again (an ack is sent again with the next
+/// data that arrives).
+const ANSWERS_QUEUED: usize = 1024;
+
 /// Requests to one peer that must hang in a row before its frames go by the gossip
 /// relay: one slow answer is load, several in a row look like a dead connection.
 const COURIER_HUNG_BEFORE_RELAY: u32 = 3;
@@ -364,7 +379,12 @@ const COURIER_HUNG_BEFORE_RELAY: u32 = 3;
 /// answers slowly adds load exactly when there is none to spare: at 20 members in
 /// one process that feedback turned a busy second into thousands of relays and a
 /// failed DKG.
-fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> CourierQueue {
+fn spawn_courier(
+    overlay: OverlayHandle,
+    peer: PeerId,
+    relay_only: bool,
+    answers: mpsc::Sender<(PeerId, Vec<u8>)>,
+) -> CourierQueue {
     let (sender, mut queue) = CourierQueue::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(COURIER_IN_FLIGHT));
     // Requests to this peer that hung in a row, since the last that was answered.
@@ -394,6 +414,7 @@ fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> Cour
             };
             let overlay = overlay.clone();
             let hung = hung.clone();
+            let answers = answers.clone();
             tokio::spawn(async move {
                 use std::sync::atomic::Ordering;
                 let relay = if relay_only {
@@ -405,8 +426,13 @@ fn spawn_courier(overlay: OverlayHandle, peer: PeerId, relay_only: bool) -> Cour
                     )
                     .await
                     {
-                        Ok(Ok(_)) => {
+                        Ok(Ok(answer)) => {
                             hung.store(0, Ordering::Release);
+                            // The answer carries the member's acks (module docs); a
+                            // full queue drops them, and they come again.
+                            if !answer.is_empty() {
+                                let _ = answers.try_send((peer, answer));
+                            }
                             false
                         }
                         Ok(Err(error)) => {
@@ -494,8 +520,11 @@ pub async fn spawn<V: Validator + Send + 'static>(
         MemberConfig::default(),
     );
     let dkg_timings = Arc::new(std::sync::Mutex::new(None));
+    let channel_stats = Arc::new(std::sync::Mutex::new(ChannelStats::default()));
     let cheaters = Cheaters::default();
+    let (answers, answered) = mpsc::channel(ANSWERS_QUEUED);
     let driver = Driver {
+        answers,
         cheaters: cheaters.clone(),
         member,
         overlay,
@@ -508,12 +537,14 @@ pub async fn spawn<V: Validator + Send + 'static>(
         key_store,
         relay_only: false,
         dkg_timings: dkg_timings.clone(),
+        channel_stats: channel_stats.clone(),
     };
     let (commands, receiver) = mpsc::channel(64);
-    tokio::spawn(driver.run(events, receiver));
+    tokio::spawn(driver.run(events, receiver, answered));
     Ok(FedHandle {
         commands,
         dkg_timings,
+        channel_stats,
         cheaters,
     })
 }
@@ -533,18 +564,27 @@ struct Driver<V> {
     sign_replies: BTreeMap<RequestId, Vec<SignReply>>,
     /// One sender task per member.
     couriers: BTreeMap<MemberId, CourierQueue>,
+    /// Where couriers hand the answers to their requests (frames for this member).
+    answers: mpsc::Sender<(PeerId, Vec<u8>)>,
     /// Where key shares are kept across restarts.
     key_store: Option<KeyStore>,
     /// Every frame goes by gossip relay (tests).
     relay_only: bool,
     /// The last completed DKG's phase times, for the handle.
     dkg_timings: Arc<std::sync::Mutex<Option<DkgTimings>>>,
+    /// The channels' traffic when the last DKG or signature ended, for the handle.
+    channel_stats: Arc<std::sync::Mutex<ChannelStats>>,
     /// Members found sending invalid shares, for the handle.
     cheaters: Cheaters,
 }
 
 impl<V: Validator + Send + 'static> Driver<V> {
-    async fn run(mut self, mut events: OverlayEvents, mut commands: mpsc::Receiver<FedCommand>) {
+    async fn run(
+        mut self,
+        mut events: OverlayEvents,
+        mut commands: mpsc::Receiver<FedCommand>,
+        mut answered: mpsc::Receiver<(PeerId, Vec<u8>)>,
+    ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut crashed_until: Option<Instant> = None;
@@ -561,6 +601,10 @@ impl<V: Validator + Send + 'static> Driver<V> {
                     Some(_) if crashed => {}
                     Some(command) => self.on_command(command),
                     None => return,
+                },
+                Some((peer, answer)) = answered.recv() => if !crashed {
+                    let out = self.member.handle(&peer.to_bytes(), &answer, Instant::now(), &mut OsRng);
+                    self.on_outputs(out).await;
                 },
                 _ = tick.tick() => if !crashed {
                     let out = self.member.on_tick(Instant::now(), &mut OsRng);
@@ -579,16 +623,52 @@ impl<V: Validator + Send + 'static> Driver<V> {
                 body,
             } => {
                 // Frames come only from roster members' peers (module docs).
-                if !self.peers.values().any(|p| *p == peer) {
+                let Some(sender) = self
+                    .peers
+                    .iter()
+                    .find_map(|(member, p)| (*p == peer).then_some(*member))
+                else {
                     let _ = self
                         .overlay
                         .respond(id, Err(Refusal::NotServed(Service::FederationFrame)))
                         .await;
                     return;
+                };
+                let mut out =
+                    self.member
+                        .handle(&peer.to_bytes(), &body, Instant::now(), &mut OsRng);
+                out.extend(self.member.acks_for(sender));
+                // What is for the sender goes back in the answer (module docs).
+                let (back, rest): (Vec<_>, Vec<_>) = out
+                    .into_iter()
+                    .partition(|o| matches!(o, MemberOutput::Transmit { to, .. } if *to == sender));
+                let mut frames = Vec::new();
+                let mut size = 0usize;
+                let mut rest = rest;
+                for output in back {
+                    match output {
+                        MemberOutput::Transmit { frame, .. }
+                            if size.saturating_add(frame.len()) <= MAX_BUNDLE_BYTES
+                                && frames.len() < MAX_BUNDLE_FRAMES =>
+                        {
+                            size = size.saturating_add(frame.len());
+                            frames.push(frame);
+                        }
+                        other => rest.push(other),
+                    }
                 }
-                let _ = self.overlay.respond(id, Ok(Vec::new())).await;
-                self.member
-                    .handle(&peer.to_bytes(), &body, Instant::now(), &mut OsRng)
+                let answer = if frames.is_empty() {
+                    Vec::new()
+                } else {
+                    encode_bundle(frames).unwrap_or_default()
+                };
+                // The answer leaves without this task waiting for the overlay's
+                // word on it: a member waiting on each answer takes its frames only
+                // as fast as a loaded overlay replies, and at 100 members in one
+                // process that held requests past their timeout.
+                let overlay = self.overlay.clone();
+                tokio::spawn(async move { overlay.respond(id, Ok(answer)).await });
+                rest
             }
             OverlayEvent::InboundRequest { id, service, .. } => {
                 let _ = self
@@ -683,6 +763,16 @@ impl<V: Validator + Send + 'static> Driver<V> {
     }
 
     fn on_output(&mut self, output: MemberOutput) {
+        if matches!(
+            output,
+            MemberOutput::DkgCompleted(_)
+                | MemberOutput::DkgFailed(_)
+                | MemberOutput::Signed { .. }
+                | MemberOutput::SignFailed { .. }
+        ) && let Ok(mut stats) = self.channel_stats.lock()
+        {
+            *stats = self.member.channel_stats();
+        }
         match output {
             MemberOutput::Transmit { to, frame } => self.transmit(to, frame),
             MemberOutput::DkgCompleted(key) => {
@@ -788,10 +878,11 @@ impl<V: Validator + Send + 'static> Driver<V> {
         };
         let overlay = self.overlay.clone();
         let relay_only = self.relay_only;
+        let answers = self.answers.clone();
         let courier = self
             .couriers
             .entry(to)
-            .or_insert_with(|| spawn_courier(overlay, peer, relay_only));
+            .or_insert_with(|| spawn_courier(overlay, peer, relay_only, answers));
         // A full queue drops the frame; reliable delivery sends it again.
         if !courier.try_send(frame) {
             debug!(target: logs::FED_COURIER, member = %to, queued = courier.queued_bytes(), "courier queue full; frame dropped");

@@ -361,8 +361,20 @@ const COURIER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Answers to our requests (frames the members sent back) waiting for the member, at
 /// most; past it they are dropped and come again (an ack is sent again with the next
-/// data that arrives).
-const ANSWERS_QUEUED: usize = 1024;
+/// data that arrives). With [`MAX_ANSWER_BYTES`], at most 16 MiB wait.
+const ANSWERS_QUEUED: usize = 256;
+
+/// Bytes of frames one answer carries, at most: acks and handshake answers are a few
+/// hundred bytes; frames past this go by the courier, and a larger answer is dropped
+/// unread.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Bytes of frames put into one answer, each counted with its encoding's header,
+/// leaving room for the list's own within [`MAX_ANSWER_BYTES`].
+const ANSWER_FRAME_BYTES: usize = MAX_ANSWER_BYTES - 16;
+
+/// The longest CBOR header of a byte string.
+const CBOR_ITEM_HEADER: usize = 9;
 
 /// Requests to one peer that must hang in a row before its frames go by the gossip
 /// relay: one slow answer is load, several in a row look like a dead connection.
@@ -430,7 +442,7 @@ fn spawn_courier(
                             hung.store(0, Ordering::Release);
                             // The answer carries the member's acks (module docs); a
                             // full queue drops them, and they come again.
-                            if !answer.is_empty() {
+                            if !answer.is_empty() && answer.len() <= MAX_ANSWER_BYTES {
                                 let _ = answers.try_send((peer, answer));
                             }
                             false
@@ -648,10 +660,11 @@ impl<V: Validator + Send + 'static> Driver<V> {
                 for output in back {
                     match output {
                         MemberOutput::Transmit { frame, .. }
-                            if size.saturating_add(frame.len()) <= MAX_BUNDLE_BYTES
+                            if size.saturating_add(frame.len() + CBOR_ITEM_HEADER)
+                                <= ANSWER_FRAME_BYTES
                                 && frames.len() < MAX_BUNDLE_FRAMES =>
                         {
-                            size = size.saturating_add(frame.len());
+                            size = size.saturating_add(frame.len() + CBOR_ITEM_HEADER);
                             frames.push(frame);
                         }
                         other => rest.push(other),

@@ -65,10 +65,12 @@ const IDLE_WINDOW: Duration = Duration::from_secs(2);
 const SETTLE_MAX: Duration = Duration::from_secs(40);
 
 /// Waits until the process's CPU use over [`IDLE_WINDOW`] stops falling (by less than
-/// a tenth from one window to the next), at most [`SETTLE_MAX`]; returns how long it
-/// took and the cores used in the last window. Small federations settle at once.
+/// a tenth from one window to the next) below three quarters of the machine (a
+/// saturated machine cannot show it falling), at most [`SETTLE_MAX`]; returns how long
+/// it took and the cores used in the last window. Small federations settle at once.
 async fn settle(members: usize) -> (Duration, f64) {
     let started = Instant::now();
+    let saturated = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64) * 0.75;
     let mut last: Option<f64> = None;
     loop {
         let cpu_before = process_stats::cpu_time();
@@ -77,7 +79,8 @@ async fn settle(members: usize) -> (Duration, f64) {
             .saturating_sub(cpu_before)
             .as_secs_f64()
             / IDLE_WINDOW.as_secs_f64();
-        let settled = last.is_some_and(|previous| cores > previous * 0.9) || members <= 10;
+        let settled = (cores < saturated && last.is_some_and(|previous| cores > previous * 0.9))
+            || members <= 10;
         if settled || started.elapsed() >= SETTLE_MAX {
             return (started.elapsed(), cores);
         }

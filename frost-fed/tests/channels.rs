@@ -610,3 +610,26 @@ fn an_ack_taken_at_once_replaces_the_ticks_ack_and_stops_retransmission() {
     assert_eq!(after.messages, before.messages + 1);
     assert_eq!(after.retransmissions, before.retransmissions);
 }
+
+/// An ack taken at once and then lost (its answer never came back) costs the message
+/// one retransmission and no more: the copy is acked again, and delivered once.
+#[test]
+fn an_ack_taken_at_once_and_lost_is_recovered_by_one_retransmission() {
+    let mut pair = Pair::new();
+    let (a, b) = (member(1), member(2));
+    pair.send(a, b, b"hello");
+    pair.run(20, &mut |_, _| true);
+    let before = pair.nodes[&a].stats();
+    pair.send(a, b, b"share");
+    for (to, frame) in std::mem::take(&mut pair.wire) {
+        let out = pair.nodes.get_mut(&to).unwrap().handle(&frame, pair.now);
+        pair.take(to, out);
+    }
+    let lost = pair.nodes.get_mut(&b).unwrap().ack_now(a);
+    assert_eq!(lost.len(), 1);
+    drop(lost);
+    pair.run(500, &mut |_, _| true);
+    let after = pair.nodes[&a].stats();
+    assert_eq!(after.retransmissions, before.retransmissions + 1);
+    assert_eq!(pair.delivered.len(), 2, "the copy is not delivered again");
+}

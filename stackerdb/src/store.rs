@@ -288,6 +288,21 @@ mod tests {
         }
     }
 
+    /// `open` once the directory's lock is free: sled's background writes can hold it
+    /// for a moment after the previous handle was dropped (a process restart releases
+    /// it at exit); wait for that, boundedly.
+    fn when_unlocked(dir: &std::path::Path) -> Result<Store, StoreError> {
+        for _ in 0..250 {
+            match Store::open(dir) {
+                Err(StoreError::Sled(sled::Error::Io(e))) if e.to_string().contains("lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+        panic!("the store's lock was never released");
+    }
+
     #[test]
     fn chunks_survive_reopening_and_dbs_stay_apart() {
         let dir = tempfile::tempdir().unwrap();
@@ -298,14 +313,14 @@ mod tests {
             store.put_chunk(&b, &stored(&b, 2, 1)).unwrap();
             store.put_chunk(&a, &stored(&a, 1, 2)).unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = when_unlocked(dir.path()).unwrap();
         let got = store.chunks(&a, 1 << 20).unwrap();
         assert_eq!(got, vec![stored(&a, 1, 2)]);
         assert_eq!(store.chunks(&b, 1 << 20).unwrap().len(), 1);
         assert_eq!(store.gc_epoch(&a).unwrap(), 0);
         store.collect_garbage(&a, &[1], 20).unwrap();
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = when_unlocked(dir.path()).unwrap();
         assert!(store.chunks(&a, 1 << 20).unwrap().is_empty());
         assert_eq!(store.chunks(&b, 1 << 20).unwrap().len(), 1);
         assert_eq!(store.gc_epoch(&a).unwrap(), 20);
@@ -324,7 +339,7 @@ mod tests {
             db.flush().unwrap();
         }
         assert!(matches!(
-            Store::open(dir.path()),
+            when_unlocked(dir.path()),
             Err(StoreError::Format {
                 found: 9,
                 expected: 1

@@ -6,7 +6,10 @@
 //! courier that bundles whatever is queued. The answer carries the receiving member's
 //! frames for the sender that are ready at once (its acks of what the request brought,
 //! a handshake answer), so an ack costs no exchange of its own: at 50 members the
-//! acks were as many requests as the messages they acked. A request that fails goes out on the
+//! acks were as many requests as the messages they acked. Only a bundle whose first
+//! frame is the empty mark gets frames in its answer: a node that does not read
+//! answers (an older one) leaves the mark out and gets its acks by the courier as
+//! before, so a federation can be upgraded one node at a time. A request that fails goes out on the
 //! federation-frames gossip topic instead (one that is slow is left to the channels'
 //! retransmission), and every node hands bundles it
 //! receives either way to its member. The Noise channels keep them confidential and
@@ -376,6 +379,22 @@ const ANSWER_FRAME_BYTES: usize = MAX_ANSWER_BYTES - 16;
 /// The longest CBOR header of a byte string.
 const CBOR_ITEM_HEADER: usize = 9;
 
+/// Whether a bundle's sender reads the frames in answers: its first frame is the
+/// empty mark (which no member decodes as a frame, so nodes without it ignore it).
+/// A bundle is a CBOR array of byte strings: after the array's header, an empty byte
+/// string is the single byte 0x40.
+fn reads_answers(bundle: &[u8]) -> bool {
+    let header = match bundle.first() {
+        Some(0x80..=0x97) => 1,
+        Some(0x98) => 2,
+        Some(0x99) => 3,
+        Some(0x9a) => 5,
+        Some(0x9b) => 9,
+        _ => return false,
+    };
+    bundle.get(header) == Some(&0x40)
+}
+
 /// Requests to one peer that must hang in a row before its frames go by the gossip
 /// relay: one slow answer is load, several in a row look like a dead connection.
 const COURIER_HUNG_BEFORE_RELAY: u32 = 3;
@@ -407,7 +426,8 @@ fn spawn_courier(
                 return;
             };
             let mut size = first.len();
-            let mut frames = vec![first];
+            // The mark first: this node reads the frames in answers (module docs).
+            let mut frames = vec![Vec::new(), first];
             while size < MAX_BUNDLE_BYTES && frames.len() < MAX_BUNDLE_FRAMES {
                 match queue.try_recv() {
                     Some(frame) => {
@@ -443,7 +463,10 @@ fn spawn_courier(
                             // The answer carries the member's acks (module docs); a
                             // full queue drops them, and they come again.
                             if !answer.is_empty() && answer.len() <= MAX_ANSWER_BYTES {
-                                let _ = answers.try_send((peer, answer));
+                                // Waits for room (holding this courier's permit, so
+                                // at most two answers wait per member): a dropped
+                                // answer would cost its data a retransmission.
+                                let _ = answers.send((peer, answer)).await;
                             }
                             false
                         }
@@ -649,23 +672,30 @@ impl<V: Validator + Send + 'static> Driver<V> {
                 let mut out =
                     self.member
                         .handle(&peer.to_bytes(), &body, Instant::now(), &mut OsRng);
+                if !reads_answers(&body) {
+                    // A node that ignores answers gets its acks by the courier.
+                    let _ = self.overlay.respond(id, Ok(Vec::new())).await;
+                    self.on_outputs(out).await;
+                    return;
+                }
                 out.extend(self.member.acks_for(sender));
-                // What is for the sender goes back in the answer (module docs).
-                let (back, rest): (Vec<_>, Vec<_>) = out
-                    .into_iter()
-                    .partition(|o| matches!(o, MemberOutput::Transmit { to, .. } if *to == sender));
+                // What is for the sender goes back in the answer (module docs), in
+                // order: once a frame does not fit, it and the rest go by the courier.
                 let mut frames = Vec::new();
                 let mut size = 0usize;
-                let mut rest = rest;
-                for output in back {
+                let mut full = false;
+                let mut rest = Vec::new();
+                for output in out {
                     match output {
-                        MemberOutput::Transmit { frame, .. }
-                            if size.saturating_add(frame.len() + CBOR_ITEM_HEADER)
-                                <= ANSWER_FRAME_BYTES
-                                && frames.len() < MAX_BUNDLE_FRAMES =>
-                        {
-                            size = size.saturating_add(frame.len() + CBOR_ITEM_HEADER);
-                            frames.push(frame);
+                        MemberOutput::Transmit { to, frame } if to == sender && !full => {
+                            let grown = size.saturating_add(frame.len() + CBOR_ITEM_HEADER);
+                            if grown <= ANSWER_FRAME_BYTES && frames.len() < MAX_BUNDLE_FRAMES {
+                                size = grown;
+                                frames.push(frame);
+                            } else {
+                                full = true;
+                                rest.push(MemberOutput::Transmit { to, frame });
+                            }
                         }
                         other => rest.push(other),
                     }
@@ -906,6 +936,27 @@ impl<V: Validator + Send + 'static> Driver<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The mark is read from bundles of any length, and only as the first frame.
+    #[test]
+    fn the_answer_mark_is_the_first_frame_of_a_bundle_of_any_length() {
+        for count in [0usize, 1, 23, 24, 300, 70_000] {
+            let mut frames = vec![vec![7u8; 3]; count];
+            assert!(!reads_answers(&encode_bundle(frames.clone()).unwrap()));
+            frames.insert(0, Vec::new());
+            assert!(
+                reads_answers(&encode_bundle(frames.clone()).unwrap()),
+                "{count}"
+            );
+            frames.swap(0, count);
+            if count > 0 {
+                assert!(!reads_answers(&encode_bundle(frames).unwrap()), "{count}");
+            }
+        }
+        assert!(!reads_answers(&[]));
+        assert!(!reads_answers(&[0x81]));
+        assert!(!reads_answers(&[0x40]));
+    }
 
     /// Item 7 of the review: a member that stops taking its frames could pin 4,096 frames
     /// of up to 64 KiB each (256 MiB) in our memory. Now the queue stops at its byte

@@ -363,8 +363,8 @@ const COURIER_IN_FLIGHT: usize = 2;
 const COURIER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Answers to our requests (frames the members sent back) waiting for the member, at
-/// most; past it they are dropped and come again (an ack is sent again with the next
-/// data that arrives). With [`MAX_ANSWER_BYTES`], at most 16 MiB wait.
+/// most; a courier with an answer waits for room. With [`MAX_ANSWER_BYTES`], at most
+/// 16 MiB wait.
 const ANSWERS_QUEUED: usize = 256;
 
 /// Bytes of frames one answer carries, at most: acks and handshake answers are a few
@@ -393,6 +393,32 @@ fn reads_answers(bundle: &[u8]) -> bool {
         _ => return false,
     };
     bundle.get(header) == Some(&0x40)
+}
+
+/// Splits `outputs` into the frames for `sender` that go back in the answer (module
+/// docs) and the rest. In order: once a frame for `sender` does not fit, it and the
+/// ones after it go by the courier.
+fn take_answer(outputs: Vec<MemberOutput>, sender: MemberId) -> (Vec<Vec<u8>>, Vec<MemberOutput>) {
+    let mut frames = Vec::new();
+    let mut size = 0usize;
+    let mut full = false;
+    let mut rest = Vec::new();
+    for output in outputs {
+        match output {
+            MemberOutput::Transmit { to, frame } if to == sender && !full => {
+                let grown = size.saturating_add(frame.len() + CBOR_ITEM_HEADER);
+                if grown <= ANSWER_FRAME_BYTES && frames.len() < MAX_BUNDLE_FRAMES {
+                    size = grown;
+                    frames.push(frame);
+                } else {
+                    full = true;
+                    rest.push(MemberOutput::Transmit { to, frame });
+                }
+            }
+            other => rest.push(other),
+        }
+    }
+    (frames, rest)
 }
 
 /// Requests to one peer that must hang in a row before its frames go by the gossip
@@ -460,8 +486,7 @@ fn spawn_courier(
                     {
                         Ok(Ok(answer)) => {
                             hung.store(0, Ordering::Release);
-                            // The answer carries the member's acks (module docs); a
-                            // full queue drops them, and they come again.
+                            // The answer carries the member's acks (module docs).
                             if !answer.is_empty() && answer.len() <= MAX_ANSWER_BYTES {
                                 // Waits for room (holding this courier's permit, so
                                 // at most two answers wait per member): a dropped
@@ -679,27 +704,7 @@ impl<V: Validator + Send + 'static> Driver<V> {
                     return;
                 }
                 out.extend(self.member.acks_for(sender));
-                // What is for the sender goes back in the answer (module docs), in
-                // order: once a frame does not fit, it and the rest go by the courier.
-                let mut frames = Vec::new();
-                let mut size = 0usize;
-                let mut full = false;
-                let mut rest = Vec::new();
-                for output in out {
-                    match output {
-                        MemberOutput::Transmit { to, frame } if to == sender && !full => {
-                            let grown = size.saturating_add(frame.len() + CBOR_ITEM_HEADER);
-                            if grown <= ANSWER_FRAME_BYTES && frames.len() < MAX_BUNDLE_FRAMES {
-                                size = grown;
-                                frames.push(frame);
-                            } else {
-                                full = true;
-                                rest.push(MemberOutput::Transmit { to, frame });
-                            }
-                        }
-                        other => rest.push(other),
-                    }
-                }
+                let (frames, rest) = take_answer(out, sender);
                 let answer = if frames.is_empty() {
                     Vec::new()
                 } else {
